@@ -1,0 +1,3 @@
+"""SMPP consent gateway."""
+
+__version__ = "0.1.0"

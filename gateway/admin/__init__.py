@@ -1,0 +1,1 @@
+"""Admin HTTP API: health, readiness, metrics, consent read/write."""

@@ -1,0 +1,1 @@
+"""Consent domain model and policy: pure functions of state and message."""

@@ -1,0 +1,121 @@
+"""Consent domain values: states, scopes, events. Pure data, no I/O.
+
+The current state of a (scope, subscriber) pair is derived from its events (see ``fold``);
+stores keep that projection for fast lookup and must keep it equal to ``fold(history)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ConsentState(str, Enum):
+    UNKNOWN = "unknown"
+    PENDING = "pending"  # opt-in requested, answer awaited
+    OPTED_IN = "opted_in"
+    OPTED_OUT = "opted_out"
+    BLOCKED = "blocked"
+
+
+class Actor(str, Enum):
+    """Who caused a change: recorded for the compliance officer."""
+
+    KEYWORD = "keyword"  # a subscriber's MO matched a keyword or phrase
+    ADMIN = "admin"  # staff through the CLI
+    API = "api"  # the admin HTTP API
+    LINK = "link"  # the signed web opt-out link
+    IMPORT = "import"  # CSV import
+    POLICY = "policy"  # the gateway itself (e.g. opt-in requested under require_opt_in)
+
+
+class MatchType(str, Enum):
+    """How an MO's words were recognised."""
+
+    NONE = "none"
+    KEYWORD = "keyword"  # the whole message is a keyword of a family
+    PHRASE = "phrase"  # the optional plain-language tier ("please stop texting me")
+    ANY_MESSAGE = "any_message"  # re-opt-in on any message, where the campaign allows it
+
+
+class ScopeKind(str, Enum):
+    """How far a STOP reaches (PRODUCT.md section 3)."""
+
+    NUMBER = "number"  # only the sender number the STOP was sent to
+    CAMPAIGN = "campaign"  # every number of the campaign
+    ACCOUNT = "account"  # everything of the client account (system_id)
+    LIST = "list"  # one per-campaign list, chosen by service_type
+    GLOBAL = "global"  # blocks: staff-set, reach everything
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A consent scope, rendered as a stable string key for stores: ``kind:name``.
+
+    Names: NUMBER -> sender E.164 digits; CAMPAIGN -> campaign name; ACCOUNT -> system_id;
+    LIST -> ``campaign/list``; GLOBAL -> ``*``.
+    """
+
+    kind: ScopeKind
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}:{self.name}"
+
+    @classmethod
+    def parse(cls, key: str) -> Scope:
+        kind, sep, name = key.partition(":")
+        if not sep or not name:
+            raise ValueError(f"not a scope key: {key!r}")
+        return cls(ScopeKind(kind), name)
+
+
+GLOBAL_SCOPE = Scope(ScopeKind.GLOBAL, "*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentEvent:
+    """One change of consent, as the audit trail records it. Never updated, never deleted."""
+
+    event_id: str  # unique (uuid4 hex), assigned by whoever creates the event
+    at: float  # seconds since the epoch (UTC)
+    subscriber: str  # E.164 digits, no '+'
+    scope: str  # Scope.key
+    state: ConsentState  # the state this event moves the pair to
+    actor: Actor
+    match: MatchType = MatchType.NONE
+    words: str | None = None  # the words received (MO text), or the staff's reason
+    sender: str | None = None  # the number the subscriber wrote to / was written from
+    campaign: str | None = None
+    system_id: str | None = None  # the client account
+    smsc_message_id: str | None = None
+    instance: str | None = None  # the gateway instance that recorded it
+    # Idempotency: a second append with the same dedup_key is a no-op (retransmitted MO).
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentRecord:
+    """The current state of one (scope, subscriber) pair: the projection of its events."""
+
+    subscriber: str
+    scope: str
+    state: ConsentState
+    updated_at: float
+    last_event_id: str
+
+
+def fold(events: Iterable[ConsentEvent]) -> dict[tuple[str, str], ConsentRecord]:
+    """Project events (in append order) to current records keyed by (scope, subscriber)."""
+    current: dict[tuple[str, str], ConsentRecord] = {}
+    for event in events:
+        current[(event.scope, event.subscriber)] = ConsentRecord(
+            subscriber=event.subscriber,
+            scope=event.scope,
+            state=event.state,
+            updated_at=event.at,
+            last_event_id=event.event_id,
+        )
+    return current

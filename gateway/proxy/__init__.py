@@ -1,0 +1,1 @@
+"""asyncio networking: listener, client and upstream legs, the relay between them."""

@@ -1,0 +1,1 @@
+"""Consent persistence: SQLite (embedded) and Redis (shared) behind one interface."""

@@ -1,0 +1,1 @@
+"""Structured logs and metrics; imports nothing else from the gateway."""
