@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class ConsentState(str, Enum):
+class ConsentState(StrEnum):
     UNKNOWN = "unknown"
     PENDING = "pending"  # opt-in requested, answer awaited
     OPTED_IN = "opted_in"
@@ -19,7 +19,7 @@ class ConsentState(str, Enum):
     BLOCKED = "blocked"
 
 
-class Actor(str, Enum):
+class Actor(StrEnum):
     """Who caused a change: recorded for the compliance officer."""
 
     KEYWORD = "keyword"  # a subscriber's MO matched a keyword or phrase
@@ -30,7 +30,7 @@ class Actor(str, Enum):
     POLICY = "policy"  # the gateway itself (e.g. opt-in requested under require_opt_in)
 
 
-class MatchType(str, Enum):
+class MatchType(StrEnum):
     """How an MO's words were recognised."""
 
     NONE = "none"
@@ -39,7 +39,7 @@ class MatchType(str, Enum):
     ANY_MESSAGE = "any_message"  # re-opt-in on any message, where the campaign allows it
 
 
-class ScopeKind(str, Enum):
+class ScopeKind(StrEnum):
     """How far a STOP reaches (PRODUCT.md section 3)."""
 
     NUMBER = "number"  # only the sender number the STOP was sent to
@@ -119,3 +119,32 @@ def fold(events: Iterable[ConsentEvent]) -> dict[tuple[str, str], ConsentRecord]
             last_event_id=event.event_id,
         )
     return current
+
+
+class AddressKind(StrEnum):
+    """What a normalised SMPP address is (consent/numbers.py decides)."""
+
+    E164 = "e164"  # a phone number: ``value`` is its E.164 digits, no '+'
+    SHORT_CODE = "short_code"  # TON network-specific / abbreviated, or too short for a number
+    ALPHANUMERIC = "alphanumeric"  # TON alphanumeric or letters: a name, not a number
+    # Digits that do not parse as a number of any country: kept as given (digits only) so
+    # consent is still enforced on them, but never trusted with an auto-reply.
+    UNPARSED = "unparsed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmsAddress:
+    """A normalised source_addr / destination_addr: the consent key and what kind of thing it is."""
+
+    kind: AddressKind
+    value: str  # the consent key: E.164 digits, short-code digits, or the alphanumeric text
+
+    @property
+    def is_number(self) -> bool:
+        """A handset number (E.164), as opposed to a short code or a name."""
+        return self.kind is AddressKind.E164
+
+    @property
+    def accepts_auto_reply(self) -> bool:
+        """Only real handset numbers get confirmations, so two auto-responders cannot loop."""
+        return self.kind is AddressKind.E164

@@ -1,0 +1,268 @@
+"""Campaign rules as plain frozen values (the config loader builds them from TOML).
+
+Every field has a default, and the defaults keep an existing application working unchanged:
+unknown numbers are allowed, opt-outs are enforced, the FCC / CTIA keywords are on, no footer is
+added unless asked for. ``CampaignDirectory`` maps a sender number to its campaign in O(1); numbers
+in no campaign belong to the account-level default campaign (``default_campaign()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from gateway.consent.keywords import (
+    DEFAULT_ACCOUNT_WIDE,
+    DEFAULT_HELP,
+    DEFAULT_OPT_IN,
+    DEFAULT_OPT_OUT,
+    LANGUAGE_PACKS,
+    KeywordRules,
+)
+from gateway.consent.model import Scope, ScopeKind
+
+DEFAULT_CAMPAIGN_NAME = "default"
+# The scopes a STOP can be given in config; LIST and GLOBAL come from list words and staff.
+CAMPAIGN_SCOPES = frozenset({ScopeKind.NUMBER, ScopeKind.CAMPAIGN, ScopeKind.ACCOUNT})
+
+
+class FooterMode(StrEnum):
+    ALWAYS = "always"
+    FIRST = "first"  # until this subscriber has seen it once from this campaign
+    NEVER = "never"
+
+
+class OutboundUnknown(StrEnum):
+    """What an MT to a subscriber with no consent record gets."""
+
+    ALLOW = "allow"
+    REQUIRE_OPT_IN = "require_opt_in"  # the opt-in request goes out; the MT is refused (pending)
+    BLOCK = "block"  # refused until the subscriber writes first
+
+
+class InboundUnknown(StrEnum):
+    """What an MO from a subscriber with no consent record triggers."""
+
+    ALLOW = "allow"
+    REQUEST_OPT_IN = "request_opt_in"  # reply with the opt-in request, record pending
+
+
+class ReOptIn(StrEnum):
+    """How an opted-out subscriber opts back in."""
+
+    KEYWORD = "keyword"  # only START / UNSTOP / YES (CTIA)
+    ANY_MESSAGE = "any_message"  # any new message, as some platforms do
+
+
+class ListMode(StrEnum):
+    EXTEND = "extend"  # the defaults plus these words
+    REPLACE = "replace"  # these words only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WordList:
+    """One keyword family's configuration."""
+
+    words: tuple[str, ...] = ()
+    mode: ListMode = ListMode.EXTEND
+
+    def resolve(self, defaults: Iterable[str]) -> tuple[str, ...]:
+        if self.mode is ListMode.REPLACE:
+            return self.words
+        return (*defaults, *self.words)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Keywords:
+    opt_out: WordList = WordList()
+    opt_in: WordList = WordList()
+    help: WordList = WordList()
+    # Opt-out words that reach the whole account (STOPALL); they must also be opt-out words.
+    account_wide: WordList = WordList()
+    languages: tuple[str, ...] = ()  # names of LANGUAGE_PACKS, e.g. ("fr", "es")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replies:
+    """Auto-reply texts. ``{brand}`` is replaced by the campaign's brand, ``{list}`` by a list name.
+
+    An empty string switches that reply off. ``already_opted_out`` is off by default: a repeated
+    STOP is recorded but gets no second confirmation (FCC 24-24 allows one).
+    """
+
+    opt_out: str = (
+        "{brand}: You are unsubscribed and will receive no more messages."
+        " Reply START to resubscribe."
+    )
+    opt_in: str = (
+        "{brand}: You are subscribed again. Msg & data rates may apply. "
+        "Reply HELP for help, STOP to opt out."
+    )
+    help: str = "{brand}: Msg & data rates may apply. Reply STOP to opt out."
+    opt_in_request: str = (
+        "{brand}: Reply YES to receive our messages. Msg & data rates may apply. "
+        "Reply STOP to opt out."
+    )
+    list_opt_out: str = (
+        "{brand}: You will receive no more {list} messages. Reply STOP to opt out of all."
+    )
+    already_opted_out: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageList:
+    """A list inside a campaign (marketing vs account notices), chosen by the MT's service_type."""
+
+    name: str
+    service_types: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()  # words that opt out of this list only (e.g. "OPTOUT-PROMO")
+
+
+def render(template: str, brand: str, list_name: str = "") -> str:
+    """Fill a reply template; with no brand the ``"{brand}: "`` prefix disappears."""
+    if not brand:
+        template = template.replace("{brand}: ", "")
+    return template.replace("{brand}", brand).replace("{list}", list_name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Campaign:
+    """A group of sender numbers and the consent rules they share.
+
+    ``numbers`` hold sender addresses as the directory keys them: E.164 digits (no '+'), short
+    codes as digits, alphanumeric senders as written. Derived lookups (keyword rules, list
+    scopes) are computed once here, so the per-message path only reads them. Campaigns compare by
+    identity (``eq=False``), so per-message caches hash them in constant time.
+    """
+
+    name: str
+    brand: str = ""
+    numbers: tuple[str, ...] = ()
+    scope: ScopeKind = ScopeKind.CAMPAIGN
+    footer: FooterMode = FooterMode.NEVER
+    footer_text: str = "Reply STOP to opt out"
+    replies: Replies = Replies()
+    keywords: Keywords = Keywords()
+    outbound_unknown: OutboundUnknown = OutboundUnknown.ALLOW
+    inbound_unknown: InboundUnknown = InboundUnknown.ALLOW
+    reopt_in: ReOptIn = ReOptIn.KEYWORD
+    lists: tuple[MessageList, ...] = ()
+    phrase_tier: bool = False
+    phrase_max_words: int = 8
+    forward_keywords: bool = True  # forward STOP / START / HELP MOs to the client too
+
+    rules: KeywordRules = field(init=False, repr=False, compare=False)
+    campaign_scope: Scope = field(init=False, repr=False, compare=False)
+    list_by_service_type: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"campaign name must be non-empty and without '/': {self.name!r}")
+        if self.scope not in CAMPAIGN_SCOPES:
+            raise ValueError(f"campaign {self.name}: scope must be number, campaign or account")
+        unknown = [lang for lang in self.keywords.languages if lang not in LANGUAGE_PACKS]
+        if unknown:
+            raise ValueError(
+                f"campaign {self.name}: unknown language pack(s) {unknown}; "
+                f"known: {sorted(LANGUAGE_PACKS)}"
+            )
+        by_service_type: dict[str, str] = {}
+        for lst in self.lists:
+            if not lst.name or "/" in lst.name:
+                raise ValueError(f"campaign {self.name}: bad list name {lst.name!r}")
+            for service_type in lst.service_types:
+                if by_service_type.setdefault(service_type, lst.name) != lst.name:
+                    raise ValueError(
+                        f"campaign {self.name}: service_type {service_type!r} in two lists"
+                    )
+        if len({lst.name for lst in self.lists}) != len(self.lists):
+            raise ValueError(f"campaign {self.name}: duplicate list names")
+        object.__setattr__(self, "rules", self._build_rules())
+        object.__setattr__(self, "campaign_scope", Scope(ScopeKind.CAMPAIGN, self.name))
+        object.__setattr__(self, "list_by_service_type", MappingProxyType(by_service_type))
+
+    def _build_rules(self) -> KeywordRules:
+        kw = self.keywords
+        packs = [LANGUAGE_PACKS[lang] for lang in kw.languages]
+        opt_out = kw.opt_out.resolve(DEFAULT_OPT_OUT)
+        opt_in = kw.opt_in.resolve(DEFAULT_OPT_IN)
+        help_words = kw.help.resolve(DEFAULT_HELP)
+        for pack in packs:
+            opt_out = (*opt_out, *pack.opt_out)
+            opt_in = (*opt_in, *pack.opt_in)
+            help_words = (*help_words, *pack.help)
+        return KeywordRules.build(
+            opt_out=opt_out,
+            opt_in=opt_in,
+            help=help_words,
+            account_wide=kw.account_wide.resolve(DEFAULT_ACCOUNT_WIDE),
+            list_keywords={lst.name: lst.keywords for lst in self.lists},
+            phrase_tier=self.phrase_tier,
+            phrase_max_words=self.phrase_max_words,
+        )
+
+    def list_scope(self, list_name: str) -> Scope:
+        return Scope(ScopeKind.LIST, f"{self.name}/{list_name}")
+
+    def reply(self, template: str, list_name: str = "") -> str:
+        """A reply text of this campaign, brand filled in ("" when switched off)."""
+        return render(template, self.brand, list_name) if template else ""
+
+
+def default_campaign(**overrides: Any) -> Campaign:
+    """The account-level campaign for sender numbers that are in no campaign.
+
+    Its STOP reaches the whole client account (system_id): a subscriber who writes STOP to a
+    number the operator never grouped cannot be expected to know which other numbers are the
+    same business, and FCC 24-24's revoke-all rule points the same way.
+    """
+    values: dict[str, Any] = {"name": DEFAULT_CAMPAIGN_NAME, "scope": ScopeKind.ACCOUNT}
+    values.update(overrides)
+    return Campaign(**values)
+
+
+class CampaignDirectory:
+    """Sender address -> campaign, O(1). Immutable once built; rebuild on config reload."""
+
+    __slots__ = ("_by_name", "_by_number", "default")
+
+    def __init__(self, campaigns: Iterable[Campaign], default: Campaign | None = None) -> None:
+        self.default = default if default is not None else default_campaign()
+        by_name: dict[str, Campaign] = {self.default.name: self.default}
+        by_number: dict[str, Campaign] = {}
+        for campaign in campaigns:
+            if campaign.name in by_name:
+                raise ValueError(f"campaign name {campaign.name!r} used twice")
+            by_name[campaign.name] = campaign
+            for number in campaign.numbers:
+                key = number_key(number)
+                other = by_number.setdefault(key, campaign)
+                if other is not campaign:
+                    raise ValueError(
+                        f"number {number!r} is in campaigns {other.name!r} and {campaign.name!r}"
+                    )
+        self._by_name: Mapping[str, Campaign] = MappingProxyType(by_name)
+        self._by_number: Mapping[str, Campaign] = MappingProxyType(by_number)
+
+    def lookup(self, sender: str) -> Campaign:
+        """The campaign of a sender (normalised address value), or the default campaign."""
+        return self._by_number.get(sender, self.default)
+
+    def get(self, name: str) -> Campaign | None:
+        return self._by_name.get(name)
+
+    def __iter__(self) -> Iterator[Campaign]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+def number_key(number: str) -> str:
+    """A configured sender number as the directory keys it: '+' and separators dropped."""
+    text = number.strip()
+    digits = "".join(c for c in text if c not in "+ -().")
+    return digits if digits.isdigit() else text

@@ -1,0 +1,640 @@
+"""Consent decisions as values: what an MT gets, what an MO changes and triggers.
+
+Pure: the caller passes the subscriber's current records, the time and an event-id factory, and
+gets back decisions (never exceptions) to act on: store the events durably first, then send the
+auto-reply, then answer the peer.
+
+How the records of several scopes combine (``effective_state``). An MT is checked against every
+scope it falls under (``scopes_for``): global, account, campaign, number and list. A BLOCKED record
+anywhere wins. Otherwise the most recent non-unknown record wins, and on a tie the more protective
+one (opted-out over pending over opted-in). "Most recent" is what makes a subscriber's own words
+behave as they expect: STOPALL (account) after START to one number stops that number too, and START
+to one number after STOPALL lets that number's messages through while the rest of the account stays
+stopped. Timestamps come from the gateway instances' clocks, so instances must keep them in sync
+(NTP); a tie is resolved towards not sending.
+
+MO rules (``decide_mo``), in order:
+
+- Delivery receipts (esm_class & 0x3C in 0x04, 0x08, 0x10, 0x18, 0x20) are never keywords.
+- Alphanumeric senders change nothing (nobody can write to them). Short codes and numbers that do
+  not parse are recorded under their digits, but no auto-reply ever goes to them, nor to anything
+  but an E.164 number, so two auto-responders cannot loop.
+- A blocked subscriber's MO is acknowledged and not forwarded; an opt-out in it is still recorded
+  (the audit trail keeps the subscriber's words); nothing else is acted on, and nothing is replied.
+- STOP family -> opted_out in the campaign's scope (number / campaign / account); STOPALL -> the
+  account. A list word -> that list only. Exactly one confirmation per opt-out: a STOP from a
+  subscriber already opted out towards this sender is recorded again (audit trail) but gets no
+  second confirmation (only the ``already_opted_out`` reply, which is off by default).
+- START family -> opted_in in the campaign's scope (completes a pending opt-in); never lifts a
+  block; nothing is recorded or replied when the subscriber is already opted in (a conversational
+  "yes" must not trigger a confirmation).
+- HELP family -> the help reply, no state change, also for opted-out subscribers (CTIA).
+- Any other message: re-opts in an opted-out subscriber when the campaign's rule is
+  ``any_message``; from an unknown subscriber, records pending and sends the opt-in request under
+  ``inbound_unknown = request_opt_in``, or records consent under ``outbound_unknown = block``
+  (the subscriber wrote first, so the conversation may go on).
+
+A retransmitted deliver_sm yields the same events with the same ``dedup_key``; the caller sends the
+reply only when the store says the events were new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+from gateway.consent.campaign import Campaign, FooterMode, InboundUnknown, OutboundUnknown, ReOptIn
+from gateway.consent.keywords import KeywordFamily, KeywordMatch, match
+from gateway.consent.model import (
+    GLOBAL_SCOPE,
+    Actor,
+    AddressKind,
+    ConsentEvent,
+    ConsentRecord,
+    ConsentState,
+    MatchType,
+    Scope,
+    ScopeKind,
+    SmsAddress,
+)
+
+# esm_class bits 2-5 (mask 0x3C): the message types that are receipts / acknowledgements, not MO.
+ESM_CLASS_TYPE_MASK = 0x3C
+RECEIPT_TYPES = frozenset({0x04, 0x08, 0x10, 0x18, 0x20})
+
+GLOBAL_KEY = GLOBAL_SCOPE.key
+
+EventIdFactory = Callable[[], str]
+
+
+def is_delivery_receipt(esm_class: int) -> bool:
+    """True when a deliver_sm / data_sm carries a receipt or an acknowledgement, not an MO."""
+    return (esm_class & ESM_CLASS_TYPE_MASK) in RECEIPT_TYPES
+
+
+# --- reasons and their command_status ----------------------------------------------------------
+
+
+class RejectReason(StrEnum):
+    OPTED_OUT = "opted_out"
+    BLOCKED = "blocked"
+    PENDING = "pending"  # opt-in requested, not answered yet
+    NO_CONSENT = "no_consent"  # the campaign needs consent the subscriber never gave
+    STORE_UNAVAILABLE = "store_unavailable"  # not a policy outcome: the caller's, for the table
+
+
+# Kannel re-queues these for ever with its default settings (FIELD-NOTES); the same set as
+# gateway.smpp.constants.RETRIED_BY_CLIENTS, repeated because consent does not import smpp.
+CLIENT_RETRY_STATUSES = frozenset({0x08, 0x14, 0x58, 0x64})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectStatuses:
+    """command_status per reason; every field may be overridden from config.
+
+    The defaults are standard SMPP 3.4 codes (vendor codes break strict client decoders, e.g.
+    the smpp.pdu library under Jasmin), distinct per reason so a client can tell them apart, and
+    permanent for every consent reason so nothing is retried against a subscriber's wish:
+
+    - opted_out 0x45 ESME_RSUBMITFAIL: what SMS firewalls answer for do-not-disturb numbers, so
+      clients already file it as "do not send", without implying a bad address;
+    - blocked 0x0B ESME_RINVDSTADR: staff decided this address gets nothing; clients that drop
+      invalid destinations from their lists do the right thing;
+    - pending 0x65 ESME_RX_P_APPN and no_consent 0x66 ESME_RX_R_APPN: application-level permanent
+      refusals; the client should not retry, the subscriber's opt-in is what changes the answer;
+    - store_unavailable 0x14 ESME_RMSGQFUL: temporary, Kannel and most clients re-queue it, so a
+      store outage delays messages instead of losing them (0x58 would also make them throttle).
+    """
+
+    opted_out: int = 0x45
+    blocked: int = 0x0B
+    pending: int = 0x65
+    no_consent: int = 0x66
+    store_unavailable: int = 0x14
+
+    def status(self, reason: RejectReason) -> int:
+        return int(getattr(self, reason.value))
+
+    def problems(self) -> list[str]:
+        """What makes this table unsafe, one message per problem naming the key (empty: fine)."""
+        found: list[str] = []
+        consent = [r for r in RejectReason if r is not RejectReason.STORE_UNAVAILABLE]
+        for reason in consent:
+            value = self.status(reason)
+            if value == 0:
+                found.append(f"{reason.value}: 0 is ESME_ROK, the message would look sent")
+            elif value in CLIENT_RETRY_STATUSES:
+                found.append(
+                    f"{reason.value}: 0x{value:02X} is retried by clients (Kannel re-queues it);"
+                    " a consent refusal must be permanent"
+                )
+        values = [self.status(r) for r in consent]
+        if len(set(values)) != len(values):
+            found.append("consent reasons must have distinct command_status values")
+        if self.store_unavailable not in CLIENT_RETRY_STATUSES:
+            found.append(
+                f"store_unavailable: 0x{self.store_unavailable:02X} is permanent for clients;"
+                " use 0x14 or 0x58 so the message is retried, not lost"
+            )
+        return found
+
+
+DEFAULT_REJECT_STATUSES = RejectStatuses()
+
+
+# --- decision values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AutoReply:
+    """A message the gateway sends itself (to the subscriber, from the number written to)."""
+
+    text: str
+    source: SmsAddress  # the campaign's number
+    destination: SmsAddress  # the subscriber (always an E.164 number)
+    campaign: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allow:
+    add_footer: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    reason: RejectReason
+    scope: str | None = None  # the scope key whose record decided, for logs and the audit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestOptIn:
+    """Refuse this MT as pending, record the pending state and send the opt-in request."""
+
+    events: tuple[ConsentEvent, ...]
+    reply: AutoReply
+    reason: RejectReason = RejectReason.PENDING
+
+
+MtDecision = Allow | Reject | RequestOptIn
+
+_ALLOW_FOOTER = Allow(add_footer=True)
+_ALLOW_PLAIN = Allow(add_footer=False)
+
+
+class MoAction(StrEnum):
+    """What an MO amounted to (the ``decision`` field of the log event)."""
+
+    RECEIPT = "receipt"
+    IGNORED_SENDER = "ignored_sender"  # alphanumeric: not a subscriber
+    BLOCKED_SENDER = "blocked_sender"
+    OPTED_OUT = "opted_out"
+    REPEAT_OPT_OUT = "repeat_opt_out"
+    LIST_OPTED_OUT = "list_opted_out"
+    REPEAT_LIST_OPT_OUT = "repeat_list_opt_out"
+    OPTED_IN = "opted_in"
+    ALREADY_OPTED_IN = "already_opted_in"
+    HELP = "help"
+    REOPTED_IN = "reopted_in"  # any_message re-opt-in
+    OPT_IN_REQUESTED = "opt_in_requested"  # inbound_unknown = request_opt_in
+    CONSENTED_BY_MESSAGE = "consented_by_message"  # outbound_unknown = block: wrote first
+    NONE = "none"  # an ordinary message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoDecision:
+    action: MoAction
+    forward: bool  # pass the MO on to the client (False: acknowledge it ourselves)
+    # The subscriber's effective state towards this sender (or this list, for a list word) once
+    # ``events`` are stored.
+    state_after: ConsentState
+    events: tuple[ConsentEvent, ...] = ()
+    reply: AutoReply | None = None
+    match: KeywordMatch | None = None
+
+
+# --- scopes ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16_384)
+def _scopes(
+    campaign: Campaign, sender: str, system_id: str, service_type: str
+) -> tuple[tuple[Scope, ...], tuple[str, ...]]:
+    scopes = [
+        GLOBAL_SCOPE,
+        Scope(ScopeKind.ACCOUNT, system_id),
+        campaign.campaign_scope,
+        Scope(ScopeKind.NUMBER, sender),
+    ]
+    list_name = campaign.list_by_service_type.get(service_type)
+    if list_name is not None:
+        scopes.append(campaign.list_scope(list_name))
+    return tuple(scopes), tuple(s.key for s in scopes)
+
+
+def scopes_for(
+    campaign: Campaign, sender: str, system_id: str, service_type: str = ""
+) -> tuple[Scope, ...]:
+    """Every scope an MT from ``sender`` (normalised value) must be checked against."""
+    return _scopes(campaign, sender, system_id, service_type)[0]
+
+
+def scope_keys(
+    campaign: Campaign, sender: str, system_id: str, service_type: str = ""
+) -> tuple[str, ...]:
+    """``scopes_for`` as store keys (memoised: this runs for every MT)."""
+    return _scopes(campaign, sender, system_id, service_type)[1]
+
+
+def stop_scope(campaign: Campaign, sender: str, system_id: str) -> Scope:
+    """Where a STOP (and START) written to ``sender`` is recorded, per the campaign's scope."""
+    if campaign.scope is ScopeKind.NUMBER:
+        return Scope(ScopeKind.NUMBER, sender)
+    if campaign.scope is ScopeKind.ACCOUNT:
+        return Scope(ScopeKind.ACCOUNT, system_id)
+    return campaign.campaign_scope
+
+
+_RANK = {
+    ConsentState.OPTED_IN: 1,
+    ConsentState.PENDING: 2,
+    ConsentState.OPTED_OUT: 3,
+}
+
+
+def effective_state(
+    keys: tuple[str, ...], records: Mapping[str, ConsentRecord]
+) -> tuple[ConsentState, str | None]:
+    """The state that governs a message, and the scope key that decided it (see module doc)."""
+    best: ConsentRecord | None = None
+    for key in keys:
+        record = records.get(key)
+        if record is None:
+            continue
+        state = record.state
+        if state is ConsentState.BLOCKED:
+            return state, key
+        if state is ConsentState.UNKNOWN:
+            continue
+        if (
+            best is None
+            or record.updated_at > best.updated_at
+            or (record.updated_at == best.updated_at and _RANK[state] > _RANK[best.state])
+        ):
+            best = record
+    if best is None:
+        return ConsentState.UNKNOWN, None
+    return best.state, best.scope
+
+
+# --- MT ----------------------------------------------------------------------------------------
+
+
+def decide_mt(
+    *,
+    campaign: Campaign,
+    subscriber: SmsAddress,
+    sender: SmsAddress,
+    system_id: str,
+    service_type: str,
+    records: Mapping[str, ConsentRecord],
+    now: float,
+    new_event_id: EventIdFactory,
+    footer_seen: bool = False,
+    instance: str | None = None,
+) -> MtDecision:
+    """What an MT to ``subscriber`` from ``sender`` gets.
+
+    ``records`` are the subscriber's current records by scope key (at least those of
+    ``scope_keys(campaign, sender.value, system_id, service_type)``). ``footer_seen`` says
+    whether this subscriber has already had this campaign's footer (footer mode ``first``).
+    ``new_event_id`` is called only when an event is made (require_opt_in).
+    """
+    state, key = effective_state(
+        _scopes(campaign, sender.value, system_id, service_type)[1], records
+    )
+    if state is ConsentState.OPTED_IN:
+        return _allow(campaign, footer_seen)
+    if state is ConsentState.OPTED_OUT:
+        return Reject(reason=RejectReason.OPTED_OUT, scope=key)
+    if state is ConsentState.BLOCKED:
+        return Reject(reason=RejectReason.BLOCKED, scope=key)
+    policy = campaign.outbound_unknown
+    if policy is OutboundUnknown.ALLOW:
+        return _allow(campaign, footer_seen)
+    if state is ConsentState.PENDING:
+        return Reject(reason=RejectReason.PENDING, scope=key)
+    if policy is OutboundUnknown.BLOCK:
+        return Reject(reason=RejectReason.NO_CONSENT)
+    # require_opt_in on an unknown subscriber: ask once (the pending record stops a second ask).
+    text = campaign.reply(campaign.replies.opt_in_request)
+    if not text or not subscriber.accepts_auto_reply:
+        return Reject(reason=RejectReason.NO_CONSENT)
+    target = stop_scope(campaign, sender.value, system_id)
+    event = ConsentEvent(
+        event_id=new_event_id(),
+        at=now,
+        subscriber=subscriber.value,
+        scope=target.key,
+        state=ConsentState.PENDING,
+        actor=Actor.POLICY,
+        sender=sender.value,
+        campaign=campaign.name,
+        system_id=system_id,
+        instance=instance,
+    )
+    reply = AutoReply(text=text, source=sender, destination=subscriber, campaign=campaign.name)
+    return RequestOptIn(events=(event,), reply=reply)
+
+
+def _allow(campaign: Campaign, footer_seen: bool) -> Allow:
+    mode = campaign.footer
+    if mode is FooterMode.ALWAYS or (mode is FooterMode.FIRST and not footer_seen):
+        return _ALLOW_FOOTER
+    return _ALLOW_PLAIN
+
+
+# --- MO ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _MoContext:
+    campaign: Campaign
+    subscriber: SmsAddress
+    recipient: SmsAddress
+    system_id: str
+    text: str
+    now: float
+    new_event_id: EventIdFactory
+    instance: str | None
+    smsc_message_id: str | None
+    dedup_key: str | None
+
+    def event(
+        self, scope: Scope, state: ConsentState, match_type: MatchType, actor: Actor
+    ) -> ConsentEvent:
+        return ConsentEvent(
+            event_id=self.new_event_id(),
+            at=self.now,
+            subscriber=self.subscriber.value,
+            scope=scope.key,
+            state=state,
+            actor=actor,
+            match=match_type,
+            words=self.text,
+            sender=self.recipient.value,
+            campaign=self.campaign.name,
+            system_id=self.system_id,
+            smsc_message_id=self.smsc_message_id,
+            instance=self.instance,
+            dedup_key=self.dedup_key,
+        )
+
+    def reply(self, template: str, list_name: str = "") -> AutoReply | None:
+        text = self.campaign.reply(template, list_name)
+        if not text or not self.subscriber.accepts_auto_reply:
+            return None
+        return AutoReply(
+            text=text,
+            source=self.recipient,
+            destination=self.subscriber,
+            campaign=self.campaign.name,
+        )
+
+
+def decide_mo(
+    *,
+    text: str,
+    subscriber: SmsAddress,
+    recipient: SmsAddress,
+    campaign: Campaign,
+    system_id: str,
+    records: Mapping[str, ConsentRecord],
+    is_receipt: bool,
+    now: float,
+    new_event_id: EventIdFactory,
+    instance: str | None = None,
+    smsc_message_id: str | None = None,
+    dedup_key: str | None = None,
+) -> MoDecision:
+    """What an MO (decoded, reassembled ``text``) from ``subscriber`` to ``recipient`` does.
+
+    ``records`` are the subscriber's current records by scope key (at least those of
+    ``scope_keys(campaign, recipient.value, system_id)`` plus the campaign's list scopes).
+    Each decision makes at most one event.
+    """
+    keys = _scopes(campaign, recipient.value, system_id, "")[1]
+    state, _ = effective_state(keys, records)
+    if is_receipt:
+        return MoDecision(action=MoAction.RECEIPT, forward=True, state_after=state)
+    found = match(text, campaign.rules)
+    if subscriber.kind is AddressKind.ALPHANUMERIC:
+        return MoDecision(
+            action=MoAction.IGNORED_SENDER, forward=True, state_after=state, match=found
+        )
+    ctx = _MoContext(
+        campaign=campaign,
+        subscriber=subscriber,
+        recipient=recipient,
+        system_id=system_id,
+        text=text,
+        now=now,
+        new_event_id=new_event_id,
+        instance=instance,
+        smsc_message_id=smsc_message_id,
+        dedup_key=dedup_key,
+    )
+    if state is ConsentState.BLOCKED:
+        events: tuple[ConsentEvent, ...] = ()
+        if found is not None and found.family in (
+            KeywordFamily.OPT_OUT,
+            KeywordFamily.LIST_OPT_OUT,
+        ):
+            events = (_opt_out_event(ctx, found),)
+        return MoDecision(
+            action=MoAction.BLOCKED_SENDER,
+            forward=False,
+            state_after=ConsentState.BLOCKED,
+            events=events,
+            match=found,
+        )
+    if found is None:
+        return _non_keyword(ctx, state)
+    forward = campaign.forward_keywords
+    if found.family is KeywordFamily.OPT_OUT:
+        return _opt_out(ctx, found, state, records, forward)
+    if found.family is KeywordFamily.LIST_OPT_OUT:
+        return _list_opt_out(ctx, found, keys, records, forward)
+    if found.family is KeywordFamily.OPT_IN:
+        if state is ConsentState.OPTED_IN:
+            return MoDecision(
+                action=MoAction.ALREADY_OPTED_IN, forward=forward, state_after=state, match=found
+            )
+        target = stop_scope(campaign, recipient.value, system_id)
+        return MoDecision(
+            action=MoAction.OPTED_IN,
+            forward=forward,
+            state_after=ConsentState.OPTED_IN,
+            events=(ctx.event(target, ConsentState.OPTED_IN, found.match, Actor.KEYWORD),),
+            reply=ctx.reply(campaign.replies.opt_in),
+            match=found,
+        )
+    return MoDecision(
+        action=MoAction.HELP,
+        forward=forward,
+        state_after=state,
+        reply=ctx.reply(campaign.replies.help),
+        match=found,
+    )
+
+
+def _opt_out_scope(ctx: _MoContext, found: KeywordMatch) -> Scope:
+    if found.list_name is not None:
+        return ctx.campaign.list_scope(found.list_name)
+    if found.reaches_account:
+        return Scope(ScopeKind.ACCOUNT, ctx.system_id)
+    return stop_scope(ctx.campaign, ctx.recipient.value, ctx.system_id)
+
+
+def _opt_out_event(ctx: _MoContext, found: KeywordMatch) -> ConsentEvent:
+    return ctx.event(_opt_out_scope(ctx, found), ConsentState.OPTED_OUT, found.match, Actor.KEYWORD)
+
+
+def _opt_out(
+    ctx: _MoContext,
+    found: KeywordMatch,
+    state: ConsentState,
+    records: Mapping[str, ConsentRecord],
+    forward: bool,
+) -> MoDecision:
+    event = _opt_out_event(ctx, found)
+    # A repeat changes nothing the subscriber could notice: already opted out towards this
+    # sender and, for STOPALL, already opted out account-wide.
+    repeat = state is ConsentState.OPTED_OUT
+    if repeat and found.reaches_account:
+        account = records.get(event.scope)
+        repeat = account is not None and account.state is ConsentState.OPTED_OUT
+    replies = ctx.campaign.replies
+    return MoDecision(
+        action=MoAction.REPEAT_OPT_OUT if repeat else MoAction.OPTED_OUT,
+        forward=forward,
+        state_after=ConsentState.OPTED_OUT,
+        events=(event,),
+        reply=ctx.reply(replies.already_opted_out if repeat else replies.opt_out),
+        match=found,
+    )
+
+
+def _list_opt_out(
+    ctx: _MoContext,
+    found: KeywordMatch,
+    keys: tuple[str, ...],
+    records: Mapping[str, ConsentRecord],
+    forward: bool,
+) -> MoDecision:
+    event = _opt_out_event(ctx, found)
+    list_state, _ = effective_state((*keys, event.scope), records)
+    repeat = list_state is ConsentState.OPTED_OUT
+    replies = ctx.campaign.replies
+    return MoDecision(
+        action=MoAction.REPEAT_LIST_OPT_OUT if repeat else MoAction.LIST_OPTED_OUT,
+        forward=forward,
+        state_after=ConsentState.OPTED_OUT,
+        events=(event,),
+        reply=ctx.reply(
+            replies.already_opted_out if repeat else replies.list_opt_out, found.list_name or ""
+        ),
+        match=found,
+    )
+
+
+def _non_keyword(ctx: _MoContext, state: ConsentState) -> MoDecision:
+    campaign = ctx.campaign
+    target = stop_scope(campaign, ctx.recipient.value, ctx.system_id)
+    if state is ConsentState.OPTED_OUT and campaign.reopt_in is ReOptIn.ANY_MESSAGE:
+        return MoDecision(
+            action=MoAction.REOPTED_IN,
+            forward=True,
+            state_after=ConsentState.OPTED_IN,
+            events=(
+                ctx.event(target, ConsentState.OPTED_IN, MatchType.ANY_MESSAGE, Actor.KEYWORD),
+            ),
+            reply=ctx.reply(campaign.replies.opt_in),
+        )
+    if state is ConsentState.UNKNOWN:
+        if campaign.inbound_unknown is InboundUnknown.REQUEST_OPT_IN:
+            reply = ctx.reply(campaign.replies.opt_in_request)
+            if reply is not None:
+                return MoDecision(
+                    action=MoAction.OPT_IN_REQUESTED,
+                    forward=True,
+                    state_after=ConsentState.PENDING,
+                    events=(ctx.event(target, ConsentState.PENDING, MatchType.NONE, Actor.POLICY),),
+                    reply=reply,
+                )
+        elif campaign.outbound_unknown is OutboundUnknown.BLOCK:
+            return MoDecision(
+                action=MoAction.CONSENTED_BY_MESSAGE,
+                forward=True,
+                state_after=ConsentState.OPTED_IN,
+                events=(
+                    ctx.event(target, ConsentState.OPTED_IN, MatchType.ANY_MESSAGE, Actor.KEYWORD),
+                ),
+            )
+    return MoDecision(action=MoAction.NONE, forward=True, state_after=state)
+
+
+# --- staff -------------------------------------------------------------------------------------
+
+
+def block(
+    *,
+    subscriber: str,
+    now: float,
+    event_id: str,
+    actor: Actor,
+    reason: str | None = None,
+    instance: str | None = None,
+) -> ConsentEvent:
+    """Staff block: GLOBAL becomes BLOCKED, which also means opted out of everything."""
+    return ConsentEvent(
+        event_id=event_id,
+        at=now,
+        subscriber=subscriber,
+        scope=GLOBAL_KEY,
+        state=ConsentState.BLOCKED,
+        actor=actor,
+        words=reason,
+        instance=instance,
+    )
+
+
+def unblock(
+    *,
+    subscriber: str,
+    records: Mapping[str, ConsentRecord],
+    now: float,
+    event_id: str,
+    actor: Actor,
+    reason: str | None = None,
+    instance: str | None = None,
+) -> ConsentEvent | None:
+    """Staff unblock: GLOBAL goes back to OPTED_OUT (unblocking never opts in); None if not blocked.
+
+    The subscriber then receives messages again only after opting in (START, or an opt-in by
+    staff at a scope), which is newer than this event.
+    """
+    current = records.get(GLOBAL_KEY)
+    if current is None or current.state is not ConsentState.BLOCKED:
+        return None
+    return ConsentEvent(
+        event_id=event_id,
+        at=now,
+        subscriber=subscriber,
+        scope=GLOBAL_KEY,
+        state=ConsentState.OPTED_OUT,
+        actor=actor,
+        words=reason,
+        instance=instance,
+    )
