@@ -1,0 +1,92 @@
+"""In-process reference store: the contract in its plainest form, and the test double.
+
+Durability: none. Everything lives in this object and is gone when the process ends, so the
+factory offers it only as ``memory://`` for tests and demonstrations. Every answer is served
+from memory, so ``cached_current`` never misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from types import MappingProxyType
+
+from gateway.consent.model import ConsentEvent, ConsentRecord
+from gateway.store.base import StoreError, iterate, record_of
+from gateway.store.cache import EMPTY
+
+
+class MemoryStore:
+    """ConsentStore kept in dictionaries."""
+
+    def __init__(self) -> None:
+        # Each subscriber's mapping is replaced, never mutated, so handed-out answers stay fixed.
+        self._current: dict[str, Mapping[str, ConsentRecord]] = {}
+        self._history: dict[str, list[ConsentEvent]] = {}
+        self._dedup: set[tuple[str, str]] = set()
+        self._footer: dict[tuple[str, str], float] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    def _append(self, event: ConsentEvent) -> bool:
+        if event.dedup_key is not None:
+            key = (event.subscriber, event.dedup_key)
+            if key in self._dedup:
+                return False
+            self._dedup.add(key)
+        self._history.setdefault(event.subscriber, []).append(event)
+        updated = dict(self._current.get(event.subscriber, EMPTY))
+        updated[event.scope] = record_of(event)
+        self._current[event.subscriber] = MappingProxyType(updated)
+        return True
+
+    async def append(self, event: ConsentEvent) -> bool:
+        self._check_open()
+        return self._append(event)
+
+    async def current(self, subscriber: str) -> Mapping[str, ConsentRecord]:
+        self._check_open()
+        return self._current.get(subscriber, EMPTY)
+
+    def cached_current(self, subscriber: str) -> Mapping[str, ConsentRecord] | None:
+        return self._current.get(subscriber, EMPTY)
+
+    async def history(self, subscriber: str, scope: str | None = None) -> list[ConsentEvent]:
+        self._check_open()
+        events = self._history.get(subscriber, [])
+        return [e for e in events if scope is None or e.scope == scope]
+
+    async def footer_seen(self, subscriber: str, campaign: str) -> bool:
+        self._check_open()
+        return (subscriber, campaign) in self._footer
+
+    def cached_footer_seen(self, subscriber: str, campaign: str) -> bool | None:
+        return True if (subscriber, campaign) in self._footer else None
+
+    async def mark_footer_seen(self, subscriber: str, campaign: str, at: float) -> None:
+        self._check_open()
+        self._footer.setdefault((subscriber, campaign), at)
+
+    async def export(self) -> AsyncIterator[ConsentRecord]:
+        self._check_open()
+        for subscriber in sorted(self._current):
+            records = self._current[subscriber]
+            for scope in sorted(records):
+                yield records[scope]
+
+    async def import_events(
+        self, events: Iterable[ConsentEvent] | AsyncIterable[ConsentEvent]
+    ) -> int:
+        self._check_open()
+        appended = 0
+        async for event in iterate(events):
+            appended += self._append(event)
+        return appended
+
+    async def ping(self) -> None:
+        self._check_open()
+
+    async def close(self) -> None:
+        self._closed = True

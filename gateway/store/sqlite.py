@@ -1,0 +1,592 @@
+"""Embedded consent store: one SQLite file (the default, ``sqlite:///path/to/consent.db``).
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``, so ``append`` returns only
+after its transaction is committed and the WAL is fsync'ed: a killed process or a power cut
+loses nothing that was acknowledged. The ``events`` table is append-only (triggers abort any
+UPDATE or DELETE), ``current`` is the projection, written in the same transaction.
+
+Threads: all writes go through one dedicated writer thread with its own connection. Jobs that
+queue up while a commit is in progress are committed together (group commit: one fsync for a
+burst of opt-outs), each inside its own savepoint so one failing job does not undo the others.
+Cache misses, history and export are read by a second thread with its own connection (WAL
+readers never wait for the writer). The event loop thread only touches the in-process cache and
+a small probe connection.
+
+Cache coherence: ``current()`` answers from an in-process LRU (``gateway.store.cache``). This
+store object updates it for its own writes once they commit. Other processes may write the same
+file (the CLI next to the running daemon, or one daemon process per core): before the cache
+answers, the probe runs ``PRAGMA data_version`` (about 4 microseconds; it changes whenever
+another connection committed). Only when it changed does the probe read ``meta.change_seq``, a
+counter that triggers bump on every change of ``events`` and ``current``; if the counter moved
+past what this object's own commits account for, the whole cache is dropped. A write never
+bypasses the counter, even one made by hand with the sqlite3 shell. ``change_check_interval_s``
+trades that per-lookup check for a bounded delay before other processes' changes are seen
+(0, the default, checks before every cache answer).
+
+Start-up cost does not depend on the number of records: nothing is loaded at start. Schema
+versions live in ``PRAGMA user_version``; ``_MIGRATIONS[n]`` brings version n-1 to n, run in
+one transaction on open. A file with a newer version than this code knows is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, Generic, TypeVar
+
+from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
+from gateway.store.base import (
+    StoreError,
+    StoreUnavailableError,
+    batches,
+    event_from_json,
+    event_to_json,
+)
+from gateway.store.cache import ConsentCache, SeenCache
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+
+_BUMP: Final = "UPDATE meta SET value = value + 1 WHERE key = 'change_seq';"
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT INTO meta (key, value) VALUES ('change_seq', 0)",
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL,
+            subscriber TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            at REAL NOT NULL,
+            state TEXT NOT NULL,
+            dedup_key TEXT,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_by_subscriber ON events (subscriber, seq)",
+        """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+            BEGIN SELECT RAISE(ABORT, 'consent events are append-only'); END""",
+        """CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+            BEGIN SELECT RAISE(ABORT, 'consent events are append-only'); END""",
+        f"CREATE TRIGGER events_bump AFTER INSERT ON events BEGIN {_BUMP} END",
+        """CREATE TABLE current (
+            subscriber TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            last_event_id TEXT NOT NULL,
+            PRIMARY KEY (subscriber, scope)
+        ) WITHOUT ROWID""",
+        f"CREATE TRIGGER current_bump_insert AFTER INSERT ON current BEGIN {_BUMP} END",
+        f"CREATE TRIGGER current_bump_update AFTER UPDATE ON current BEGIN {_BUMP} END",
+        f"CREATE TRIGGER current_bump_delete AFTER DELETE ON current BEGIN {_BUMP} END",
+        """CREATE TABLE footer_seen (
+            subscriber TEXT NOT NULL,
+            campaign TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (subscriber, campaign)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE dedup (
+            subscriber TEXT NOT NULL,
+            dedup_key TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (subscriber, dedup_key)
+        ) WITHOUT ROWID""",
+    ),
+}
+
+_MAX_BATCH: Final = 256
+_IMPORT_CHUNK: Final = 500
+_EXPORT_PAGE: Final = 1000
+
+
+def _translate(exc: Exception) -> StoreError:
+    """sqlite3 failures of the environment (I/O, lock, full disk) are temporary."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"sqlite: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"sqlite: {exc}")
+    return StoreError(f"sqlite job failed: {exc!r}")
+
+
+def _connect(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _read_seq(conn: sqlite3.Connection) -> int:
+    rows = conn.execute("SELECT value FROM meta WHERE key = 'change_seq'").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+@dataclass(slots=True, kw_only=True)
+class _Job(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: asyncio.Future[T]
+    touched: tuple[str, ...] = ()
+    raw: bool = False  # run outside the batch transaction (schema migration)
+
+
+_CommitHook = Callable[[int, int, list[str]], None]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Outcome:
+    job: _Job[Any]
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(kw_only=True)
+class _Worker:
+    """One thread owning one connection; jobs run in submission order."""
+
+    path: str
+    name: str
+    busy_timeout_s: float
+    loop: asyncio.AbstractEventLoop
+    writer: bool
+    on_commit: _CommitHook | None = None
+    _queue: queue.SimpleQueue[_Job[Any] | None] = field(default_factory=queue.SimpleQueue)
+    _thread: threading.Thread | None = None
+    _closed: bool = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        touched: tuple[str, ...] = (),
+        raw: bool = False,
+    ) -> asyncio.Future[T]:
+        if self._closed:
+            raise StoreError("store is closed")
+        future: asyncio.Future[T] = self.loop.create_future()
+        self._queue.put(_Job(fn=fn, future=future, touched=touched, raw=raw))
+        return future
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    # --- worker thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        connect_error: BaseException | None = None
+        try:
+            conn = _connect(self.path, self.busy_timeout_s)
+        except sqlite3.Error as exc:
+            connect_error = _translate(exc)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch: list[_Job[Any]] = [first]
+                stopping = False
+                while self.writer and not first.raw and len(batch) < _MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stopping = True
+                        break
+                    if nxt.raw:
+                        self._queue.put(nxt)  # raw jobs are never batched; rare (open only)
+                        break
+                    batch.append(nxt)
+                if conn is None:
+                    error = connect_error or StoreUnavailableError("sqlite: no connection")
+                    self._deliver([_Outcome(job=j, error=error) for j in batch])
+                elif self.writer and not first.raw:
+                    self._write_batch(conn, batch)
+                else:
+                    self._deliver([self._run_one(conn, job) for job in batch])
+                if stopping:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
+        try:
+            return _Outcome(job=job, value=job.fn(conn))
+        except (sqlite3.Error, StoreError) as exc:
+            return _Outcome(job=job, error=_translate(exc))
+        except Exception as exc:  # noqa: BLE001 - a job is a task boundary: hand the bug over
+            return _Outcome(job=job, error=exc)
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = _read_seq(conn)
+                for job in batch:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        value = job.fn(conn)
+                    except sqlite3.OperationalError:
+                        raise  # the environment failed: the whole batch fails
+                    except Exception as exc:  # noqa: BLE001 - a job is a task boundary
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        outcomes.append(_Outcome(job=job, error=_translate(exc)))
+                        continue
+                    conn.execute("RELEASE job")
+                    outcomes.append(_Outcome(job=job, value=value))
+                after = _read_seq(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            error = _translate(exc)
+            self._deliver([_Outcome(job=job, error=error) for job in batch])
+            return
+        touched = [s for o in outcomes if o.error is None for s in o.job.touched]
+        self._deliver(outcomes, commit=(before, after, touched))
+
+    def _deliver(
+        self, outcomes: list[_Outcome], commit: tuple[int, int, list[str]] | None = None
+    ) -> None:
+        def settle() -> None:
+            # Runs on the loop: the cache learns of the commit before any caller resumes.
+            if commit is not None and self.on_commit is not None:
+                self.on_commit(*commit)
+            for outcome in outcomes:
+                future = outcome.job.future
+                if future.done():
+                    continue
+                if outcome.error is not None:
+                    future.set_exception(outcome.error)
+                else:
+                    future.set_result(outcome.value)
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self.loop.call_soon_threadsafe(settle)
+
+
+# --- jobs (run on the worker threads) ---------------------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"sqlite: cannot use WAL journal mode (got {mode})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _upgrade(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+def _upgrade(conn: sqlite3.Connection) -> int:
+    """Apply the missing migrations inside the caller's transaction; returns the old version."""
+    version = int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"sqlite: schema version {version} is newer than this gateway's {SCHEMA_VERSION}"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[target]:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return version
+
+
+def _append(conn: sqlite3.Connection, event: ConsentEvent) -> bool:
+    if event.dedup_key is not None:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO dedup (subscriber, dedup_key, event_id) VALUES (?, ?, ?)",
+            (event.subscriber, event.dedup_key, event.event_id),
+        )
+        if cursor.rowcount == 0:
+            return False
+    conn.execute(
+        "INSERT INTO events (event_id, subscriber, scope, at, state, dedup_key, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.event_id,
+            event.subscriber,
+            event.scope,
+            event.at,
+            event.state.value,
+            event.dedup_key,
+            event_to_json(event),
+        ),
+    )
+    conn.execute(
+        "INSERT INTO current (subscriber, scope, state, updated_at, last_event_id)"
+        " VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (subscriber, scope) DO UPDATE SET state = excluded.state,"
+        " updated_at = excluded.updated_at, last_event_id = excluded.last_event_id",
+        (event.subscriber, event.scope, event.state.value, event.at, event.event_id),
+    )
+    return True
+
+
+def _record(row: tuple[Any, ...]) -> ConsentRecord:
+    return ConsentRecord(
+        subscriber=row[0],
+        scope=row[1],
+        state=ConsentState(row[2]),
+        updated_at=float(row[3]),
+        last_event_id=row[4],
+    )
+
+
+_RECORD_COLUMNS: Final = "subscriber, scope, state, updated_at, last_event_id"
+
+
+def _load_current(conn: sqlite3.Connection, subscriber: str) -> Mapping[str, ConsentRecord]:
+    rows = conn.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM current WHERE subscriber = ?",  # noqa: S608
+        (subscriber,),
+    ).fetchall()
+    return MappingProxyType({row[1]: _record(row) for row in rows})
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class SqliteStore:
+    """ConsentStore on one SQLite file; build it with ``await SqliteStore.open(path)``."""
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        instance: str,
+        writer: _Worker,
+        reader: _Worker,
+        cache_size: int,
+        change_check_interval_s: float,
+    ) -> None:
+        self.path = path
+        self.instance = instance
+        self._writer = writer
+        self._reader = reader
+        self._cache = ConsentCache(cache_size)
+        self._seen = SeenCache(cache_size)
+        self._check_interval_s = change_check_interval_s
+        self._next_check = 0.0
+        self._probe: sqlite3.Connection | None = None
+        self._data_version = -1
+        self._known_seq = -1
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        instance: str = "",
+        cache_size: int = 100_000,
+        busy_timeout_s: float = 5.0,
+        change_check_interval_s: float = 0.0,
+    ) -> SqliteStore:
+        """Open (creating or migrating) the database file at ``path``."""
+        loop = asyncio.get_running_loop()
+        name = str(path)
+        if name == ":memory:" or name.startswith("file:"):
+            raise StoreError("sqlite: a file path is required (in memory is not durable)")
+        common: dict[str, Any] = {"path": name, "busy_timeout_s": busy_timeout_s, "loop": loop}
+        writer = _Worker(name="consent-sqlite-writer", writer=True, **common)
+        reader = _Worker(name="consent-sqlite-reader", writer=False, **common)
+        store = cls(
+            path=name,
+            instance=instance,
+            writer=writer,
+            reader=reader,
+            cache_size=cache_size,
+            change_check_interval_s=change_check_interval_s,
+        )
+        writer.on_commit = store._on_commit
+        writer.start()
+        try:
+            await writer.submit(_migrate, raw=True)
+            reader.start()
+            store._probe = _connect(name, busy_timeout_s)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    # --- cache coherence (event loop thread) --------------------------------------------------
+
+    def _on_commit(self, before: int, after: int, touched: list[str]) -> None:
+        if before == self._known_seq:
+            for subscriber in touched:
+                self._cache.invalidate(subscriber)
+        else:
+            self._cache.clear()  # someone else committed in between: trust nothing
+        self._known_seq = after
+
+    def _validate(self) -> bool:
+        """Drop the cache if another connection changed the data; False if unsure."""
+        if self._check_interval_s > 0:
+            now = time.monotonic()
+            if now < self._next_check:
+                return True
+            self._next_check = now + self._check_interval_s
+        probe = self._probe
+        if probe is None:
+            return False
+        try:
+            version = probe.execute("PRAGMA data_version").fetchall()[0][0]
+            if version == self._data_version:
+                return True
+            seq = _read_seq(probe)
+        except sqlite3.Error:
+            self._cache.clear()
+            self._next_check = 0.0
+            return False
+        self._data_version = version
+        if seq != self._known_seq:
+            self._cache.clear()
+            self._known_seq = seq
+        return True
+
+    # --- ConsentStore -------------------------------------------------------------------------
+
+    async def append(self, event: ConsentEvent) -> bool:
+        return await self._writer.submit(
+            lambda conn: _append(conn, event), touched=(event.subscriber,)
+        )
+
+    def cached_current(self, subscriber: str) -> Mapping[str, ConsentRecord] | None:
+        if self._closed or not self._validate():
+            return None
+        return self._cache.get(subscriber)
+
+    async def current(self, subscriber: str) -> Mapping[str, ConsentRecord]:
+        hit = self.cached_current(subscriber)
+        if hit is not None:
+            return hit
+        ticket = self._cache.begin(subscriber)
+        try:
+            loaded = await self._reader.submit(lambda conn: _load_current(conn, subscriber))
+            return self._cache.fill(ticket, loaded)
+        finally:
+            self._cache.release(ticket)
+
+    async def history(self, subscriber: str, scope: str | None = None) -> list[ConsentEvent]:
+        def load(conn: sqlite3.Connection) -> list[ConsentEvent]:
+            if scope is None:
+                rows = conn.execute(
+                    "SELECT body FROM events WHERE subscriber = ? ORDER BY seq", (subscriber,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT body FROM events WHERE subscriber = ? AND scope = ? ORDER BY seq",
+                    (subscriber, scope),
+                ).fetchall()
+            return [event_from_json(row[0]) for row in rows]
+
+        return await self._reader.submit(load)
+
+    def cached_footer_seen(self, subscriber: str, campaign: str) -> bool | None:
+        return self._seen.get(subscriber, campaign)
+
+    async def footer_seen(self, subscriber: str, campaign: str) -> bool:
+        if self._seen.get(subscriber, campaign):
+            return True
+
+        def load(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute(
+                "SELECT 1 FROM footer_seen WHERE subscriber = ? AND campaign = ?",
+                (subscriber, campaign),
+            ).fetchall()
+            return bool(rows)
+
+        seen = await self._reader.submit(load)
+        if seen:
+            self._seen.add(subscriber, campaign)
+        return seen
+
+    async def mark_footer_seen(self, subscriber: str, campaign: str, at: float) -> None:
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO footer_seen (subscriber, campaign, at) VALUES (?, ?, ?)",
+                (subscriber, campaign, at),
+            )
+
+        await self._writer.submit(mark)
+        self._seen.add(subscriber, campaign)
+
+    async def export(self) -> AsyncIterator[ConsentRecord]:
+        after: tuple[str, str] = ("", "")
+        while True:
+
+            def page(
+                conn: sqlite3.Connection, start: tuple[str, str] = after
+            ) -> list[ConsentRecord]:
+                rows = conn.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM current"  # noqa: S608
+                    " WHERE (subscriber, scope) > (?, ?) ORDER BY subscriber, scope LIMIT ?",
+                    (*start, _EXPORT_PAGE),
+                ).fetchall()
+                return [_record(row) for row in rows]
+
+            records = await self._reader.submit(page)
+            for record in records:
+                yield record
+            if len(records) < _EXPORT_PAGE:
+                return
+            after = (records[-1].subscriber, records[-1].scope)
+
+    async def import_events(
+        self, events: Iterable[ConsentEvent] | AsyncIterable[ConsentEvent]
+    ) -> int:
+        appended = 0
+        async for chunk in batches(events, _IMPORT_CHUNK):
+
+            def run(conn: sqlite3.Connection, chunk: list[ConsentEvent] = chunk) -> int:
+                return sum(_append(conn, event) for event in chunk)
+
+            touched = tuple({event.subscriber for event in chunk})
+            appended += await self._writer.submit(run, touched=touched)
+        return appended
+
+    async def ping(self) -> None:
+        await self._reader.submit(lambda conn: conn.execute("SELECT 1").fetchall())
+
+    async def close(self) -> None:
+        self._closed = True
+        self._cache.disable()
+        await self._writer.stop()
+        await self._reader.stop()
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None

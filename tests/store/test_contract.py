@@ -1,0 +1,357 @@
+"""The ConsentStore contract, run against every backend (memory, SQLite, real Redis)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.consent.model import (
+    Actor,
+    ConsentEvent,
+    ConsentRecord,
+    ConsentState,
+    MatchType,
+    fold,
+)
+from gateway.store.base import ConsentStore, StoreError
+from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SqliteStore
+from tests.support.redis_server import RedisServer
+
+SUB_A = "15550000001"
+SUB_B = "15550000002"
+SCOPE_NUMBER = "number:15550100"
+SCOPE_CAMPAIGN = "campaign:acme"
+
+_ids = itertools.count()
+
+
+def make_event(
+    subscriber: str = SUB_A,
+    scope: str = SCOPE_NUMBER,
+    state: ConsentState = ConsentState.OPTED_OUT,
+    *,
+    dedup_key: str | None = None,
+    at: float = 1_700_000_000.0,
+) -> ConsentEvent:
+    return ConsentEvent(
+        event_id=f"ev{next(_ids)}-{uuid.uuid4().hex[:8]}",
+        at=at,
+        subscriber=subscriber,
+        scope=scope,
+        state=state,
+        actor=Actor.KEYWORD,
+        match=MatchType.KEYWORD,
+        words="STOP",
+        sender="15550100",
+        campaign="acme",
+        system_id="acme_sys",
+        smsc_message_id="m-1",
+        instance="test",
+        dedup_key=dedup_key,
+    )
+
+
+def expected_current(events: list[ConsentEvent], subscriber: str) -> dict[str, ConsentRecord]:
+    return {scope: rec for (scope, sub), rec in fold(events).items() if sub == subscriber}
+
+
+class Backend:
+    """Opens fresh stores of one kind, peers on the same data, and reopens them."""
+
+    def __init__(self, kind: str, tmp_path: Path, redis_server: RedisServer | None) -> None:
+        self.kind = kind
+        self._tmp = tmp_path
+        self._redis = redis_server
+        self._stores: list[ConsentStore] = []
+        self._where: dict[int, str] = {}
+
+    @property
+    def shared(self) -> bool:
+        return self.kind != "memory"
+
+    async def _open(self, where: str) -> ConsentStore:
+        store: ConsentStore
+        if self.kind == "memory":
+            store = MemoryStore()
+        elif self.kind == "sqlite":
+            store = await SqliteStore.open(where, instance="test")
+        else:
+            assert self._redis is not None
+            store = await RedisStore.from_url(
+                f"{self._redis.url}?prefix={where}&timeout_s=2", instance="test"
+            )
+        self._stores.append(store)
+        self._where[id(store)] = where
+        return store
+
+    async def new(self) -> ConsentStore:
+        """A store on fresh, empty data."""
+        name = f"t{uuid.uuid4().hex[:12]}"
+        return await self._open(str(self._tmp / f"{name}.db") if self.kind == "sqlite" else name)
+
+    async def peer(self, store: ConsentStore) -> ConsentStore:
+        """A second store object on the same data (another instance or process)."""
+        return await self._open(self._where[id(store)])
+
+    async def reopen(self, store: ConsentStore) -> ConsentStore:
+        await store.close()
+        return await self.peer(store)
+
+    async def close(self) -> None:
+        for store in self._stores:
+            await store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def backend(
+    backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Backend]:
+    server = request.getfixturevalue("redis_server") if backend_kind == "redis" else None
+    backend = Backend(backend_kind, tmp_path, server)
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> ConsentStore:
+    return await backend.new()
+
+
+def need_shared(backend: Backend) -> None:
+    if not backend.shared:
+        pytest.skip("the memory store is private to its object")
+
+
+async def settle(store: ConsentStore) -> None:
+    """Wait until changes acknowledged elsewhere reached this store's cache (Redis only)."""
+    if isinstance(store, RedisStore):
+        await store.sync()
+
+
+class TestAppend:
+    async def test_append_updates_current_and_history(self, store: ConsentStore) -> None:
+        """An appended event shows in history and becomes the current record of its scope."""
+        event = make_event()
+        assert await store.append(event) is True
+        assert await store.history(SUB_A) == [event]
+        current = await store.current(SUB_A)
+        assert dict(current) == expected_current([event], SUB_A)
+        assert current[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+
+    async def test_unknown_subscriber_has_no_records(self, store: ConsentStore) -> None:
+        """A subscriber never seen has an empty current mapping and empty history."""
+        assert dict(await store.current("15559999999")) == {}
+        assert await store.history("15559999999") == []
+
+    async def test_later_event_wins_per_scope(self, store: ConsentStore) -> None:
+        """The current record of a scope is the last event appended to it; scopes are apart."""
+        events = [
+            make_event(state=ConsentState.OPTED_OUT),
+            make_event(scope=SCOPE_CAMPAIGN, state=ConsentState.PENDING),
+            make_event(state=ConsentState.OPTED_IN),
+        ]
+        for event in events:
+            await store.append(event)
+        current = await store.current(SUB_A)
+        assert current[SCOPE_NUMBER].state is ConsentState.OPTED_IN
+        assert current[SCOPE_NUMBER].last_event_id == events[2].event_id
+        assert current[SCOPE_CAMPAIGN].state is ConsentState.PENDING
+
+    async def test_history_keeps_order_and_filters_by_scope(self, store: ConsentStore) -> None:
+        """History returns events in append order, optionally limited to one scope."""
+        events = [
+            make_event(scope=SCOPE_NUMBER, at=3.0),
+            make_event(scope=SCOPE_CAMPAIGN, at=1.0),
+            make_event(scope=SCOPE_NUMBER, at=2.0),
+        ]
+        for event in events:
+            await store.append(event)
+        assert await store.history(SUB_A) == events
+        assert await store.history(SUB_A, SCOPE_NUMBER) == [events[0], events[2]]
+
+    async def test_dedup_key_makes_retransmission_a_no_op(self, store: ConsentStore) -> None:
+        """A second event with an already seen dedup_key is refused and changes nothing."""
+        first = make_event(state=ConsentState.OPTED_OUT, dedup_key="mo:abc")
+        again = make_event(state=ConsentState.OPTED_IN, dedup_key="mo:abc")
+        assert await store.append(first) is True
+        assert await store.append(again) is False
+        assert await store.history(SUB_A) == [first]
+        assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+
+    async def test_dedup_keys_are_per_subscriber(self, store: ConsentStore) -> None:
+        """The same dedup_key for two subscribers is two different events."""
+        assert await store.append(make_event(SUB_A, dedup_key="k")) is True
+        assert await store.append(make_event(SUB_B, dedup_key="k")) is True
+
+    async def test_own_write_is_never_hidden_by_the_cache(self, store: ConsentStore) -> None:
+        """After an opt-out is acknowledged, the cache no longer answers the old opt-in."""
+        await store.append(make_event(state=ConsentState.OPTED_IN))
+        assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_IN
+        await store.append(make_event(state=ConsentState.OPTED_OUT))
+        cached = store.cached_current(SUB_A)
+        assert cached is None or cached[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+        assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+
+    async def test_cached_current_answers_after_a_load(self, store: ConsentStore) -> None:
+        """Once current() has loaded a subscriber, cached_current answers without awaiting."""
+        await store.append(make_event())
+        loaded = await store.current(SUB_A)
+        assert store.cached_current(SUB_A) == loaded
+        assert await store.current("15559999998") == {}
+        assert store.cached_current("15559999998") == {}
+
+
+events_strategy = st.lists(
+    st.tuples(
+        st.sampled_from([SUB_A, SUB_B, "15550000003"]),
+        st.sampled_from([SCOPE_NUMBER, SCOPE_CAMPAIGN, "list:acme/promo", "global:*"]),
+        st.sampled_from(list(ConsentState)),
+        st.one_of(st.none(), st.sampled_from(["d1", "d2", "d3"])),
+        st.floats(min_value=0, max_value=2e9, allow_nan=False),
+    ),
+    max_size=12,
+)
+
+
+class TestProjection:
+    @settings(
+        max_examples=15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(spec=events_strategy)
+    async def test_current_equals_fold_of_history(
+        self, backend: Backend, spec: list[tuple[str, str, ConsentState, str | None, float]]
+    ) -> None:
+        """For any event sequence, current() == fold(history()) and dedup follows the model."""
+        store = await backend.new()
+        seen: set[tuple[str, str]] = set()
+        accepted: list[ConsentEvent] = []
+        for subscriber, scope, state, dedup_key, at in spec:
+            event = make_event(subscriber, scope, state, dedup_key=dedup_key, at=at)
+            fresh = dedup_key is None or (subscriber, dedup_key) not in seen
+            assert await store.append(event) is fresh
+            if fresh:
+                accepted.append(event)
+                if dedup_key is not None:
+                    seen.add((subscriber, dedup_key))
+            # interleave reads so the cache is exercised between writes
+            cached = store.cached_current(subscriber)
+            if cached is not None:
+                assert dict(cached) == expected_current(accepted, subscriber)
+        for subscriber in (SUB_A, SUB_B, "15550000003"):
+            history = await store.history(subscriber)
+            assert history == [e for e in accepted if e.subscriber == subscriber]
+            assert dict(await store.current(subscriber)) == expected_current(history, subscriber)
+        await store.close()
+
+
+class TestFooter:
+    async def test_footer_seen_per_campaign(self, store: ConsentStore) -> None:
+        """footer_seen is false until marked, then true, for that campaign only."""
+        assert await store.footer_seen(SUB_A, "acme") is False
+        assert store.cached_footer_seen(SUB_A, "acme") is None
+        await store.mark_footer_seen(SUB_A, "acme", 10.0)
+        await store.mark_footer_seen(SUB_A, "acme", 20.0)
+        assert await store.footer_seen(SUB_A, "acme") is True
+        assert store.cached_footer_seen(SUB_A, "acme") is True
+        assert await store.footer_seen(SUB_A, "other") is False
+        assert await store.footer_seen(SUB_B, "acme") is False
+
+
+async def _aiter(events: list[ConsentEvent]) -> AsyncIterator[ConsentEvent]:
+    for event in events:
+        yield event
+
+
+class TestExportImport:
+    @pytest.mark.parametrize("as_async", [False, True], ids=["list", "async-iterable"])
+    async def test_import_then_export(self, store: ConsentStore, as_async: bool) -> None:
+        """Imported events obey dedup, and export yields every current record once."""
+        events = [
+            make_event(f"1555123{i:04d}", SCOPE_NUMBER, ConsentState.OPTED_OUT, dedup_key="imp")
+            for i in range(1200)
+        ]
+        events.append(make_event("15551230000", SCOPE_NUMBER, dedup_key="imp"))  # duplicate
+        events.append(make_event("15551230001", SCOPE_CAMPAIGN, ConsentState.OPTED_IN))
+        source = _aiter(events) if as_async else events
+        assert await store.import_events(source) == 1201
+        exported = [record async for record in store.export()]
+        expected = fold(e for e in events[:1200] + events[1201:])
+        assert len(exported) == len(expected) == 1201
+        assert sorted(exported, key=lambda r: (r.subscriber, r.scope)) == sorted(
+            expected.values(), key=lambda r: (r.subscriber, r.scope)
+        )
+        assert (await store.current("15551230001"))[SCOPE_CAMPAIGN].state is (ConsentState.OPTED_IN)
+
+    async def test_export_of_empty_store(self, store: ConsentStore) -> None:
+        """An empty store exports nothing."""
+        assert [r async for r in store.export()] == []
+
+
+class TestLifecycle:
+    async def test_ping_and_close(self, store: ConsentStore) -> None:
+        """ping answers while open; every operation raises StoreError after close."""
+        await store.ping()
+        await store.close()
+        with pytest.raises(StoreError):
+            await store.append(make_event())
+        with pytest.raises(StoreError):
+            await store.history(SUB_A)
+
+    def test_implements_protocol(self, store: ConsentStore) -> None:
+        """Every backend satisfies the runtime-checkable ConsentStore protocol."""
+        assert isinstance(store, ConsentStore)
+
+
+class TestSharing:
+    async def test_peer_sees_opt_out_at_once(self, backend: Backend) -> None:
+        """An opt-out through one store object drops another object's cached opt-in."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.append(make_event(state=ConsentState.OPTED_IN))
+        await settle(second)  # else the opt-in's own invalidation may race the load below
+        assert (await second.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_IN
+        assert second.cached_current(SUB_A) is not None  # now served from its cache
+        await first.append(make_event(state=ConsentState.OPTED_OUT))
+        await settle(second)
+        cached = second.cached_current(SUB_A)
+        assert cached is None or cached[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+        assert (await second.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+
+    async def test_dedup_is_shared(self, backend: Backend) -> None:
+        """A dedup_key seen through one store object is refused through another."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        assert await first.append(make_event(dedup_key="mo:1")) is True
+        assert await second.append(make_event(dedup_key="mo:1")) is False
+
+    async def test_data_survives_reopen(self, backend: Backend) -> None:
+        """History, current state, dedup and footer marks survive closing and reopening."""
+        need_shared(backend)
+        store = await backend.new()
+        events = [make_event(dedup_key="mo:7"), make_event(scope=SCOPE_CAMPAIGN)]
+        for event in events:
+            await store.append(event)
+        await store.mark_footer_seen(SUB_A, "acme", 5.0)
+        reopened = await backend.reopen(store)
+        assert await reopened.history(SUB_A) == events
+        assert dict(await reopened.current(SUB_A)) == expected_current(events, SUB_A)
+        assert await reopened.append(make_event(dedup_key="mo:7")) is False
+        assert await reopened.footer_seen(SUB_A, "acme") is True

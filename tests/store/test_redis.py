@@ -1,0 +1,169 @@
+"""Redis-specific behaviour: outages, crash durability, Sentinel, URL forms."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio.sentinel import SentinelConnectionPool
+
+from gateway.consent.model import ConsentState
+from gateway.store.base import StoreError, StoreUnavailableError
+from gateway.store.redis import RedisStore, client_from_url
+from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event
+from tests.support.redis_server import RedisServer, redis_server_binary
+
+needs_redis = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server")
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, so it can be killed without hurting others."""
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.redis
+@needs_redis
+class TestOutage:
+    async def test_outage_fails_fast_and_loses_nothing(self, own_server: RedisServer) -> None:
+        """Redis killed: calls raise StoreUnavailableError fast; restarted: all acks are there."""
+        store = await RedisStore.from_url(
+            own_server.url + "?timeout_s=0.5&heartbeat_s=0.2", instance="t"
+        )
+        try:
+            acknowledged = [
+                make_event(state=ConsentState.OPTED_OUT, dedup_key=f"k{i}") for i in range(20)
+            ]
+            for event in acknowledged:
+                assert await store.append(event) is True
+            await store.current(SUB_A)
+
+            own_server.kill()
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await store.append(make_event())
+            with pytest.raises(StoreUnavailableError):
+                await store.current(SUB_B)
+            assert time.monotonic() - started < 3.0
+
+            own_server.start()
+            later = make_event(state=ConsentState.OPTED_IN)
+            assert await store.append(later) is True
+            assert await store.history(SUB_A) == [*acknowledged, later]
+            assert await store.append(acknowledged[0]) is False  # dedup survived the crash
+            await store.wait_cache_ready(5.0)
+            await store.sync()
+            assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_IN
+        finally:
+            await store.close()
+
+    async def test_cache_is_dropped_when_the_channel_is_lost(self, own_server: RedisServer) -> None:
+        """After the invalidation connection is lost, nothing is answered from the cache."""
+        store = await RedisStore.from_url(own_server.url + "?heartbeat_s=0.2", instance="t")
+        try:
+            await store.append(make_event())
+            await store.current(SUB_A)
+            assert store.cached_current(SUB_A) is not None
+            own_server.kill()
+            with pytest.raises(StoreUnavailableError):
+                await store.sync()  # the listener cannot have confirmed anything since
+            own_server.start()
+            await store.wait_cache_ready(5.0)
+            assert store.cached_current(SUB_A) is None  # emptied on reconnection
+        finally:
+            await store.close()
+
+    async def test_open_against_nothing_fails_fast(self) -> None:
+        """Opening a store where no Redis listens raises StoreUnavailableError."""
+        with pytest.raises(StoreUnavailableError):
+            await RedisStore.from_url("redis://127.0.0.1:1/0?timeout_s=0.5", instance="t")
+
+
+@pytest.mark.redis
+@needs_redis
+class TestSentinel:
+    async def test_store_through_sentinel(self, redis_server: RedisServer, tmp_path: Path) -> None:
+        """A redis+sentinel:// URL finds the master through Sentinel and works."""
+        sentinel = RedisServer(
+            tmp_path / "sentinel", sentinel_for=(redis_server.host, redis_server.port)
+        )
+        sentinel.start()
+        try:
+            url = f"redis+sentinel://{sentinel.host}:{sentinel.port}/mymaster/0?prefix=sent"
+            store = await RedisStore.from_url(url, instance="t")
+            try:
+                assert await store.append(make_event(SUB_B)) is True
+                assert (await store.current(SUB_B))[SCOPE_NUMBER].state is (ConsentState.OPTED_OUT)
+            finally:
+                await store.close()
+        finally:
+            sentinel.stop()
+
+
+class TestUrls:
+    def test_plain_url(self) -> None:
+        """redis:// gives a client on that host, port and db, and our options."""
+        client, options = client_from_url(
+            "redis://:secret@10.0.0.5:6380/2?prefix=acme&timeout_s=0.25", instance="i"
+        )
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("10.0.0.5", 6380, 2)
+        assert kwargs["password"] == "secret"
+        assert options.prefix == "acme"
+        assert options.timeout_s == 0.25
+
+    def test_sentinel_url(self) -> None:
+        """redis+sentinel:// lists sentinels, then the service name and the db."""
+        client, _ = client_from_url(
+            "redis+sentinel://s1:26379,s2/mymaster/1?sentinel_password=x", instance="i"
+        )
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        assert pool.service_name == "mymaster"
+        assert pool.connection_kwargs["db"] == 1
+
+    def test_tls_url(self) -> None:
+        """rediss:// turns TLS on."""
+        client, _ = client_from_url("rediss://h:6379/0", instance="i")
+        assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "redis://h/0?bogus=1",
+            "redis://h/0?prefix=a:b",
+            "redis://h/0?timeout_s=soon",
+            "redis+sentinel://s1:26379",
+            "redis://h:port/0",
+        ],
+    )
+    def test_bad_urls_are_refused(self, url: str) -> None:
+        """A malformed URL or unknown parameter raises StoreError naming the problem."""
+        with pytest.raises(StoreError, match=r"store\.url"):
+            client_from_url(url, instance="i")
+
+
+@pytest.mark.redis
+class TestSync:
+    async def test_sync_returns_after_peer_write(self, redis_server: RedisServer) -> None:
+        """sync() returns once a peer's acknowledged opt-out has reached this cache."""
+        url = redis_server.url + "?prefix=syncpeer"
+        first = await RedisStore.from_url(url, instance="a")
+        second = await RedisStore.from_url(url, instance="b")
+        try:
+            await second.current(SUB_A)
+            assert second.cached_current(SUB_A) == {}
+            await asyncio.gather(first.append(make_event()), first.append(make_event(SUB_B)))
+            await second.sync()
+            assert second.cached_current(SUB_A) is None
+        finally:
+            await first.close()
+            await second.close()
