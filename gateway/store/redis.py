@@ -74,6 +74,7 @@ from gateway.store.base import (
     event_to_json,
 )
 from gateway.store.cache import EMPTY, ConsentCache, SeenCache
+from gateway.telemetry import logs
 
 T = TypeVar("T")
 
@@ -379,9 +380,9 @@ class RedisStore:
                     delay = 0.05
             except (*_UNAVAILABLE, redis_errors.RedisError) as exc:
                 if self._subscribed.is_set():
-                    _log.warning("store_invalidations_lost", error=str(exc))
+                    _log.warning(logs.STORE_INVALIDATIONS_LOST, error=str(exc))
             except Exception:  # noqa: BLE001 - task boundary: log, keep the cache off, go on
-                _log.exception("store_listener_failed")
+                _log.exception(logs.STORE_LISTENER_FAILED)
             finally:
                 if asyncio.current_task() is self._listener:  # not a retired listener
                     self._subscribed.clear()

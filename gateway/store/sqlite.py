@@ -421,6 +421,12 @@ class SqliteStore:
         name = str(path)
         if name == ":memory:" or name.startswith("file:"):
             raise StoreError("sqlite: a file path is required (in memory is not durable)")
+        # The first run creates the state directory (the example config keeps it beside the
+        # working directory); a missing parent would otherwise surface as "unable to open".
+        try:
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"sqlite: cannot create the directory of {name}: {exc}") from exc
         common: dict[str, Any] = {"path": name, "busy_timeout_s": busy_timeout_s, "loop": loop}
         writer = _Worker(name="consent-sqlite-writer", writer=True, **common)
         reader = _Worker(name="consent-sqlite-reader", writer=False, **common)

@@ -1,0 +1,237 @@
+"""Composition root: builds telemetry, the relay and its interceptor from config, runs the daemon.
+
+Signals: SIGTERM / SIGINT drain (stop accepting, let in-flight requests finish up to
+``gateway.shutdown_grace_s``, unbind every session) and exit 0; SIGHUP re-reads the config file and
+applies what can change without dropping sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway import __version__
+from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
+from gateway.proxy.bridge import ProxySettings
+from gateway.proxy.consent import ConsentEnforcer
+from gateway.proxy.hooks import Interceptor, PassThrough
+from gateway.proxy.listener import Listener
+from gateway.smpp.session import SessionConfig
+from gateway.store.base import ConsentStore
+from gateway.store.factory import open_store
+from gateway.telemetry import logs
+from gateway.telemetry.metrics import Metrics
+from gateway.text.dcs import Alphabet
+
+log = logs.get_logger()
+
+
+# upstream.default_alphabet: what the SMSC takes data_coding 0 to mean.
+SMSC_DEFAULT_ALPHABETS = {"gsm7": Alphabet.GSM7, "latin1": Alphabet.LATIN1, "ascii": Alphabet.IA5}
+
+
+def session_config(timers: SessionTimers) -> SessionConfig:
+    return SessionConfig(
+        window_size=timers.window_size,
+        response_timeout_s=timers.response_timeout_s,
+        enquire_link_interval_s=timers.enquire_link_interval_s,
+        inactivity_timeout_s=timers.inactivity_timeout_s,
+        bind_timeout_s=timers.bind_timeout_s,
+        unbind_timeout_s=timers.unbind_timeout_s,
+        max_pdu_length=timers.max_pdu_length,
+        relay_vendor_pdus=timers.relay_vendor_pdus,
+    )
+
+
+def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    assert tls.cert_file is not None
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.ca_file:
+        ctx.load_verify_locations(tls.ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
+
+
+def proxy_settings(config: GatewayConfig) -> ProxySettings:
+    up = config.upstream
+    timers = session_config(config.session)
+    return ProxySettings(
+        upstream_host=up.address.host,
+        upstream_port=up.address.port,
+        upstream_ssl=client_ssl_context(up.tls) if up.tls else None,
+        upstream_server_hostname=(up.tls.server_hostname or up.address.host) if up.tls else None,
+        connect_timeout_s=up.connect_timeout_s,
+        client_session=timers,
+        upstream_session=timers,
+        max_unanswered=max(1000, 2 * config.session.window_size),
+    )
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness and liveness; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(message.encode(), address)
+
+
+class Gateway:
+    """One gateway process: the consent store, the enforcer and the client listener."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        interceptor_factory: Callable[[GatewayConfig], Interceptor] | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        # Tests may replace the interceptor; production builds the consent enforcer in start().
+        self._interceptor_factory = interceptor_factory
+        self.store: ConsentStore | None = None
+        self.enforcer: ConsentEnforcer | None = None
+        self.listener = Listener(
+            settings=proxy_settings(config),
+            interceptor=PassThrough(),
+            metrics=self.metrics,
+            max_sessions=config.server.max_sessions,
+            ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
+        )
+        self._stop = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    async def start(self) -> None:
+        config = self.config
+        if self._interceptor_factory is not None:
+            self.listener.set_interceptor(self._interceptor_factory(config))
+        elif config.consent.enabled:
+            # Consent needs its store before the first client binds: open it first.
+            self.store = await open_store(config.store.url, instance=config.instance)
+            self.enforcer = ConsentEnforcer(
+                config=config.consent,
+                store=self.store,
+                metrics=self.metrics,
+                instance=config.instance,
+                default_alphabet=SMSC_DEFAULT_ALPHABETS[config.upstream.default_alphabet],
+            )
+            self.listener.set_interceptor(self.enforcer)
+        listen = self.config.server.listen
+        await self.listener.start(listen.host, listen.port)
+        log.info(
+            logs.GATEWAY_STARTED,
+            version=__version__,
+            instance=self.config.instance,
+            upstream=str(self.config.upstream.address),
+            pid=os.getpid(),
+            loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; sessions in progress keep their settings."""
+        if self.config.source is None:
+            return
+        try:
+            new = load(self.config.source)
+        except ConfigError as exc:
+            log.warning(logs.CONFIG_RELOAD_FAILED, error=str(exc))  # the old config stays
+            return
+        if (
+            new.store.url != self.config.store.url
+            or new.consent.enabled != self.config.consent.enabled
+        ):
+            log.warning(
+                logs.CONFIG_RELOAD_FAILED,
+                error="store.url and consent.enabled take effect only on restart",
+            )
+        self.config = new
+        self.listener.settings = proxy_settings(new)
+        self.listener.max_sessions = new.server.max_sessions
+        if self.enforcer is not None:
+            self.enforcer.reconfigure(new.consent)
+        log.info(logs.CONFIG_RELOADED, source=new.source)
+
+    async def serve(self) -> None:
+        """Run until SIGTERM / SIGINT, then drain and return."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.start()
+        sd_notify(
+            f"READY=1\nSTATUS=listening on {self.config.server.listen}\nMAINPID={os.getpid()}"
+        )
+        self._watchdog = loop.create_task(self._watchdog_loop())
+        try:
+            await self._stop.wait()
+        finally:
+            sd_notify("STOPPING=1")
+            await self.stop()
+            self._watchdog.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def stop(self) -> None:
+        log.info(logs.GATEWAY_STOPPING, sessions=len(self.listener.bridges))
+        await self.listener.drain(self.config.shutdown_grace_s)
+        if self.store is not None:
+            await self.store.close()
+        log.info(logs.GATEWAY_STOPPED)
+
+    async def _watchdog_loop(self) -> None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec or not usec.isdigit():
+            return
+        # Ping at half the interval: the loop answering is what systemd should watch.
+        interval = int(usec) / 2_000_000
+        while True:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where installed (a dependency on Linux), the standard loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def run(config: GatewayConfig) -> int:
+    logs.configure(
+        level=config.logging.level,
+        log_bodies=config.logging.log_bodies,
+        json=config.logging.format == "json",
+        stream=sys.stderr,
+    )
+    run_loop(Gateway(config).serve())
+    return 0

@@ -1,0 +1,100 @@
+"""``smpp-gateway``: the daemon, the config checker, the SMSC simulator and the staff CLI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import ConfigError, GatewayConfig, load
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smpp-gateway",
+        description="SMPP 3.4 consent gateway between SMS applications and an SMSC.",
+    )
+    parser.add_argument("--version", action="version", version=f"smpp-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway in the foreground")
+    run.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+
+    check = sub.add_parser("check-config", help="check a config file and exit")
+    check.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+
+    consent = sub.add_parser(
+        "consent", help="show or change a number's consent (on the store of --config)"
+    )
+    csub = consent.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (
+        ("show", "a number's current state in every scope"),
+        ("history", "a number's consent events, oldest first"),
+        ("opt-out", "opt a number out (everything, or one scope)"),
+        ("opt-in", "opt a number in (everything, or one scope); never lifts a block"),
+        ("block", "block a number: it gets nothing and its MOs are not forwarded"),
+        ("unblock", "lift a block; the number stays opted out until it opts in"),
+    ):
+        cp = csub.add_parser(name, help=text)
+        cp.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+        cp.add_argument("number", help="the subscriber's number (normalised to E.164)")
+        cp.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+        if name in ("opt-out", "opt-in", "block", "unblock"):
+            cp.add_argument("--reason", help="why (recorded in the audit trail)")
+        if name in ("opt-out", "opt-in"):
+            cp.add_argument("--campaign", help="only this campaign")
+            cp.add_argument("--list", dest="list_name", help="only this list (with --campaign)")
+            cp.add_argument("--account", help="only this client account (system_id)")
+            cp.add_argument("--sender", help="only messages from this sender number")
+        if name == "history":
+            cp.add_argument("--scope", help="only this scope key (e.g. campaign:acme)")
+
+    # Imported here: the simulator's modules are not needed by the other commands.
+    from gateway.simulator.cli import add_arguments as add_sim_arguments
+
+    sim = sub.add_parser("smsc-sim", help="run the bundled SMSC simulator in the foreground")
+    add_sim_arguments(sim)
+    return parser
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        print(
+            f"{args.config}: OK (listen {config.server.listen}, upstream {config.upstream.address})"
+        )
+        return EXIT_OK
+    if args.command == "run":
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        from gateway.app import run
+
+        return run(config)
+    if args.command == "consent":
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        from gateway.staffcli import run_consent
+
+        return run_consent(args, config)
+    if args.command == "smsc-sim":
+        from gateway.simulator.cli import run_simulator
+
+        return run_simulator(args)
+    raise AssertionError(args.command)  # argparse rejects unknown commands

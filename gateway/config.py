@@ -1,0 +1,601 @@
+"""The gateway's one config file (TOML) as frozen dataclasses.
+
+Every error names the key path and the problem (``upstream.address: expected "host:port"``), and
+unknown keys are errors too: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+from gateway.consent.campaign import (
+    Campaign,
+    CampaignDirectory,
+    FooterMode,
+    InboundUnknown,
+    Keywords,
+    ListMode,
+    MessageList,
+    OutboundUnknown,
+    ReOptIn,
+    Replies,
+    WordList,
+    default_campaign,
+)
+from gateway.consent.keywords import LANGUAGE_PACKS
+from gateway.consent.model import ScopeKind
+from gateway.consent.numbers import normalise
+from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
+from gateway.errors import GatewayError
+
+
+class ConfigError(GatewayError):
+    """A config file that cannot be used; the message starts with the key path."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    cert_file: str | None = None  # our certificate (required on the listener)
+    key_file: str | None = None
+    ca_file: str | None = None  # listener: require client certs signed by it; upstream: trust it
+    verify: bool = True  # upstream: check the SMSC's certificate and host name
+    server_hostname: str | None = None  # upstream: name to check instead of the address host
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    listen: Address = field(default_factory=lambda: Address("0.0.0.0", 2775))  # noqa: S104
+    max_sessions: int = 1000
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceBindConfig:
+    """A bind of the gateway's own, used for auto-replies when no client session can carry them."""
+
+    system_id: str
+    password: str = ""
+    system_type: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamConfig:
+    address: Address
+    connect_timeout_s: float = 10.0
+    tls: TlsConfig | None = None
+    # data_coding 0 means "SMSC default alphabet": what this SMSC takes it to be.
+    default_alphabet: str = "gsm7"
+    service_bind: ServiceBindConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionTimers:
+    window_size: int = 100
+    response_timeout_s: float = 30.0
+    enquire_link_interval_s: float | None = 30.0
+    inactivity_timeout_s: float | None = None
+    bind_timeout_s: float = 30.0
+    unbind_timeout_s: float = 5.0
+    max_pdu_length: int = 65536
+    relay_vendor_pdus: bool = True
+
+
+DEFAULT_STORE_URL = "sqlite:///var/lib/smpp-gateway/consent.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    url: str = DEFAULT_STORE_URL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminConfig:
+    listen: Address | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "json"
+    log_bodies: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountPolicy:
+    """Per client account (system_id) settings."""
+
+    # Answer a refused MT with OK and report it with a delivery receipt stat:REJECTD instead.
+    accept_and_report: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentConfig:
+    enabled: bool = True
+    default_country: str = "US"
+    short_code_max_length: int = 8
+    statuses: RejectStatuses = DEFAULT_REJECT_STATUSES
+    directory: CampaignDirectory = field(default_factory=lambda: CampaignDirectory(()))
+    accounts: Mapping[str, AccountPolicy] = field(default_factory=dict)
+    # At most this many auto-replies per subscriber per hour (opt-out confirmations excepted:
+    # exactly one is always sent).
+    reply_limit_per_hour: int = 5
+    # The SMSC's resend of an MO the gateway already acted on is recognised for this long.
+    mo_dedup_window_s: float = 600.0
+    # Parts of a long MO are held for keyword detection this long.
+    mo_reassembly_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    instance: str
+    server: ServerConfig
+    upstream: UpstreamConfig
+    session: SessionTimers
+    store: StoreConfig
+    admin: AdminConfig
+    logging: LoggingConfig
+    consent: ConsentConfig = field(default_factory=ConsentConfig)
+    shutdown_grace_s: float = 10.0
+    source: str | None = None  # the file it came from
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+class _Table:
+    """Typed access to one TOML table that remembers which keys were read."""
+
+    def __init__(self, data: dict[str, Any], path: str) -> None:
+        self._data = data
+        self._path = path
+        self._seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def _get(self, key: str) -> Any:
+        self._seen.add(key)
+        return self._data.get(key)
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> Any:
+        value = self._get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self._key(key)}: required")
+            return default
+        if not isinstance(value, str):
+            raise ConfigError(f"{self._key(key)}: expected a string, got {type(value).__name__}")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value: str = self.string(key, default)
+        if value not in choices:
+            raise ConfigError(f"{self._key(key)}: expected one of {', '.join(choices)}")
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self._key(key)}: expected an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self._key(key)}: must be between {minimum} and {maximum}")
+        return value
+
+    def seconds(self, key: str, default: float | None, *, allow_off: bool = False) -> Any:
+        """A duration in seconds; 0 means "off" where ``allow_off``."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self._key(key)}: expected a number of seconds")
+        if value < 0 or (value == 0 and not allow_off):
+            raise ConfigError(f"{self._key(key)}: must be positive")
+        return None if value == 0 else float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._key(key)}: expected true or false")
+        return value
+
+    def address(
+        self,
+        key: str,
+        default: Address | None = None,
+        *,
+        required: bool = False,
+        listening: bool = False,
+    ) -> Any:
+        text = self.string(key, None, required=required)
+        if text is None:
+            return default
+        return parse_address(text, self._key(key), listening=listening)
+
+    def table(self, key: str) -> _Table | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self._key(key)}: expected a table")
+        return _Table(value, self._key(key))
+
+    def tables(self, key: str) -> Iterator[_Table]:
+        value = self._get(key)
+        if value is None:
+            return
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{self._key(key)}: expected an array of tables ([[{key}]])")
+        for i, item in enumerate(value):
+            yield _Table(item, f"{self._key(key)}[{i}]")
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self._get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self._key(key)}: expected a list of strings")
+        return tuple(value)
+
+    def raw(self, key: str) -> Any:
+        return self._get(key)
+
+    def finish(self) -> None:
+        """Unknown keys are errors: a misspelt key must not silently become a default."""
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
+
+
+def parse_address(text: str, key: str, *, listening: bool = False) -> Address:
+    """``host:port`` (``[v6]:port``); a listening address may use port 0 (any free port)."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    lowest = 0 if listening else 1
+    if not sep or not host or not port_text.isdigit() or not lowest <= int(port_text) < 65536:
+        raise ConfigError(f'{key}: expected "host:port", got {text!r}')
+    return Address(host, int(port_text))
+
+
+def _tls(table: _Table | None, *, listener: bool) -> TlsConfig | None:
+    if table is None:
+        return None
+    tls = TlsConfig(
+        cert_file=table.string("cert_file"),
+        key_file=table.string("key_file"),
+        ca_file=table.string("ca_file"),
+        verify=table.boolean("verify", True),
+        server_hostname=table.string("server_hostname"),
+    )
+    if listener and not (tls.cert_file and tls.key_file):
+        raise ConfigError(f"{table._path}: cert_file and key_file are required for TLS")
+    for key in ("cert_file", "key_file", "ca_file"):
+        path = getattr(tls, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{table._key(key)}: no such file: {path}")
+    table.finish()
+    return tls
+
+
+def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
+    """Build the config from parsed TOML; raises ConfigError naming the key."""
+    root = _Table(data, "")
+
+    gw = root.table("gateway") or _Table({}, "gateway")
+    instance = gw.string("instance", None) or socket.gethostname()
+    shutdown_grace_s = gw.seconds("shutdown_grace_s", 10.0)
+    gw.finish()
+
+    srv = root.table("server") or _Table({}, "server")
+    server = ServerConfig(
+        listen=srv.address("listen", Address("0.0.0.0", 2775), listening=True),  # noqa: S104
+        max_sessions=srv.integer("max_sessions", 1000, minimum=1, maximum=1_000_000),
+        tls=_tls(srv.table("tls"), listener=True),
+    )
+    srv.finish()
+
+    up = root.table("upstream")
+    if up is None:
+        raise ConfigError("upstream: required (the SMSC's address)")
+    service = up.table("service_bind")
+    service_bind = None
+    if service is not None:
+        service_bind = ServiceBindConfig(
+            system_id=service.string("system_id", required=True),
+            password=service.string("password", ""),
+            system_type=service.string("system_type", ""),
+        )
+        service.finish()
+    upstream = UpstreamConfig(
+        address=up.address("address", required=True),
+        connect_timeout_s=up.seconds("connect_timeout_s", 10.0),
+        tls=_tls(up.table("tls"), listener=False),
+        default_alphabet=up.choice("default_alphabet", "gsm7", ("gsm7", "latin1", "ascii")),
+        service_bind=service_bind,
+    )
+    up.finish()
+
+    ses = root.table("session") or _Table({}, "session")
+    session = SessionTimers(
+        window_size=ses.integer("window_size", 100, minimum=1, maximum=10_000),
+        response_timeout_s=ses.seconds("response_timeout_s", 30.0),
+        enquire_link_interval_s=ses.seconds("enquire_link_interval_s", 30.0, allow_off=True),
+        inactivity_timeout_s=ses.seconds("inactivity_timeout_s", None, allow_off=True),
+        bind_timeout_s=ses.seconds("bind_timeout_s", 30.0),
+        unbind_timeout_s=ses.seconds("unbind_timeout_s", 5.0),
+        max_pdu_length=ses.integer("max_pdu_length", 65536, minimum=512, maximum=16 * 1024**2),
+        relay_vendor_pdus=ses.boolean("relay_vendor_pdus", True),
+    )
+    ses.finish()
+
+    st = root.table("store") or _Table({}, "store")
+    store = StoreConfig(url=st.string("url", DEFAULT_STORE_URL))
+    if not store.url.startswith(
+        ("sqlite:", "redis://", "rediss://", "redis+sentinel://", "memory:")
+    ):
+        raise ConfigError(
+            "store.url: expected sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, "
+            "redis://HOST:PORT/DB, redis+sentinel://... or memory:// (tests only)"
+        )
+    st.finish()
+
+    adm = root.table("admin") or _Table({}, "admin")
+    token = adm.string("token", None)
+    token_env = adm.string("token_env", None)
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            raise ConfigError(f"admin.token_env: environment variable {token_env} is not set")
+    admin = AdminConfig(listen=adm.address("listen", None, listening=True), token=token)
+    adm.finish()
+
+    lg = root.table("logging") or _Table({}, "logging")
+    logging_config = LoggingConfig(
+        level=lg.choice("level", "info", ("debug", "info", "warning", "error")),
+        format=lg.choice("format", "json", ("json", "console")),
+        log_bodies=lg.boolean("log_bodies", False),
+    )
+    lg.finish()
+
+    consent = _consent(root)
+
+    root.finish()
+    return GatewayConfig(
+        instance=instance,
+        server=server,
+        upstream=upstream,
+        session=session,
+        store=store,
+        admin=admin,
+        logging=logging_config,
+        consent=consent,
+        shutdown_grace_s=shutdown_grace_s,
+        source=source,
+    )
+
+
+def load(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and check a config file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, source=str(path))
+
+
+# --- consent ------------------------------------------------------------------------------------
+
+_CAMPAIGN_SCOPES = ("number", "campaign", "account")
+
+
+def _word_list(table: _Table | None, key: str) -> WordList:
+    """``opt_out = ["arret"]`` extends the defaults; ``opt_out = { words = [...], mode =
+    "replace" }`` replaces them."""
+    if table is None or not table.has(key):
+        return WordList()
+    value = table.raw(key)
+    if isinstance(value, list):
+        return WordList(words=table.strings(key))
+    sub = table.table(key)
+    assert sub is not None
+    words = WordList(
+        words=sub.strings("words"),
+        mode=ListMode(sub.choice("mode", "extend", ("extend", "replace"))),
+    )
+    sub.finish()
+    return words
+
+
+def _campaign_values(t: _Table, country: str, short_code_max: int) -> dict[str, Any]:
+    """The keys a campaign and the account default share, as Campaign keyword arguments."""
+    values: dict[str, Any] = {}
+    if t.has("brand"):
+        values["brand"] = t.string("brand")
+    if t.has("scope"):
+        values["scope"] = ScopeKind(t.choice("scope", "campaign", _CAMPAIGN_SCOPES))
+    if t.has("footer"):
+        values["footer"] = FooterMode(t.choice("footer", "never", ("always", "first", "never")))
+    if t.has("footer_text"):
+        values["footer_text"] = t.string("footer_text")
+    if t.has("outbound_unknown"):
+        values["outbound_unknown"] = OutboundUnknown(
+            t.choice("outbound_unknown", "allow", ("allow", "require_opt_in", "block"))
+        )
+    if t.has("inbound_unknown"):
+        values["inbound_unknown"] = InboundUnknown(
+            t.choice("inbound_unknown", "allow", ("allow", "request_opt_in"))
+        )
+    if t.has("reopt_in"):
+        values["reopt_in"] = ReOptIn(t.choice("reopt_in", "keyword", ("keyword", "any_message")))
+    if t.has("phrase_tier"):
+        values["phrase_tier"] = t.boolean("phrase_tier", False)
+    if t.has("phrase_max_words"):
+        values["phrase_max_words"] = t.integer("phrase_max_words", 8, minimum=1, maximum=50)
+    if t.has("forward_keywords"):
+        values["forward_keywords"] = t.boolean("forward_keywords", True)
+    replies = t.table("replies")
+    if replies is not None:
+        defaults = Replies()
+        values["replies"] = Replies(
+            **{
+                name: replies.string(name, getattr(defaults, name))
+                for name in (
+                    "opt_out",
+                    "opt_in",
+                    "help",
+                    "opt_in_request",
+                    "list_opt_out",
+                    "already_opted_out",
+                )
+            }
+        )
+        replies.finish()
+    keywords = t.table("keywords")
+    if keywords is not None:
+        languages = keywords.strings("languages")
+        for lang in languages:
+            if lang not in LANGUAGE_PACKS:
+                raise ConfigError(
+                    f"{keywords._key('languages')}: unknown language {lang!r}; "
+                    f"known: {', '.join(sorted(LANGUAGE_PACKS))}"
+                )
+        values["keywords"] = Keywords(
+            opt_out=_word_list(keywords, "opt_out"),
+            opt_in=_word_list(keywords, "opt_in"),
+            help=_word_list(keywords, "help"),
+            account_wide=_word_list(keywords, "account_wide"),
+            languages=languages,
+        )
+        keywords.finish()
+    lists = []
+    for lt in t.tables("lists"):
+        lists.append(
+            MessageList(
+                name=lt.string("name", required=True),
+                service_types=lt.strings("service_types"),
+                keywords=lt.strings("keywords"),
+            )
+        )
+        lt.finish()
+    if lists:
+        values["lists"] = tuple(lists)
+    numbers = []
+    for i, number in enumerate(t.strings("numbers")):
+        # Numbers are keyed exactly as MT source / MO destination addresses will be.
+        ton = 1 if number.strip().startswith("+") else 0
+        address = normalise(number, ton, 1, country, short_code_max_length=short_code_max)
+        if address is None:
+            raise ConfigError(f"{t._key('numbers')}[{i}]: empty number")
+        numbers.append(address.value)
+    if numbers:
+        values["numbers"] = tuple(numbers)
+    return values
+
+
+def _status(t: _Table, key: str, default: int) -> int:
+    return t.integer(key, default, minimum=0, maximum=0xFFFFFFFF)
+
+
+def _consent(root: _Table) -> ConsentConfig:
+    c = root.table("consent") or _Table({}, "consent")
+    enabled = c.boolean("enabled", True)
+    country = c.string("default_country", "US").upper()
+    if country not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"consent.default_country: unknown region {country!r}")
+    short_code_max = c.integer("short_code_max_length", 8, minimum=3, maximum=10)
+
+    st = c.table("statuses")
+    statuses = DEFAULT_REJECT_STATUSES
+    if st is not None:
+        d = DEFAULT_REJECT_STATUSES
+        statuses = RejectStatuses(
+            opted_out=_status(st, "opted_out", d.opted_out),
+            blocked=_status(st, "blocked", d.blocked),
+            pending=_status(st, "pending", d.pending),
+            no_consent=_status(st, "no_consent", d.no_consent),
+            store_unavailable=_status(st, "store_unavailable", d.store_unavailable),
+        )
+        st.finish()
+        problems = statuses.problems()
+        if problems:
+            raise ConfigError(f"consent.statuses.{problems[0]}")
+
+    accounts: dict[str, AccountPolicy] = {}
+    acc = c.table("accounts")
+    if acc is not None:
+        for system_id in list(acc._data):
+            at = acc.table(system_id)
+            assert at is not None
+            accounts[system_id] = AccountPolicy(
+                accept_and_report=at.boolean("accept_and_report", False)
+            )
+            at.finish()
+        acc.finish()
+
+    default_table = c.table("default")
+    try:
+        default = default_campaign(
+            **(_campaign_values(default_table, country, short_code_max) if default_table else {})
+        )
+    except ValueError as exc:
+        raise ConfigError(f"consent.default: {exc}") from None
+    if default_table is not None:
+        default_table.finish()
+
+    campaigns = []
+    names: set[str] = set()
+    for ct in root.tables("campaigns"):
+        name = ct.string("name", required=True)
+        if name in names or name == default.name:
+            raise ConfigError(f"{ct._key('name')}: campaign {name!r} defined twice")
+        names.add(name)
+        try:
+            campaigns.append(Campaign(name=name, **_campaign_values(ct, country, short_code_max)))
+        except ValueError as exc:
+            raise ConfigError(f"{ct._path}: {exc}") from None
+        ct.finish()
+    try:
+        directory = CampaignDirectory(campaigns, default)
+    except ValueError as exc:
+        raise ConfigError(f"campaigns: {exc}") from None
+
+    config = ConsentConfig(
+        enabled=enabled,
+        default_country=country,
+        short_code_max_length=short_code_max,
+        statuses=statuses,
+        directory=directory,
+        accounts=accounts,
+        reply_limit_per_hour=c.integer("reply_limit_per_hour", 5, minimum=0, maximum=10_000),
+        mo_dedup_window_s=c.seconds("mo_dedup_window_s", 600.0),
+        mo_reassembly_timeout_s=c.seconds("mo_reassembly_timeout_s", 120.0),
+    )
+    c.finish()
+    return config

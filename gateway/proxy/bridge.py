@@ -1,0 +1,638 @@
+"""One client leg and its mirrored upstream leg: the relay at the heart of the proxy.
+
+Each leg is its own SMPP session with its own sequence numbers. A request relayed from one leg to
+the other carries, as its window context, where it came from (``_FromClient`` / ``_FromUpstream``);
+the response is matched by the receiving leg's window and sent back with the original sequence
+number patched in (``with_sequence``): the PDU itself is never re-encoded. Requests the gateway
+originates carry ``_Own`` and their responses are consumed.
+
+Status codes the gateway chooses itself, and why:
+- upstream unreachable / bind timed out -> the client's bind gets ESME_RSYSERR (temporary);
+- an MT whose upstream response never came, or whose upstream leg died -> ESME_RSYSERR, which
+  clients re-queue (the outcome is unknown; a duplicate beats a loss);
+- an MO the client never answered, or one arriving while draining -> ESME_RX_T_APPN to the SMSC,
+  a temporary error, so the SMSC delivers it again later;
+- an MT arriving while the gateway drains for shutdown -> ESME_RTHROTTLED (clients retry it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.proxy.connection import SmppConnection
+from gateway.proxy.hooks import ClientInfo, Interceptor, MoRequest, MtRequest, ResponseCallback
+from gateway.smpp import events as ev
+from gateway.smpp import pdu as p
+from gateway.smpp.codec import encode, error_response
+from gateway.smpp.constants import CommandId, CommandStatus, command_name, status_name
+from gateway.smpp.errors import LocalProtocolError
+from gateway.smpp.session import Role, Session, SessionConfig
+from gateway.smpp.state import BindState
+from gateway.telemetry import logs
+from gateway.telemetry.metrics import Metrics
+
+log = logs.get_logger()
+
+MT_COMMANDS = frozenset({CommandId.SUBMIT_SM, CommandId.SUBMIT_MULTI, CommandId.DATA_SM})
+MO_COMMANDS = frozenset({CommandId.DELIVER_SM, CommandId.DATA_SM})
+BIND_TYPES = {
+    CommandId.BIND_TRANSMITTER: "transmitter",
+    CommandId.BIND_RECEIVER: "receiver",
+    CommandId.BIND_TRANSCEIVER: "transceiver",
+}
+
+_conn_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxySettings:
+    upstream_host: str
+    upstream_port: int
+    upstream_ssl: ssl.SSLContext | None = None
+    upstream_server_hostname: str | None = None
+    connect_timeout_s: float = 10.0
+    client_session: SessionConfig
+    upstream_session: SessionConfig
+    # Inbound requests a client may leave unanswered before we stop reading it: a client must
+    # not make the gateway hold an unbounded number of its requests.
+    max_unanswered: int = 1000
+
+
+class _Relayed:
+    """Window context of a relayed request: where its response must go back to."""
+
+    __slots__ = ("command_id", "sequence_number")
+
+    def __init__(self, command_id: int, sequence_number: int) -> None:
+        self.command_id = command_id
+        self.sequence_number = sequence_number
+
+
+class _FromClient(_Relayed):
+    __slots__ = ("transform",)
+
+    def __init__(
+        self,
+        command_id: int,
+        sequence_number: int,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        super().__init__(command_id, sequence_number)
+        # Rewrites the SMSC's response before the client gets it (submit_multi: add the
+        # destinations the gateway refused to unsuccess_sme).
+        self.transform = transform
+
+
+class _BindFromClient(_FromClient):
+    __slots__ = ()
+
+
+class _FromUpstream(_Relayed):
+    __slots__ = ()
+
+
+class _Own:
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: ResponseCallback) -> None:
+        self.callback = callback
+
+
+class Bridge:
+    """Handler for both legs' connections; created per accepted client connection."""
+
+    def __init__(
+        self,
+        *,
+        settings: ProxySettings,
+        interceptor: Interceptor,
+        metrics: Metrics,
+        loop: asyncio.AbstractEventLoop,
+        on_closed: Callable[[Bridge], None] | None = None,
+        refuse_bind_status: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.interceptor = interceptor
+        self.metrics = metrics
+        self.loop = loop
+        self.conn_id = f"c{next(_conn_ids)}"
+        self.client = SmppConnection(
+            Session(Role.SMSC, settings.client_session, loop.time()),
+            leg="client",
+            loop=loop,
+            handler=self,
+        )
+        self.upstream: SmppConnection | None = None
+        self.client_info = ClientInfo(
+            conn_id=self.conn_id, system_id="", system_type="", bind_type="", peer=""
+        )
+        self.draining = False
+        self.closed = False
+        self.bound = False
+        self._on_closed = on_closed
+        self._refuse_bind_status = refuse_bind_status
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connecting: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+        self._idle = asyncio.Event()
+        self._done = asyncio.Event()
+        self._log = log.bind(conn_id=self.conn_id)
+
+    # --- ConnectionHandler ------------------------------------------------------------------
+
+    def handle_events(self, conn: SmppConnection, events: list[ev.Event]) -> None:
+        if conn is self.client:
+            for event in events:
+                self._client_event(event)
+        else:
+            for event in events:
+                self._upstream_event(event)
+        self._flush_both()
+        self._update_backpressure()
+        self._check_idle()
+
+    def connection_lost(self, conn: SmppConnection, exc: Exception | None) -> None:
+        if conn is not self.client and conn is not self.upstream:
+            return  # an upstream leg already replaced or given up (a rejected bind)
+        if conn is self.client:
+            self._log.info(
+                logs.SESSION_CLOSED, leg="client", reason=self.client.session.close_reason
+            )
+            self._end_upstream("client closed")
+        else:
+            self._log.info(logs.SESSION_CLOSED, leg="upstream", reason=conn.session.close_reason)
+            self._fail_client_requests(conn)
+            self._end_client("upstream closed")
+        self._maybe_finished()
+
+    def writing_paused(self, conn: SmppConnection, paused: bool) -> None:
+        # The peer of `conn` stopped reading: stop reading the other leg, which feeds it.
+        other = self.upstream if conn is self.client else self.client
+        if other is None:
+            return
+        if paused:
+            other.pause_reading("peer-write-buffer")
+        else:
+            other.resume_reading("peer-write-buffer")
+
+    # --- client leg -------------------------------------------------------------------------
+
+    def _client_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RequestReceived):
+            pdu = event.pdu
+            cid = pdu.command_id
+            if cid in BIND_TYPES:
+                self._client_bind(pdu, event.frame)
+            elif self.draining and cid in MT_COMMANDS:
+                self.reject_client(cid, pdu.sequence_number, CommandStatus.ESME_RTHROTTLED)
+            elif cid in MT_COMMANDS:
+                self.interceptor.on_mt(MtRequest(self, pdu, event.frame))
+            else:
+                self._relay_to_upstream(cid, pdu.sequence_number, event.frame)
+        elif isinstance(event, ev.ResponseReceived):
+            ctx = event.context
+            if isinstance(ctx, _FromUpstream):
+                self._answer_upstream(event.frame, ctx.sequence_number)
+            elif isinstance(ctx, _Own):
+                ctx.callback(event.pdu, event.frame)
+        elif isinstance(event, ev.RequestExpired):
+            ctx = event.context
+            self.metrics.requests_expired_total.labels("client").inc()
+            self._log.warning(
+                logs.REQUEST_EXPIRED,
+                leg="client",
+                command_id=command_name(event.command_id),
+                sequence_number=event.sequence_number,
+            )
+            if isinstance(ctx, _FromUpstream):
+                self.reject_upstream(
+                    ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RX_T_APPN
+                )
+            elif isinstance(ctx, _Own):
+                ctx.callback(None, None)
+        elif isinstance(event, ev.PduRejected):
+            self.metrics.pdus_rejected_total.labels("client", status_name(event.status)).inc()
+            self._log.info(
+                logs.PDU_REJECTED,
+                leg="client",
+                command_id=command_name(event.command_id),
+                sequence_number=event.sequence_number,
+                command_status=status_name(event.status),
+                reason=event.reason,
+            )
+        elif isinstance(event, ev.UnexpectedResponse):
+            self._log.info(
+                logs.PDU_UNEXPECTED_RESPONSE,
+                leg="client",
+                command_id=command_name(event.pdu.command_id),
+                sequence_number=event.pdu.sequence_number,
+            )
+        elif isinstance(event, ev.UnbindReceived):
+            self._log.info(logs.UNBIND_RECEIVED, leg="client")
+            self._end_upstream("client unbound")
+        elif isinstance(event, ev.SessionClosed):
+            # Logged once, in connection_lost, when the socket is really gone.
+            self._end_upstream(f"client: {event.reason}")
+
+    def _client_bind(self, pdu: p.Pdu, frame: bytes) -> None:
+        assert isinstance(pdu, p.BindTransmitter | p.BindReceiver | p.BindTransceiver)
+        bind_type = BIND_TYPES[CommandId(pdu.command_id)]
+        self.client_info = ClientInfo(
+            conn_id=self.conn_id,
+            system_id=pdu.system_id,
+            system_type=pdu.system_type,
+            bind_type=bind_type,
+            peer=self.client.peer,
+        )
+        self._log = log.bind(conn_id=self.conn_id, system_id=pdu.system_id, bind_type=bind_type)
+        self._log.info(logs.BIND_REQUESTED, peer=self.client.peer)
+        if self._refuse_bind_status is not None or self.draining:
+            status = self._refuse_bind_status or CommandStatus.ESME_RBINDFAIL
+            self.metrics.binds_total.labels(bind_type, "refused").inc()
+            self._log.warning(
+                logs.BIND_FAILED, command_status=status_name(status), reason="refused"
+            )
+            self.reject_client(pdu.command_id, pdu.sequence_number, status)
+            self.client.close("bind refused")
+            return
+        if self._connecting is not None or self.upstream is not None:
+            # A second bind while the first is in progress: the session table only knows states.
+            self.reject_client(pdu.command_id, pdu.sequence_number, CommandStatus.ESME_RALYBND)
+            return
+        self._connecting = self.loop.create_task(self._connect_and_bind(pdu, frame))
+        self._tasks.add(self._connecting)
+        self._connecting.add_done_callback(self._tasks.discard)
+
+    async def _connect_and_bind(self, pdu: p.Pdu, frame: bytes) -> None:
+        s = self.settings
+        conn = SmppConnection(
+            Session(Role.ESME, s.upstream_session, self.loop.time()),
+            leg="upstream",
+            loop=self.loop,
+            handler=self,
+        )
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: conn,
+                    s.upstream_host,
+                    s.upstream_port,
+                    ssl=s.upstream_ssl,
+                    server_hostname=s.upstream_server_hostname if s.upstream_ssl else None,
+                ),
+                timeout=s.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            self._connecting = None
+            self._log.warning(
+                logs.UPSTREAM_CONNECT_FAILED,
+                upstream=f"{s.upstream_host}:{s.upstream_port}",
+                error=str(exc) or type(exc).__name__,
+            )
+            self.metrics.binds_total.labels(self.client_info.bind_type, "upstream_down").inc()
+            if not self.client.session.closed:
+                self.reject_client(pdu.command_id, pdu.sequence_number, CommandStatus.ESME_RSYSERR)
+                self._flush_both()
+            return
+        self._connecting = None
+        if self.closed or self.client.session.closed:
+            conn.close("client gone")
+            return
+        self.upstream = conn
+        conn.session.send_request(
+            frame, self.loop.time(), _BindFromClient(pdu.command_id, pdu.sequence_number)
+        )
+        self._flush_both()
+
+    # --- upstream leg -----------------------------------------------------------------------
+
+    def _upstream_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.ResponseReceived):
+            ctx = event.context
+            if isinstance(ctx, _BindFromClient):
+                self._upstream_bind_response(event.pdu, event.frame, ctx)
+            elif isinstance(ctx, _FromClient):
+                frame = event.frame if ctx.transform is None else ctx.transform(event.frame)
+                self.respond_client(frame, ctx.sequence_number)
+            elif isinstance(ctx, _Own):
+                ctx.callback(event.pdu, event.frame)
+        elif isinstance(event, ev.RequestReceived):
+            pdu = event.pdu
+            cid = pdu.command_id
+            if self.draining and cid in MO_COMMANDS:
+                self.reject_upstream(cid, pdu.sequence_number, CommandStatus.ESME_RX_T_APPN)
+            elif cid in MO_COMMANDS:
+                self.interceptor.on_mo(MoRequest(self, pdu, event.frame))
+            else:
+                self._relay_to_client(cid, pdu.sequence_number, event.frame)
+        elif isinstance(event, ev.RequestExpired):
+            ctx = event.context
+            self.metrics.requests_expired_total.labels("upstream").inc()
+            self._log.warning(
+                logs.REQUEST_EXPIRED,
+                leg="upstream",
+                command_id=command_name(event.command_id),
+                sequence_number=event.sequence_number,
+            )
+            if isinstance(ctx, _BindFromClient):
+                self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
+                self._end_upstream("bind timed out")
+            elif isinstance(ctx, _FromClient):
+                self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
+            elif isinstance(ctx, _Own):
+                ctx.callback(None, None)
+        elif isinstance(event, ev.PduRejected):
+            self.metrics.pdus_rejected_total.labels("upstream", status_name(event.status)).inc()
+            self._log.info(
+                logs.PDU_REJECTED,
+                leg="upstream",
+                command_id=command_name(event.command_id),
+                sequence_number=event.sequence_number,
+                command_status=status_name(event.status),
+                reason=event.reason,
+            )
+        elif isinstance(event, ev.UnexpectedResponse):
+            self._log.info(
+                logs.PDU_UNEXPECTED_RESPONSE,
+                leg="upstream",
+                command_id=command_name(event.pdu.command_id),
+                sequence_number=event.pdu.sequence_number,
+            )
+        elif isinstance(event, ev.UnbindReceived):
+            self._log.info(logs.UNBIND_RECEIVED, leg="upstream")
+            assert self.upstream is not None
+            self._fail_client_requests(self.upstream)
+            self._end_client("upstream unbound")
+        elif isinstance(event, ev.SessionClosed):
+            assert self.upstream is not None
+            self._fail_client_requests(self.upstream)
+            self._end_client(f"upstream: {event.reason}")
+
+    def _upstream_bind_response(self, pdu: p.Pdu, frame: bytes, ctx: _BindFromClient) -> None:
+        status = pdu.command_status
+        bind_type = self.client_info.bind_type
+        if pdu.command_id == CommandId.GENERIC_NACK:
+            # Some SMSCs nack a bind they cannot parse; the client must get a bind_resp.
+            status = status or CommandStatus.ESME_RBINDFAIL
+            self.reject_client(ctx.command_id, ctx.sequence_number, status)
+        else:
+            self.respond_client(frame, ctx.sequence_number)
+        if status == CommandStatus.ESME_ROK:
+            self.bound = True
+            self.metrics.binds_total.labels(bind_type, "ok").inc()
+            self.metrics.sessions.labels(bind_type).inc()
+            self._log.info(logs.BIND_COMPLETED, peer=self.client.peer)
+            self.interceptor.on_bound(self)
+        else:
+            self.metrics.binds_total.labels(bind_type, "rejected").inc()
+            self._log.warning(
+                logs.BIND_FAILED, command_status=status_name(status), reason="upstream"
+            )
+            # The client stays connected and unbound: it may try again with other credentials.
+            if self.upstream is not None:
+                self.upstream.close("bind rejected")
+                self.upstream = None
+
+    # --- relaying (also used by hooks) ------------------------------------------------------
+
+    def forward_mt(
+        self,
+        request: MtRequest,
+        frame: bytes,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self._relay_to_upstream(request.pdu.command_id, request.sequence_number, frame, transform)
+        self._flush_soon()
+
+    def forward_mo(self, request: MoRequest, frame: bytes) -> None:
+        self._relay_to_client(request.pdu.command_id, request.sequence_number, frame)
+        self._flush_soon()
+
+    def _relay_to_upstream(
+        self,
+        command_id: int,
+        sequence_number: int,
+        frame: bytes,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        up = self.upstream
+        if up is None or up.session.closed:
+            self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
+            return
+        up.session.send_request(
+            frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
+        )
+
+    def _relay_to_client(self, command_id: int, sequence_number: int, frame: bytes) -> None:
+        session = self.client.session
+        if session.closed:
+            self.reject_upstream(command_id, sequence_number, CommandStatus.ESME_RX_T_APPN)
+            return
+        try:
+            session.send_request(
+                frame, self.loop.time(), _FromUpstream(command_id, sequence_number)
+            )
+        except LocalProtocolError:
+            # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter).
+            self.reject_upstream(command_id, sequence_number, CommandStatus.ESME_RINVBNDSTS)
+
+    def respond_client(self, response: p.Pdu | bytes, sequence_number: int) -> None:
+        frame = response if isinstance(response, bytes) else encode(response)
+        session = self.client.session
+        if not session.closed:
+            session.send_response(frame, self.loop.time(), sequence_number)
+            self._flush_soon()
+
+    def reject_client(self, command_id: int, sequence_number: int, status: int) -> None:
+        self.respond_client(error_response(command_id, sequence_number, status), sequence_number)
+
+    def _answer_upstream(self, frame: bytes, sequence_number: int) -> None:
+        up = self.upstream
+        if up is not None and not up.session.closed:
+            up.session.send_response(frame, self.loop.time(), sequence_number)
+            self._flush_soon()
+
+    def respond_upstream(self, response: p.Pdu | bytes, sequence_number: int) -> None:
+        frame = response if isinstance(response, bytes) else encode(response)
+        self._answer_upstream(frame, sequence_number)
+
+    def reject_upstream(self, command_id: int, sequence_number: int, status: int) -> None:
+        self._answer_upstream(error_response(command_id, sequence_number, status), sequence_number)
+
+    def originate_upstream(self, pdu: p.Pdu | bytes, on_response: ResponseCallback) -> bool:
+        """Send a request of our own upstream; False if the leg cannot carry it now."""
+        up = self.upstream
+        if up is None or up.session.closed or not self.bound:
+            return False
+        try:
+            up.session.send_request(pdu, self.loop.time(), _Own(on_response))
+        except LocalProtocolError:
+            return False
+        self._flush_soon()
+        return True
+
+    def originate_to_client(self, pdu: p.Pdu | bytes, on_response: ResponseCallback) -> bool:
+        """Send a request of our own to the client (a receipt); False if it cannot take it."""
+        session = self.client.session
+        if session.closed or not self.bound:
+            return False
+        try:
+            session.send_request(pdu, self.loop.time(), _Own(on_response))
+        except LocalProtocolError:
+            return False
+        self._flush_soon()
+        return True
+
+    def spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[Any] = self.loop.create_task(
+            _guard(coro, self._log), name=f"{self.conn_id}-hook"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- flushing and back-pressure ---------------------------------------------------------
+
+    def _flush_both(self) -> None:
+        self.client.flush()
+        if self.upstream is not None:
+            self.upstream.flush()
+
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush_both()
+        self._update_backpressure()
+        self._check_idle()
+
+    def _update_backpressure(self) -> None:
+        up = self.upstream
+        if up is not None:
+            if up.session.backlog or self.client.session.unanswered > self.settings.max_unanswered:
+                self.client.pause_reading("upstream-window")
+            else:
+                self.client.resume_reading("upstream-window")
+            if self.client.session.backlog:
+                up.pause_reading("client-window")
+            else:
+                up.resume_reading("client-window")
+
+    # --- teardown ---------------------------------------------------------------------------
+
+    def _fail_client_requests(self, upstream: SmppConnection) -> None:
+        """The upstream leg ended: every client request still in its window gets an answer."""
+        for _seq, _cid, ctx in upstream.session.abandon_outstanding():
+            if isinstance(ctx, _FromClient):
+                self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
+            elif isinstance(ctx, _Own):
+                ctx.callback(None, None)
+        self.client.flush()
+
+    def _end_upstream(self, reason: str) -> None:
+        up = self.upstream
+        if up is not None:
+            # MOs still waiting for the client's answer: the SMSC must deliver them again.
+            for _seq, _cid, ctx in self.client.session.abandon_outstanding():
+                if isinstance(ctx, _FromUpstream):
+                    self.reject_upstream(
+                        ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RX_T_APPN
+                    )
+                elif isinstance(ctx, _Own):
+                    ctx.callback(None, None)
+            self._unbind_or_close(up, reason)
+        elif self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        if not self.client.is_open:
+            self._maybe_finished()
+
+    def _end_client(self, reason: str) -> None:
+        self._unbind_or_close(self.client, reason)
+
+    def _unbind_or_close(self, conn: SmppConnection, reason: str) -> None:
+        session = conn.session
+        if session.closed:
+            conn.flush()
+            return
+        if session.state in (BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX):
+            session.start_unbind(self.loop.time())
+            conn.flush()
+        elif session.state != BindState.UNBOUND:
+            conn.close(reason)
+
+    def _maybe_finished(self) -> None:
+        client_gone = self.client.lost.done()
+        upstream_gone = self.upstream is None or self.upstream.lost.done()
+        if client_gone and upstream_gone and self._connecting is None and not self.closed:
+            self.closed = True
+            if self.bound:
+                self.metrics.sessions.labels(self.client_info.bind_type).dec()
+                self.bound = False
+            for task in list(self._tasks):
+                task.cancel()
+            self.interceptor.on_closed(self)
+            self._done.set()
+            if self._on_closed is not None:
+                self._on_closed(self)
+
+    def _check_idle(self) -> None:
+        if self._is_idle():
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def _is_idle(self) -> bool:
+        up = self.upstream
+        busy_up = (
+            up is not None
+            and not up.session.closed
+            and (up.session.outstanding or up.session.unanswered)
+        )
+        c = self.client.session
+        busy_client = not c.closed and (c.outstanding or c.unanswered)
+        return not busy_up and not busy_client
+
+    async def drain(self, grace_s: float) -> None:
+        """Shutdown: refuse new work, let what is in flight finish (bounded), then unbind both."""
+        self.draining = True
+        self._check_idle()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        except TimeoutError:
+            self._log.warning(logs.GATEWAY_STOPPING, reason="drain timed out", conn_id=self.conn_id)
+        # Whatever is still unanswered gets a temporary error rather than silence.
+        if self.upstream is not None:
+            self._fail_client_requests(self.upstream)
+        self._end_upstream("shutdown")
+        self._end_client("shutdown")
+        self._flush_both()
+        try:
+            await asyncio.wait_for(
+                self.wait_closed(), timeout=self.settings.client_session.unbind_timeout_s + 1
+            )
+        except TimeoutError:
+            self.client.abort()
+            if self.upstream is not None:
+                self.upstream.abort()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+
+async def _guard(coro: Coroutine[Any, Any, Any], bound_log: Any) -> None:
+    # A task boundary: a failing hook must not take the bridge (or the daemon) down silently.
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - logged with the traceback, the bridge goes on
+        bound_log.exception(logs.CONNECTION_FAILED, where="hook")

@@ -1,0 +1,163 @@
+"""asyncio adapter around a sans-I/O ``Session``: one per TCP connection, either leg.
+
+It feeds whatever a read returns to the session (one read usually carries many PDUs), hands the
+resulting events to its handler in one batch, writes everything the session queued in one write,
+and keeps exactly one timer armed for the session's earliest deadline. Back-pressure is explicit:
+the handler pauses reading on this connection when the other leg cannot take more, and is told when
+the kernel's send buffer towards this peer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from typing import Protocol, cast
+
+from gateway.smpp.events import Event
+from gateway.smpp.session import Session
+from gateway.telemetry import logs
+
+log = logs.get_logger()
+
+
+class ConnectionHandler(Protocol):
+    """What a connection reports to: the bridge (proxy) or the simulator."""
+
+    def handle_events(self, conn: SmppConnection, events: list[Event]) -> None: ...
+
+    def connection_lost(self, conn: SmppConnection, exc: Exception | None) -> None: ...
+
+    def writing_paused(self, conn: SmppConnection, paused: bool) -> None: ...
+
+
+class SmppConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        session: Session,
+        *,
+        leg: str,
+        loop: asyncio.AbstractEventLoop,
+        handler: ConnectionHandler | None = None,
+    ) -> None:
+        self.session = session
+        self.leg = leg
+        self.loop = loop
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._pause_reasons: set[str] = set()
+        self.write_paused = False
+
+    # --- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but implement its interface.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # SMPP is request/response: Nagle would add up to 40 ms per round trip.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peername = self.transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.peer = f"{peername[0]}:{peername[1]}"
+        if self._pause_reasons:
+            self.transport.pause_reading()
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        events = self.session.receive_data(data, self.loop.time())
+        if events and self.handler is not None:
+            self.handler.handle_events(self, events)
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        # The peer half-closed (aiosmpplib does after unbind): nothing more will come.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.session.closed:
+            self.session.close("connection lost")
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if self.handler is not None:
+            self.handler.connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.handler is not None:
+            self.handler.writing_paused(self, True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.handler is not None:
+            self.handler.writing_paused(self, False)
+
+    # --- used by handlers --------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def flush(self) -> None:
+        """Write what the session queued (one write per batch), re-arm the timer, close if done."""
+        out = self.session.data_to_send()
+        transport = self.transport
+        if transport is None:
+            return
+        if out and not transport.is_closing():
+            transport.write(out)
+        if self.session.closed:
+            if not transport.is_closing():
+                transport.close()  # after the write above: close() flushes the buffer first
+            return
+        self._arm_timer()
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._pause_reasons and self.transport is not None:
+            self.transport.pause_reading()
+        self._pause_reasons.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and self.transport is not None and self.is_open:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self, reason: str) -> None:
+        """End the session now (no unbind) and close once queued bytes are written."""
+        if not self.session.closed:
+            self.session.close(reason)
+        self.flush()
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        # Deadlines mostly move later as traffic flows, so a timer that fires early and finds
+        # nothing due is cheaper than cancelling and re-creating one per batch.
+        deadline = self.session.get_timer()
+        if deadline is None or deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        events = self.session.handle_timer(self.loop.time())
+        if events and self.handler is not None:
+            self.handler.handle_events(self, events)
+        self.flush()

@@ -1,0 +1,744 @@
+"""Consent enforcement on the relay: the interceptor that applies ``gateway.consent.policy``.
+
+The policy is pure; this adapter feeds it (numbers normalised, campaign looked up, the
+subscriber's records from the store's local cache, text decoded and long MOs reassembled) and
+carries out its decisions in the one order that never loses a consent change:
+
+1. store the events durably (``ConsentStore.append``),
+2. then send the auto-reply (only for events that were new: a resent MO gets no second reply),
+3. then answer the SMSC (forward the MO to the client, or acknowledge it ourselves).
+
+If the store fails at step 1 the SMSC gets ESME_RX_T_APPN (temporary) and delivers the MO again;
+an MT that cannot be checked gets the configured ``store_unavailable`` status, which clients
+retry. The MT fast path does not await: a cache hit is decided and forwarded in the same call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.config import ConsentConfig
+from gateway.consent.campaign import Campaign
+from gateway.consent.model import AddressKind, ConsentEvent, ConsentRecord, SmsAddress
+from gateway.consent.numbers import normalise
+from gateway.consent.policy import (
+    Allow,
+    AutoReply,
+    MoAction,
+    MoDecision,
+    Reject,
+    RejectReason,
+    RequestOptIn,
+    decide_mo,
+    decide_mt,
+    is_delivery_receipt,
+)
+from gateway.proxy.content import Content, content_of
+from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
+from gateway.smpp import pdu as p
+from gateway.smpp.codec import decode, encode
+from gateway.smpp.constants import CommandStatus, DataCoding, EsmClass, status_name
+from gateway.smpp.errors import SmppError
+from gateway.store.base import ConsentStore, StoreUnavailableError
+from gateway.telemetry import logs
+from gateway.telemetry.logs import mask_subscriber
+from gateway.telemetry.metrics import Metrics
+from gateway.text import gsm7
+from gateway.text.dcs import Alphabet
+from gateway.text.segment import CONCAT_8BIT, AddStatus, Reassembler, frame_parts, split
+
+if TYPE_CHECKING:
+    from gateway.proxy.bridge import Bridge
+
+log = logs.get_logger()
+
+TRANSMIT_BINDS = frozenset({"transmitter", "transceiver"})
+RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
+# How long the parts of one long MT share one decision (they must all get the same answer).
+PART_DECISION_TTL_S = 600.0
+MAX_PART_DECISIONS = 100_000
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class _PartDecision:
+    status: int  # 0: forwarded
+    expires: float
+
+
+class ConsentEnforcer:
+    """The relay's interceptor when consent is enabled (one per gateway process)."""
+
+    def __init__(
+        self,
+        *,
+        config: ConsentConfig,
+        store: ConsentStore,
+        metrics: Metrics,
+        instance: str,
+        default_alphabet: Alphabet = Alphabet.GSM7,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.instance = instance
+        self.default_alphabet = default_alphabet
+        self._bridges: dict[str, set[Bridge]] = {}
+        self._parts: OrderedDict[tuple[object, ...], _PartDecision] = OrderedDict()
+        self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
+        self._replies: dict[str, deque[float]] = {}
+        self._reply_ref = 0
+
+    def reconfigure(self, config: ConsentConfig) -> None:
+        """SIGHUP: campaigns and statuses apply from the next message on."""
+        self.config = config
+
+    # --- session registry (auto-replies go over a transmit-capable session of the account) ---
+
+    def on_bound(self, bridge: Bridge) -> None:
+        self._bridges.setdefault(bridge.client_info.system_id, set()).add(bridge)
+
+    def on_closed(self, bridge: Bridge) -> None:
+        bridges = self._bridges.get(bridge.client_info.system_id)
+        if bridges is not None:
+            bridges.discard(bridge)
+            if not bridges:
+                del self._bridges[bridge.client_info.system_id]
+        conn_id = bridge.conn_id
+        self._mo_parts.discard(lambda key: key[0] == conn_id)
+
+    # --- MT -----------------------------------------------------------------------------------
+
+    def _address(self, addr: str, ton: int, npi: int) -> SmsAddress | None:
+        c = self.config
+        return normalise(
+            addr, ton, npi, c.default_country, short_code_max_length=c.short_code_max_length
+        )
+
+    def on_mt(self, request: MtRequest) -> None:
+        pdu = request.pdu
+        if isinstance(pdu, p.SubmitMulti):
+            self._submit_multi(request, pdu)
+            return
+        assert isinstance(pdu, p.SubmitSm | p.DataSm)
+        subscriber = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
+        if subscriber is None or subscriber.kind is AddressKind.ALPHANUMERIC:
+            request.forward()  # not a subscriber: the SMSC judges the address
+            return
+        sender = self._address(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi)
+        sender = sender or SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
+        campaign = self.config.directory.lookup(sender.value)
+        part_key = self._part_key(request, pdu, sender, subscriber)
+        if part_key is not None:
+            earlier = self._parts.get(part_key)
+            if earlier is not None and earlier.expires > time.monotonic():
+                # Every part of one long message gets the answer its first part got.
+                if earlier.status == 0:
+                    request.forward()
+                else:
+                    request.reject(earlier.status)
+                return
+        records = self.store.cached_current(subscriber.value)
+        if records is None:
+            request.spawn(self._mt_slow(request, pdu, campaign, sender, subscriber, part_key))
+            return
+        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key)
+
+    async def _mt_slow(
+        self,
+        request: MtRequest,
+        pdu: p.SubmitSm | p.DataSm,
+        campaign: Campaign,
+        sender: SmsAddress,
+        subscriber: SmsAddress,
+        part_key: tuple[object, ...] | None,
+    ) -> None:
+        try:
+            records = await self.store.current(subscriber.value)
+        except StoreUnavailableError as exc:
+            self._store_down("current", exc)
+            self._mt_refuse(request, pdu, RejectReason.STORE_UNAVAILABLE, campaign, subscriber)
+            return
+        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key)
+
+    def _mt_decide(
+        self,
+        request: MtRequest,
+        pdu: p.SubmitSm | p.DataSm,
+        campaign: Campaign,
+        sender: SmsAddress,
+        subscriber: SmsAddress,
+        records: Mapping[str, ConsentRecord],
+        part_key: tuple[object, ...] | None,
+    ) -> None:
+        decision = decide_mt(
+            campaign=campaign,
+            subscriber=subscriber,
+            sender=sender,
+            system_id=request.client.system_id,
+            service_type=pdu.service_type,
+            records=records,
+            now=time.time(),
+            new_event_id=new_event_id,
+            instance=self.instance,
+        )
+        if isinstance(decision, Allow):
+            self._remember_part(part_key, 0)
+            request.forward()
+            return
+        status = self._mt_refuse(request, pdu, decision.reason, campaign, subscriber, decision)
+        self._remember_part(part_key, status)
+        if isinstance(decision, RequestOptIn):
+            request.spawn(self._request_opt_in(request, decision))
+
+    def _mt_refuse(
+        self,
+        request: MtRequest,
+        pdu: p.SubmitSm | p.DataSm,
+        reason: RejectReason,
+        campaign: Campaign,
+        subscriber: SmsAddress,
+        decision: Reject | RequestOptIn | None = None,
+    ) -> int:
+        status = self.config.statuses.status(reason)
+        client = request.client
+        account = self.config.accounts.get(client.system_id)
+        report = account is not None and account.accept_and_report
+        if reason is RejectReason.STORE_UNAVAILABLE:
+            report = False  # a temporary refusal must stay visible so the client retries
+        self.metrics.mt_rejected_total.labels(reason.value).inc()
+        log.info(
+            logs.MT_REJECTED,
+            conn_id=client.conn_id,
+            system_id=client.system_id,
+            campaign=campaign.name,
+            subscriber=mask_subscriber(subscriber.value),
+            reason=reason.value,
+            scope=decision.scope if isinstance(decision, Reject) else None,
+            command_status=status_name(status),
+            service_type=pdu.service_type,
+            reported=report,
+        )
+        if report:
+            message_id = uuid.uuid4().hex[:16]
+            request.respond(_resp_for(pdu, message_id))
+            if pdu.registered_delivery & 0x03:
+                self._report_rejected(request, pdu, message_id)
+            return status
+        request.reject(status)
+        return status
+
+    def _report_rejected(
+        self, request: MtRequest, pdu: p.SubmitSm | p.DataSm, message_id: str
+    ) -> None:
+        """Accept and report: a delivery receipt stat:REJECTD to a receiving session."""
+        stamp = time.strftime("%y%m%d%H%M", time.gmtime())
+        text = (
+            f"id:{message_id} sub:001 dlvrd:000 submit date:{stamp} done date:{stamp} "
+            f"stat:REJECTD err:000 text:"
+        ).encode("ascii")
+        receipt = p.DeliverSm(
+            source_addr_ton=pdu.dest_addr_ton,
+            source_addr_npi=pdu.dest_addr_npi,
+            source_addr=pdu.destination_addr,
+            dest_addr_ton=pdu.source_addr_ton,
+            dest_addr_npi=pdu.source_addr_npi,
+            destination_addr=pdu.source_addr,
+            esm_class=EsmClass.DELIVERY_RECEIPT,
+            short_message=text,
+            tlvs=(
+                p.Tlv(0x001E, message_id.encode("ascii") + b"\0"),
+                p.Tlv(0x0427, bytes([8])),  # message_state REJECTED
+            ),
+        )
+        for bridge in self._receiving(request.client.system_id):
+            if bridge.originate_to_client(receipt, lambda _pdu, _frame: None):
+                return
+        log.warning(
+            logs.AUTO_REPLY_SUPPRESSED,
+            kind="receipt",
+            reason="no receiving session",
+            system_id=request.client.system_id,
+        )
+
+    async def _request_opt_in(self, request: MtRequest, decision: RequestOptIn) -> None:
+        new = await self._store_events(decision.events)
+        if new:
+            self._send_reply(request.client.system_id, decision.reply, "opt_in_request", None)
+
+    def _part_key(
+        self,
+        request: MtRequest,
+        pdu: p.SubmitSm | p.DataSm,
+        sender: SmsAddress,
+        subscriber: SmsAddress,
+    ) -> tuple[object, ...] | None:
+        if not (pdu.esm_class & EsmClass.UDHI) and pdu.tlv(0x020C) is None:
+            return None
+        part = content_of(pdu, self.default_alphabet).part
+        if part is None:
+            return None
+        return (request.client.conn_id, sender.value, subscriber.value, part.reference, part.total)
+
+    def _remember_part(self, key: tuple[object, ...] | None, status: int) -> None:
+        if key is None:
+            return
+        self._parts[key] = _PartDecision(status, time.monotonic() + PART_DECISION_TTL_S)
+        self._parts.move_to_end(key)
+        while len(self._parts) > MAX_PART_DECISIONS:
+            self._parts.popitem(last=False)
+
+    def _submit_multi(self, request: MtRequest, pdu: p.SubmitMulti) -> None:
+        request.spawn(self._submit_multi_slow(request, pdu))
+
+    async def _submit_multi_slow(self, request: MtRequest, pdu: p.SubmitMulti) -> None:
+        """Check each destination; refused ones go to unsuccess_sme, the rest are forwarded."""
+        sender = self._address(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi)
+        sender = sender or SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
+        campaign = self.config.directory.lookup(sender.value)
+        kept: list[p.SmeAddress | p.DistributionList] = []
+        refused: list[p.UnsuccessSme] = []
+        for dest in pdu.dest_addresses:
+            if not isinstance(dest, p.SmeAddress):
+                kept.append(dest)  # distribution lists are the SMSC's; it expands them
+                continue
+            subscriber = self._address(
+                dest.destination_addr, dest.dest_addr_ton, dest.dest_addr_npi
+            )
+            if subscriber is None or subscriber.kind is AddressKind.ALPHANUMERIC:
+                kept.append(dest)
+                continue
+            try:
+                records = self.store.cached_current(subscriber.value)
+                if records is None:
+                    records = await self.store.current(subscriber.value)
+            except StoreUnavailableError as exc:
+                self._store_down("current", exc)
+                request.reject(self.config.statuses.store_unavailable)
+                return
+            decision = decide_mt(
+                campaign=campaign,
+                subscriber=subscriber,
+                sender=sender,
+                system_id=request.client.system_id,
+                service_type=pdu.service_type,
+                records=records,
+                now=time.time(),
+                new_event_id=new_event_id,
+                instance=self.instance,
+            )
+            if isinstance(decision, Allow):
+                kept.append(dest)
+                continue
+            status = self.config.statuses.status(decision.reason)
+            self.metrics.mt_rejected_total.labels(decision.reason.value).inc()
+            log.info(
+                logs.MT_REJECTED,
+                conn_id=request.client.conn_id,
+                system_id=request.client.system_id,
+                campaign=campaign.name,
+                subscriber=mask_subscriber(subscriber.value),
+                reason=decision.reason.value,
+                command_status=status_name(status),
+                command_id="submit_multi",
+            )
+            refused.append(
+                p.UnsuccessSme(
+                    dest_addr_ton=dest.dest_addr_ton,
+                    dest_addr_npi=dest.dest_addr_npi,
+                    destination_addr=dest.destination_addr,
+                    error_status_code=status,
+                )
+            )
+        if not refused:
+            request.forward()
+            return
+        if not kept:
+            # Nothing left to send: answer with the first refusal and the full list.
+            request.respond(
+                p.SubmitMultiResp(
+                    command_status=refused[0].error_status_code,
+                    sequence_number=pdu.sequence_number,
+                    message_id="",
+                    unsuccess_smes=tuple(refused),
+                )
+            )
+            return
+        reduced = encode(dataclasses.replace(pdu, dest_addresses=tuple(kept)))
+        request.forward(reduced, transform=_add_unsuccess(tuple(refused)))
+
+    # --- MO -----------------------------------------------------------------------------------
+
+    def on_mo(self, request: MoRequest) -> None:
+        pdu = request.pdu
+        assert isinstance(pdu, p.DeliverSm | p.DataSm)
+        if is_delivery_receipt(pdu.esm_class):
+            request.forward()  # receipts are never keywords, whatever text: echoes
+            return
+        subscriber = self._address(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi)
+        recipient = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
+        if subscriber is None or subscriber.kind is AddressKind.ALPHANUMERIC or recipient is None:
+            request.forward()
+            return
+        content = content_of(pdu, self.default_alphabet)
+        text = self._mo_text(request, content, subscriber, recipient)
+        if text is None:
+            request.forward()  # binary, or a part of a long MO still incomplete
+            return
+        records = self.store.cached_current(subscriber.value)
+        if records is not None:
+            decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
+            if not decision.events and decision.reply is None:
+                self._settle_mo(request, decision)
+                return
+            request.spawn(self._mo_act(request, decision))
+            return
+        request.spawn(self._mo_slow(request, pdu, content, text, subscriber, recipient))
+
+    def _mo_text(
+        self, request: MoRequest, content: Content, subscriber: SmsAddress, recipient: SmsAddress
+    ) -> str | None:
+        part = content.part
+        if part is None:
+            return content.text()
+        result = self._mo_parts.add(
+            (request.client.conn_id, subscriber.value, recipient.value, part.reference),
+            seq=part.seq,
+            total=part.total,
+            body=content.body,
+            now=time.monotonic(),
+            context=None,
+        )
+        self._mo_parts.expire(time.monotonic())
+        if result.status is AddStatus.COMPLETE and result.assembly is not None:
+            return result.assembly.text(content.alphabet)
+        return None
+
+    def _decide_mo(
+        self,
+        request: MoRequest,
+        pdu: p.DeliverSm | p.DataSm,
+        content: Content,
+        text: str,
+        subscriber: SmsAddress,
+        recipient: SmsAddress,
+        records: Mapping[str, ConsentRecord],
+    ) -> MoDecision:
+        now = time.time()
+        system_id = request.client.system_id
+        # The SMSC resends an MO whose response it did not get; within the window the same
+        # words from the same subscriber to the same number are that resend, not a new message.
+        bucket = int(now // self.config.mo_dedup_window_s)
+        digest = hashlib.sha256(
+            b"\0".join(
+                (
+                    system_id.encode(),
+                    subscriber.value.encode(),
+                    recipient.value.encode(),
+                    text.encode("utf-8", "surrogatepass"),
+                    str(bucket).encode(),
+                )
+            )
+        ).hexdigest()[:32]
+        return decide_mo(
+            text=text,
+            subscriber=subscriber,
+            recipient=recipient,
+            campaign=self.config.directory.lookup(recipient.value),
+            system_id=system_id,
+            records=records,
+            is_receipt=False,
+            now=now,
+            new_event_id=new_event_id,
+            instance=self.instance,
+            smsc_message_id=_receipted_id(pdu),
+            dedup_key=digest,
+        )
+
+    async def _mo_slow(
+        self,
+        request: MoRequest,
+        pdu: p.DeliverSm | p.DataSm,
+        content: Content,
+        text: str,
+        subscriber: SmsAddress,
+        recipient: SmsAddress,
+    ) -> None:
+        try:
+            records = await self.store.current(subscriber.value)
+        except StoreUnavailableError as exc:
+            self._store_down("current", exc)
+            request.reject(CommandStatus.ESME_RX_T_APPN)  # the SMSC delivers it again later
+            return
+        decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
+        await self._mo_act(request, decision)
+
+    async def _mo_act(self, request: MoRequest, decision: MoDecision) -> None:
+        new = True
+        if decision.events:
+            try:
+                new = await self._store_events(decision.events, raise_unavailable=True)
+            except StoreUnavailableError:
+                # Not stored, so not acknowledged: the SMSC retries and nothing is lost.
+                request.reject(CommandStatus.ESME_RX_T_APPN)
+                return
+        match = decision.match
+        if match is not None:
+            self.metrics.mo_keywords_total.labels(match.family.value, match.match.value).inc()
+            log.info(
+                logs.MO_KEYWORD_MATCHED,
+                conn_id=request.client.conn_id,
+                system_id=request.client.system_id,
+                subscriber=mask_subscriber(decision.events[0].subscriber)
+                if decision.events
+                else None,
+                keyword=match.keyword,
+                family=match.family.value,
+                match=match.match.value,
+                decision=decision.action.value,
+                duplicate=not new,
+            )
+        if decision.reply is not None and new:
+            self._send_reply(
+                request.client.system_id,
+                decision.reply,
+                decision.action.value,
+                request,
+                always=decision.action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT),
+            )
+        self._settle_mo(request, decision)
+
+    def _settle_mo(self, request: MoRequest, decision: MoDecision) -> None:
+        if request.settled:
+            return
+        if decision.forward:
+            request.forward()
+            return
+        log.info(
+            logs.MO_DROPPED,
+            conn_id=request.client.conn_id,
+            system_id=request.client.system_id,
+            decision=decision.action.value,
+        )
+        request.respond(_mo_resp_for(request.pdu))
+
+    # --- store ---------------------------------------------------------------------------------
+
+    async def _store_events(
+        self, events: tuple[ConsentEvent, ...], *, raise_unavailable: bool = False
+    ) -> bool:
+        """Append durably; True if any event was new (not a resend's duplicate)."""
+        new = False
+        for event in events:
+            started = time.perf_counter()
+            try:
+                added = await self.store.append(event)
+            except StoreUnavailableError as exc:
+                self._store_down("append", exc)
+                if raise_unavailable:
+                    raise
+                return False
+            self.metrics.store_latency.observe(time.perf_counter() - started)
+            if added:
+                new = True
+                self.metrics.consent_changes_total.labels(
+                    event.state.value,
+                    event.actor.value,
+                ).inc()
+                log.info(
+                    logs.CONSENT_CHANGED,
+                    event_id=event.event_id,
+                    subscriber=mask_subscriber(event.subscriber),
+                    scope=event.scope,
+                    state=event.state.value,
+                    actor=event.actor.value,
+                    match=event.match.value,
+                    campaign=event.campaign,
+                    system_id=event.system_id,
+                    instance=event.instance,
+                )
+        return new
+
+    def _store_down(self, operation: str, exc: Exception) -> None:
+        self.metrics.store_errors_total.labels(operation).inc()
+        log.error(logs.STORE_UNAVAILABLE, operation=operation, error=str(exc))
+
+    # --- auto-replies --------------------------------------------------------------------------
+
+    def _transmitting(self, system_id: str, prefer: Bridge | None) -> list[Bridge]:
+        bridges = [
+            b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in TRANSMIT_BINDS
+        ]
+        if prefer is not None and prefer in bridges:
+            bridges.remove(prefer)
+            bridges.insert(0, prefer)
+        return bridges
+
+    def _receiving(self, system_id: str) -> list[Bridge]:
+        return [
+            b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in RECEIVE_BINDS
+        ]
+
+    def _rate_ok(self, subscriber: str) -> bool:
+        limit = self.config.reply_limit_per_hour
+        now = time.monotonic()
+        sent = self._replies.setdefault(subscriber, deque())
+        while sent and sent[0] < now - 3600:
+            sent.popleft()
+        if len(sent) >= limit:
+            return False
+        sent.append(now)
+        if len(self._replies) > 100_000:  # bounded: forget the quietest subscribers
+            for key in [k for k, v in self._replies.items() if not v][:10_000]:
+                del self._replies[key]
+        return True
+
+    def _send_reply(
+        self,
+        system_id: str,
+        reply: AutoReply,
+        kind: str,
+        request: MoRequest | None,
+        *,
+        always: bool = False,
+    ) -> None:
+        subscriber = reply.destination.value
+        if not always and not self._rate_ok(subscriber):
+            self.metrics.auto_replies_total.labels(kind, "rate_limited").inc()
+            log.info(
+                logs.AUTO_REPLY_SUPPRESSED,
+                kind=kind,
+                reason="rate limit",
+                subscriber=mask_subscriber(subscriber),
+                system_id=system_id,
+            )
+            return
+        if always:
+            self._replies.setdefault(subscriber, deque()).append(time.monotonic())
+        pdus = self._reply_pdus(reply, request)
+        prefer = request.bridge if request is not None else None
+        for bridge in self._transmitting(system_id, prefer):
+            if all(
+                bridge.originate_upstream(pdu, self._reply_done(kind, subscriber)) for pdu in pdus
+            ):
+                self.metrics.auto_replies_total.labels(kind, "sent").inc()
+                log.info(
+                    logs.AUTO_REPLY_SENT,
+                    kind=kind,
+                    campaign=reply.campaign,
+                    subscriber=mask_subscriber(subscriber),
+                    system_id=system_id,
+                    conn_id=bridge.conn_id,
+                    segments=len(pdus),
+                )
+                return
+        self.metrics.auto_replies_total.labels(kind, "no_session").inc()
+        log.warning(
+            logs.AUTO_REPLY_SUPPRESSED,
+            kind=kind,
+            reason="no transmit-capable session",
+            subscriber=mask_subscriber(subscriber),
+            system_id=system_id,
+        )
+
+    def _reply_done(self, kind: str, subscriber: str) -> ResponseCallback:
+        def done(pdu: p.Pdu | None, _frame: bytes | None) -> None:
+            status = None if pdu is None else pdu.command_status
+            if status != 0:
+                self.metrics.auto_replies_total.labels(kind, "failed").inc()
+                log.warning(
+                    logs.AUTO_REPLY_SUPPRESSED,
+                    kind=kind,
+                    reason="smsc refused or timed out",
+                    command_status=None if status is None else status_name(status),
+                    subscriber=mask_subscriber(subscriber),
+                )
+
+        return done
+
+    def _reply_pdus(self, reply: AutoReply, request: MoRequest | None) -> list[p.SubmitSm]:
+        mo = request.pdu if request is not None else None
+        if isinstance(mo, p.DeliverSm | p.DataSm):
+            # Answer from the address the subscriber wrote to, as they wrote it (TON/NPI kept).
+            src = (mo.dest_addr_ton, mo.dest_addr_npi, mo.destination_addr)
+            dst = (mo.source_addr_ton, mo.source_addr_npi, mo.source_addr)
+        else:
+            src = _ton_npi(reply.source)
+            dst = _ton_npi(reply.destination)
+        text = reply.text
+        if self.default_alphabet is Alphabet.GSM7 and gsm7.can_encode(text):
+            alphabet, data_coding = Alphabet.GSM7, DataCoding.SMSC_DEFAULT
+        elif all(ord(c) < 256 for c in text):
+            alphabet, data_coding = Alphabet.LATIN1, DataCoding.LATIN1
+        else:
+            alphabet, data_coding = Alphabet.UCS2, DataCoding.UCS2
+        bodies = split(text, alphabet, CONCAT_8BIT)
+        self._reply_ref = (self._reply_ref + 1) % 256
+        parts = frame_parts(bodies, CONCAT_8BIT, reference=self._reply_ref)
+        return [
+            p.SubmitSm(
+                source_addr_ton=src[0],
+                source_addr_npi=src[1],
+                source_addr=src[2],
+                dest_addr_ton=dst[0],
+                dest_addr_npi=dst[1],
+                destination_addr=dst[2],
+                esm_class=EsmClass.UDHI if part.udhi else 0,
+                data_coding=data_coding,
+                short_message=part.short_message,
+            )
+            for part in parts
+        ]
+
+
+def _ton_npi(address: SmsAddress) -> tuple[int, int, str]:
+    if address.kind is AddressKind.E164:
+        return (1, 1, address.value)
+    return (0, 0, address.value)
+
+
+def _receipted_id(pdu: p.DeliverSm | p.DataSm) -> str | None:
+    value = pdu.tlv(0x001E)
+    return value.rstrip(b"\0").decode("latin-1") if value else None
+
+
+def _resp_for(pdu: p.SubmitSm | p.DataSm, message_id: str) -> p.Pdu:
+    if isinstance(pdu, p.DataSm):
+        return p.DataSmResp(sequence_number=pdu.sequence_number, message_id=message_id)
+    return p.SubmitSmResp(sequence_number=pdu.sequence_number, message_id=message_id)
+
+
+def _mo_resp_for(pdu: p.Pdu) -> p.Pdu:
+    if isinstance(pdu, p.DataSm):
+        return p.DataSmResp(sequence_number=pdu.sequence_number, message_id="")
+    return p.DeliverSmResp(sequence_number=pdu.sequence_number, message_id="")
+
+
+def _add_unsuccess(refused: tuple[p.UnsuccessSme, ...]) -> Callable[[bytes], bytes]:
+    """The client's submit_multi_resp lists the destinations the gateway refused, too."""
+
+    def transform(frame: bytes) -> bytes:
+        try:
+            resp = decode(frame)
+        except SmppError:
+            return frame  # not ours to repair; the client gets what the SMSC said
+        if not isinstance(resp, p.SubmitMultiResp):
+            return frame
+        merged = dataclasses.replace(
+            resp,
+            message_id=resp.message_id or "",
+            unsuccess_smes=(*resp.unsuccess_smes, *refused),
+        )
+        return encode(merged)
+
+    return transform

@@ -1,0 +1,147 @@
+"""``smpp-gateway consent ...``: staff look-ups and changes on the configured store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.consent.model import Actor, AddressKind, ConsentEvent, ConsentState
+from gateway.consent.numbers import normalise
+from gateway.store.base import ConsentStore, StoreError
+from gateway.store.factory import open_store
+from gateway.store.staff import StaffError, scope_from, set_blocked, set_state, summary
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _subscriber(number: str, config: GatewayConfig) -> str | None:
+    text = number.strip()
+    ton = 1 if text.startswith("+") else 0
+    address = normalise(
+        text,
+        ton,
+        1,
+        config.consent.default_country,
+        short_code_max_length=config.consent.short_code_max_length,
+    )
+    if address is None or address.kind is AddressKind.ALPHANUMERIC:
+        return None
+    return address.value
+
+
+def _sender(number: str | None, config: GatewayConfig) -> str | None:
+    return None if number is None else _subscriber(number, config) or number
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _event_dict(event: ConsentEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "at": _stamp(event.at),
+        "subscriber": event.subscriber,
+        "scope": event.scope,
+        "state": event.state.value,
+        "actor": event.actor.value,
+        "match": event.match.value,
+        "words": event.words,
+        "sender": event.sender,
+        "campaign": event.campaign,
+        "system_id": event.system_id,
+        "smsc_message_id": event.smsc_message_id,
+        "instance": event.instance,
+    }
+
+
+async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str) -> int:
+    instance = f"{config.instance}/cli"
+    store: ConsentStore = await open_store(config.store.url, instance=instance)
+    try:
+        action = args.action
+        if action == "show":
+            records = await store.current(subscriber)
+            state = summary(records) if records else ConsentState.UNKNOWN
+            rows = [
+                {"scope": r.scope, "state": r.state.value, "updated_at": _stamp(r.updated_at)}
+                for r in sorted(records.values(), key=lambda r: r.scope)
+            ]
+            if args.json:
+                print(json.dumps({"subscriber": subscriber, "state": state.value, "scopes": rows}))
+            else:
+                print(f"{subscriber}: {state.value}")
+                for row in rows:
+                    print(f"  {row['scope']:<40} {row['state']:<10} {row['updated_at']}")
+            return EXIT_OK
+        if action == "history":
+            events = await store.history(subscriber, args.scope)
+            if args.json:
+                print(json.dumps([_event_dict(e) for e in events]))
+            else:
+                for e in events:
+                    words = f" words={e.words!r}" if e.words else ""
+                    print(
+                        f"{_stamp(e.at)} {e.scope} -> {e.state.value} by {e.actor.value}"
+                        f"{words} campaign={e.campaign or '-'} system_id={e.system_id or '-'}"
+                        f" instance={e.instance or '-'}"
+                    )
+            return EXIT_OK
+        if action in ("opt-out", "opt-in"):
+            scope = scope_from(
+                campaign=args.campaign,
+                account=args.account,
+                sender=_sender(args.sender, config),
+                list_name=args.list_name,
+            )
+            state = ConsentState.OPTED_OUT if action == "opt-out" else ConsentState.OPTED_IN
+            event: ConsentEvent | None = await set_state(
+                store,
+                subscriber=subscriber,
+                scope=scope,
+                state=state,
+                actor=Actor.ADMIN,
+                reason=args.reason,
+                instance=instance,
+            )
+        else:
+            event = await set_blocked(
+                store,
+                subscriber=subscriber,
+                blocked=action == "block",
+                actor=Actor.ADMIN,
+                reason=args.reason,
+                instance=instance,
+            )
+        if event is None:
+            print(f"{subscriber}: not blocked, nothing changed", file=sys.stderr)
+            return EXIT_OK
+        if args.json:
+            print(json.dumps(_event_dict(event)))
+        else:
+            print(f"{subscriber}: {event.scope} -> {event.state.value} (event {event.event_id})")
+        return EXIT_OK
+    finally:
+        await store.close()
+
+
+def run_consent(args: argparse.Namespace, config: GatewayConfig) -> int:
+    subscriber = _subscriber(args.number, config)
+    if subscriber is None:
+        print(f"smpp-gateway: not a phone number: {args.number!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_run(args, config, subscriber))
+    except StaffError as exc:
+        print(f"smpp-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"smpp-gateway: store error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

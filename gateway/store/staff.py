@@ -1,0 +1,124 @@
+"""Consent changes made by staff (CLI, admin API): the same events the relay records.
+
+Every change is an event with actor, reason and instance, appended durably like a subscriber's
+STOP, so the audit trail cannot tell a staff change from any other except by its actor.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+
+from gateway.consent.model import (
+    GLOBAL_SCOPE,
+    Actor,
+    ConsentEvent,
+    ConsentRecord,
+    ConsentState,
+    Scope,
+    ScopeKind,
+)
+from gateway.consent.policy import block, effective_state, unblock
+from gateway.store.base import ConsentStore, StoreError
+
+
+class StaffError(StoreError):
+    """A staff request that cannot be carried out as asked (the message says why)."""
+
+
+def scope_from(
+    *,
+    campaign: str | None = None,
+    account: str | None = None,
+    sender: str | None = None,
+    list_name: str | None = None,
+) -> Scope:
+    """The scope a staff change applies to: one of the options, or everything (global)."""
+    given = [x for x in (campaign, account, sender) if x]
+    if len(given) > 1:
+        raise StaffError("give at most one of --campaign, --account, --sender")
+    if list_name and not campaign:
+        raise StaffError("--list needs --campaign")
+    if campaign and list_name:
+        return Scope(ScopeKind.LIST, f"{campaign}/{list_name}")
+    if campaign:
+        return Scope(ScopeKind.CAMPAIGN, campaign)
+    if account:
+        return Scope(ScopeKind.ACCOUNT, account)
+    if sender:
+        return Scope(ScopeKind.NUMBER, sender)
+    return GLOBAL_SCOPE
+
+
+async def set_state(
+    store: ConsentStore,
+    *,
+    subscriber: str,
+    scope: Scope,
+    state: ConsentState,
+    actor: Actor,
+    reason: str | None,
+    instance: str,
+) -> ConsentEvent:
+    """Opt a subscriber out or in at ``scope``. An opt-in never lifts a block."""
+    if state not in (ConsentState.OPTED_OUT, ConsentState.OPTED_IN):
+        raise StaffError("staff set opted_out or opted_in; use block / unblock for blocks")
+    records = await store.current(subscriber)
+    if state is ConsentState.OPTED_IN:
+        blocked = records.get(GLOBAL_SCOPE.key)
+        if blocked is not None and blocked.state is ConsentState.BLOCKED:
+            raise StaffError(f"{subscriber} is blocked: unblock first (unblocking does not opt in)")
+    event = ConsentEvent(
+        event_id=uuid.uuid4().hex,
+        at=time.time(),
+        subscriber=subscriber,
+        scope=scope.key,
+        state=state,
+        actor=actor,
+        words=reason,
+        instance=instance,
+    )
+    await store.append(event)
+    return event
+
+
+async def set_blocked(
+    store: ConsentStore,
+    *,
+    subscriber: str,
+    blocked: bool,
+    actor: Actor,
+    reason: str | None,
+    instance: str,
+) -> ConsentEvent | None:
+    """Block (which opts out of everything) or unblock (which leaves the subscriber opted out)."""
+    now = time.time()
+    if blocked:
+        event: ConsentEvent | None = block(
+            subscriber=subscriber,
+            now=now,
+            event_id=uuid.uuid4().hex,
+            actor=actor,
+            reason=reason,
+            instance=instance,
+        )
+    else:
+        event = unblock(
+            subscriber=subscriber,
+            records=await store.current(subscriber),
+            now=now,
+            event_id=uuid.uuid4().hex,
+            actor=actor,
+            reason=reason,
+            instance=instance,
+        )
+    if event is not None:
+        await store.append(event)
+    return event
+
+
+def summary(records: Mapping[str, ConsentRecord]) -> ConsentState:
+    """The state that decides across all of a subscriber's scopes (for display)."""
+    state, _key = effective_state(tuple(records), records)
+    return state

@@ -1,0 +1,85 @@
+"""Prometheus metrics, owned here so proxy and store never import admin.
+
+Each gateway instance builds one ``Metrics`` with its own registry (tests run several gateways in
+one process). Counters on the hot path are incremented per batch where that is possible.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge(
+            "smppgw_sessions", "Open client sessions by bind type", ["bind_type"], registry=r
+        )
+        self.connections_total = Counter(
+            "smppgw_connections_total",
+            "Client connections accepted or refused",
+            ["outcome"],
+            registry=r,
+        )
+        self.binds_total = Counter(
+            "smppgw_binds_total",
+            "Client bind attempts by result",
+            ["bind_type", "result"],
+            registry=r,
+        )
+        self.pdus_total = Counter(
+            "smppgw_pdus_total",
+            "PDUs relayed by leg, direction and command",
+            ["leg", "direction", "command"],
+            registry=r,
+        )
+        self.pdus_rejected_total = Counter(
+            "smppgw_pdus_rejected_total",
+            "Requests the gateway answered with an error itself",
+            ["leg", "status"],
+            registry=r,
+        )
+        self.requests_expired_total = Counter(
+            "smppgw_requests_expired_total",
+            "Requests that got no response in time",
+            ["leg"],
+            registry=r,
+        )
+        self.mt_rejected_total = Counter(
+            "smppgw_mt_rejected_total", "MT refused by consent policy", ["reason"], registry=r
+        )
+        self.mo_keywords_total = Counter(
+            "smppgw_mo_keywords_total",
+            "MO recognised as keywords",
+            ["family", "match"],
+            registry=r,
+        )
+        self.consent_changes_total = Counter(
+            "smppgw_consent_changes_total",
+            "Consent events stored",
+            ["state", "actor"],
+            registry=r,
+        )
+        self.auto_replies_total = Counter(
+            "smppgw_auto_replies_total",
+            "Auto-replies sent or suppressed",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.store_errors_total = Counter(
+            "smppgw_store_errors_total", "Consent store failures", ["operation"], registry=r
+        )
+        self.store_latency = Histogram(
+            "smppgw_store_write_seconds",
+            "Durable consent write latency",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.upstream_window = Gauge(
+            "smppgw_upstream_outstanding", "Requests outstanding towards the SMSC", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format for /metrics."""
+        return generate_latest(self.registry)
