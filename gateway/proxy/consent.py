@@ -22,10 +22,10 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import ConsentConfig
-from gateway.consent.campaign import Campaign
+from gateway.consent.campaign import Campaign, FooterMode
 from gateway.consent.model import AddressKind, ConsentEvent, ConsentRecord, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import (
@@ -73,7 +73,22 @@ def new_event_id() -> str:
 @dataclass(frozen=True, slots=True)
 class _PartDecision:
     status: int  # 0: forwarded
+    footer: bool  # forwarded through the footer stage
     expires: float
+
+
+class FooterStage(Protocol):
+    """Adds a campaign's opt-out footer to allowed MTs (gateway.proxy.footer)."""
+
+    def submit(
+        self,
+        request: MtRequest,
+        pdu: p.SubmitSm | p.DataSm,
+        campaign: Campaign,
+        subscriber: SmsAddress,
+    ) -> None:
+        """Settle ``request``: forward it with the footer added, re-segmented as needed; the
+        parts of a long message are held until all are in (bounded), then sent as one."""
 
 
 class ConsentEnforcer:
@@ -87,8 +102,10 @@ class ConsentEnforcer:
         metrics: Metrics,
         instance: str,
         default_alphabet: Alphabet = Alphabet.GSM7,
+        footers: FooterStage | None = None,
     ) -> None:
         self.config = config
+        self.footers = footers
         self.store = store
         self.metrics = metrics
         self.instance = instance
@@ -143,16 +160,21 @@ class ConsentEnforcer:
             earlier = self._parts.get(part_key)
             if earlier is not None and earlier.expires > time.monotonic():
                 # Every part of one long message gets the answer its first part got.
-                if earlier.status == 0:
-                    request.forward()
-                else:
+                if earlier.status != 0:
                     request.reject(earlier.status)
+                elif earlier.footer and self.footers is not None:
+                    self.footers.submit(request, pdu, campaign, subscriber)
+                else:
+                    request.forward()
                 return
         records = self.store.cached_current(subscriber.value)
-        if records is None:
+        footer_seen: bool | None = False
+        if campaign.footer is FooterMode.FIRST:
+            footer_seen = self.store.cached_footer_seen(subscriber.value, campaign.name)
+        if records is None or footer_seen is None:
             request.spawn(self._mt_slow(request, pdu, campaign, sender, subscriber, part_key))
             return
-        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key)
+        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key, footer_seen)
 
     async def _mt_slow(
         self,
@@ -165,11 +187,14 @@ class ConsentEnforcer:
     ) -> None:
         try:
             records = await self.store.current(subscriber.value)
+            footer_seen = campaign.footer is FooterMode.FIRST and await self.store.footer_seen(
+                subscriber.value, campaign.name
+            )
         except StoreUnavailableError as exc:
             self._store_down("current", exc)
             self._mt_refuse(request, pdu, RejectReason.STORE_UNAVAILABLE, campaign, subscriber)
             return
-        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key)
+        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key, footer_seen)
 
     def _mt_decide(
         self,
@@ -180,6 +205,7 @@ class ConsentEnforcer:
         subscriber: SmsAddress,
         records: Mapping[str, ConsentRecord],
         part_key: tuple[object, ...] | None,
+        footer_seen: bool,
     ) -> None:
         decision = decide_mt(
             campaign=campaign,
@@ -191,13 +217,19 @@ class ConsentEnforcer:
             now=time.time(),
             new_event_id=new_event_id,
             instance=self.instance,
+            footer_seen=footer_seen,
         )
         if isinstance(decision, Allow):
-            self._remember_part(part_key, 0)
-            request.forward()
+            footer = decision.add_footer and self.footers is not None
+            self._remember_part(part_key, 0, footer)
+            if footer:
+                assert self.footers is not None
+                self.footers.submit(request, pdu, campaign, subscriber)
+            else:
+                request.forward()
             return
         status = self._mt_refuse(request, pdu, decision.reason, campaign, subscriber, decision)
-        self._remember_part(part_key, status)
+        self._remember_part(part_key, status, False)
         if isinstance(decision, RequestOptIn):
             request.spawn(self._request_opt_in(request, decision))
 
@@ -290,10 +322,10 @@ class ConsentEnforcer:
             return None
         return (request.client.conn_id, sender.value, subscriber.value, part.reference, part.total)
 
-    def _remember_part(self, key: tuple[object, ...] | None, status: int) -> None:
+    def _remember_part(self, key: tuple[object, ...] | None, status: int, footer: bool) -> None:
         if key is None:
             return
-        self._parts[key] = _PartDecision(status, time.monotonic() + PART_DECISION_TTL_S)
+        self._parts[key] = _PartDecision(status, footer, time.monotonic() + PART_DECISION_TTL_S)
         self._parts.move_to_end(key)
         while len(self._parts) > MAX_PART_DECISIONS:
             self._parts.popitem(last=False)
