@@ -14,11 +14,11 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
+from gateway.eventloop import run_loop
 from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.hooks import Interceptor, PassThrough
@@ -214,16 +214,6 @@ class Gateway:
         while True:
             sd_notify("WATCHDOG=1")
             await asyncio.sleep(interval)
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where installed (a dependency on Linux), the standard loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def run(config: GatewayConfig) -> int:

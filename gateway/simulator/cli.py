@@ -9,6 +9,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from gateway.eventloop import run_loop
 from gateway.simulator.server import DEFAULT_SYSTEM_ID, Simulator
 from gateway.telemetry import logs
 
@@ -99,12 +100,6 @@ async def serve(sim: Simulator) -> None:
 
 def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
     if loop == "asyncio":
-        asyncio.run(main)
-        return
-    try:
-        # Imported late: app is the composition root, needed only when the command runs.
-        from gateway.app import run_loop
-    except ImportError:
         asyncio.run(main)
     else:
         run_loop(main)
