@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from gateway import __version__
+from gateway.admin.api import AdminApi
 from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
 from gateway.eventloop import run_loop
 from gateway.proxy.bridge import ProxySettings
@@ -118,6 +119,8 @@ class Gateway:
             max_sessions=config.server.max_sessions,
             ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
         )
+        self.admin: AdminApi | None = None
+        self._accepting = False
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -142,6 +145,17 @@ class Gateway:
             self.listener.set_interceptor(self.enforcer)
         listen = self.config.server.listen
         await self.listener.start(listen.host, listen.port)
+        self._accepting = True
+        if config.admin.listen is not None:
+            self.admin = AdminApi(
+                metrics=self.metrics,
+                store=self.store,
+                token=config.admin.token,
+                instance=config.instance,
+                default_country=config.consent.default_country,
+                ready=lambda: self._accepting,
+            )
+            await self.admin.start(config.admin.listen.host, config.admin.listen.port)
         log.info(
             logs.GATEWAY_STARTED,
             version=__version__,
@@ -200,7 +214,10 @@ class Gateway:
 
     async def stop(self) -> None:
         log.info(logs.GATEWAY_STOPPING, sessions=len(self.listener.bridges))
+        self._accepting = False  # readiness fails first, so a load balancer stops sending
         await self.listener.drain(self.config.shutdown_grace_s)
+        if self.admin is not None:
+            await self.admin.stop()
         if self.store is not None:
             await self.store.close()
         log.info(logs.GATEWAY_STOPPED)

@@ -26,16 +26,16 @@ from enum import IntEnum
 from http import HTTPStatus
 from typing import Any, Final, TypeVar
 
-from gateway.errors import GatewayError
-from gateway.proxy.connection import SmppConnection
-from gateway.simulator.control import (
-    ControlServer,
+from gateway.admin.http import (
     Handler,
     HttpError,
+    HttpServer,
     Request,
     Response,
     json_response,
 )
+from gateway.errors import GatewayError
+from gateway.proxy.connection import SmppConnection
 from gateway.smpp import events as ev
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, error_response, int_tlv
@@ -539,7 +539,7 @@ class Simulator:
         self._round_robin = itertools.count()
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
-        self._control: ControlServer | None = None
+        self._control: HttpServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -561,7 +561,7 @@ class Simulator:
             accounts="any" if self.accounts is None else len(self.accounts),
         )  # fmt: skip
         if self.requested_control_port is not None:
-            control = ControlServer(self._routes(), name="smsc-sim-control")
+            control = HttpServer(self._routes(), name="smsc-sim-control")
             try:
                 await control.start(self.control_host, self.requested_control_port)
             except OSError:

@@ -35,9 +35,9 @@ from aiosmpplib import SubmitSmResp as AioSubmitSmResp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.admin.http import HttpServer, Request, Response, json_response
 from gateway.simulator import Faults, Mo, NoReceiverError, Simulator
 from gateway.simulator.cli import account, add_arguments, build, host_port
-from gateway.simulator.control import ControlServer, Request, Response, json_response
 from gateway.simulator.server import message_text, receipt_text
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode
@@ -869,14 +869,14 @@ class TestTextHelpers:
 # --- the HTTP server on its own ---------------------------------------------------------------
 
 
-class TestControlServer:
+class TestHttpServer:
     async def test_keep_alive_serves_several_requests_on_one_connection(self) -> None:
         """Two requests on one connection both get answers framed by Content-Length."""
 
         async def echo(request: Request) -> Response:
             return json_response({"body": request.body.decode(), "q": request.query.get("a")})
 
-        server = ControlServer({("POST", "/echo"): echo})
+        server = HttpServer({("POST", "/echo"): echo})
         await server.start("127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         answers = []
@@ -907,7 +907,7 @@ class TestControlServer:
         self, request_bytes: bytes, status: bytes
     ) -> None:
         """A request the server cannot frame is answered with an error and the connection closed."""
-        server = ControlServer({})
+        server = HttpServer({})
         await server.start("127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(request_bytes)
@@ -925,7 +925,7 @@ class TestControlServer:
         async def ok(request: Request) -> Response:
             return json_response("ok")
 
-        server = ControlServer({("GET", "/boom"): boom, ("GET", "/ok"): ok})
+        server = HttpServer({("GET", "/boom"): boom, ("GET", "/ok"): ok})
         await server.start("127.0.0.1", 0)
         first = await asyncio.to_thread(http, server.port, "GET", "/boom")
         second = await asyncio.to_thread(http, server.port, "GET", "/ok")

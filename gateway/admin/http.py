@@ -1,4 +1,5 @@
-"""A minimal HTTP/1.1 server on asyncio streams, for small JSON control endpoints.
+"""A minimal HTTP/1.1 server on asyncio streams, for small JSON endpoints (the admin API, the
+simulator's control endpoint).
 
 Enough for scripts, curl and urllib: one request at a time per connection, bodies framed by
 Content-Length only (no chunked encoding), keep-alive unless the client asks to close. Handlers
@@ -71,8 +72,12 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
-class ControlServer:
-    """Serves ``routes`` on one TCP port until ``stop``."""
+class HttpServer:
+    """Serves ``routes`` on one TCP port until ``stop``.
+
+    A route's path ending in ``/*`` matches every path under it (the handler reads the rest from
+    ``request.path``).
+    """
 
     def __init__(self, routes: Mapping[tuple[str, str], Handler], *, name: str = "control") -> None:
         self.routes = dict(routes)
@@ -125,10 +130,28 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    def _route(self, method: str, path: str) -> Handler | None:
+        handler = self.routes.get((method, path))
+        if handler is not None:
+            return handler
+        for (route_method, route_path), prefix_handler in self.routes.items():
+            if (
+                route_method == method
+                and route_path.endswith("/*")
+                and path.startswith(route_path[:-1])
+            ):
+                return prefix_handler
+        return None
+
+    def _known_path(self, path: str) -> bool:
+        return any(
+            p == path or (p.endswith("/*") and path.startswith(p[:-1])) for _, p in self.routes
+        )
+
     async def _dispatch(self, request: Request) -> Response:
-        handler = self.routes.get((request.method, request.path))
+        handler = self._route(request.method, request.path)
         if handler is None:
-            if any(path == request.path for _, path in self.routes):
+            if self._known_path(request.path):
                 return error_response(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
             return error_response(HTTPStatus.NOT_FOUND, f"no such endpoint: {request.path}")
         try:

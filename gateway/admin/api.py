@@ -1,0 +1,221 @@
+"""The admin HTTP API: health, readiness, Prometheus metrics, consent read/write.
+
+``/healthz`` and ``/readyz`` and ``/metrics`` are open (probes and scrapers run without secrets;
+bind the admin listener to loopback or a management network). The consent endpoints need
+``Authorization: Bearer <admin.token>``; without a configured token they answer 403.
+
+- ``GET  /v1/consent/{number}``          current state per scope and the deciding state
+- ``GET  /v1/consent/{number}/history``  every event, oldest first (``?scope=KEY`` to filter)
+- ``POST /v1/consent/{number}``          ``{"action": "opt_out" | "opt_in" | "block" | "unblock",
+  "reason": "...", "campaign"/"account"/"sender"/"list": "..."}`` (a scope option for opt-out /
+  opt-in; none means everything)
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+from gateway.admin.http import HttpError, HttpServer, Request, Response, json_response
+from gateway.consent.model import Actor, AddressKind, ConsentEvent, ConsentState
+from gateway.consent.numbers import normalise
+from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
+from gateway.store.staff import StaffError, scope_from, set_blocked, set_state, summary
+from gateway.telemetry.metrics import Metrics
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def event_json(event: ConsentEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "at": _stamp(event.at),
+        "subscriber": event.subscriber,
+        "scope": event.scope,
+        "state": event.state.value,
+        "actor": event.actor.value,
+        "match": event.match.value,
+        "words": event.words,
+        "sender": event.sender,
+        "campaign": event.campaign,
+        "system_id": event.system_id,
+        "smsc_message_id": event.smsc_message_id,
+        "instance": event.instance,
+    }
+
+
+class AdminApi:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        store: ConsentStore | None,
+        token: str | None,
+        instance: str,
+        default_country: str,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.metrics = metrics
+        self.store = store
+        self.token = token
+        self.instance = instance
+        self.default_country = default_country
+        self.ready = ready
+        self.server = HttpServer(
+            {
+                ("GET", "/healthz"): self.healthz,
+                ("GET", "/readyz"): self.readyz,
+                ("GET", "/metrics"): self.metrics_text,
+                ("GET", "/v1/consent/*"): self.consent_get,
+                ("POST", "/v1/consent/*"): self.consent_post,
+            },
+            name="admin",
+        )
+
+    async def start(self, host: str, port: int) -> None:
+        await self.server.start(host, port)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def healthz(self, _request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, _request: Request) -> Response:
+        problems = []
+        if not self.ready():
+            problems.append("not accepting connections")
+        if self.store is not None:
+            try:
+                await self.store.ping()
+            except StoreError as exc:
+                problems.append(f"store: {exc}")
+        if problems:
+            return json_response({"status": "unready", "problems": problems}, 503)
+        return json_response({"status": "ready"})
+
+    async def metrics_text(self, _request: Request) -> Response:
+        return Response(body=self.metrics.render(), content_type=PROMETHEUS_TEXT)
+
+    # --- consent ------------------------------------------------------------------------------
+
+    def _authorise(self, request: Request) -> ConsentStore:
+        if not self.token:
+            raise HttpError(HTTPStatus.FORBIDDEN, "consent API disabled: set admin.token")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
+            raise HttpError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        if self.store is None:
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "consent is disabled")
+        return self.store
+
+    def _subscriber(self, text: str) -> str:
+        ton = 1 if text.startswith("+") else 0
+        address = normalise(text, ton, 1, self.default_country)
+        if address is None or address.kind is AddressKind.ALPHANUMERIC:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"not a phone number: {text!r}")
+        return address.value
+
+    def _parse_path(self, path: str) -> tuple[str, str | None]:
+        rest = unquote(path.removeprefix("/v1/consent/")).strip("/")
+        number, _, tail = rest.partition("/")
+        if not number or tail not in ("", "history"):
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+        return self._subscriber(number), tail or None
+
+    async def consent_get(self, request: Request) -> Response:
+        store = self._authorise(request)
+        subscriber, tail = self._parse_path(request.path)
+        try:
+            if tail == "history":
+                scope = request.query.get("scope", [None])[0]
+                events = await store.history(subscriber, scope)
+                return json_response(
+                    {"subscriber": subscriber, "events": [event_json(e) for e in events]}
+                )
+            records = await store.current(subscriber)
+        except StoreUnavailableError as exc:
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"store unavailable: {exc}") from None
+        state = summary(records) if records else ConsentState.UNKNOWN
+        return json_response(
+            {
+                "subscriber": subscriber,
+                "state": state.value,
+                "scopes": [
+                    {"scope": r.scope, "state": r.state.value, "updated_at": _stamp(r.updated_at)}
+                    for r in sorted(records.values(), key=lambda r: r.scope)
+                ],
+            }
+        )
+
+    async def consent_post(self, request: Request) -> Response:
+        store = self._authorise(request)
+        subscriber, tail = self._parse_path(request.path)
+        if tail is not None:
+            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
+        body = request.json()
+        if not isinstance(body, dict):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+        action = body.get("action")
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "reason must be a string")
+        instance = f"{self.instance}/api"
+        try:
+            if action in ("opt_out", "opt_in"):
+                options = {k: body.get(k) for k in ("campaign", "account", "sender", "list")}
+                if any(v is not None and not isinstance(v, str) for v in options.values()):
+                    raise HttpError(HTTPStatus.BAD_REQUEST, "scope options must be strings")
+                sender = options["sender"]
+                scope = scope_from(
+                    campaign=options["campaign"],
+                    account=options["account"],
+                    sender=self._subscriber(sender) if sender else None,
+                    list_name=options["list"],
+                )
+                state = ConsentState.OPTED_OUT if action == "opt_out" else ConsentState.OPTED_IN
+                event: ConsentEvent | None = await set_state(
+                    store,
+                    subscriber=subscriber,
+                    scope=scope,
+                    state=state,
+                    actor=Actor.API,
+                    reason=reason,
+                    instance=instance,
+                )
+            elif action in ("block", "unblock"):
+                event = await set_blocked(
+                    store,
+                    subscriber=subscriber,
+                    blocked=action == "block",
+                    actor=Actor.API,
+                    reason=reason,
+                    instance=instance,
+                )
+            else:
+                raise HttpError(
+                    HTTPStatus.BAD_REQUEST, "action must be opt_out, opt_in, block or unblock"
+                )
+        except StaffError as exc:
+            raise HttpError(HTTPStatus.CONFLICT, str(exc)) from None
+        except StoreUnavailableError as exc:
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"store unavailable: {exc}") from None
+        if event is None:
+            return json_response({"subscriber": subscriber, "changed": False})
+        return json_response(
+            {"subscriber": subscriber, "changed": True, "event": event_json(event)},
+            HTTPStatus.CREATED,
+        )
