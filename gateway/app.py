@@ -24,6 +24,7 @@ from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.hooks import Interceptor, PassThrough
 from gateway.proxy.listener import Listener
+from gateway.proxy.service import ServiceLink
 from gateway.smpp.session import SessionConfig
 from gateway.store.base import ConsentStore
 from gateway.store.factory import open_store
@@ -120,6 +121,7 @@ class Gateway:
             ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
         )
         self.admin: AdminApi | None = None
+        self.service: ServiceLink | None = None
         self._accepting = False
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
@@ -135,7 +137,13 @@ class Gateway:
         elif config.consent.enabled:
             # Consent needs its store before the first client binds: open it first.
             self.store = await open_store(config.store.url, instance=config.instance)
+            if config.upstream.service_bind is not None:
+                self.service = ServiceLink(
+                    settings=self.listener.settings, bind=config.upstream.service_bind
+                )
+                self.service.start()
             self.enforcer = ConsentEnforcer(
+                service=self.service,
                 config=config.consent,
                 store=self.store,
                 metrics=self.metrics,
@@ -218,6 +226,8 @@ class Gateway:
         await self.listener.drain(self.config.shutdown_grace_s)
         if self.admin is not None:
             await self.admin.stop()
+        if self.service is not None:
+            await self.service.stop()
         if self.store is not None:
             await self.store.close()
         log.info(logs.GATEWAY_STOPPED)

@@ -42,6 +42,7 @@ from gateway.consent.policy import (
 )
 from gateway.proxy.content import Content, content_of
 from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
+from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode
 from gateway.smpp.constants import CommandStatus, DataCoding, EsmClass, status_name
@@ -103,9 +104,11 @@ class ConsentEnforcer:
         instance: str,
         default_alphabet: Alphabet = Alphabet.GSM7,
         footers: FooterStage | None = None,
+        service: ServiceLink | None = None,
     ) -> None:
         self.config = config
         self.footers = footers
+        self.service = service
         self.store = store
         self.metrics = metrics
         self.instance = instance
@@ -659,21 +662,30 @@ class ConsentEnforcer:
             self._replies.setdefault(subscriber, deque()).append(time.monotonic())
         pdus = self._reply_pdus(reply, request)
         prefer = request.bridge if request is not None else None
-        for bridge in self._transmitting(system_id, prefer):
-            if all(
-                bridge.originate_upstream(pdu, self._reply_done(kind, subscriber)) for pdu in pdus
-            ):
-                self.metrics.auto_replies_total.labels(kind, "sent").inc()
-                log.info(
-                    logs.AUTO_REPLY_SENT,
-                    kind=kind,
-                    campaign=reply.campaign,
-                    subscriber=mask_subscriber(subscriber),
-                    system_id=system_id,
-                    conn_id=bridge.conn_id,
-                    segments=len(pdus),
-                )
-                return
+        carriers: list[tuple[str, Callable[[p.Pdu, ResponseCallback], bool]]] = [
+            (bridge.conn_id, bridge.originate_upstream)
+            for bridge in self._transmitting(system_id, prefer)
+        ]
+        if self.service is not None:
+            carriers.append(("service-bind", self.service.send))
+        done = self._reply_done(kind, subscriber)
+        for name, send in carriers:
+            # The first part picks the carrier; the other parts follow on the same session.
+            if not send(pdus[0], done):
+                continue
+            for pdu in pdus[1:]:
+                send(pdu, done)
+            self.metrics.auto_replies_total.labels(kind, "sent").inc()
+            log.info(
+                logs.AUTO_REPLY_SENT,
+                kind=kind,
+                campaign=reply.campaign,
+                subscriber=mask_subscriber(subscriber),
+                system_id=system_id,
+                conn_id=name,
+                segments=len(pdus),
+            )
+            return
         self.metrics.auto_replies_total.labels(kind, "no_session").inc()
         log.warning(
             logs.AUTO_REPLY_SUPPRESSED,
