@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -69,10 +70,34 @@ def _load(path: str) -> GatewayConfig | None:
         return None
 
 
+def _load_tls(path: str) -> GatewayConfig | None:
+    """_load, then build the TLS contexts: a certificate or key that exists but does not load
+    (not PEM, key not matching) is a config error naming the table, not a start-up traceback."""
+    config = _load(path)
+    if config is None:
+        return None
+    from gateway.app import client_ssl_context, server_ssl_context
+
+    try:
+        if config.server.tls is not None:
+            key = "server.tls"
+            server_ssl_context(config.server.tls)
+        if config.upstream.tls is not None:
+            key = "upstream.tls"
+            client_ssl_context(config.upstream.tls)
+    except (ssl.SSLError, OSError) as exc:
+        print(
+            f"smpp-gateway: config error: {key}: cannot load its certificate, key or CA: {exc}",
+            file=sys.stderr,
+        )
+        return None
+    return config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        config = _load(args.config)
+        config = _load_tls(args.config)
         if config is None:
             return EXIT_CONFIG
         print(
@@ -80,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_OK
     if args.command == "run":
-        config = _load(args.config)
+        config = _load_tls(args.config)
         if config is None:
             return EXIT_CONFIG
         from gateway.app import run

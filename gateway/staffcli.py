@@ -44,6 +44,11 @@ def _stamp(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
+def _reason(event: ConsentEvent) -> str | None:
+    """A staff change keeps its reason where a keyword event keeps the subscriber's words."""
+    return None if event.actor is Actor.KEYWORD else event.words
+
+
 def _event_dict(event: ConsentEvent) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
@@ -54,6 +59,7 @@ def _event_dict(event: ConsentEvent) -> dict[str, Any]:
         "actor": event.actor.value,
         "match": event.match.value,
         "words": event.words,
+        "reason": _reason(event),
         "sender": event.sender,
         "campaign": event.campaign,
         "system_id": event.system_id,
@@ -87,7 +93,12 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 print(json.dumps([_event_dict(e) for e in events]))
             else:
                 for e in events:
-                    words = f" words={e.words!r}" if e.words else ""
+                    if not e.words:
+                        words = ""
+                    elif e.actor is Actor.KEYWORD:
+                        words = f" words={e.words!r}"
+                    else:
+                        words = f" reason={e.words!r}"
                     print(
                         f"{_stamp(e.at)} {e.scope} -> {e.state.value} by {e.actor.value}"
                         f"{words} campaign={e.campaign or '-'} system_id={e.system_id or '-'}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from gateway.smpp.events import Event
@@ -39,8 +40,11 @@ class SmppConnection(asyncio.Protocol):
         leg: str,
         loop: asyncio.AbstractEventLoop,
         handler: ConnectionHandler | None = None,
+        on_connected: Callable[[SmppConnection], None] | None = None,
     ) -> None:
         self.session = session
+        # Called once the transport is up (after the TLS handshake, where there is one).
+        self.on_connected = on_connected
         self.leg = leg
         self.loop = loop
         self.handler = handler
@@ -66,6 +70,8 @@ class SmppConnection(asyncio.Protocol):
             self.peer = f"{peername[0]}:{peername[1]}"
         if self._pause_reasons:
             self.transport.pause_reading()
+        if self.on_connected is not None:
+            self.on_connected(self)
         self.flush()
 
     def data_received(self, data: bytes) -> None:

@@ -52,24 +52,34 @@ class Listener:
         )
 
     def _accept(self) -> SmppConnection:
-        loop = asyncio.get_running_loop()
-        refuse = None
-        if len(self.bridges) >= self.max_sessions:
-            # Accept and answer the bind with a clear status rather than reset the TCP connection.
-            refuse = CommandStatus.ESME_RBINDFAIL
-            self.metrics.connections_total.labels("refused").inc()
-        else:
-            self.metrics.connections_total.labels("accepted").inc()
         bridge = Bridge(
             settings=self.settings,
             interceptor=self.interceptor,
             metrics=self.metrics,
-            loop=loop,
+            loop=asyncio.get_running_loop(),
             on_closed=self._closed,
-            refuse_bind_status=refuse,
+            on_connected=self._opened,
         )
-        self.bridges.add(bridge)
         return bridge.client
+
+    def _opened(self, bridge: Bridge) -> None:
+        """Count a session only once its transport is up: a failed TLS handshake never gets here
+        (nor to connection_lost), so counting at accept would leak a slot per failure."""
+        if len(self.bridges) >= self.max_sessions:
+            # Accept and answer the bind with a clear status rather than reset the TCP connection.
+            bridge.refuse_binds(CommandStatus.ESME_RBINDFAIL)
+            self.metrics.connections_total.labels("refused").inc()
+            log.warning(
+                logs.CONNECTION_REFUSED,
+                conn_id=bridge.conn_id,
+                peer=bridge.client.peer,
+                reason="max_sessions",
+                max_sessions=self.max_sessions,
+            )
+        else:
+            self.metrics.connections_total.labels("accepted").inc()
+            log.debug(logs.CONNECTION_ACCEPTED, conn_id=bridge.conn_id, peer=bridge.client.peer)
+        self.bridges.add(bridge)
 
     def _closed(self, bridge: Bridge) -> None:
         self.bridges.discard(bridge)

@@ -1,0 +1,345 @@
+"""``smpp-gateway``: version, check-config, the staff consent commands and the daemon's run."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from gateway import __version__
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "gateway.toml"
+TIMEOUT_S = 20.0
+NUMBER = "15551234567"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway ARGS`` as the operator runs it, with a timeout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=cwd or ROOT,
+        env=env,
+        check=False,
+    )
+
+
+def write_config(directory: Path, text: str) -> Path:
+    path = directory / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sqlite_config(directory: Path) -> Path:
+    """A minimal config whose consent store is a SQLite file in ``directory``."""
+    db = (directory / "consent.db").as_posix()
+    return write_config(
+        directory,
+        f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "sqlite://{db}"\n',
+    )
+
+
+# (text in the example, its replacement, the key path the error must name)
+BROKEN = [
+    ('address = "127.0.0.1:2776"', 'address = "smsc"', "upstream.address"),
+    ("max_sessions = 1000", "max_sessions = 0", "server.max_sessions"),
+    ("window_size = 100", 'window_size = "100"', "session.window_size"),
+    ('level = "info"', 'level = "loud"', "logging.level"),
+    ('scope = "number"', 'scope = "galaxy"', "campaigns[0].scope"),
+    ("log_bodies = false", "log_bodies = false\nlog_body = true", "logging.log_body"),
+    ('url = "sqlite:var/consent.db"', 'url = "mysql://db"', "store.url"),
+]
+
+
+class TestVersion:
+    """``--version`` prints the package version and exits 0."""
+
+    def test_version(self) -> None:
+        """The installed entry point's module prints "smpp-gateway VERSION"."""
+        result = run_cli("--version")
+        assert result.returncode == 0
+        assert result.stdout.strip() == f"smpp-gateway {__version__}"
+
+
+class TestCheckConfig:
+    """``check-config``: exit 0 and a summary for a good file, exit 2 naming the key otherwise."""
+
+    def test_example_is_ok(self) -> None:
+        """The shipped example passes and the summary names the listen and upstream addresses."""
+        result = run_cli("check-config", "--config", str(EXAMPLE))
+        assert result.returncode == 0, result.stderr
+        assert "OK" in result.stdout
+        assert "127.0.0.1:2775" in result.stdout
+        assert "127.0.0.1:2776" in result.stdout
+
+    @pytest.mark.parametrize(("old", "new", "key"), BROKEN, ids=[key for _o, _n, key in BROKEN])
+    def test_broken_variant_names_key(self, tmp_path: Path, old: str, new: str, key: str) -> None:
+        """A broken variant of the example exits 2 with a message naming the key."""
+        text = EXAMPLE.read_text(encoding="utf-8")
+        assert old in text
+        config = write_config(tmp_path, text.replace(old, new, 1))
+        result = run_cli("check-config", "--config", str(config))
+        assert result.returncode == 2
+        assert f"config error: {key}:" in result.stderr
+        assert result.stdout == ""
+
+    def test_missing_file_and_bad_toml(self, tmp_path: Path) -> None:
+        """A missing file and a TOML syntax error exit 2 and name the file."""
+        missing = tmp_path / "absent.toml"
+        result = run_cli("check-config", "--config", str(missing))
+        assert result.returncode == 2
+        assert str(missing) in result.stderr
+        config = write_config(tmp_path, "[upstream\n")
+        result = run_cli("check-config", "--config", str(config))
+        assert result.returncode == 2
+        assert "not valid TOML" in result.stderr
+
+    @pytest.mark.parametrize(
+        ("table", "keys"),
+        [("server.tls", ("cert_file", "key_file")), ("upstream.tls", ("ca_file",))],
+    )
+    def test_tls_file_that_does_not_load(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, keys: tuple[str, ...]
+    ) -> None:
+        """A TLS file that exists but is not a certificate fails the check (exit 2, the table
+        named) instead of a traceback when the daemon starts."""
+        junk = tmp_path / "junk.pem"
+        junk.write_text("not a certificate\n")
+        files = "".join(f'{key} = "{junk.as_posix()}"\n' for key in keys)
+        config = write_config(
+            tmp_path, f'[upstream]\naddress = "127.0.0.1:2776"\n[{table}]\n{files}'
+        )
+        assert main(["check-config", "--config", str(config)]) == 2
+        assert f"config error: {table}:" in capsys.readouterr().err
+        assert main(["run", "--config", str(config)]) == 2
+
+    def test_unknown_command_is_a_usage_error(self) -> None:
+        """argparse refuses an unknown command with exit 2."""
+        with pytest.raises(SystemExit) as info:
+            main(["frobnicate"])
+        assert info.value.code == 2
+
+
+class Staff:
+    """``smpp-gateway consent ...`` in-process against one config, capturing the output."""
+
+    def __init__(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.config = config
+        self.capsys = capsys
+
+    def __call__(self, action: str, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["consent", action, "--config", str(self.config), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, action: str, *args: str) -> Any:
+        code, out, err = self(action, *args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def staff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Staff:
+    return Staff(sqlite_config(tmp_path), capsys)
+
+
+class TestConsentCommands:
+    """Staff changes on the SQLite store named by the config: the daemon's own store."""
+
+    def test_unknown_number_shows_unknown(self, staff: Staff) -> None:
+        """A number never seen has no scopes and the state unknown."""
+        shown = staff.json("show", NUMBER)
+        assert shown == {"subscriber": NUMBER, "state": "unknown", "scopes": []}
+
+    def test_opt_out_then_show(self, staff: Staff) -> None:
+        """After opt-out, show reports opted_out in the global scope, E.164-normalised."""
+        code, out, _ = staff("opt-out", f"+{NUMBER}", "--reason", "asked by phone")
+        assert code == 0
+        assert "opted_out" in out
+        shown = staff.json("show", NUMBER)
+        assert shown["state"] == "opted_out"
+        assert [s["scope"] for s in shown["scopes"]] == ["global:*"]
+        code, out, _ = staff("show", f"+{NUMBER}")
+        assert code == 0
+        assert out.startswith(f"{NUMBER}: opted_out")
+
+    def test_opt_out_of_one_campaign(self, staff: Staff) -> None:
+        """--campaign limits an opt-out to that campaign's scope."""
+        event = staff.json("opt-out", NUMBER, "--campaign", "acme-marketing")
+        assert event["scope"] == "campaign:acme-marketing"
+        assert event["state"] == "opted_out"
+
+    def test_block_then_opt_in_is_refused(self, staff: Staff) -> None:
+        """A blocked number cannot be opted in: exit 2 and a message saying to unblock first."""
+        assert staff("block", NUMBER, "--reason", "fraud")[0] == 0
+        code, _, err = staff("opt-in", NUMBER)
+        assert code == 2
+        assert "blocked" in err
+        assert "unblock first" in err
+        assert staff.json("show", NUMBER)["state"] == "blocked"
+
+    def test_unblock_leaves_opted_out(self, staff: Staff) -> None:
+        """Unblocking does not opt in: the number stays opted out until it opts in itself."""
+        staff("block", NUMBER)
+        event = staff.json("unblock", NUMBER, "--reason", "cleared")
+        assert event["state"] == "opted_out"
+        assert staff.json("show", NUMBER)["state"] == "opted_out"
+        assert staff("opt-in", NUMBER)[0] == 0
+        assert staff.json("show", NUMBER)["state"] == "opted_in"
+
+    def test_unblock_when_not_blocked_changes_nothing(self, staff: Staff) -> None:
+        """Unblocking a number that is not blocked records no event and says so."""
+        code, _, err = staff("unblock", NUMBER)
+        assert code == 0
+        assert "nothing changed" in err
+        assert staff.json("history", NUMBER) == []
+
+    def test_history_lists_admin_events_with_reasons(self, staff: Staff) -> None:
+        """History lists every change, oldest first, with actor admin and the staff's reason."""
+        staff("opt-out", NUMBER, "--reason", "asked by phone")
+        staff("block", NUMBER, "--reason", "fraud ticket 42")
+        history = staff.json("history", NUMBER)
+        assert [(e["state"], e["actor"], e["reason"]) for e in history] == [
+            ("opted_out", "admin", "asked by phone"),
+            ("blocked", "admin", "fraud ticket 42"),
+        ]
+        assert all(e["instance"].endswith("/cli") for e in history)
+        code, out, _ = staff("history", NUMBER)
+        assert code == 0
+        lines = out.splitlines()
+        assert len(lines) == 2
+        assert "opted_out by admin reason='asked by phone'" in lines[0]
+        assert "blocked by admin reason='fraud ticket 42'" in lines[1]
+
+    @pytest.mark.parametrize("action", ["show", "history", "opt-out", "block"])
+    def test_not_a_number_is_refused(self, staff: Staff, action: str) -> None:
+        """An alphanumeric argument is not a subscriber: exit 2, nothing recorded."""
+        code, out, err = staff(action, "acme")
+        assert code == 2
+        assert out == ""
+        assert "not a phone number" in err
+
+    def test_conflicting_scopes_are_refused(self, staff: Staff) -> None:
+        """--campaign with --account is ambiguous: exit 2 with a message naming both."""
+        code, _, err = staff("opt-out", NUMBER, "--campaign", "c", "--account", "a")
+        assert code == 2
+        assert "--campaign" in err
+        assert "--account" in err
+
+    def test_changes_are_on_the_configured_store(self, tmp_path: Path, staff: Staff) -> None:
+        """A change made by one invocation is seen by a separate process on the same file."""
+        staff("opt-out", NUMBER)
+        assert (tmp_path / "consent.db").is_file()
+        result = run_cli("consent", "show", "--config", str(staff.config), NUMBER, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["state"] == "opted_out"
+
+    def test_bad_config_exits_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The consent commands check the config like check-config does."""
+        config = write_config(tmp_path, '[upstream]\naddress = "x"\n')
+        assert main(["consent", "show", "--config", str(config), NUMBER]) == 2
+        assert "upstream.address" in capsys.readouterr().err
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+
+def _lines(stream: IO[str], into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str | None]]]:
+    """``smpp-gateway run`` on a free port (port 0) with its stderr lines in a queue."""
+    db = (tmp_path / "consent.db").as_posix()
+    config = write_config(
+        tmp_path,
+        "[gateway]\nshutdown_grace_s = 2\n"
+        '[server]\nlisten = "127.0.0.1:0"\n'
+        '[upstream]\naddress = "127.0.0.1:9"\n'
+        '[logging]\nlevel = "info"\nformat = "json"\n'
+        f'[store]\nurl = "sqlite://{db}"\n',
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True)
+    reader.start()
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(TIMEOUT_S)
+        reader.join(TIMEOUT_S)
+        process.stderr.close()
+
+
+def wait_for_event(lines: queue.Queue[str | None], event: str, **fields: Any) -> dict[str, Any]:
+    """The first JSON log line with this event name (and these fields); fails on EOF."""
+    while True:
+        line = lines.get(timeout=TIMEOUT_S)
+        assert line is not None, f"the process ended before logging {event}"
+        record = json.loads(line)  # every line is one JSON object
+        if record.get("event") == event and all(record.get(k) == v for k, v in fields.items()):
+            return dict(record)
+
+
+class TestRun:
+    """``run``: listens, accepts connections, and drains and exits 0 on SIGTERM."""
+
+    def test_accepts_connections_and_exits_0_on_sigterm(
+        self, daemon: tuple[subprocess.Popen[str], queue.Queue[str | None]]
+    ) -> None:
+        """The daemon logs listener_started with its port, accepts TCP there, exits 0."""
+        process, lines = daemon
+        started = wait_for_event(lines, "listener_started", tls=False)
+        host, _, port = started["listen"].rpartition(":")
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+        wait_for_event(lines, "gateway_started")
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as conn:
+            conn.settimeout(TIMEOUT_S)
+            process.send_signal(signal.SIGTERM)
+            # Draining closes the idle, unbound connection: EOF (or a reset) rather than a hang.
+            try:
+                data = conn.recv(1)
+            except ConnectionResetError:
+                data = b""
+            assert data == b""
+        assert process.wait(TIMEOUT_S) == 0
+        stopping = wait_for_event(lines, "gateway_stopping")
+        assert stopping["sessions"] == 1
+        wait_for_event(lines, "gateway_stopped")
+
+    def test_bad_config_exits_2_without_listening(self, tmp_path: Path) -> None:
+        """``run`` with a broken config refuses to start: exit 2, the key named."""
+        config = write_config(tmp_path, '[upstream]\naddress = "127.0.0.1"\n')
+        result = run_cli("run", "--config", str(config))
+        assert result.returncode == 2
+        assert "upstream.address" in result.stderr

@@ -1,0 +1,406 @@
+"""The config file: the example parses in full, and every error names the key path."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.config import ConfigError, load, parse
+from gateway.consent.model import ScopeKind
+from gateway.consent.policy import DEFAULT_REJECT_STATUSES
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "gateway.toml"
+# A commented-out key or table in the example: "# key = value" or "# [table]".
+COMMENTED_KEY = re.compile(r"^# ?(\[\[?[a-z_.-]+\]\]?(?:\s+#.*)?|[a-z_]+ = \S.*)$")
+CONSENT_REASONS = ("opted_out", "blocked", "pending", "no_consent")
+CLIENT_RETRIED = (0x08, 0x14, 0x58, 0x64)
+
+
+def example() -> dict[str, Any]:
+    return tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+
+
+def uncommented_example(tls_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The example with every commented-out key switched on, TLS paths pointing at real files
+    and the environment variables it names set."""
+    lines = []
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = COMMENTED_KEY.match(line)
+        lines.append(match.group(1) if match else line)
+    text = "\n".join(lines)
+    for path in set(re.findall(r'"(/etc/smpp-gateway/tls/[^"]+)"', text)):
+        stand_in = tls_dir / Path(path).name
+        stand_in.write_text("placeholder\n")
+        text = text.replace(f'"{path}"', f'"{stand_in.as_posix()}"')
+    for variable in re.findall(r'^token_env = "([A-Z_]+)"', text, re.MULTILINE):
+        monkeypatch.setenv(variable, "example-token")
+    return text
+
+
+def with_value(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``data`` with ``path`` (``a.b[0].c``) set to ``value``; ``...`` deletes it.
+    Missing tables on the way are created."""
+    result = copy.deepcopy(data)
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    node: Any = result
+    for part in parts[:-1]:
+        key: Any = int(part[1:-1]) if part.startswith("[") else part
+        node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+    last: Any = int(parts[-1][1:-1]) if parts[-1].startswith("[") else parts[-1]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return result
+
+
+def error_of(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    return str(info.value)
+
+
+class TestExample:
+    """config/gateway.toml, the file operators copy, is valid in every key it shows."""
+
+    def test_example_loads(self) -> None:
+        """The example as shipped loads, with the values it states."""
+        config = load(EXAMPLE)
+        assert str(config.server.listen) == "127.0.0.1:2775"
+        assert str(config.upstream.address) == "127.0.0.1:2776"
+        assert config.session.inactivity_timeout_s is None  # 0 means "never"
+        assert config.store.url == "sqlite:var/consent.db"
+        assert config.logging.log_bodies is False
+        acme = config.consent.directory.get("acme-marketing")
+        assert acme is not None
+        assert acme.scope is ScopeKind.NUMBER
+        assert acme.footer_text == "Reply STOP to opt out"
+        assert config.source == str(EXAMPLE)
+
+    def test_commented_out_keys_parse_too(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every key the example shows commented out is a real key with a valid example value."""
+        text = uncommented_example(tmp_path, monkeypatch)
+        tables = {line.split("#")[0].strip() for line in text.splitlines()}
+        assert {"[server.tls]", "[upstream.tls]", "[consent.statuses]"} <= tables
+        config = parse(tomllib.loads(text))
+        assert config.instance == "gw-1"
+        assert config.server.tls is not None
+        assert config.upstream.tls is not None
+        assert config.upstream.tls.server_hostname == "smsc.example.net"
+
+    def test_commented_statuses_are_the_defaults(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The status table the example shows ("defaults shown") is exactly the default."""
+        config = parse(tomllib.loads(uncommented_example(tmp_path, monkeypatch)))
+        assert config.consent.statuses == DEFAULT_REJECT_STATUSES
+
+    def test_minimal_config_is_the_upstream_address(self) -> None:
+        """Only upstream.address is required; everything else has a default."""
+        config = parse({"upstream": {"address": "smsc.example.net:2775"}})
+        assert config.upstream.address.host == "smsc.example.net"
+        assert config.server.max_sessions == 1000
+
+    def test_ipv6_addresses(self) -> None:
+        """``[v6]:port`` addresses parse and print back bracketed."""
+        config = parse({"upstream": {"address": "[2001:db8::1]:2775"}})
+        assert config.upstream.address.host == "2001:db8::1"
+        assert str(config.upstream.address) == "[2001:db8::1]:2775"
+
+    def test_load_names_a_missing_or_broken_file(self, tmp_path: Path) -> None:
+        """A missing file and a TOML syntax error are ConfigErrors naming the file."""
+        missing = tmp_path / "nope.toml"
+        with pytest.raises(ConfigError, match=re.escape(str(missing))):
+            load(missing)
+        broken = tmp_path / "broken.toml"
+        broken.write_text("[upstream\naddress = 1\n")
+        with pytest.raises(ConfigError, match="not valid TOML"):
+            load(broken)
+
+
+# (key path to change, new value or ... to delete it, the key path the error must start with)
+WRONG_TYPES = [
+    ("server", "127.0.0.1:2775", "server"),
+    ("server.listen", 2775, "server.listen"),
+    ("server.max_sessions", "1000", "server.max_sessions"),
+    ("server.max_sessions", 10.5, "server.max_sessions"),
+    ("upstream.address", ["127.0.0.1", 2776], "upstream.address"),
+    ("upstream.connect_timeout_s", "10", "upstream.connect_timeout_s"),
+    ("upstream.default_alphabet", "utf8", "upstream.default_alphabet"),
+    ("session.window_size", True, "session.window_size"),
+    ("session.relay_vendor_pdus", "yes", "session.relay_vendor_pdus"),
+    ("session.response_timeout_s", False, "session.response_timeout_s"),
+    ("gateway.shutdown_grace_s", [], "gateway.shutdown_grace_s"),
+    ("gateway.instance", 7, "gateway.instance"),
+    ("logging.level", "verbose", "logging.level"),
+    ("logging.format", "xml", "logging.format"),
+    ("logging.log_bodies", 1, "logging.log_bodies"),
+    ("store.url", 5, "store.url"),
+    ("consent.enabled", "true", "consent.enabled"),
+    ("campaigns", {"name": "x"}, "campaigns"),
+    ("campaigns[0].numbers", "+15550100", "campaigns[0].numbers"),
+    ("campaigns[0].brand", 1, "campaigns[0].brand"),
+    ("campaigns[0].replies", "STOP", "campaigns[0].replies"),
+    ("campaigns[0].replies.help", 3, "campaigns[0].replies.help"),
+    ("campaigns[0].lists", [{"service_types": ["A"]}], "campaigns[0].lists[0].name"),
+    ("campaigns[0].keywords.opt_out", 5, "campaigns[0].keywords.opt_out"),
+    ("campaigns[0].keywords.opt_out", [5], "campaigns[0].keywords.opt_out"),
+    ("consent.accounts.acme", True, "consent.accounts.acme"),
+]
+OUT_OF_RANGE = [
+    ("server.max_sessions", 0, "server.max_sessions"),
+    ("session.window_size", 10_001, "session.window_size"),
+    ("session.max_pdu_length", 100, "session.max_pdu_length"),
+    ("session.response_timeout_s", 0, "session.response_timeout_s"),
+    ("session.bind_timeout_s", -1, "session.bind_timeout_s"),
+    ("session.enquire_link_interval_s", -0.5, "session.enquire_link_interval_s"),
+    ("upstream.connect_timeout_s", 0, "upstream.connect_timeout_s"),
+    ("consent.short_code_max_length", 2, "consent.short_code_max_length"),
+    ("consent.reply_limit_per_hour", -1, "consent.reply_limit_per_hour"),
+    ("consent.mo_dedup_window_s", 0, "consent.mo_dedup_window_s"),
+    ("consent.statuses.opted_out", 0x1_0000_0000, "consent.statuses.opted_out"),
+    ("consent.statuses.blocked", 0, "consent.statuses.blocked"),
+    ("campaigns[0].phrase_max_words", 0, "campaigns[0].phrase_max_words"),
+]
+UNKNOWN_KEYS = [
+    ("servr", {}, "servr"),
+    ("gateway.name", "gw", "gateway.name"),
+    ("server.port", 2775, "server.port"),
+    ("upstream.host", "smsc", "upstream.host"),
+    ("upstream.service_bind", {"system_id": "gw", "pasword": "x"}, "upstream.service_bind.pasword"),
+    ("session.enquire_link_s", 30, "session.enquire_link_s"),
+    ("store.path", "/var/x", "store.path"),
+    ("admin.port", 8775, "admin.port"),
+    ("logging.file", "/var/log/x", "logging.file"),
+    ("consent.country", "US", "consent.country"),
+    ("consent.statuses.opted_in", 0x45, "consent.statuses.opted_in"),
+    ("consent.default.brand_name", "x", "consent.default.brand_name"),
+    (
+        "consent.accounts.acme",
+        {"accept_and_reprot": True},
+        "consent.accounts.acme.accept_and_reprot",
+    ),
+    ("campaigns[0].footer_txt", "x", "campaigns[0].footer_txt"),
+    ("campaigns[0].replies.stop", "x", "campaigns[0].replies.stop"),
+    ("campaigns[0].keywords.stop", ["x"], "campaigns[0].keywords.stop"),
+    (
+        "campaigns[0].keywords.opt_out",
+        {"words": ["x"], "mode": "replace", "extra": 1},
+        "campaigns[0].keywords.opt_out.extra",
+    ),
+    ("campaigns[0].lists", [{"name": "news", "topic": "x"}], "campaigns[0].lists[0].topic"),
+]
+BAD_ADDRESSES = [
+    ("upstream.address", "smsc", "upstream.address"),
+    ("upstream.address", "smsc:99999", "upstream.address"),
+    ("upstream.address", "smsc:0", "upstream.address"),  # port 0 only where we listen
+    ("upstream.address", ":2775", "upstream.address"),
+    ("upstream.address", "smsc:27x5", "upstream.address"),
+    ("server.listen", "2775", "server.listen"),
+    ("server.listen", "0.0.0.0:65536", "server.listen"),
+    ("admin.listen", "localhost", "admin.listen"),
+]
+MISSING = [
+    ("upstream", ..., "upstream"),
+    ("upstream.address", ..., "upstream.address"),
+    ("upstream.service_bind", {"password": "x"}, "upstream.service_bind.system_id"),
+    ("campaigns[0].name", ..., "campaigns[0].name"),
+]
+BAD_STORE = [
+    ("store.url", "postgres://db/consent", "store.url"),
+    ("store.url", "/var/lib/consent.db", "store.url"),
+    ("store.url", "", "store.url"),
+]
+CONSENT_CHOICES = [
+    ("campaigns[0].scope", "global", "campaigns[0].scope"),
+    ("campaigns[0].footer", "sometimes", "campaigns[0].footer"),
+    ("campaigns[0].outbound_unknown", "deny", "campaigns[0].outbound_unknown"),
+    ("campaigns[0].inbound_unknown", "block", "campaigns[0].inbound_unknown"),
+    ("campaigns[0].reopt_in", "never", "campaigns[0].reopt_in"),
+    ("campaigns[0].keywords.opt_out.mode", "merge", "campaigns[0].keywords.opt_out.mode"),
+    ("consent.default.scope", "planet", "consent.default.scope"),
+    ("consent.default.footer", "maybe", "consent.default.footer"),
+    ("campaigns[0].keywords.languages", ["xx"], "campaigns[0].keywords.languages"),
+    ("consent.default.keywords.languages", ["en", "klingon"], "consent.default.keywords.languages"),
+    ("consent.default_country", "XX", "consent.default_country"),
+    ("consent.default_country", "USA", "consent.default_country"),
+    ("consent.default_country", 1, "consent.default_country"),
+    ("campaigns[0].numbers", ["+15550100", " "], "campaigns[0].numbers[1]"),
+]
+ERROR_CASES = [
+    *WRONG_TYPES,
+    *OUT_OF_RANGE,
+    *UNKNOWN_KEYS,
+    *BAD_ADDRESSES,
+    *MISSING,
+    *BAD_STORE,
+    *CONSENT_CHOICES,
+]
+
+
+class TestErrorsNameTheKey:
+    """Every refusal starts with the key path, so an operator knows which line to fix."""
+
+    @pytest.mark.parametrize(
+        ("path", "value", "key"), ERROR_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ERROR_CASES]
+    )
+    def test_error_names_key(self, path: str, value: Any, key: str) -> None:
+        """A wrong type, range, choice, address or unknown key is a ConfigError naming it."""
+        message = error_of(with_value(example(), path, value))
+        assert message.startswith(f"{key}:"), message
+
+    @pytest.mark.parametrize("reason", CONSENT_REASONS)
+    @pytest.mark.parametrize("status", CLIENT_RETRIED, ids=lambda s: f"0x{s:02X}")
+    def test_consent_status_clients_retry_is_refused(self, reason: str, status: int) -> None:
+        """A consent refusal with a status clients re-queue (0x08/0x14/0x58/0x64) is refused:
+        the message would be retried against the subscriber's wish."""
+        message = error_of(with_value(example(), f"consent.statuses.{reason}", status))
+        assert message.startswith(f"consent.statuses.{reason}:"), message
+        assert "retried" in message
+
+    def test_permanent_store_unavailable_is_refused(self) -> None:
+        """store_unavailable must be a status clients retry, or an outage loses messages."""
+        message = error_of(with_value(example(), "consent.statuses.store_unavailable", 0x45))
+        assert message.startswith("consent.statuses.store_unavailable:"), message
+
+    def test_two_reasons_one_status_is_refused(self) -> None:
+        """Consent reasons keep distinct statuses, so a client can tell them apart."""
+        data = with_value(example(), "consent.statuses", {"opted_out": 0x0B, "blocked": 0x0B})
+        assert error_of(data).startswith("consent.statuses.")
+
+    def test_retried_store_unavailable_statuses_are_accepted(self) -> None:
+        """0x58 (throttled) is a valid store_unavailable: clients retry it."""
+        config = parse(with_value(example(), "consent.statuses.store_unavailable", 0x58))
+        assert config.consent.statuses.store_unavailable == 0x58
+
+    def test_duplicate_campaign_names(self) -> None:
+        """A second campaign with a name already used names the second one's name key."""
+        data = example()
+        data["campaigns"].append({"name": "acme-marketing", "numbers": ["+15550199"]})
+        assert error_of(data).startswith("campaigns[1].name:")
+
+    def test_same_number_in_two_campaigns(self) -> None:
+        """A sender number in two campaigns is refused, naming the number and both campaigns
+        (written differently, "+15550100" and "15550100" are still the same number)."""
+        data = example()
+        data["campaigns"].append({"name": "other", "numbers": ["15550100"]})
+        message = error_of(data)
+        assert message.startswith("campaigns"), message
+        assert "15550100" in message
+        assert "acme-marketing" in message
+        assert "other" in message
+
+    def test_tls_files_must_exist(self, tmp_path: Path) -> None:
+        """A TLS file that is not there is named with its key path."""
+        cert = tmp_path / "server.crt"
+        cert.write_text("x")
+        missing = str(tmp_path / "missing.key")
+        data = with_value(example(), "server.tls", {"cert_file": str(cert), "key_file": missing})
+        assert error_of(data).startswith("server.tls.key_file: no such file")
+        data = with_value(example(), "upstream.tls", {"ca_file": missing})
+        assert error_of(data).startswith("upstream.tls.ca_file: no such file")
+
+    def test_listener_tls_needs_certificate_and_key(self, tmp_path: Path) -> None:
+        """TLS on the listener without a certificate is refused, naming the table."""
+        ca = tmp_path / "ca.crt"
+        ca.write_text("x")
+        data = with_value(example(), "server.tls", {"ca_file": str(ca)})
+        assert error_of(data).startswith("server.tls:")
+
+    def test_unknown_key_in_tls_tables(self, tmp_path: Path) -> None:
+        """An unknown key inside [server.tls] / [upstream.tls] is named with its full path."""
+        cert = tmp_path / "c.pem"
+        cert.write_text("x")
+        tls = {"cert_file": str(cert), "key_file": str(cert), "cafile": str(cert)}
+        assert error_of(with_value(example(), "server.tls", tls)).startswith("server.tls.cafile:")
+        assert error_of(with_value(example(), "upstream.tls", {"verfy": False})).startswith(
+            "upstream.tls.verfy:"
+        )
+
+    def test_admin_token_env_must_be_set(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """admin.token_env names an environment variable that must exist."""
+        monkeypatch.delenv("SMPP_GATEWAY_TEST_TOKEN", raising=False)
+        data = with_value(example(), "admin", {"token_env": "SMPP_GATEWAY_TEST_TOKEN"})
+        assert error_of(data).startswith("admin.token_env:")
+        monkeypatch.setenv("SMPP_GATEWAY_TEST_TOKEN", "s3cret")
+        assert parse(data).admin.token == "s3cret"
+
+
+# --- arbitrary input --------------------------------------------------------------------------
+
+KEYS = sorted(
+    {
+        *re.findall(r"^#? ?([a-z_]+) = ", EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE),
+        *("gateway", "server", "upstream", "session", "store", "admin", "logging", "consent"),
+        *("tls", "statuses", "default", "accounts", "campaigns", "keywords", "lists", "replies"),
+        *("service_bind", "languages", "words", "mode", "system_id", "token_env"),
+    }
+)
+scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(["127.0.0.1:2775", "+15550100", "US", "en", "always", "memory://", "0x45"]),
+)
+keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8))
+toml_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@st.composite
+def mutated_example(draw: st.DrawFn) -> dict[str, Any]:
+    """The example with one to three values anywhere in it replaced by arbitrary ones."""
+    data = example()
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        node: Any = data
+        while True:
+            children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+            if not children:
+                break
+            key, child = draw(st.sampled_from(children))
+            if isinstance(child, dict | list) and draw(st.booleans()):
+                node = child
+                continue
+            node[key] = draw(toml_values)
+            break
+    return data
+
+
+class TestArbitraryInput:
+    """Whatever TOML holds, parse() either builds a config or raises ConfigError."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(data=st.dictionaries(keys, toml_values, max_size=8))
+    def test_random_documents(self, data: dict[str, Any]) -> None:
+        """A random document raises ConfigError and nothing else (or parses)."""
+        with contextlib.suppress(ConfigError):
+            parse(data)
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=mutated_example())
+    def test_mutated_example(self, data: dict[str, Any]) -> None:
+        """The example with values replaced anywhere raises ConfigError and nothing else."""
+        message = ""
+        try:
+            parse(data)
+        except ConfigError as exc:
+            message = str(exc)
+        if message:
+            assert ": " in message, message  # "key.path: problem"
