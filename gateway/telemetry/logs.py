@@ -49,6 +49,8 @@ STORE_INVALIDATIONS_LOST: Final = "store_invalidations_lost"
 STORE_LISTENER_FAILED: Final = "store_listener_failed"
 # Message text
 MT_HOLD_EXPIRED: Final = "mt_hold_expired"
+# An extra part added to carry a footer was refused by the SMSC after the client had its answer.
+MT_PART_REFUSED: Final = "mt_part_refused"
 # Simulator
 SIM_MESSAGE_RECEIVED: Final = "sim_message_received"
 SIM_MO_SENT: Final = "sim_mo_sent"
