@@ -1,0 +1,324 @@
+"""The benchmark harness: its parts in-process, and one tiny end-to-end run against the gateway.
+
+No test here looks at a timing: figures on a shared machine are for the report, not for asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.__main__ import (
+    CONFIGURATIONS,
+    ROOT,
+    gateway_config,
+    merge,
+    select_configs,
+    to_toml,
+)
+from bench.load import LoadProtocol, generate, percentile, submit_templates
+from bench.relay import RelayStats, start_relay
+from bench.sink import MESSAGE_ID, SinkStats, start_sink
+from gateway.config import parse
+from gateway.smpp import codec
+from gateway.smpp.constants import CommandStatus
+from gateway.smpp.framing import FrameBuffer
+from gateway.smpp.pdu import (
+    BindTransmitter,
+    BindTransmitterResp,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    RawPdu,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+    UnbindResp,
+)
+from gateway.text import gsm7
+
+HOST = "127.0.0.1"
+
+
+async def _read_frames(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    buffer = FrameBuffer()
+    frames: list[bytes] = []
+    while len(frames) < count:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, "connection closed early"
+        buffer.feed(data)
+        frames += buffer.frames()
+    return frames
+
+
+async def _unbind_and_wait_for_close(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """End a session the way the sink expects: unbind, read until it closes, close our side."""
+    writer.write(codec.encode(Unbind(sequence_number=0x7FFFFFFE)))
+    while await asyncio.wait_for(reader.read(65536), 10):
+        pass
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[tuple[int, SinkStats]]:
+    stats = SinkStats()
+    server = await start_sink(HOST, 0, stats)
+    try:
+        yield server.sockets[0].getsockname()[1], stats
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+class TestSink:
+    async def test_answers_each_request_with_its_sequence_number(
+        self, sink: tuple[int, SinkStats]
+    ) -> None:
+        """bind, submit_sm, enquire_link, an unknown command and unbind sent in one write are
+        answered in order, with their own sequence numbers, and counted; then the sink closes."""
+        port, stats = sink
+        reader, writer = await asyncio.open_connection(HOST, port)
+        requests = [
+            BindTransmitter(system_id="a", password="b", sequence_number=1),
+            SubmitSm(destination_addr="1", short_message=b"x", sequence_number=7),
+            SubmitSm(destination_addr="2", short_message=b"y", sequence_number=0x7FFFFFFF),
+            EnquireLink(sequence_number=9),
+            RawPdu(command_id=0x00000777, body=b"", sequence_number=10),
+            Unbind(sequence_number=11),
+        ]
+        writer.write(b"".join(codec.encode(r) for r in requests))
+        answers = [codec.decode(f) for f in await _read_frames(reader, len(requests))]
+        assert await asyncio.wait_for(reader.read(65536), 10) == b"", "closed after unbind"
+        writer.close()
+        await writer.wait_closed()
+        assert [type(a) for a in answers] == [
+            BindTransmitterResp,
+            SubmitSmResp,
+            SubmitSmResp,
+            EnquireLinkResp,
+            GenericNack,
+            UnbindResp,
+        ]
+        assert [a.sequence_number for a in answers] == [1, 7, 0x7FFFFFFF, 9, 10, 11]
+        assert answers[1] == SubmitSmResp(message_id=MESSAGE_ID, sequence_number=7)
+        assert answers[4].command_status == CommandStatus.ESME_RINVCMDID
+        counted = stats.as_dict()
+        assert (counted["binds"], counted["submit_sm"], counted["other_requests"]) == (1, 2, 4)
+
+    async def test_reset_clears_the_counters(self, sink: tuple[int, SinkStats]) -> None:
+        """After reset the counters start from zero again."""
+        port, stats = sink
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(codec.encode(SubmitSm(sequence_number=1)))
+        await _read_frames(reader, 1)
+        await _unbind_and_wait_for_close(reader, writer)
+        assert stats.submit_sm == 1
+        stats.reset()
+        assert stats.as_dict()["submit_sm"] == 0
+
+
+class TestLoad:
+    def test_templates_are_realistic_submit_sm(self) -> None:
+        """Every template decodes to a submit_sm from 15550100 to its own number, GSM text of
+        about 60 characters, registered_delivery 1."""
+        templates = submit_templates(50)
+        pdus = [codec.decode(head + (5).to_bytes(4, "big") + tail) for head, tail in templates]
+        assert all(isinstance(p, SubmitSm) for p in pdus)
+        assert len({p.destination_addr for p in pdus if isinstance(p, SubmitSm)}) == 50
+        first = pdus[0]
+        assert isinstance(first, SubmitSm)
+        assert first.source_addr == "15550100"
+        assert first.registered_delivery == 1
+        assert first.sequence_number == 5
+        assert 50 <= len(gsm7.decode(first.short_message)) <= 70
+
+    def test_percentile_is_nearest_rank(self) -> None:
+        """p50 and p99 of 1..100 are 50 and 99; a single sample is every percentile."""
+        ordered = list(range(1, 101))
+        assert (percentile(ordered, 50), percentile(ordered, 99)) == (50, 99)
+        assert percentile([7], 99) == 7
+
+    @pytest.mark.parametrize("window", [1, 7, 100])
+    async def test_run_gets_every_response(self, sink: tuple[int, SinkStats], window: int) -> None:
+        """A run of 523 messages at any window ends with 523 OK responses and 523 at the sink."""
+        port, stats = sink
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_connection(
+            lambda: LoadProtocol(submit_templates(10)), HOST, port
+        )
+        try:
+            result = await proto.run(523, window, 30.0, latency=window == 1)
+            await proto.request(codec.encode(Unbind()), 10.0)
+            await asyncio.wait_for(proto.lost, 10)  # the sink closes after unbind_resp
+        finally:
+            proto.close()
+        assert (result.responses, result.statuses, result.timed_out) == (
+            523,
+            {"ESME_ROK": 523},
+            False,
+        )
+        assert stats.submit_sm == 523
+        assert (result.latencies_ns is not None) == (window == 1)
+
+    async def test_generate_binds_measures_and_unbinds(self, sink: tuple[int, SinkStats]) -> None:
+        """The whole session (bind, warm-up, measured batch, unbind) reports ok with its counts."""
+        port, stats = sink
+        args = argparse.Namespace(
+            host=HOST,
+            port=port,
+            messages=300,
+            window=10,
+            warmup=20,
+            latency=True,
+            bind="transceiver",
+            system_id="s",
+            password="p",
+            destinations=5,
+            timeout=30.0,
+            connect_timeout=5.0,
+        )
+        result = await generate(args)
+        assert result["ok"], result["error"]
+        assert (result["responses"], result["accepted"]) == (300, 300)
+        assert result["latency_us"]["count"] == 300
+        assert stats.submit_sm == 320
+        assert stats.binds == 1
+
+    async def test_generate_reports_an_unreachable_port(self) -> None:
+        """A port nobody listens on gives ok false and says so, without raising."""
+        probe = await asyncio.start_server(lambda r, w: None, HOST, 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        args = argparse.Namespace(
+            host=HOST, port=port, destinations=1, connect_timeout=5.0, bind="transmitter"
+        )
+        result = await generate(args)
+        assert not result["ok"]
+        assert "connect" in result["error"]
+
+
+class TestRelay:
+    async def test_copies_both_ways(self, sink: tuple[int, SinkStats]) -> None:
+        """Requests through the relay reach the sink and the answers come back unchanged."""
+        sink_port, stats = sink
+        relay_stats = RelayStats()
+        relay = await start_relay(HOST, 0, HOST, sink_port, relay_stats)
+        try:
+            reader, writer = await asyncio.open_connection(HOST, relay.sockets[0].getsockname()[1])
+            frames = [codec.encode(SubmitSm(sequence_number=n)) for n in range(1, 201)]
+            writer.write(b"".join(frames))
+            answers = await _read_frames(reader, 200)
+            await _unbind_and_wait_for_close(reader, writer)
+        finally:
+            relay.close()
+            await relay.wait_closed()
+        assert [codec.decode_header(a).sequence_number for a in answers] == list(range(1, 201))
+        assert stats.submit_sm == 200
+        unbind, unbind_resp = 16, 16
+        assert relay_stats.bytes_up == sum(len(f) for f in frames) + unbind
+        assert relay_stats.bytes_down == sum(len(a) for a in answers) + unbind_resp
+
+
+_scalars = (
+    st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.booleans()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+)
+_tables: st.SearchStrategy[dict[str, Any]] = st.recursive(
+    st.dictionaries(st.text(max_size=5), _scalars | st.lists(_scalars, max_size=3), max_size=4),
+    lambda inner: st.dictionaries(
+        st.text(max_size=5),
+        inner | st.lists(inner, min_size=1, max_size=2) | _scalars,
+        max_size=4,
+    ),
+    max_leaves=12,
+)
+
+
+class TestConfigFiles:
+    @given(_tables)
+    def test_to_toml_round_trips(self, data: dict[str, Any]) -> None:
+        """Whatever TOML parses to, to_toml writes back text that parses to the same value."""
+        assert tomllib.loads(to_toml(data)) == data
+
+    def test_merge_overrides_keys_and_keeps_the_rest(self) -> None:
+        """A fragment replaces the keys it names inside a table and leaves the others."""
+        merged = merge({"store": {"url": "a", "x": 1}, "server": {}}, {"store": {"url": "b"}})
+        assert merged == {"store": {"url": "b", "x": 1}, "server": {}}
+
+    @pytest.mark.parametrize(
+        "config", [c for c in CONFIGURATIONS if c.route == "gateway"], ids=lambda c: c.name
+    )
+    def test_every_gateway_configuration_is_accepted_by_the_gateway(
+        self, config: Any, tmp_path: Path
+    ) -> None:
+        """The generated config of each gateway row passes the gateway's own strict parser."""
+        services = {"redis_url": "redis://127.0.0.1:6379/0"}
+        data = gateway_config(
+            config, listen_port=1, sink_port=2, window=100, tmpdir=tmp_path, services=services
+        )
+        parsed = parse(tomllib.loads(to_toml(data)))
+        assert str(parsed.upstream.address) == "127.0.0.1:2"
+        assert parsed.logging.level == "warning"
+
+    def test_configs_filter_keeps_the_order_given(self) -> None:
+        """--configs picks the named rows in the order given and rejects unknown names."""
+        assert [c.name for c in select_configs("gateway,direct")] == ["gateway", "direct"]
+        with pytest.raises(SystemExit):
+            select_configs("direct,nonesuch")
+
+
+def _bench(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class TestHarness:
+    def test_smoke_run_prints_the_table_and_exits_zero(self, tmp_path: Path) -> None:
+        """A tiny run against the real gateway prints every row, the ratios and the command
+        line, counts every message at the sink, and exits 0."""
+        out = tmp_path / "raw.json"
+        done = _bench(
+            "--messages", "300", "--latency-messages", "30", "--warmup", "20", "--window", "20",
+            "--rounds", "1", "--json", str(out),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        text = done.stdout
+        for config in CONFIGURATIONS:
+            assert config.label in text
+        assert "ratios, gateway / reference" in text
+        assert "300/300" in text
+        assert "FAILED" not in text
+        assert "command: " in text
+        assert "--messages 300" in text
+        raw = json.loads(out.read_text())
+        assert [r["name"] for r in raw["rows"]] == [c.name for c in CONFIGURATIONS]
+        assert all(r["error"] is None and r["sink"]["submit_sm"] == 300 for r in raw["rows"])
+
+    def test_unknown_configuration_is_refused(self) -> None:
+        """A configuration that does not exist is refused with a non-zero exit at once."""
+        done = _bench("--configs", "nonesuch", timeout=30)
+        assert done.returncode != 0
+        assert "nonesuch" in done.stderr
