@@ -47,6 +47,9 @@ BIND_TYPES = {
 }
 
 _conn_ids = itertools.count(1)
+_BOUND = frozenset({BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX})
+# How long before the client leg's bind deadline a bind still in progress upstream is answered.
+_BIND_ANSWER_MARGIN_S = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +117,7 @@ class Bridge:
         metrics: Metrics,
         loop: asyncio.AbstractEventLoop,
         on_closed: Callable[[Bridge], None] | None = None,
+        on_connected: Callable[[Bridge], None] | None = None,
         refuse_bind_status: int | None = None,
     ) -> None:
         self.settings = settings
@@ -126,6 +130,7 @@ class Bridge:
             leg="client",
             loop=loop,
             handler=self,
+            on_connected=None if on_connected is None else lambda _conn: on_connected(self),
         )
         self.upstream: SmppConnection | None = None
         self.client_info = ClientInfo(
@@ -138,10 +143,15 @@ class Bridge:
         self._refuse_bind_status = refuse_bind_status
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connecting: asyncio.Task[None] | None = None
+        self._bind_guard: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
         self._idle = asyncio.Event()
         self._done = asyncio.Event()
         self._log = log.bind(conn_id=self.conn_id)
+
+    def refuse_binds(self, status: int) -> None:
+        """Answer any bind on this connection with ``status`` and close (over max_sessions)."""
+        self._refuse_bind_status = status
 
     # --- ConnectionHandler ------------------------------------------------------------------
 
@@ -233,8 +243,11 @@ class Bridge:
                 sequence_number=event.pdu.sequence_number,
             )
         elif isinstance(event, ev.UnbindReceived):
+            # The upstream leg stays bound until the client's session closes: at once when it is
+            # owed nothing, else once its requests (some maybe still queued behind the upstream
+            # window) are answered, or after unbind_timeout_s. Unbinding upstream now would
+            # refuse the queued ones although the client sent them before its unbind.
             self._log.info(logs.UNBIND_RECEIVED, leg="client")
-            self._end_upstream("client unbound")
         elif isinstance(event, ev.SessionClosed):
             # Logged once, in connection_lost, when the socket is really gone.
             self._end_upstream(f"client: {event.reason}")
@@ -267,6 +280,42 @@ class Bridge:
         self._connecting = self.loop.create_task(self._connect_and_bind(pdu, frame))
         self._tasks.add(self._connecting)
         self._connecting.add_done_callback(self._tasks.discard)
+        # The client leg closes a connection still unbound at its bind deadline, bind in flight
+        # or not (its timer started at accept, before the upstream's): answer the bind just
+        # before then rather than let the connection die with the bind unanswered.
+        deadline = self.client.session.get_timer()
+        if self._bind_guard is not None:
+            self._bind_guard.cancel()
+        if deadline is not None:
+            self._bind_guard = self.loop.call_at(
+                deadline - _BIND_ANSWER_MARGIN_S,
+                self._bind_overdue,
+                pdu.command_id,
+                pdu.sequence_number,
+            )
+
+    def _bind_overdue(self, command_id: int, sequence_number: int) -> None:
+        self._bind_guard = None
+        up = self.upstream
+        pending = self._connecting is not None or (
+            up is not None and up.session.state is BindState.OPEN
+        )
+        if self.bound or not pending:
+            return
+        self.metrics.binds_total.labels(self.client_info.bind_type, "upstream_down").inc()
+        self._log.warning(
+            logs.BIND_FAILED,
+            command_status=status_name(CommandStatus.ESME_RSYSERR),
+            reason="upstream bind not answered in time",
+        )
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        if up is not None:
+            self.upstream = None  # its events and its close are ignored from now on
+            up.close("bind not answered in time")
+        self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
+        self.client.flush()
 
     async def _connect_and_bind(self, pdu: p.Pdu, frame: bytes) -> None:
         s = self.settings
@@ -438,8 +487,14 @@ class Bridge:
                 frame, self.loop.time(), _FromUpstream(command_id, sequence_number)
             )
         except LocalProtocolError:
-            # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter).
-            self.reject_upstream(command_id, sequence_number, CommandStatus.ESME_RINVBNDSTS)
+            # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter),
+            # or the client is unbinding: then the SMSC must deliver it again later.
+            status = (
+                CommandStatus.ESME_RINVBNDSTS
+                if session.state in _BOUND
+                else CommandStatus.ESME_RX_T_APPN
+            )
+            self.reject_upstream(command_id, sequence_number, status)
 
     def respond_client(self, response: p.Pdu | bytes, sequence_number: int) -> None:
         frame = response if isinstance(response, bytes) else encode(response)
@@ -574,6 +629,9 @@ class Bridge:
         upstream_gone = self.upstream is None or self.upstream.lost.done()
         if client_gone and upstream_gone and self._connecting is None and not self.closed:
             self.closed = True
+            if self._bind_guard is not None:
+                self._bind_guard.cancel()
+                self._bind_guard = None
             if self.bound:
                 self.metrics.sessions.labels(self.client_info.bind_type).dec()
                 self.bound = False
