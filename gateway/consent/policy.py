@@ -35,7 +35,8 @@ MO rules (``decide_mo``), in order:
   (the subscriber wrote first, so the conversation may go on).
 
 A retransmitted deliver_sm yields the same events with the same ``dedup_key``; the caller sends the
-reply only when the store says the events were new.
+reply only when the store says the events were new. The opt-in request of ``require_opt_in`` is
+keyed the same way (one per subscriber and scope), so MTs in flight together ask once.
 """
 
 from __future__ import annotations
@@ -343,6 +344,11 @@ def decide_mt(
         campaign=campaign.name,
         system_id=system_id,
         instance=instance,
+        # MTs in flight together (a client's window, every part of a long MT, another
+        # instance) all see "unknown" and all decide to ask; the store keeps the first request
+        # and the caller sends only that one. A pending record never goes back to unknown, so
+        # the key never needs to expire.
+        dedup_key=f"opt-in-request:{target.key}",
     )
     reply = AutoReply(text=text, source=sender, destination=subscriber, campaign=campaign.name)
     return RequestOptIn(events=(event,), reply=reply)

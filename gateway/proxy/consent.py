@@ -15,6 +15,7 @@ retry. The MT fast path does not await: a cache hit is decided and forwarded in 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import time
@@ -53,7 +54,14 @@ from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
 from gateway.text import gsm7
 from gateway.text.dcs import Alphabet
-from gateway.text.segment import CONCAT_8BIT, AddStatus, Reassembler, frame_parts, split
+from gateway.text.segment import (
+    CONCAT_8BIT,
+    AddStatus,
+    Assembly,
+    Reassembler,
+    frame_parts,
+    split,
+)
 
 if TYPE_CHECKING:
     from gateway.proxy.bridge import Bridge
@@ -76,6 +84,30 @@ class _PartDecision:
     status: int  # 0: forwarded
     footer: bool  # forwarded through the footer stage
     expires: float
+    # Why it was refused: later parts are refused the same way (accept-and-report answers OK
+    # and reports, so the status alone is not the answer).
+    reason: RejectReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """The parts a long MO's last part completed (``seq``: that last part)."""
+
+    assembly: Assembly[None]
+    seq: int
+
+
+class _Turns:
+    """MOs of one subscriber waiting for the one being acted on, so consent changes apply in
+    arrival order: the second of two STOPs in flight sees the first one stored."""
+
+    __slots__ = ("lock", "waiting")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        # Counted once a task runs; a task cancelled before it ran leaves an entry at 0, which
+        # the subscriber's next MO takes over and removes.
+        self.waiting = 0
 
 
 class FooterStage(Protocol):
@@ -90,6 +122,9 @@ class FooterStage(Protocol):
     ) -> None:
         """Settle ``request``: forward it with the footer added, re-segmented as needed; the
         parts of a long message are held until all are in (bounded), then sent as one."""
+
+    def on_closed(self, conn_id: str) -> None:
+        """The client connection ``conn_id`` is gone: drop what is held for it."""
 
 
 class ConsentEnforcer:
@@ -118,6 +153,8 @@ class ConsentEnforcer:
         self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
         self._replies: dict[str, deque[float]] = {}
         self._reply_ref = 0
+        # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
+        self._mo_turns: dict[str, _Turns] = {}
 
     def reconfigure(self, config: ConsentConfig) -> None:
         """SIGHUP: campaigns and statuses apply from the next message on."""
@@ -136,6 +173,8 @@ class ConsentEnforcer:
                 del self._bridges[bridge.client_info.system_id]
         conn_id = bridge.conn_id
         self._mo_parts.discard(lambda key: key[0] == conn_id)
+        if self.footers is not None:
+            self.footers.on_closed(conn_id)
 
     # --- MT -----------------------------------------------------------------------------------
 
@@ -163,7 +202,9 @@ class ConsentEnforcer:
             earlier = self._parts.get(part_key)
             if earlier is not None and earlier.expires > time.monotonic():
                 # Every part of one long message gets the answer its first part got.
-                if earlier.status != 0:
+                if earlier.reason is not None:
+                    self._mt_refuse(request, pdu, earlier.reason, campaign, subscriber)
+                elif earlier.status != 0:
                     request.reject(earlier.status)
                 elif earlier.footer and self.footers is not None:
                     self.footers.submit(request, pdu, campaign, subscriber)
@@ -232,7 +273,7 @@ class ConsentEnforcer:
                 request.forward()
             return
         status = self._mt_refuse(request, pdu, decision.reason, campaign, subscriber, decision)
-        self._remember_part(part_key, status, False)
+        self._remember_part(part_key, status, False, decision.reason)
         if isinstance(decision, RequestOptIn):
             request.spawn(self._request_opt_in(request, decision))
 
@@ -325,10 +366,18 @@ class ConsentEnforcer:
             return None
         return (request.client.conn_id, sender.value, subscriber.value, part.reference, part.total)
 
-    def _remember_part(self, key: tuple[object, ...] | None, status: int, footer: bool) -> None:
+    def _remember_part(
+        self,
+        key: tuple[object, ...] | None,
+        status: int,
+        footer: bool,
+        reason: RejectReason | None = None,
+    ) -> None:
         if key is None:
             return
-        self._parts[key] = _PartDecision(status, footer, time.monotonic() + PART_DECISION_TTL_S)
+        self._parts[key] = _PartDecision(
+            status, footer, time.monotonic() + PART_DECISION_TTL_S, reason
+        )
         self._parts.move_to_end(key)
         while len(self._parts) > MAX_PART_DECISIONS:
             self._parts.popitem(last=False)
@@ -426,26 +475,36 @@ class ConsentEnforcer:
             request.forward()
             return
         content = content_of(pdu, self.default_alphabet)
-        text = self._mo_text(request, content, subscriber, recipient)
-        if text is None:
-            request.forward()  # binary, or a part of a long MO still incomplete
-            return
-        records = self.store.cached_current(subscriber.value)
-        if records is not None:
-            decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
-            if not decision.events and decision.reply is None:
-                self._settle_mo(request, decision)
+        text, held = self._mo_text(request, content, subscriber, recipient)
+        key = subscriber.value
+        turns = self._mo_turns.get(key)
+        if turns is None:
+            if text is None:
+                request.forward()  # binary, or a part of a long MO still incomplete
                 return
-            request.spawn(self._mo_act(request, decision))
-            return
-        request.spawn(self._mo_slow(request, pdu, content, text, subscriber, recipient))
+            records = self.store.cached_current(key)
+            if records is not None:
+                decision = self._decide_mo(
+                    request, pdu, content, text, subscriber, recipient, records
+                )
+                if not decision.events and decision.reply is None:
+                    self._settle_mo(request, decision)
+                    return
+            # Decided again in its turn, on the records as they are once earlier MOs of this
+            # subscriber are stored: two STOPs in flight must not both look like the first.
+            turns = self._mo_turns[key] = _Turns()
+        request.spawn(
+            self._mo_in_turn(turns, request, pdu, content, text, subscriber, recipient, held)
+        )
 
     def _mo_text(
         self, request: MoRequest, content: Content, subscriber: SmsAddress, recipient: SmsAddress
-    ) -> str | None:
+    ) -> tuple[str | None, _Held | None]:
+        """The MO's text (None: binary, or a part of a long MO still incomplete), and for the
+        last part of a long MO, the parts it completed."""
         part = content.part
         if part is None:
-            return content.text()
+            return content.text(), None
         result = self._mo_parts.add(
             (request.client.conn_id, subscriber.value, recipient.value, part.reference),
             seq=part.seq,
@@ -456,8 +515,53 @@ class ConsentEnforcer:
         )
         self._mo_parts.expire(time.monotonic())
         if result.status is AddStatus.COMPLETE and result.assembly is not None:
-            return result.assembly.text(content.alphabet)
-        return None
+            return result.assembly.text(content.alphabet), _Held(result.assembly, part.seq)
+        return None, None
+
+    def _retry_later(self, request: MoRequest, held: _Held | None) -> None:
+        """Refuse an MO temporarily (ESME_RX_T_APPN): the SMSC delivers it again later.
+
+        The SMSC resends only the part it got the error for; the other parts of a long MO were
+        acknowledged already, so they are held again for the resend to complete the message
+        (else a STOP split over two parts would be lost to a store outage)."""
+        if held is not None:
+            now = time.monotonic()
+            assembly = held.assembly
+            for fragment in assembly.fragments:
+                if fragment.seq != held.seq:
+                    self._mo_parts.add(
+                        assembly.key,
+                        seq=fragment.seq,
+                        total=assembly.total,
+                        body=fragment.body,
+                        now=now,
+                        context=None,
+                    )
+        request.reject(CommandStatus.ESME_RX_T_APPN)
+
+    async def _mo_in_turn(
+        self,
+        turns: _Turns,
+        request: MoRequest,
+        pdu: p.DeliverSm | p.DataSm,
+        content: Content,
+        text: str | None,
+        subscriber: SmsAddress,
+        recipient: SmsAddress,
+        held: _Held | None,
+    ) -> None:
+        """Act on an MO once the earlier MOs of its subscriber are done (arrival order)."""
+        turns.waiting += 1
+        try:
+            async with turns.lock:
+                if text is None:
+                    request.forward()
+                else:
+                    await self._mo_slow(request, pdu, content, text, subscriber, recipient, held)
+        finally:
+            turns.waiting -= 1
+            if turns.waiting == 0 and self._mo_turns.get(subscriber.value) is turns:
+                del self._mo_turns[subscriber.value]
 
     def _decide_mo(
         self,
@@ -508,24 +612,25 @@ class ConsentEnforcer:
         text: str,
         subscriber: SmsAddress,
         recipient: SmsAddress,
+        held: _Held | None,
     ) -> None:
         try:
             records = await self.store.current(subscriber.value)
         except StoreUnavailableError as exc:
             self._store_down("current", exc)
-            request.reject(CommandStatus.ESME_RX_T_APPN)  # the SMSC delivers it again later
+            self._retry_later(request, held)
             return
         decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
-        await self._mo_act(request, decision)
+        await self._mo_act(request, decision, held)
 
-    async def _mo_act(self, request: MoRequest, decision: MoDecision) -> None:
+    async def _mo_act(self, request: MoRequest, decision: MoDecision, held: _Held | None) -> None:
         new = True
         if decision.events:
             try:
                 new = await self._store_events(decision.events, raise_unavailable=True)
             except StoreUnavailableError:
                 # Not stored, so not acknowledged: the SMSC retries and nothing is lost.
-                request.reject(CommandStatus.ESME_RX_T_APPN)
+                self._retry_later(request, held)
                 return
         match = decision.match
         if match is not None:
