@@ -22,6 +22,7 @@ from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig,
 from gateway.eventloop import run_loop
 from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.consent import ConsentEnforcer
+from gateway.proxy.footer import FooterSettings, FooterStage
 from gateway.proxy.hooks import Interceptor, PassThrough
 from gateway.proxy.listener import Listener
 from gateway.proxy.service import ServiceLink
@@ -31,6 +32,7 @@ from gateway.store.factory import open_store
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
 from gateway.text.dcs import Alphabet
+from gateway.text.segment import ConcatKind
 
 log = logs.get_logger()
 
@@ -49,6 +51,17 @@ def session_config(timers: SessionTimers) -> SessionConfig:
         unbind_timeout_s=timers.unbind_timeout_s,
         max_pdu_length=timers.max_pdu_length,
         relay_vendor_pdus=timers.relay_vendor_pdus,
+    )
+
+
+def footer_settings(config: GatewayConfig) -> FooterSettings:
+    text = config.text
+    return FooterSettings(
+        default_alphabet=SMSC_DEFAULT_ALPHABETS[config.upstream.default_alphabet],
+        concat=ConcatKind(text.concat),
+        hold_timeout_s=text.hold_timeout_s,
+        hold_max_messages=text.hold_max_messages,
+        hold_max_bytes=text.hold_max_bytes,
     )
 
 
@@ -113,6 +126,7 @@ class Gateway:
         self._interceptor_factory = interceptor_factory
         self.store: ConsentStore | None = None
         self.enforcer: ConsentEnforcer | None = None
+        self.footers: FooterStage | None = None
         self.listener = Listener(
             settings=proxy_settings(config),
             interceptor=PassThrough(),
@@ -142,6 +156,7 @@ class Gateway:
                     settings=self.listener.settings, bind=config.upstream.service_bind
                 )
                 self.service.start()
+            self.footers = FooterStage(store=self.store, settings=footer_settings(config))
             self.enforcer = ConsentEnforcer(
                 service=self.service,
                 config=config.consent,
@@ -149,6 +164,7 @@ class Gateway:
                 metrics=self.metrics,
                 instance=config.instance,
                 default_alphabet=SMSC_DEFAULT_ALPHABETS[config.upstream.default_alphabet],
+                footers=self.footers,
             )
             self.listener.set_interceptor(self.enforcer)
         listen = self.config.server.listen
@@ -198,6 +214,8 @@ class Gateway:
         self.listener.max_sessions = new.server.max_sessions
         if self.enforcer is not None:
             self.enforcer.reconfigure(new.consent)
+        if self.footers is not None:
+            self.footers.reconfigure(footer_settings(new))
         log.info(logs.CONFIG_RELOADED, source=new.source)
 
     async def serve(self) -> None:
@@ -223,7 +241,12 @@ class Gateway:
     async def stop(self) -> None:
         log.info(logs.GATEWAY_STOPPING, sessions=len(self.listener.bridges))
         self._accepting = False  # readiness fails first, so a load balancer stops sending
+        if self.footers is not None:
+            # Draining refuses the parts still to come, so held messages go on as they came.
+            self.footers.release_all("shutdown")
         await self.listener.drain(self.config.shutdown_grace_s)
+        if self.footers is not None:
+            self.footers.close()
         if self.admin is not None:
             await self.admin.stop()
         if self.service is not None:

@@ -153,6 +153,7 @@ class GatewayConfig:
     admin: AdminConfig
     logging: LoggingConfig
     consent: ConsentConfig = field(default_factory=ConsentConfig)
+    text: TextConfig = field(default_factory=lambda: TextConfig())  # [text]
     shutdown_grace_s: float = 10.0
     source: str | None = None  # the file it came from
 
@@ -382,6 +383,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     lg.finish()
 
     consent = _consent(root)
+    text_config = _text(root)
 
     root.finish()
     return GatewayConfig(
@@ -393,6 +395,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         admin=admin,
         logging=logging_config,
         consent=consent,
+        text=text_config,
         shutdown_grace_s=shutdown_grace_s,
         source=source,
     )
@@ -598,4 +601,33 @@ def _consent(root: _Table) -> ConsentConfig:
         mo_reassembly_timeout_s=c.seconds("mo_reassembly_timeout_s", 120.0),
     )
     c.finish()
+    return config
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+TEXT_CONCAT_KINDS = ("udh_8bit", "udh_16bit", "sar")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextConfig:
+    """``[text]``: footers on long messages (gateway/proxy/footer.py)."""
+
+    # How a one-part message that grows with its footer is split (text.segment.ConcatKind).
+    concat: str = "udh_8bit"
+    # The parts of a long MT are held until all are in, at most this long, then sent unchanged.
+    hold_timeout_s: float = 10.0
+    hold_max_messages: int = 10_000
+    hold_max_bytes: int = 2_000_000
+
+
+def _text(root: _Table) -> TextConfig:
+    t = root.table("text") or _Table({}, "text")
+    config = TextConfig(
+        concat=t.choice("concat", "udh_8bit", TEXT_CONCAT_KINDS),
+        hold_timeout_s=t.seconds("hold_timeout_s", 10.0),
+        hold_max_messages=t.integer("hold_max_messages", 10_000, minimum=1, maximum=10_000_000),
+        hold_max_bytes=t.integer("hold_max_bytes", 2_000_000, minimum=1024, maximum=1 << 31),
+    )
+    t.finish()
     return config

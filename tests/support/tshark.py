@@ -131,7 +131,9 @@ def capture(frames: Sequence[bytes]) -> Capture:
             check=True,
             timeout=60,
         )
-    root = ET.fromstring(result.stdout)
+    # tshark writes UCS-2 text with emoji as CESU-8 surrogates, which is not UTF-8: read it
+    # leniently (the checks use octets and numbers, not decoded text).
+    root = ET.fromstring(result.stdout.decode("utf-8", "replace"))
     pdus: list[Dissection] = []
     expert: list[tuple[int, str, str, str]] = []
     malformed: list[int] = []
