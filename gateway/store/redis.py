@@ -59,8 +59,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -124,6 +125,9 @@ class RedisOptions:
     wait_replicas: int = 0  # WAIT for this many replicas after each write
     wait_timeout_s: float = 1.0
     ready_timeout_s: float = 5.0  # how long open() waits for the invalidation subscription
+    # Connections to Redis. A burst of cache misses waits for a free one (up to timeout_s)
+    # instead of failing: redis-py's own default pool refuses the 101st concurrent command.
+    max_connections: int = 64
     # Not a URL parameter: the Sentinel clients to close with the store.
     sentinels: tuple[Redis, ...] = ()
 
@@ -141,6 +145,7 @@ def _options_from_query(query: Mapping[str, str]) -> tuple[RedisOptions, dict[st
         "wait_replicas": int,
         "wait_timeout_s": float,
         "ready_timeout_s": float,
+        "max_connections": int,
     }
     for key, value in query.items():
         cast = casts.get(key)
@@ -156,6 +161,8 @@ def _options_from_query(query: Mapping[str, str]) -> tuple[RedisOptions, dict[st
         raise StoreError(f"store.url: prefix={options.prefix!r} may use [A-Za-z0-9_.-] only")
     if options.timeout_s <= 0 or options.heartbeat_s <= 0:
         raise StoreError("store.url: timeout_s and heartbeat_s must be > 0")
+    if options.max_connections < 2:
+        raise StoreError("store.url: max_connections must be at least 2")
     return options, rest
 
 
@@ -207,7 +214,18 @@ def client_from_url(url: str, *, instance: str) -> tuple[Redis, RedisOptions]:
             tls: dict[str, Any] = {}
             if parts.scheme == "rediss":
                 tls = {"ssl": True, **{k: v for k, v in rest.items() if k.startswith("ssl_")}}
-            return Redis(host=host, port=port, db=db, **common, **tls), options
+            pool = BlockingConnectionPool(
+                host=host,
+                port=port,
+                db=db,
+                max_connections=options.max_connections,
+                timeout=options.timeout_s,
+                connection_class=SSLConnection if tls else Connection,
+                **common,
+                **{k: v for k, v in tls.items() if k != "ssl"},
+            )
+            # from_pool: the client owns the pool and closes it with itself.
+            return Redis.from_pool(pool), options
         if parts.scheme == "redis+sentinel":
             if not hosts or not path:
                 raise StoreError(
@@ -225,7 +243,9 @@ def client_from_url(url: str, *, instance: str) -> tuple[Redis, RedisOptions]:
             sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 sentinels, sentinel_kwargs=sentinel_kwargs, **common
             )
-            client: Redis = sentinel.master_for(path[0], db=db)
+            client: Redis = sentinel.master_for(
+                path[0], db=db, max_connections=options.max_connections
+            )
             return client, replace(options, sentinels=tuple(sentinel.sentinels))
     except ValueError as exc:
         raise StoreError(f"store.url: {exc}") from exc
@@ -367,9 +387,12 @@ class RedisStore:
         while not self._closed:
             pubsub: PubSub = self._client.pubsub()
             try:
+                # Pooled connections idle since before an outage are dead; drop them now, so the
+                # first command after Redis comes back does not fail on one.
+                await self._client.connection_pool.disconnect(inuse_connections=False)
                 await pubsub.subscribe(self._channel)
                 last_heard = loop.time()
-                while True:
+                while not self._closed:
                     message = await pubsub.get_message(timeout=self.options.heartbeat_s)
                     if message is None:
                         self._check_alive(loop.time() - last_heard)
@@ -554,9 +577,10 @@ class RedisStore:
         tasks = [*self._retired, *([self._listener] if self._listener is not None else [])]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # redis-py can swallow a cancellation inside get_message; the loop also checks
+            # _closed, and close() must not hang on it whatever happens.
+            await asyncio.wait(tasks, timeout=self.options.heartbeat_s * 4 + 1)
         self._listener = None
         for waiter in self._sync_waiters.values():
             waiter.cancel()
