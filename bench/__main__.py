@@ -68,6 +68,16 @@ class Configuration:
 
 
 # Adding a configuration is one entry here: a name for --configs, a label and a config fragment.
+_CAMPAIGN = """
+[[campaigns]]
+name = "bench"
+brand = "BENCH"
+numbers = ["15550100"]
+scope = "number"
+footer = "never"
+footer_text = "Reply STOP to opt out"
+"""
+
 CONFIGURATIONS: tuple[Configuration, ...] = (
     Configuration(name="direct", label="direct (load -> sink)", route="direct"),
     Configuration(name="relay", label="plain TCP relay", route="relay"),
@@ -79,6 +89,26 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
     ),
     # The gateway's defaults: consent on, the default campaign, the SQLite store.
     Configuration(name="gateway", label="gateway, consent (SQLite)", route="gateway"),
+    # The sender number in a campaign of its own (number scope), as operators configure it.
+    Configuration(
+        name="gateway-campaign",
+        label="gateway, consent + campaign (SQLite)",
+        route="gateway",
+        fragment=_CAMPAIGN,
+    ),
+    Configuration(
+        name="gateway-redis",
+        label="gateway, consent + campaign (Redis)",
+        route="gateway",
+        fragment=_CAMPAIGN + '[store]\nurl = "$redis_url"\n',
+        needs=("redis",),
+    ),
+    Configuration(
+        name="gateway-footer",
+        label="gateway, consent + footer always (SQLite)",
+        route="gateway",
+        fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"'),
+    ),
 )
 REFERENCES = ("direct", "relay")
 
