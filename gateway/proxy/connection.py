@@ -113,17 +113,22 @@ class SmppConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write what the session queued (one write per batch), re-arm the timer, close if done."""
-        out = self.session.data_to_send()
+        session = self.session
+        out = session.data_to_send()
         transport = self.transport
         if transport is None:
             return
         if out and not transport.is_closing():
             transport.write(out)
-        if self.session.closed:
+        if session.closed:
             if not transport.is_closing():
                 transport.close()  # after the write above: close() flushes the buffer first
             return
-        self._arm_timer()
+        # Called several times per batch (both legs, deferred flushes): the common case, a
+        # deadline no earlier than the armed one, stays inline.
+        deadline = session.get_timer()
+        if deadline is not None and deadline < self._timer_at:
+            self._arm_timer(deadline)
 
     def pause_reading(self, reason: str) -> None:
         if not self._pause_reasons and self.transport is not None:
@@ -149,12 +154,10 @@ class SmppConnection(asyncio.Protocol):
 
     # --- timers -------------------------------------------------------------------------------
 
-    def _arm_timer(self) -> None:
+    def _arm_timer(self, deadline: float) -> None:
         # Deadlines mostly move later as traffic flows, so a timer that fires early and finds
-        # nothing due is cheaper than cancelling and re-creating one per batch.
-        deadline = self.session.get_timer()
-        if deadline is None or deadline >= self._timer_at:
-            return
+        # nothing due is cheaper than cancelling and re-creating one per batch: flush() only
+        # comes here for a deadline earlier than the armed one.
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline

@@ -71,7 +71,9 @@ from gateway.smpp.pdu import (
 __all__ = [
     "Header",
     "decode",
+    "decode_body",
     "decode_header",
+    "decode_lenient",
     "encode",
     "error_response",
     "int_tlv",
@@ -293,7 +295,9 @@ def _short_message(cls: type[ShortMessagePdu]) -> Decoder:
     """submit_sm / deliver_sm: the hot path, so straight-line code and direct slot writes.
 
     The frame is decoded to latin-1 once; code points equal bytes, so ``str.index`` finds the
-    NULs where ``bytes.index`` would and slicing needs no per-field decode.
+    NULs where ``bytes.index`` would and slicing needs no per-field decode. The c-octet strings
+    that are usually empty (service_type, schedule_delivery_time, validity_period) are tested
+    for an immediate NUL first, and the fixed octets between them read with one unpack each.
     """
     (
         set_status, set_seq, set_tlvs, set_service_type, set_source_ton, set_source_npi,
@@ -302,34 +306,52 @@ def _short_message(cls: type[ShortMessagePdu]) -> Decoder:
         set_replace, set_data_coding, set_default_msg_id, set_short_message,
     ) = (getattr(cls, f.name).__set__ for f in fields(cls))  # fmt: skip
     new = object.__new__
+    unpack2 = _B2.unpack_from
+    unpack3 = _B3.unpack_from
     unpack5 = _B5.unpack_from
+    header = HEADER_LENGTH
 
     def dec(f: bytes, status: int, seq: int) -> Pdu:
         s = f.decode("latin-1")
         pdu: Pdu = new(cls)
         set_status(pdu, status)
         set_seq(pdu, seq)
-        e = s.index("\0", HEADER_LENGTH)
-        set_service_type(pdu, s[HEADER_LENGTH:e])
-        set_source_ton(pdu, f[e + 1])
-        set_source_npi(pdu, f[e + 2])
+        if f[header] == 0:
+            set_service_type(pdu, "")
+            e = header
+        else:
+            e = s.index("\0", header)
+            set_service_type(pdu, s[header:e])
+        ton, npi = unpack2(f, e + 1)
+        set_source_ton(pdu, ton)
+        set_source_npi(pdu, npi)
         p = e + 3
         e = s.index("\0", p)
         set_source_addr(pdu, s[p:e])
-        set_dest_ton(pdu, f[e + 1])
-        set_dest_npi(pdu, f[e + 2])
+        ton, npi = unpack2(f, e + 1)
+        set_dest_ton(pdu, ton)
+        set_dest_npi(pdu, npi)
         p = e + 3
         e = s.index("\0", p)
         set_destination_addr(pdu, s[p:e])
-        set_esm_class(pdu, f[e + 1])
-        set_protocol_id(pdu, f[e + 2])
-        set_priority_flag(pdu, f[e + 3])
+        esm_class, protocol_id, priority_flag = unpack3(f, e + 1)
+        set_esm_class(pdu, esm_class)
+        set_protocol_id(pdu, protocol_id)
+        set_priority_flag(pdu, priority_flag)
         p = e + 4
-        e = s.index("\0", p)
-        set_schedule(pdu, s[p:e])
+        if f[p] == 0:
+            set_schedule(pdu, "")
+            e = p
+        else:
+            e = s.index("\0", p)
+            set_schedule(pdu, s[p:e])
         p = e + 1
-        e = s.index("\0", p)
-        set_validity(pdu, s[p:e])
+        if f[p] == 0:
+            set_validity(pdu, "")
+            e = p
+        else:
+            e = s.index("\0", p)
+            set_validity(pdu, s[p:e])
         registered, replace, data_coding, default_msg_id, sm_length = unpack5(f, e + 1)
         set_registered(pdu, registered)
         set_replace(pdu, replace)
@@ -337,10 +359,11 @@ def _short_message(cls: type[ShortMessagePdu]) -> Decoder:
         set_default_msg_id(pdu, default_msg_id)
         p = e + 6
         end = p + sm_length
-        if end > len(f):
+        size = len(f)
+        if end > size:
             raise _BodyError(CommandStatus.ESME_RINVMSGLEN, "sm_length runs past the body")
         set_short_message(pdu, f[p:end])
-        set_tlvs(pdu, _tlvs(f, end))
+        set_tlvs(pdu, () if end == size else _tlvs(f, end))
         return pdu
 
     return dec
@@ -594,15 +617,27 @@ def decode(frame: bytes) -> Pdu:
             command_id=command_id,
             sequence_number=seq,
         )
+    return decode_body(frame, command_id, status, seq)
+
+
+def decode_body(frame: bytes, command_id: int, command_status: int, sequence_number: int) -> Pdu:
+    """``decode`` for a caller that has already read and checked the header.
+
+    ``frame`` must be ``bytes`` whose length equals its command_length (as ``FrameBuffer``
+    hands them out), and the three values those of its header; the session's per-PDU path
+    uses this to skip a second look at the header. Raises ``PduDecodeError`` like ``decode``.
+    """
     decoder = _DECODERS.get(command_id)
     if decoder is None:
-        raw: Pdu = _build_raw(status, seq, (), command_id, frame[HEADER_LENGTH:])
+        raw: Pdu = _build_raw(
+            command_status, sequence_number, (), command_id, frame[HEADER_LENGTH:]
+        )
         return raw
     try:
-        return decoder(frame, status, seq)
+        return decoder(frame, command_status, sequence_number)
     except _BodyError as exc:
         raise PduDecodeError(
-            str(exc), status=exc.status, command_id=command_id, sequence_number=seq
+            str(exc), status=exc.status, command_id=command_id, sequence_number=sequence_number
         ) from None
     except (IndexError, ValueError, struct.error):
         # Indexing past the end, a missing NUL, a short unpack: the body ended inside a field.
@@ -610,8 +645,22 @@ def decode(frame: bytes) -> Pdu:
             "body ends inside a mandatory field",
             status=CommandStatus.ESME_RINVCMDLEN,
             command_id=command_id,
-            sequence_number=seq,
+            sequence_number=sequence_number,
         ) from None
+
+
+def decode_lenient(frame: bytes) -> Pdu:
+    """``decode``, except that a body that does not decode gives a ``RawPdu`` holding it.
+
+    For responses: they are never answered, so a relay passes their bytes on whatever they
+    hold. Raises ``FramingError`` only for fewer than 16 bytes.
+    """
+    try:
+        return decode(frame)
+    except PduDecodeError:
+        _, command_id, status, seq = _HEADER.unpack_from(frame)
+        raw: Pdu = _build_raw(status, seq, (), command_id, bytes(frame[HEADER_LENGTH:]))
+        return raw
 
 
 # --- encoding ---------------------------------------------------------------------------------

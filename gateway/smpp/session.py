@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from gateway.smpp.codec import (
     decode,
+    decode_body,
     encode,
     error_response,
     is_vendor_command,
@@ -34,20 +36,20 @@ from gateway.smpp.constants import (
     CommandStatus,
     command_name,
 )
-from gateway.smpp.errors import FramingError, LocalProtocolError, PduDecodeError
+from gateway.smpp.errors import FramingError, LocalProtocolError, PduDecodeError, PduEncodeError
 from gateway.smpp.events import (
     BindCompleted,
     Event,
     PduRejected,
     RequestExpired,
-    RequestReceived,
-    ResponseReceived,
     SessionClosed,
     UnbindReceived,
     UnexpectedResponse,
+    _request_received,
+    _response_received,
 )
 from gateway.smpp.framing import FrameBuffer
-from gateway.smpp.pdu import BindRequest, Pdu, RawPdu
+from gateway.smpp.pdu import BindRequest, Pdu
 from gateway.smpp.state import (
     BOUND_STATES,
     KNOWN_REQUESTS,
@@ -63,10 +65,26 @@ from gateway.smpp.window import SequenceAllocator, Window
 __all__ = ["Role", "Session", "SessionConfig"]
 
 _HEADER = struct.Struct(">IIII")
+_U32 = struct.Struct(">I")
 
 # Session-control requests pass the window limit: they must go out even when data is stuck.
 _CONTROL = BIND_COMMANDS | {CommandId.UNBIND, CommandId.ENQUIRE_LINK}
 _OPEN_STATES = frozenset({BindState.OPEN, BindState.OUTBOUND})
+
+# The per-PDU paths compare against plain ints and module globals: an IntEnum attribute or an
+# Enum in a set costs several times an int comparison (Enum.__hash__ is Python code).
+_ENQUIRE_LINK = int(CommandId.ENQUIRE_LINK)
+_ENQUIRE_LINK_RESP = int(CommandId.ENQUIRE_LINK_RESP)
+_UNBIND_ID = int(CommandId.UNBIND)
+_UNBIND_RESP = int(CommandId.UNBIND_RESP)
+_GENERIC_NACK = int(CommandId.GENERIC_NACK)
+_BIND_IDS = frozenset(int(c) for c in BIND_COMMANDS)
+_NO_RESPONSE_IDS = frozenset(int(c) for c in REQUESTS_WITHOUT_RESPONSE)
+_KNOWN_REQUEST_IDS = frozenset(int(c) for c in KNOWN_REQUESTS)
+# Requests with nothing to do beyond the window (send) or the owed-answer count (receive):
+# everything but session control and the requests that take no response.
+_SPECIAL_IDS = frozenset(int(c) for c in _CONTROL | REQUESTS_WITHOUT_RESPONSE | {CommandId.OUTBIND})
+_CLOSED = BindState.CLOSED
 
 
 class Role(Enum):
@@ -123,6 +141,21 @@ _UNBIND = _Own("unbind")
 _Queued = tuple[int, int, bytes, object]  # sequence_number, command_id, frame, context
 
 
+_StateRow = tuple[frozenset[int], frozenset[int]]  # (allowed, allowed and plain) request ids
+
+
+def _plain_table(table: Mapping[BindState, frozenset[int]]) -> dict[BindState, _StateRow]:
+    """Each state's allowed request ids, and those of them that take the per-PDU fast path."""
+    return {
+        state: (allowed, frozenset(int(c) for c in allowed) - _SPECIAL_IDS)
+        for state, allowed in table.items()
+    }
+
+
+def _frame_of(pdu: Pdu | bytes) -> bytes:
+    return pdu if isinstance(pdu, bytes) else encode(pdu)
+
+
 def _bare(command_id: int, status: int, sequence_number: int) -> bytes:
     """A header-only PDU (enquire_link_resp, unbind_resp, generic_nack)."""
     return _HEADER.pack(HEADER_LENGTH, command_id, status, sequence_number)
@@ -139,16 +172,21 @@ class Session:
         "_buffer",
         "_close_reason",
         "_config",
+        "_is_bound",
+        "_is_open",
         "_keepalive_seq",
         "_last_rx",
         "_out",
         "_peer_unbind_seq",
         "_pending_system_id",
         "_recv_allowed",
+        "_recv_plain",
         "_recv_table",
+        "_response_timeout",
         "_role",
         "_send_allowed",
         "_send_direction",
+        "_send_plain",
         "_send_table",
         "_state",
         "_system_id",
@@ -168,11 +206,10 @@ class Session:
         else:
             self._send_direction = Direction.SMSC_TO_ESME
             receive_direction = Direction.ESME_TO_SMSC
-        self._send_table = request_states(self._send_direction)
-        self._recv_table = request_states(receive_direction)
-        self._state = BindState.OPEN
-        self._send_allowed = self._send_table[BindState.OPEN]
-        self._recv_allowed = self._recv_table[BindState.OPEN]
+        self._send_table = _plain_table(request_states(self._send_direction))
+        self._recv_table = _plain_table(request_states(receive_direction))
+        self._set_state(BindState.OPEN)
+        self._response_timeout = config.response_timeout_s
         self._buffer = FrameBuffer(config.max_pdu_length)
         self._out: list[bytes] = []
         self._allocator = SequenceAllocator()
@@ -209,7 +246,7 @@ class Session:
 
     @property
     def closed(self) -> bool:
-        return self._state is BindState.CLOSED
+        return self._state is _CLOSED
 
     @property
     def close_reason(self) -> str | None:
@@ -251,25 +288,26 @@ class Session:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Feed bytes read from the peer; returns what happened, in order."""
         events: list[Event] = []
-        if self._state is BindState.CLOSED:
+        if self._state is _CLOSED:
             return events
         self._last_rx = now
         buffer = self._buffer
+        unpack = _HEADER.unpack_from
         try:
             buffer.feed(data)
             frames = buffer.frames()
             while frames:
                 for frame in frames:
-                    _, command_id, status, sequence_number = _HEADER.unpack_from(frame)
+                    _, command_id, status, sequence_number = unpack(frame)
                     if command_id & RESPONSE_BIT:
                         self._on_response(frame, command_id, status, sequence_number, now, events)
                     else:
-                        self._on_request(frame, command_id, sequence_number, now, events)
-                    if self.closed:
+                        self._on_request(frame, command_id, status, sequence_number, now, events)
+                    if self._state is _CLOSED:
                         return events
                 # frames() hands out the good frames before a bad length and raises on the next
-                # call; fewer than 4 bytes left cannot hold a length, so skip the second look.
-                frames = buffer.frames() if buffer.buffered >= 4 else []
+                # call; ``ready`` says whether there is such a next call to make.
+                frames = buffer.frames() if buffer.ready else []
         except FramingError as exc:
             self._framing_error(exc, events)
         return events
@@ -296,75 +334,66 @@ class Session:
         now: float,
         events: list[Event],
     ) -> None:
-        entry = self._window.get(sequence_number)
-        if entry is None or (
-            command_id != entry.command_id | RESPONSE_BIT and command_id != CommandId.GENERIC_NACK
-        ):
-            pdu = self._decode_response(frame, command_id, status, sequence_number)
-            events.append(UnexpectedResponse(pdu=pdu, frame=frame))
+        # The PDU is not decoded here: the events decode it when (and if) someone reads it.
+        window = self._window
+        entry = window.get(sequence_number)
+        if entry is None:
+            events.append(UnexpectedResponse(frame=frame))
             return
-        self._window.pop(sequence_number)
-        context = entry.context
-        request_id = entry.command_id
+        request_id, _, context = entry
+        if command_id != request_id | RESPONSE_BIT and command_id != _GENERIC_NACK:
+            events.append(UnexpectedResponse(frame=frame))
+            return
+        window.pop(sequence_number)
         if context is _KEEPALIVE:
             # Any answer, even generic_nack, proves the peer alive.
             self._keepalive_seq = None
-        elif request_id == CommandId.UNBIND:
+        elif request_id == _UNBIND_ID:
             if context is not _UNBIND:
-                pdu = self._decode_response(frame, command_id, status, sequence_number)
-                events.append(self._response_event(pdu, frame, request_id, context))
+                events.append(_response_received(frame, request_id, context))
             self._close_into(events, "unbind completed")
             return
         else:
-            pdu = self._decode_response(frame, command_id, status, sequence_number)
-            if request_id in BIND_COMMANDS:
+            if request_id in _BIND_IDS:
                 bound = next_state(self._state, command_id, status)
                 if bound in BOUND_STATES:
                     self._bound(bound)
                     events.append(
                         BindCompleted(bind_state=bound, system_id=self._pending_system_id)
                     )
-            events.append(self._response_event(pdu, frame, request_id, context))
+            events.append(_response_received(frame, request_id, context))
         if self._backlog:
             self._pump(now)
-
-    @staticmethod
-    def _response_event(
-        pdu: Pdu, frame: bytes, request_command_id: int, context: object
-    ) -> ResponseReceived:
-        return ResponseReceived(
-            pdu=pdu, frame=frame, request_command_id=request_command_id, context=context
-        )
-
-    @staticmethod
-    def _decode_response(frame: bytes, command_id: int, status: int, sequence_number: int) -> Pdu:
-        try:
-            return decode(frame)
-        except PduDecodeError:
-            # Never answer a response; keep its bytes so a relay can still pass it on.
-            return RawPdu(
-                command_id=command_id,
-                command_status=status,
-                sequence_number=sequence_number,
-                body=frame[HEADER_LENGTH:],
-            )
 
     def _on_request(
         self,
         frame: bytes,
         command_id: int,
+        status: int,
         sequence_number: int,
         now: float,
         events: list[Event],
     ) -> None:
+        if command_id in self._recv_plain:
+            # The per-PDU path: a request the application answers, allowed in this state.
+            try:
+                pdu = decode_body(frame, command_id, status, sequence_number)
+            except PduDecodeError as exc:
+                self._reject(exc.command_id, exc.sequence_number, exc.status, str(exc), events)
+                return
+            unanswered = self._unanswered
+            unanswered[sequence_number] = unanswered.get(sequence_number, 0) + 1
+            self._unanswered_count += 1
+            events.append(_request_received(pdu, frame))
+            return
         if command_id not in self._recv_allowed:
-            if command_id in KNOWN_REQUESTS:
+            if command_id in _KNOWN_REQUEST_IDS:
                 status = rejection_status(self._state, command_id)
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
             if not (self._config.relay_vendor_pdus and is_vendor_command(command_id)):
                 self._out.append(
-                    _bare(CommandId.GENERIC_NACK, CommandStatus.ESME_RINVCMDID, sequence_number)
+                    _bare(_GENERIC_NACK, CommandStatus.ESME_RINVCMDID, sequence_number)
                 )
                 events.append(
                     PduRejected(
@@ -379,25 +408,25 @@ class Session:
                 status = CommandStatus.ESME_RINVBNDSTS
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
-        elif command_id == CommandId.ENQUIRE_LINK:
-            self._out.append(_bare(CommandId.ENQUIRE_LINK_RESP, 0, sequence_number))
+        elif command_id == _ENQUIRE_LINK:
+            self._out.append(_bare(_ENQUIRE_LINK_RESP, 0, sequence_number))
             return
-        elif command_id == CommandId.UNBIND:
+        elif command_id == _UNBIND_ID:
             self._unbind_from_peer(sequence_number, now, events)
             return
         try:
-            pdu = decode(frame)
+            pdu = decode_body(frame, command_id, status, sequence_number)
         except PduDecodeError as exc:
             self._reject(exc.command_id, exc.sequence_number, exc.status, str(exc), events)
             return
-        if command_id in REQUESTS_WITHOUT_RESPONSE:
+        if command_id in _NO_RESPONSE_IDS:
             self._set_state(next_state(self._state, command_id))  # outbind -> OUTBOUND
         else:
             if isinstance(pdu, BindRequest):
                 self._pending_system_id = pdu.system_id
             self._unanswered[sequence_number] = self._unanswered.get(sequence_number, 0) + 1
             self._unanswered_count += 1
-        events.append(RequestReceived(pdu=pdu, frame=frame))
+        events.append(_request_received(pdu, frame))
 
     def _reject(
         self,
@@ -444,7 +473,21 @@ class Session:
         request is queued (``backlog``) and goes out, in order, as responses free slots.
         Raises LocalProtocolError if this side may not send that command in the current state.
         """
-        if self._state is BindState.CLOSED:
+        if type(pdu_or_frame) is bytes and len(pdu_or_frame) >= HEADER_LENGTH:
+            # The relay's per-PDU path: a frame of a command with nothing to do but the window
+            # (CLOSED allows nothing, so no closed check is needed either).
+            (command_id,) = _U32.unpack_from(pdu_or_frame, 4)
+            if command_id in self._send_plain:
+                sequence_number = self._allocator.next()
+                frame = pdu_or_frame[:12] + _U32.pack(sequence_number) + pdu_or_frame[16:]
+                window = self._window
+                if self._backlog or window.full:
+                    self._backlog.append((sequence_number, command_id, frame, context))
+                else:
+                    window.add(sequence_number, command_id, now + self._response_timeout, context)
+                    self._out.append(frame)
+                return sequence_number
+        if self._state is _CLOSED:
             raise LocalProtocolError("session is closed")
         if isinstance(pdu_or_frame, bytes):
             frame = pdu_or_frame
@@ -512,25 +555,33 @@ class Session:
         encoded. A bind response with ESME_ROK binds the session. Raises LocalProtocolError when
         no inbound request with that sequence_number is awaiting an answer.
         """
-        if self._state is BindState.CLOSED:
+        if self._state is _CLOSED:
             raise LocalProtocolError("session is closed")
-        frame = pdu_or_frame if isinstance(pdu_or_frame, bytes) else encode(pdu_or_frame)
-        if sequence_number is not None:
-            frame = with_sequence(frame, sequence_number)
+        frame = pdu_or_frame if type(pdu_or_frame) is bytes else _frame_of(pdu_or_frame)
         if len(frame) < HEADER_LENGTH:
+            if sequence_number is not None:
+                with_sequence(frame, sequence_number)  # raises its FramingError
             raise LocalProtocolError("frame shorter than an SMPP header")
-        _, command_id, status, sequence_number = _HEADER.unpack_from(frame)
+        _, command_id, status, seq = _HEADER.unpack_from(frame)
+        if sequence_number is None:
+            sequence_number = seq
+        elif sequence_number != seq:
+            try:
+                frame = frame[:12] + _U32.pack(sequence_number) + frame[16:]
+            except struct.error as exc:
+                raise PduEncodeError(f"sequence_number {sequence_number} out of range") from exc
         if not command_id & RESPONSE_BIT:
             raise LocalProtocolError(f"{command_name(command_id)} is a request: use send_request")
-        owed = self._unanswered.get(sequence_number)
+        unanswered = self._unanswered
+        owed = unanswered.get(sequence_number)
         if owed is None:
             raise LocalProtocolError(f"no request with sequence_number {sequence_number} is owed")
         if owed == 1:
-            del self._unanswered[sequence_number]
+            del unanswered[sequence_number]
         else:
-            self._unanswered[sequence_number] = owed - 1
+            unanswered[sequence_number] = owed - 1
         self._unanswered_count -= 1
-        if self._state in _OPEN_STATES:
+        if self._is_open:
             bound = next_state(self._state, command_id, status)
             if bound in BOUND_STATES:
                 self._bound(bound)
@@ -569,7 +620,7 @@ class Session:
         Requests still outstanding or queued stay for abandon_outstanding().
         """
         events: list[Event] = []
-        if self._state is not BindState.CLOSED:
+        if self._state is not _CLOSED:
             self._close_into(events, reason)
         return events
 
@@ -604,31 +655,37 @@ class Session:
 
     def get_timer(self) -> float | None:
         """The earliest time at which handle_timer has something to do, or None."""
-        if self._state is BindState.CLOSED:
+        if self._state is _CLOSED:
             return None
-        config = self._config
+        # Called after every batch the connection writes: straight-line, no lists.
         timer = self._window.next_deadline()
-        candidates: list[float | None] = [self._unbind_deadline]
-        if self._state in _OPEN_STATES:
-            candidates.append(self._bind_deadline)
-        if config.inactivity_timeout_s is not None:
-            candidates.append(self._last_rx + config.inactivity_timeout_s)
-        candidates.append(self._keepalive_due_at())
-        for candidate in candidates:
+        candidate = self._unbind_deadline
+        if candidate is not None and (timer is None or candidate < timer):
+            timer = candidate
+        if self._is_open:
+            candidate = self._bind_deadline
             if candidate is not None and (timer is None or candidate < timer):
                 timer = candidate
+        inactivity = self._config.inactivity_timeout_s
+        if inactivity is not None:
+            candidate = self._last_rx + inactivity
+            if timer is None or candidate < timer:
+                timer = candidate
+        candidate = self._keepalive_due_at()
+        if candidate is not None and (timer is None or candidate < timer):
+            timer = candidate
         return timer
 
     def _keepalive_due_at(self) -> float | None:
         interval = self._config.enquire_link_interval_s
-        if interval is None or self._keepalive_seq is not None or self._state not in BOUND_STATES:
+        if interval is None or self._keepalive_seq is not None or not self._is_bound:
             return None
         return self._last_rx + interval
 
     def handle_timer(self, now: float) -> list[Event]:
         """Act on every deadline at or before ``now``."""
         events: list[Event] = []
-        if self._state is BindState.CLOSED:
+        if self._state is _CLOSED:
             return events
         config = self._config
         expired = self._window.expired(now)
@@ -682,8 +739,11 @@ class Session:
 
     def _set_state(self, state: BindState) -> None:
         self._state = state
-        self._send_allowed = self._send_table[state]
-        self._recv_allowed = self._recv_table[state]
+        self._send_allowed, self._send_plain = self._send_table[state]
+        self._recv_allowed, self._recv_plain = self._recv_table[state]
+        # Flags for the per-PDU paths, where an Enum in a set costs a Python-level hash.
+        self._is_bound = state in BOUND_STATES
+        self._is_open = state in _OPEN_STATES
 
     def _bound(self, state: BindState) -> None:
         self._set_state(state)
@@ -703,15 +763,16 @@ class Session:
 
     def _pump(self, now: float) -> None:
         """Move queued requests into the window while it has room (bound states only)."""
-        if self._state not in BOUND_STATES:
+        if not self._is_bound:
             return
         window = self._window
         backlog = self._backlog
-        deadline = now + self._config.response_timeout_s
+        out = self._out
+        deadline = now + self._response_timeout
         while backlog and not window.full:
             sequence_number, command_id, frame, context = backlog.popleft()
             window.add(sequence_number, command_id, deadline, context)
-            self._out.append(frame)
+            out.append(frame)
 
     def _close_into(self, events: list[Event], reason: str) -> None:
         # The window and backlog stay as they are, for abandon_outstanding().

@@ -42,6 +42,9 @@ class Outstanding(NamedTuple):
     context: object
 
 
+_new_tuple = tuple.__new__
+
+
 class Window:
     """Outstanding requests by sequence number, oldest deadline first, at most ``limit`` of them.
 
@@ -83,11 +86,13 @@ class Window:
         force: bool = False,
     ) -> None:
         """Record a request just sent; raises LocalProtocolError if full or the number is in use."""
-        if sequence_number in self._entries:
+        entries = self._entries
+        if sequence_number in entries:
             raise LocalProtocolError(f"sequence_number {sequence_number} is already outstanding")
-        if not force and len(self._entries) >= self._limit:
+        if not force and len(entries) >= self._limit:
             raise LocalProtocolError(f"window full ({self._limit} outstanding)")
-        self._entries[sequence_number] = Outstanding(command_id, deadline, context)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (once per request sent).
+        entries[sequence_number] = _new_tuple(Outstanding, (command_id, deadline, context))
 
     def get(self, sequence_number: int) -> Outstanding | None:
         """The outstanding request with this number, left in place, or None."""

@@ -15,6 +15,7 @@ from gateway.smpp.pdu import (
     DataSm,
     EnquireLink,
     Pdu,
+    RawPdu,
     SubmitMulti,
     SubmitSm,
     SubmitSmResp,
@@ -81,7 +82,8 @@ def wire_realistic(draw: st.DrawFn) -> Pdu:
     codec passes them through on purpose. Vendor-range TLVs (0x1400-0x3FFF) stay opaque to it.
     Statuses come from the assigned ranges: Wireshark skips PDUs with a reserved status.
     """
-    pdu = draw(any_pdu())
+    # Not RawPdu: an unknown command id makes the dissector give up on the rest of the segment.
+    pdu = draw(any_pdu().filter(lambda p: not isinstance(p, RawPdu)))
     body_absent = getattr(pdu, "message_id", "") is None or getattr(pdu, "system_id", "") is None
     status = draw(STATUSES if body_absent else STATUSES | st.just(0))
     changes: dict[str, object] = {
