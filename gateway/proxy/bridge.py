@@ -145,6 +145,7 @@ class Bridge:
         self._connecting: asyncio.Task[None] | None = None
         self._bind_guard: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
+        self._in_batch = False
         self._idle = asyncio.Event()
         self._done = asyncio.Event()
         self._log = log.bind(conn_id=self.conn_id)
@@ -156,15 +157,22 @@ class Bridge:
     # --- ConnectionHandler ------------------------------------------------------------------
 
     def handle_events(self, conn: SmppConnection, events: list[ev.Event]) -> None:
-        if conn is self.client:
-            for event in events:
-                self._client_event(event)
-        else:
-            for event in events:
-                self._upstream_event(event)
+        # Hooks settled inside this batch need no deferred flush: the batch's own flush below
+        # writes what they queued, one write per leg.
+        self._in_batch = True
+        try:
+            if conn is self.client:
+                for event in events:
+                    self._client_event(event)
+            else:
+                for event in events:
+                    self._upstream_event(event)
+        finally:
+            self._in_batch = False
         self._flush_both()
         self._update_backpressure()
-        self._check_idle()
+        if self.draining:
+            self._check_idle()
 
     def connection_lost(self, conn: SmppConnection, exc: Exception | None) -> None:
         if conn is not self.client and conn is not self.upstream:
@@ -559,6 +567,8 @@ class Bridge:
             self.upstream.flush()
 
     def _flush_soon(self) -> None:
+        if self._in_batch:
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._deferred_flush)
@@ -567,7 +577,8 @@ class Bridge:
         self._flush_scheduled = False
         self._flush_both()
         self._update_backpressure()
-        self._check_idle()
+        if self.draining:  # only drain() waits for idleness
+            self._check_idle()
 
     def _update_backpressure(self) -> None:
         up = self.upstream
@@ -619,7 +630,16 @@ class Bridge:
             conn.flush()
             return
         if session.state in (BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX):
-            session.start_unbind(self.loop.time())
+            # What crosses our unbind on the wire was valid when sent: answer it with a status
+            # the peer retries (a client: RTHROTTLED while draining, else RSYSERR; the SMSC:
+            # RX_T_APPN, so it delivers the MO again).
+            if conn is self.client:
+                refusal = (
+                    CommandStatus.ESME_RTHROTTLED if self.draining else CommandStatus.ESME_RSYSERR
+                )
+            else:
+                refusal = CommandStatus.ESME_RX_T_APPN
+            session.start_unbind(self.loop.time(), refusal)
             conn.flush()
         elif session.state != BindState.UNBOUND:
             conn.close(reason)

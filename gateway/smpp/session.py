@@ -194,6 +194,7 @@ class Session:
         "_unanswered_count",
         "_unbind_deadline",
         "_unbind_outcome",
+        "_unbind_refusal",
         "_window",
     )
 
@@ -229,6 +230,10 @@ class Session:
         self._system_id: str | None = None
         self._pending_system_id = ""
         self._close_reason: str | None = None
+        # Set when we unbind: a request the peer sent before it saw our unbind crossed it on
+        # the wire. It was valid when sent, so it gets a status clients retry, not
+        # ESME_RINVBNDSTS, which Kannel treats as permanent (the message would be lost).
+        self._unbind_refusal: int | None = None
 
     # --- properties ------------------------------------------------------------------------
 
@@ -388,6 +393,10 @@ class Session:
             return
         if command_id not in self._recv_allowed:
             if command_id in _KNOWN_REQUEST_IDS:
+                refusal = self._unbind_refusal
+                if refusal is not None and self._crossed_our_unbind(command_id):
+                    self._reject(command_id, sequence_number, refusal, "crossed our unbind", events)
+                    return
                 status = rejection_status(self._state, command_id)
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
@@ -591,15 +600,28 @@ class Session:
             self._unbind_outcome = "unbind completed"
             self._unbind_deadline = now  # all answered: close at the next handle_timer
 
-    def start_unbind(self, now: float) -> list[Event]:
+    def _crossed_our_unbind(self, command_id: int) -> bool:
+        bind_type = self._bind_type
+        return (
+            self._state is BindState.UNBOUND
+            and bind_type is not None
+            and command_id in self._recv_table[bind_type][0]
+        )
+
+    def start_unbind(
+        self, now: float, refuse_status: int = CommandStatus.ESME_RSYSERR
+    ) -> list[Event]:
         """End the session cleanly: unbind if bound, else close at once.
 
         Returns [SessionClosed] when the session was not bound, else nothing: it closes when the
         unbind_resp arrives or after unbind_timeout_s. Requests still in the backlog are never
         sent (the state no longer allows them); collect them with abandon_outstanding().
+        Requests the peer sent before it saw our unbind are answered with ``refuse_status``
+        (temporary by default: clients retry it).
         """
         events: list[Event] = []
         if self._state in BOUND_STATES:
+            self._unbind_refusal = refuse_status
             sequence_number = self._allocator.next()
             self._window.add(
                 sequence_number,

@@ -20,8 +20,9 @@ another connection committed). Only when it changed does the probe read ``meta.c
 counter that triggers bump on every change of ``events`` and ``current``; if the counter moved
 past what this object's own commits account for, the whole cache is dropped. A write never
 bypasses the counter, even one made by hand with the sqlite3 shell. ``change_check_interval_s``
-trades that per-lookup check for a bounded delay before other processes' changes are seen
-(0, the default, checks before every cache answer).
+trades that check for a bounded delay before other processes' changes are seen (0, the
+default, checks once per turn of the event loop: every PDU of one read is decided in one turn,
+and a change committed elsewhere during a turn is a race the next turn settles).
 
 Start-up cost does not depend on the number of records: nothing is loaded at start. Schema
 versions live in ``PRAGMA user_version``; ``_MIGRATIONS[n]`` brings version n-1 to n, run in
@@ -403,6 +404,7 @@ class SqliteStore:
         self._next_check = 0.0
         self._probe: sqlite3.Connection | None = None
         self._data_version = -1
+        self._checked_this_turn = False
         self._known_seq = -1
         self._closed = False
 
@@ -466,6 +468,14 @@ class SqliteStore:
             if now < self._next_check:
                 return True
             self._next_check = now + self._check_interval_s
+        elif self._checked_this_turn:
+            return True
+        else:
+            try:
+                asyncio.get_running_loop().call_soon(self._end_turn)
+                self._checked_this_turn = True
+            except RuntimeError:
+                pass  # no loop (a synchronous caller): check every time
         probe = self._probe
         if probe is None:
             return False
@@ -483,6 +493,9 @@ class SqliteStore:
             self._cache.clear()
             self._known_seq = seq
         return True
+
+    def _end_turn(self) -> None:
+        self._checked_this_turn = False
 
     # --- ConsentStore -------------------------------------------------------------------------
 

@@ -102,18 +102,9 @@ class TestSmscFaults:
         assert ok == sent[:10]
         # RSYSERR for those in flight upstream; those that crossed the gateway's unbind get
         # RINVBNDSTS today (see the test below).
-        assert {statuses[seq] for seq in sent[10:]} <= {
-            CommandStatus.ESME_RSYSERR,
-            CommandStatus.ESME_RINVBNDSTS,
-        }
+        assert {statuses[seq] for seq in sent[10:]} == {CommandStatus.ESME_RSYSERR}
         assert unbound
 
-    @pytest.mark.xfail(
-        reason="defect: a submit crossing the unbind the gateway sent (upstream lost) gets "
-        "ESME_RINVBNDSTS, which Kannel treats as permanent, so the message is lost; the "
-        "session core should answer it with a temporary status (fix in gateway/smpp)",
-        strict=True,
-    )
     async def test_submit_crossing_the_gateways_unbind_gets_a_temporary_error(
         self, sim: Simulator, gateway: Gateway
     ) -> None:

@@ -607,8 +607,9 @@ class TestUnbind:
         events = link.to_esme()
         assert kinds(events) == [UnexpectedResponse, SessionClosed]
 
-    def test_requests_refused_while_unbinding(self, pair: Pair) -> None:
-        """After we unbind, a new request from the peer is refused with ESME_RINVBNDSTS."""
+    def test_requests_crossing_our_unbind_get_a_temporary_status(self, pair: Pair) -> None:
+        """A request the bind allowed, sent before the peer saw our unbind, gets ESME_RSYSERR
+        (clients retry it), not ESME_RINVBNDSTS, which Kannel treats as permanent."""
         pair.smsc.start_unbind(pair.now)
         pair.smsc.data_to_send()
         events = pair.smsc.receive_data(encode(p.SubmitSm(sequence_number=8)), pair.now)
@@ -616,8 +617,25 @@ class TestUnbind:
         assert header(pair.smsc.data_to_send()) == (
             16,
             CommandId.SUBMIT_SM_RESP,
-            CommandStatus.ESME_RINVBNDSTS,
+            CommandStatus.ESME_RSYSERR,
             8,
+        )
+
+    def test_the_crossing_status_is_the_callers(self, pair: Pair) -> None:
+        """start_unbind(refuse_status=...) picks the status for requests that cross it."""
+        pair.smsc.start_unbind(pair.now, refuse_status=CommandStatus.ESME_RTHROTTLED)
+        pair.smsc.data_to_send()
+        pair.smsc.receive_data(encode(p.SubmitSm(sequence_number=9)), pair.now)
+        assert header(pair.smsc.data_to_send())[2] == CommandStatus.ESME_RTHROTTLED
+
+    def test_requests_the_bind_never_allowed_stay_wrong_state(self, pair: Pair) -> None:
+        """After we unbind, a PDU the bind type never took still gets ESME_RINVBNDSTS."""
+        pair.smsc.start_unbind(pair.now)
+        pair.smsc.data_to_send()
+        pair.smsc.receive_data(encode(p.DeliverSm(sequence_number=10)), pair.now)
+        assert header(pair.smsc.data_to_send())[1:3] == (
+            CommandId.DELIVER_SM_RESP,
+            CommandStatus.ESME_RINVBNDSTS,
         )
 
     def test_crossing_unbinds(self, pair: Pair) -> None:

@@ -71,13 +71,15 @@ class TestOtherWriters:
     async def test_hand_edit_of_current_drops_the_cache(
         self, store: SqliteStore, db_path: Path
     ) -> None:
-        """A change made by another process, even plain SQL, is seen on the next lookup."""
+        """A change made by another process, even plain SQL, is seen from the next turn of the
+        event loop on (the store checks once per turn: one read's PDUs share one check)."""
         await store.append(make_event(state=ConsentState.OPTED_IN))
         assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_IN
         assert store.cached_current(SUB_A) is not None
         conn = sqlite3.connect(db_path, isolation_level=None)
         conn.execute("UPDATE current SET state = 'blocked'")
         conn.close()
+        await asyncio.sleep(0)  # the next turn of the loop, not a wait for time to pass
         assert store.cached_current(SUB_A) is None
         assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.BLOCKED
 
