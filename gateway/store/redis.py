@@ -455,7 +455,11 @@ class RedisStore:
         elif kind == "subscribe":
             self._cache.enable(self._lease_s)
             self._subscribed.set()
-        elif kind == "pong":
+        elif kind not in ("unsubscribe", "psubscribe", "punsubscribe"):
+            # The answer to our heartbeat PING. redis-py 8 mis-parses a PONG on a subscribed
+            # RESP2 connection (the type comes out as "P" or "h"), so do not insist on "pong":
+            # any reply on this connection proves every invalidation published before our
+            # PING has been read, which is all the lease needs.
             self._cache.extend(self._lease_s)
 
     @property
