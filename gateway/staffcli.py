@@ -6,15 +6,21 @@ import argparse
 import asyncio
 import json
 import sys
-import time
-from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.consent.model import Actor, AddressKind, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError
 from gateway.store.factory import open_store
-from gateway.store.staff import StaffError, scope_from, set_blocked, set_state, summary
+from gateway.store.staff import (
+    StaffError,
+    event_json,
+    scope_from,
+    set_blocked,
+    set_state,
+    summary,
+    utc_stamp,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,34 +46,6 @@ def _sender(number: str | None, config: GatewayConfig) -> str | None:
     return None if number is None else _subscriber(number, config) or number
 
 
-def _stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-
-
-def _reason(event: ConsentEvent) -> str | None:
-    """A staff change keeps its reason where a keyword event keeps the subscriber's words."""
-    return None if event.actor is Actor.KEYWORD else event.words
-
-
-def _event_dict(event: ConsentEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "at": _stamp(event.at),
-        "subscriber": event.subscriber,
-        "scope": event.scope,
-        "state": event.state.value,
-        "actor": event.actor.value,
-        "match": event.match.value,
-        "words": event.words,
-        "reason": _reason(event),
-        "sender": event.sender,
-        "campaign": event.campaign,
-        "system_id": event.system_id,
-        "smsc_message_id": event.smsc_message_id,
-        "instance": event.instance,
-    }
-
-
 async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str) -> int:
     instance = f"{config.instance}/cli"
     store: ConsentStore = await open_store(config.store.url, instance=instance)
@@ -77,7 +55,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
             records = await store.current(subscriber)
             state = summary(records) if records else ConsentState.UNKNOWN
             rows = [
-                {"scope": r.scope, "state": r.state.value, "updated_at": _stamp(r.updated_at)}
+                {"scope": r.scope, "state": r.state.value, "updated_at": utc_stamp(r.updated_at)}
                 for r in sorted(records.values(), key=lambda r: r.scope)
             ]
             if args.json:
@@ -90,7 +68,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
         if action == "history":
             events = await store.history(subscriber, args.scope)
             if args.json:
-                print(json.dumps([_event_dict(e) for e in events]))
+                print(json.dumps([event_json(e) for e in events]))
             else:
                 for e in events:
                     if not e.words:
@@ -100,7 +78,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                     else:
                         words = f" reason={e.words!r}"
                     print(
-                        f"{_stamp(e.at)} {e.scope} -> {e.state.value} by {e.actor.value}"
+                        f"{utc_stamp(e.at)} {e.scope} -> {e.state.value} by {e.actor.value}"
                         f"{words} campaign={e.campaign or '-'} system_id={e.system_id or '-'}"
                         f" instance={e.instance or '-'}"
                     )
@@ -135,7 +113,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
             print(f"{subscriber}: not blocked, nothing changed", file=sys.stderr)
             return EXIT_OK
         if args.json:
-            print(json.dumps(_event_dict(event)))
+            print(json.dumps(event_json(event)))
         else:
             print(f"{subscriber}: {event.scope} -> {event.state.value} (event {event.event_id})")
         return EXIT_OK

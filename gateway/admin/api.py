@@ -14,42 +14,26 @@ bind the admin listener to loopback or a management network). The consent endpoi
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import unquote
 
 from gateway.admin.http import HttpError, HttpServer, Request, Response, json_response
 from gateway.consent.model import Actor, AddressKind, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
-from gateway.store.staff import StaffError, scope_from, set_blocked, set_state, summary
+from gateway.store.staff import (
+    StaffError,
+    event_json,
+    scope_from,
+    set_blocked,
+    set_state,
+    summary,
+    utc_stamp,
+)
 from gateway.telemetry.metrics import Metrics
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-
-
-def event_json(event: ConsentEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "at": _stamp(event.at),
-        "subscriber": event.subscriber,
-        "scope": event.scope,
-        "state": event.state.value,
-        "actor": event.actor.value,
-        "match": event.match.value,
-        "words": event.words,
-        "sender": event.sender,
-        "campaign": event.campaign,
-        "system_id": event.system_id,
-        "smsc_message_id": event.smsc_message_id,
-        "instance": event.instance,
-    }
 
 
 class AdminApi:
@@ -155,7 +139,11 @@ class AdminApi:
                 "subscriber": subscriber,
                 "state": state.value,
                 "scopes": [
-                    {"scope": r.scope, "state": r.state.value, "updated_at": _stamp(r.updated_at)}
+                    {
+                        "scope": r.scope,
+                        "state": r.state.value,
+                        "updated_at": utc_stamp(r.updated_at),
+                    }
                     for r in sorted(records.values(), key=lambda r: r.scope)
                 ],
             }

@@ -233,23 +233,8 @@ class Bridge:
                 )
             elif isinstance(ctx, _Own):
                 ctx.callback(None, None)
-        elif isinstance(event, ev.PduRejected):
-            self.metrics.pdus_rejected_total.labels("client", status_name(event.status)).inc()
-            self._log.info(
-                logs.PDU_REJECTED,
-                leg="client",
-                command_id=command_name(event.command_id),
-                sequence_number=event.sequence_number,
-                command_status=status_name(event.status),
-                reason=event.reason,
-            )
-        elif isinstance(event, ev.UnexpectedResponse):
-            self._log.info(
-                logs.PDU_UNEXPECTED_RESPONSE,
-                leg="client",
-                command_id=command_name(event.pdu.command_id),
-                sequence_number=event.pdu.sequence_number,
-            )
+        elif isinstance(event, ev.PduRejected | ev.UnexpectedResponse):
+            self._log_protocol_fault("client", event)
         elif isinstance(event, ev.UnbindReceived):
             # The upstream leg stays bound until the client's session closes: at once when it is
             # owed nothing, else once its requests (some maybe still queued behind the upstream
@@ -403,23 +388,8 @@ class Bridge:
                 self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
             elif isinstance(ctx, _Own):
                 ctx.callback(None, None)
-        elif isinstance(event, ev.PduRejected):
-            self.metrics.pdus_rejected_total.labels("upstream", status_name(event.status)).inc()
-            self._log.info(
-                logs.PDU_REJECTED,
-                leg="upstream",
-                command_id=command_name(event.command_id),
-                sequence_number=event.sequence_number,
-                command_status=status_name(event.status),
-                reason=event.reason,
-            )
-        elif isinstance(event, ev.UnexpectedResponse):
-            self._log.info(
-                logs.PDU_UNEXPECTED_RESPONSE,
-                leg="upstream",
-                command_id=command_name(event.pdu.command_id),
-                sequence_number=event.pdu.sequence_number,
-            )
+        elif isinstance(event, ev.PduRejected | ev.UnexpectedResponse):
+            self._log_protocol_fault("upstream", event)
         elif isinstance(event, ev.UnbindReceived):
             self._log.info(logs.UNBIND_RECEIVED, leg="upstream")
             assert self.upstream is not None
@@ -429,6 +399,26 @@ class Bridge:
             assert self.upstream is not None
             self._fail_client_requests(self.upstream)
             self._end_client(f"upstream: {event.reason}")
+
+    def _log_protocol_fault(self, leg: str, event: ev.PduRejected | ev.UnexpectedResponse) -> None:
+        """What the session answered or dropped on its own: the operator's view of bad input."""
+        if isinstance(event, ev.PduRejected):
+            self.metrics.pdus_rejected_total.labels(leg, status_name(event.status)).inc()
+            self._log.info(
+                logs.PDU_REJECTED,
+                leg=leg,
+                command_id=command_name(event.command_id),
+                sequence_number=event.sequence_number,
+                command_status=status_name(event.status),
+                reason=event.reason,
+            )
+        else:
+            self._log.info(
+                logs.PDU_UNEXPECTED_RESPONSE,
+                leg=leg,
+                command_id=command_name(event.pdu.command_id),
+                sequence_number=event.pdu.sequence_number,
+            )
 
     def _upstream_bind_response(self, pdu: p.Pdu, frame: bytes, ctx: _BindFromClient) -> None:
         status = pdu.command_status

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from gateway.consent.model import (
     GLOBAL_SCOPE,
@@ -122,3 +123,29 @@ def summary(records: Mapping[str, ConsentRecord]) -> ConsentState:
     """The state that decides across all of a subscriber's scopes (for display)."""
     state, _key = effective_state(tuple(records), records)
     return state
+
+
+def utc_stamp(at: float) -> str:
+    """Seconds since the epoch as an ISO 8601 UTC time, as the CLI and the API print them."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def event_json(event: ConsentEvent) -> dict[str, Any]:
+    """One consent event as the CLI (--json) and the admin API show it."""
+    return {
+        "event_id": event.event_id,
+        "at": utc_stamp(event.at),
+        "subscriber": event.subscriber,
+        "scope": event.scope,
+        "state": event.state.value,
+        "actor": event.actor.value,
+        "match": event.match.value,
+        "words": event.words,
+        # A staff change keeps its reason where a keyword event keeps the subscriber's words.
+        "reason": None if event.actor is Actor.KEYWORD else event.words,
+        "sender": event.sender,
+        "campaign": event.campaign,
+        "system_id": event.system_id,
+        "smsc_message_id": event.smsc_message_id,
+        "instance": event.instance,
+    }
