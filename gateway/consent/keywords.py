@@ -105,6 +105,16 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": 
 
 def normalise_text(text: str) -> str:
     """The comparable form of a message (see the module docstring for the steps)."""
+    if text.isascii():
+        # Most traffic: NFKC changes no ASCII text, none of it is a format character, and
+        # casefold is lower(); the same steps, each one a C call.
+        text = text.replace("-", " ").replace("_", " ").lower().strip(_ASCII_EDGES)
+        return " ".join(text.split())
+    return _normalise_unicode(text)
+
+
+def _normalise_unicode(text: str) -> str:
+    """``normalise_text`` for any text, step by step."""
     text = unicodedata.normalize("NFKC", text)
     out: list[str] = []
     for ch in text:
@@ -125,6 +135,10 @@ def normalise_text(text: str) -> str:
 
 def _is_edge(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch)[0] in "PSZC"
+
+
+# The ASCII edge characters, for the fast path (whose hyphens are "-" and "_").
+_ASCII_EDGES = "".join(ch for ch in map(chr, range(128)) if _is_edge(ch))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

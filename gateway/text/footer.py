@@ -48,9 +48,31 @@ _OPT_OUT_PATTERNS = tuple(
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"'})
 
 
+def _may_match(folded: str) -> bool:
+    """False when no pattern above can match: each needs one of these words in the folded text.
+    Most messages hold none of them, and substring tests cost far less than regex searches."""
+    return (
+        "stop" in folded
+        or "opt" in folded
+        or "unsub" in folded
+        or "end" in folded
+        or "arret" in folded
+        or "arrêt" in folded
+        or "quit" in folded
+        or "cancel" in folded
+        or "remove" in folded
+        or "revoke" in folded
+    )
+
+
 def already_has_opt_out(text: str) -> bool:
     """True when ``text`` already tells the reader how to opt out (case-insensitive)."""
-    folded = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    if text.isascii():
+        folded = text.lower()  # NFKC and the quote table change no ASCII text
+    else:
+        folded = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    if not _may_match(folded):
+        return False
     return any(p.search(folded) for p in _OPT_OUT_PATTERNS)
 
 

@@ -10,6 +10,8 @@ this is the module every other one already imports.
 
 from __future__ import annotations
 
+import codecs
+
 from gateway.errors import GatewayError
 
 ESCAPE = 0x1B
@@ -41,6 +43,10 @@ _EXTENSION: dict[int, str] = {
 
 _ENCODE_BASIC: dict[str, int] = {ch: i for i, ch in enumerate(_BASIC) if i != ESCAPE}
 _ENCODE_EXTENSION: dict[str, int] = {ch: code for code, ch in _EXTENSION.items()}
+
+# Octet -> character for text without escapes, for the C charmap codec: septets as the basic
+# table, octets with the high bit as U+FFFD (0x1B is never looked up: such data takes the loop).
+_DECODE_TABLE = _BASIC + "\ufffd" * 128
 
 #: Characters that cost two septets (escape + code).
 EXTENSION_CHARACTERS = frozenset(_ENCODE_EXTENSION)
@@ -109,6 +115,9 @@ def decode(data: bytes) -> str:
     reserved escape to a further table) and a trailing lone escape show a space. An octet with the
     high bit set is not a septet and becomes U+FFFD.
     """
+    if ESCAPE not in data:
+        # The common case, in C: every octet stands for one character.
+        return codecs.charmap_decode(data, "strict", _DECODE_TABLE)[0]
     out: list[str] = []
     i = 0
     n = len(data)
