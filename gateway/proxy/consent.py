@@ -46,7 +46,13 @@ from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
 from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode
-from gateway.smpp.constants import CommandStatus, DataCoding, EsmClass, status_name
+from gateway.smpp.constants import (
+    CommandStatus,
+    DataCoding,
+    EsmClass,
+    command_name,
+    status_name,
+)
 from gateway.smpp.errors import SmppError
 from gateway.store.base import ConsentStore, StoreUnavailableError
 from gateway.telemetry import logs
@@ -292,16 +298,14 @@ class ConsentEnforcer:
         report = account is not None and account.accept_and_report
         if reason is RejectReason.STORE_UNAVAILABLE:
             report = False  # a temporary refusal must stay visible so the client retries
-        self.metrics.mt_rejected_total.labels(reason.value).inc()
-        log.info(
-            logs.MT_REJECTED,
-            conn_id=client.conn_id,
-            system_id=client.system_id,
-            campaign=campaign.name,
-            subscriber=mask_subscriber(subscriber.value),
-            reason=reason.value,
+        self._log_refusal(
+            request,
+            campaign,
+            subscriber,
+            reason,
+            status,
+            command_id=command_name(pdu.command_id),
             scope=decision.scope if isinstance(decision, Reject) else None,
-            command_status=status_name(status),
             service_type=pdu.service_type,
             reported=report,
         )
@@ -313,6 +317,28 @@ class ConsentEnforcer:
             return status
         request.reject(status)
         return status
+
+    def _log_refusal(
+        self,
+        request: MtRequest,
+        campaign: Campaign,
+        subscriber: SmsAddress,
+        reason: RejectReason,
+        status: int,
+        **fields: object,
+    ) -> None:
+        """Every refused send, for the compliance officer (mt_rejected) and the metrics."""
+        self.metrics.mt_rejected_total.labels(reason.value).inc()
+        log.info(
+            logs.MT_REJECTED,
+            conn_id=request.client.conn_id,
+            system_id=request.client.system_id,
+            campaign=campaign.name,
+            subscriber=mask_subscriber(subscriber.value),
+            reason=reason.value,
+            command_status=status_name(status),
+            **fields,
+        )
 
     def _report_rejected(
         self, request: MtRequest, pdu: p.SubmitSm | p.DataSm, message_id: str
@@ -425,16 +451,15 @@ class ConsentEnforcer:
                 kept.append(dest)
                 continue
             status = self.config.statuses.status(decision.reason)
-            self.metrics.mt_rejected_total.labels(decision.reason.value).inc()
-            log.info(
-                logs.MT_REJECTED,
-                conn_id=request.client.conn_id,
-                system_id=request.client.system_id,
-                campaign=campaign.name,
-                subscriber=mask_subscriber(subscriber.value),
-                reason=decision.reason.value,
-                command_status=status_name(status),
+            self._log_refusal(
+                request,
+                campaign,
+                subscriber,
+                decision.reason,
+                status,
                 command_id="submit_multi",
+                scope=decision.scope if isinstance(decision, Reject) else None,
+                service_type=pdu.service_type,
             )
             refused.append(
                 p.UnsuccessSme(
