@@ -257,17 +257,8 @@ class ConsentEnforcer:
         part_key: tuple[object, ...] | None,
         footer_seen: bool,
     ) -> None:
-        decision = decide_mt(
-            campaign=campaign,
-            subscriber=subscriber,
-            sender=sender,
-            system_id=request.client.system_id,
-            service_type=pdu.service_type,
-            records=records,
-            now=time.time(),
-            new_event_id=new_event_id,
-            instance=self.instance,
-            footer_seen=footer_seen,
+        decision = self._policy(
+            request, pdu.service_type, campaign, sender, subscriber, records, footer_seen
         )
         if isinstance(decision, Allow):
             footer = decision.add_footer and self.footers is not None
@@ -317,6 +308,29 @@ class ConsentEnforcer:
             return status
         request.reject(status)
         return status
+
+    def _policy(
+        self,
+        request: MtRequest,
+        service_type: str,
+        campaign: Campaign,
+        sender: SmsAddress,
+        subscriber: SmsAddress,
+        records: Mapping[str, ConsentRecord],
+        footer_seen: bool,
+    ) -> Allow | Reject | RequestOptIn:
+        return decide_mt(
+            campaign=campaign,
+            subscriber=subscriber,
+            sender=sender,
+            system_id=request.client.system_id,
+            service_type=service_type,
+            records=records,
+            now=time.time(),
+            new_event_id=new_event_id,
+            instance=self.instance,
+            footer_seen=footer_seen,
+        )
 
     def _log_refusal(
         self,
@@ -436,16 +450,8 @@ class ConsentEnforcer:
                 self._store_down("current", exc)
                 request.reject(self.config.statuses.store_unavailable)
                 return
-            decision = decide_mt(
-                campaign=campaign,
-                subscriber=subscriber,
-                sender=sender,
-                system_id=request.client.system_id,
-                service_type=pdu.service_type,
-                records=records,
-                now=time.time(),
-                new_event_id=new_event_id,
-                instance=self.instance,
+            decision = self._policy(
+                request, pdu.service_type, campaign, sender, subscriber, records, False
             )
             if isinstance(decision, Allow):
                 kept.append(dest)
