@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmpplib import ESME, AbstractHook, BindMode, DeliverSm, PhoneNumber, SmppMessage, SubmitSm
+from aiosmpplib import ESME, BindMode, DeliverSm, PhoneNumber, SubmitSm
 from aiosmpplib import SubmitSmResp as AioSubmitSmResp
 
 from gateway.consent.model import ConsentState
 from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
+from tests.support.aiosmpp import Inbox
 from tests.support.consent import (
     BYSTANDER,
     NUMBER_1,
@@ -235,29 +235,6 @@ class TestOneSubscriber:
 # --- aiosmpplib ------------------------------------------------------------------------------
 
 
-class _Inbox(AbstractHook):  # type: ignore[misc]
-    """aiosmpplib hook that queues every message the ESME receives."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[SmppMessage] = asyncio.Queue()
-
-    async def sending(self, smpp_message: SmppMessage, pdu: bytes, client_id: str) -> None:
-        return None
-
-    async def received(self, smpp_message: SmppMessage | None, pdu: bytes, client_id: str) -> None:
-        if smpp_message is not None:
-            await self.inbox.put(smpp_message)
-
-    async def send_error(self, smpp_message: SmppMessage, error: Exception, client_id: str) -> None:
-        return None
-
-    async def next(self, kind: type[Any]) -> Any:
-        while True:
-            message = await asyncio.wait_for(self.inbox.get(), WAIT_S)
-            if isinstance(message, kind):
-                return message
-
-
 class TestAiosmpplib:
     async def test_stop_then_refused_submit(self, tmp_path: Path) -> None:
         """aiosmpplib gets the STOP forwarded and its next submit to that number refused 0x45."""
@@ -265,7 +242,7 @@ class TestAiosmpplib:
             simulator() as sim,
             consent_gateway(sim.port, f"sqlite:{tmp_path}/c.db", campaigns=acme_campaigns()) as gw,
         ):
-            hook = _Inbox()
+            hook = Inbox(WAIT_S)
             esme = ESME(
                 smsc_host="127.0.0.1",
                 smsc_port=gw.port,

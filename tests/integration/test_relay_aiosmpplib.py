@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from aiosmpplib import ESME, AbstractHook, BindMode, DeliverSm, PhoneNumber, SmppMessage, SubmitSm
+from aiosmpplib import ESME, BindMode, DeliverSm, PhoneNumber, SubmitSm
 from aiosmpplib import SubmitSmResp as AioSubmitSmResp
 
 from gateway.app import Gateway
@@ -13,29 +12,7 @@ from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import CommandId, CommandStatus
 from tests.integration.conftest import WAIT_S, GatewayTap, bridges
-
-
-class _Inbox(AbstractHook):  # type: ignore[misc]
-    """aiosmpplib hook that queues every message the ESME receives."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[SmppMessage] = asyncio.Queue()
-
-    async def sending(self, smpp_message: SmppMessage, pdu: bytes, client_id: str) -> None:
-        return None
-
-    async def received(self, smpp_message: SmppMessage | None, pdu: bytes, client_id: str) -> None:
-        if smpp_message is not None:
-            await self.inbox.put(smpp_message)
-
-    async def send_error(self, smpp_message: SmppMessage, error: Exception, client_id: str) -> None:
-        return None
-
-    async def next(self, kind: type[Any]) -> Any:
-        while True:
-            message = await asyncio.wait_for(self.inbox.get(), WAIT_S)
-            if isinstance(message, kind):
-                return message
+from tests.support.aiosmpp import Inbox
 
 
 class TestAiosmpplib:
@@ -43,7 +20,7 @@ class TestAiosmpplib:
         self, sim: Simulator, gateway: Gateway, tap: GatewayTap
     ) -> None:
         """aiosmpplib binds TRX, gets its submit answered and receipted, takes an MO, unbinds."""
-        hook = _Inbox()
+        hook = Inbox(WAIT_S)
         esme = ESME(
             smsc_host="127.0.0.1",
             smsc_port=gateway.port,

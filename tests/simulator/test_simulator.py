@@ -30,7 +30,7 @@ import pytest
 import smpplib.client
 import smpplib.exceptions
 import smpplib.smpp
-from aiosmpplib import ESME, AbstractHook, BindMode, DeliverSm, PhoneNumber, SmppMessage, SubmitSm
+from aiosmpplib import ESME, BindMode, DeliverSm, PhoneNumber, SubmitSm
 from aiosmpplib import SubmitSmResp as AioSubmitSmResp
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,6 +44,7 @@ from gateway.smpp.codec import decode, encode
 from gateway.smpp.constants import CommandId, CommandStatus, Tag
 from gateway.smpp.session import SessionConfig
 from gateway.text import gsm7
+from tests.support.aiosmpp import Inbox
 from tests.support.sim import running_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,34 +313,11 @@ class TestSmpplib:
 # --- aiosmpplib -------------------------------------------------------------------------------
 
 
-class _Inbox(AbstractHook):  # type: ignore[misc]
-    """aiosmpplib hook that queues every message the ESME receives."""
-
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[SmppMessage] = asyncio.Queue()
-
-    async def sending(self, smpp_message: SmppMessage, pdu: bytes, client_id: str) -> None:
-        return None
-
-    async def received(self, smpp_message: SmppMessage | None, pdu: bytes, client_id: str) -> None:
-        if smpp_message is not None:
-            await self.inbox.put(smpp_message)
-
-    async def send_error(self, smpp_message: SmppMessage, error: Exception, client_id: str) -> None:
-        return None
-
-    async def next(self, kind: type[Any]) -> Any:
-        while True:
-            message = await asyncio.wait_for(self.inbox.get(), 5)
-            if isinstance(message, kind):
-                return message
-
-
 class TestAiosmpplib:
     async def test_submit_receipt_and_mo_over_a_transceiver(self) -> None:
         """aiosmpplib binds TRX, gets its submit answered, a receipt for it, and an MO."""
         async with running_simulator(receipts=True) as sim:
-            hook = _Inbox()
+            hook = Inbox()
             esme = ESME(
                 smsc_host="127.0.0.1", smsc_port=sim.port, system_id="aio", password="pw",
                 bind_mode=BindMode.TRANSCEIVER, hook=hook, log_level="WARNING",
