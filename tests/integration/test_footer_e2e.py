@@ -40,7 +40,7 @@ from gateway.text.segment import (
 )
 from gateway.text.udh import parse_udh
 from tests.integration.conftest import FAST_SESSION, WAIT_S, RawEsme, bridges, smpplib_client
-from tests.integration.test_relay_aiosmpplib import _Inbox
+from tests.support.aiosmpp import Inbox
 from tests.support.gateway import running_gateway
 from tests.support.sim import running_simulator
 from tests.support.tshark import assert_clean, tshark_path
@@ -317,7 +317,7 @@ class TestOnePart:
     async def test_message_payload_from_aiosmpplib(self, smsc: Simulator, gw: Gateway) -> None:
         """aiosmpplib's long text in message_payload stays one PDU, footer in the payload."""
         text = "This is a long notice. " * 12
-        hook = _Inbox()
+        hook = Inbox()
         esme = ESME(
             smsc_host="127.0.0.1",
             smsc_port=gw.port,
