@@ -126,10 +126,16 @@ class AddressKind(StrEnum):
 
     E164 = "e164"  # a phone number: ``value`` is its E.164 digits, no '+'
     SHORT_CODE = "short_code"  # TON network-specific / abbreviated, or too short for a number
-    ALPHANUMERIC = "alphanumeric"  # TON alphanumeric or letters: a name, not a number
-    # Digits that do not parse as a number of any country: kept as given (digits only) so
-    # consent is still enforced on them, but never trusted with an auto-reply.
-    UNPARSED = "unparsed"
+    ALPHANUMERIC = "alphanumeric"  # letters: a name, not a number
+    # Digits that no country's numbering allows (wrong length, no such country code):
+    # ``value`` is the digits without leading zeros. A campaign's sender may be one (test
+    # ranges such as 1-555-0100); as an MT destination it is refused, since nobody can say
+    # which handset an SMSC's cleaning would make of it.
+    IMPOSSIBLE = "impossible"
+    # Not readable as an address at all (characters such as '#', '*', ';' among the digits):
+    # ``value`` is the address as given. An MT to or from it is refused (fail closed); an MO
+    # from it changes nothing, since no MT can reach it either.
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +144,9 @@ class SmsAddress:
 
     kind: AddressKind
     value: str  # the consent key: E.164 digits, short-code digits, or the alphanumeric text
+    # False when the peer labelled the number alphanumeric (TON 5): it is that subscriber for
+    # consent, but may be an application's sender ID, so it gets no auto-reply.
+    replyable: bool = True
 
     @property
     def is_number(self) -> bool:
@@ -147,4 +156,9 @@ class SmsAddress:
     @property
     def accepts_auto_reply(self) -> bool:
         """Only real handset numbers get confirmations, so two auto-responders cannot loop."""
-        return self.kind is AddressKind.E164
+        return self.kind is AddressKind.E164 and self.replyable
+
+    @property
+    def is_subscriber(self) -> bool:
+        """Something consent is kept for: a number or a short code (never a name)."""
+        return self.kind is AddressKind.E164 or self.kind is AddressKind.SHORT_CODE

@@ -1,15 +1,46 @@
-"""Address normalisation: one subscriber, one key, whatever TON/NPI the peer used.
+"""Address normalisation: one subscriber, one key, whatever form or TON/NPI the peer used.
 
 ``+15551234567``, ``15551234567`` (TON international) and ``5551234567`` (TON national, default
-country US) all become ``SmsAddress(kind=E164, value="15551234567")``. Alphanumeric senders and
-short codes are classified, not rejected, so callers can refuse auto-replies to them.
+country US) all become ``SmsAddress(kind=E164, value="15551234567")``. MT destinations and MO
+sources go through this one function, so a STOP is stored under the key MTs are checked against.
 
-This runs for every MT and MO, so results are memoised in a bounded LRU cache; it never raises on
-peer input (an address that does not parse is kept as its digits, flagged ``UNPARSED``).
+The rule (fail closed): an address is either read as the subscriber it would reach, or it is
+UNREADABLE and the caller refuses the MT. SMSCs clean addresses before routing in ways a gateway
+cannot see (they drop separators, strip leading zeros or an international prefix, ignore the
+TON), so every form an SMSC might turn into a number is read as that number:
+
+1. Octets that are valid UTF-8 are read as UTF-8 (the codec hands addresses over as latin-1),
+   then NFKC: fullwidth and other compatibility digits become ASCII digits, and digits of any
+   script (Unicode ``Nd``) count as digits.
+2. Whitespace of any kind (spaces, no-break spaces, line breaks), format characters (zero-width
+   space, joiners, BOM: Unicode ``Cf``), dashes and ``( ) . /`` are separators and are dropped.
+   One leading ``+`` means international.
+3. Letters make the address a name (ALPHANUMERIC). Anything else (``#``, ``*``, ``;``, a second
+   ``+``, control characters) makes it UNREADABLE: nobody can say which handset an SMSC would
+   route ``*1555...`` or ``1555...;`` to. ``lenient=True`` (MO sources, where the worst outcome is
+   a STOP recorded for the number the digits spell) drops those characters instead.
+4. The digits are read with ``phonenumbers`` (it knows every country's international and
+   national prefixes): international forms (``+`` or TON 1) with leading zeros stripped (``00``,
+   junk zeros: no country code starts with 0), or with the default country's own international
+   prefix left in (``011`` in the US); national forms with the default country's trunk prefix;
+   TON unknown / subscriber number as national first, then international, then with junk leading
+   zeros stripped. A reading that is a valid number wins over one that is only of a possible
+   length; among equals the order above decides. No possible reading: IMPOSSIBLE (refused as an
+   MT destination, but a usable key for a sender such as a test number 1-555-0100).
+5. TON: alphanumeric (5) with digits only is read as a number, because SMSCs that ignore the TON
+   route those digits to that handset (and an MO from it is that subscriber's); such numbers get
+   no auto-reply, since the peer labelled them a name. Network-specific (3) and abbreviated (6)
+   addresses, and digit strings of at most ``short_code_max_length`` digits that are no valid
+   national number, are SHORT_CODEs; longer ones are read as numbers, for the same reason.
+
+Results are memoised in a bounded LRU cache (this runs for every MT and MO). Never raises.
 """
 
 from __future__ import annotations
 
+import contextlib
+import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 
 import phonenumbers
@@ -30,9 +61,10 @@ TON_ABBREVIATED = 0x06
 DEFAULT_SHORT_CODE_MAX_LENGTH = 8
 CACHE_SIZE = 65_536
 
-_DIGITS = frozenset("0123456789")
-# Separators people and some SMSCs put in numbers; anything else makes the address a name.
-_SEPARATORS = frozenset(" -().\t")
+_ASCII_DIGITS = frozenset("0123456789")
+_SEPARATORS = frozenset("-().,/")  # after NFKC; whitespace, Cf and dashes (Pd) are separators too
+_SEPARATOR_CATEGORIES = frozenset({"Cf", "Pd", "Zs", "Zl", "Zp"})
+_POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 
 
 def normalise(
@@ -42,14 +74,16 @@ def normalise(
     default_country: str,
     *,
     short_code_max_length: int = DEFAULT_SHORT_CODE_MAX_LENGTH,
+    lenient: bool = False,
 ) -> SmsAddress | None:
     """Normalise an SMPP address; ``None`` for an empty one. Never raises.
 
     ``default_country`` is an ISO 3166 region ("US") used for national numbers. ``npi`` takes
     part in the cache key only: peers label E.164 numbers NPI 0 or 1 interchangeably, and the
-    TON and the digits decide what the number is.
+    TON and the digits decide what the number is. ``lenient`` drops characters that would make
+    the address UNREADABLE (for MO sources: see the module docstring).
     """
-    return _cached(addr, ton, npi, default_country, short_code_max_length)
+    return _cached(addr, ton, npi, default_country, short_code_max_length, lenient)
 
 
 def cache_clear() -> None:
@@ -59,59 +93,146 @@ def cache_clear() -> None:
 
 @lru_cache(maxsize=CACHE_SIZE)
 def _cached(
-    addr: str, ton: int, npi: int, default_country: str, short_code_max_length: int
+    addr: str, ton: int, npi: int, default_country: str, short_code_max_length: int, lenient: bool
 ) -> SmsAddress | None:
     del npi  # see normalise()
-    text = addr.strip()
-    if not text:
+    read = _read(addr, lenient)
+    if read is None:
         return None
-    if ton == TON_ALPHANUMERIC:
-        return SmsAddress(kind=AddressKind.ALPHANUMERIC, value=text)
-    plus = text.startswith("+")
-    body = text[1:] if plus else text
-    if any(c not in _DIGITS and c not in _SEPARATORS for c in body):
-        return SmsAddress(kind=AddressKind.ALPHANUMERIC, value=text)
-    digits = "".join(c for c in body if c in _DIGITS)
-    if not digits:
-        return SmsAddress(kind=AddressKind.ALPHANUMERIC, value=text)
-    if ton in (TON_NETWORK_SPECIFIC, TON_ABBREVIATED):
-        return SmsAddress(kind=AddressKind.SHORT_CODE, value=digits)
-
-    given = digits
-    international = plus or ton == TON_INTERNATIONAL
-    if not international and ton != TON_NATIONAL and digits.startswith("00"):
-        # '00' is the international prefix almost everywhere; no country code starts with 0.
-        international = True
-        digits = digits[2:]
-    elif international and not plus and digits.startswith("00"):
-        digits = digits[2:]  # TON international with the dialling prefix left in
-    if not digits:
-        return SmsAddress(kind=AddressKind.UNPARSED, value=given)
-
-    if international:
-        e164 = _e164(_parse("+" + digits, None), need_valid=False)
-    else:
-        national = _parse(digits, default_country)
-        if len(digits) <= short_code_max_length and not _is_valid(national):
-            return SmsAddress(kind=AddressKind.SHORT_CODE, value=digits)
-        if ton == TON_NATIONAL:
-            e164 = _e164(national, need_valid=False)
-        else:
-            # TON unknown / subscriber number: national or international? Prefer a reading that
-            # is a valid number, then one of a possible length, national first (the usual case).
-            intl = _parse("+" + digits, None)
-            e164 = (
-                _e164(national, need_valid=True)
-                or _e164(intl, need_valid=True)
-                or _e164(national, need_valid=False)
-                or _e164(intl, need_valid=False)
-            )
+    kind, plus, text = read
+    if kind is not None:
+        return SmsAddress(kind=kind, value=text)
+    replyable = ton != TON_ALPHANUMERIC
+    readings = _Readings(text, plus, ton, default_country)
+    if readings.may_be_short_code(short_code_max_length):
+        return SmsAddress(kind=AddressKind.SHORT_CODE, value=text)
+    e164 = readings.e164()
     if e164 is None:
-        return SmsAddress(kind=AddressKind.UNPARSED, value=given)
-    return SmsAddress(kind=AddressKind.E164, value=e164)
+        return SmsAddress(kind=AddressKind.IMPOSSIBLE, value=text.lstrip("0") or text)
+    return SmsAddress(kind=AddressKind.E164, value=e164, replyable=replyable)
+
+
+def _read(addr: str, lenient: bool) -> tuple[AddressKind | None, bool, str] | None:
+    """Steps 1-3: (None, plus, digits) for a number, (kind, False, text) for a name or an
+    unreadable address, None for an empty one."""
+    if addr.isascii():
+        stripped = addr.strip()
+        plus = stripped.startswith("+")
+        body = stripped[1:] if plus else stripped
+        if body.isdigit():
+            return None, plus, body  # the common case: nothing to clean
+    stripped = addr.strip()
+    if not stripped:
+        return None
+    # Re-read as UTF-8 before anything is stripped: a trailing 0xA0 octet may be half of a
+    # UTF-8 character, not a latin-1 no-break space.
+    text = _as_text(addr).strip()
+    digits: list[str] = []
+    plus = False
+    junk = False
+    for c in text:
+        if c in _ASCII_DIGITS:
+            digits.append(c)
+        elif c.isdecimal():
+            digits.append(str(unicodedata.decimal(c)))
+        elif c.isspace() or c in _SEPARATORS or unicodedata.category(c) in _SEPARATOR_CATEGORIES:
+            continue
+        elif c == "+" and not digits and not plus and not junk:
+            plus = True
+        elif c.isalpha():
+            return AddressKind.ALPHANUMERIC, False, _name(text)
+        else:
+            junk = True
+    if not digits or (junk and not lenient):
+        return AddressKind.UNREADABLE, False, stripped
+    return None, plus, "".join(digits)
+
+
+def _as_text(addr: str) -> str:
+    """The address as the client meant it: octets that are UTF-8 read as UTF-8, then NFKC."""
+    if not addr.isascii():
+        # Not UTF-8: latin-1 it is (or already text, from the CLI or the API).
+        with contextlib.suppress(UnicodeError):
+            addr = addr.encode("latin-1").decode("utf-8")
+    return unicodedata.normalize("NFKC", addr)
+
+
+def _name(text: str) -> str:
+    """An alphanumeric address as a key: format characters dropped, outer whitespace trimmed."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
+
+
+class _Readings:
+    """Step 4: the candidate readings of the digits, most likely first, parsed lazily (a valid
+    first reading, the usual case, costs one parse)."""
+
+    __slots__ = ("_digits", "_national", "_order", "_plus", "_region", "_ton")
+
+    def __init__(self, digits: str, plus: bool, ton: int, region: str) -> None:
+        self._digits = digits
+        self._plus = plus
+        self._ton = ton
+        self._region = region
+        self._national: list[phonenumbers.PhoneNumber | None] = []  # memo: parsed at most once
+        self._order: tuple[Callable[[], phonenumbers.PhoneNumber | None], ...]
+        if plus or ton == TON_INTERNATIONAL:
+            self._order = (self._international, self._national_reading)
+        elif ton == TON_NATIONAL:
+            self._order = (self._national_reading, self._stripped, self._international)
+        else:
+            self._order = (self._national_reading, self._international, self._stripped)
+
+    def _national_reading(self) -> phonenumbers.PhoneNumber | None:
+        # Also strips the region's own international prefix (011 in the US).
+        if not self._national:
+            self._national.append(_parse(self._digits, self._region))
+        return self._national[0]
+
+    def _international(self) -> phonenumbers.PhoneNumber | None:
+        # Leading zeros go: "00" and junk zeros alike (no country code starts with 0).
+        return _parse("+" + self._digits.lstrip("0"), None)
+
+    def _stripped(self) -> phonenumbers.PhoneNumber | None:
+        rest = self._digits.lstrip("0")
+        return _parse(rest, self._region) if rest != self._digits else None
+
+    def may_be_short_code(self, max_length: int) -> bool:
+        """Few digits (no '+', no leading zero) that are no valid national number, or any
+        few digits the peer labelled network-specific / abbreviated."""
+        digits = self._digits
+        if self._plus or self._ton == TON_INTERNATIONAL or digits.startswith("0"):
+            return False
+        if len(digits) > max_length:
+            return False
+        if self._ton in (TON_NETWORK_SPECIFIC, TON_ABBREVIATED):
+            return True
+        return not _is_valid(self._national_reading())
+
+    def e164(self) -> str | None:
+        """A valid reading wins over one only of a possible length; the order breaks ties."""
+        seen: list[phonenumbers.PhoneNumber] = []
+        for read in self._order:
+            number = read()
+            if number is None:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return _format(number)
+            seen.append(number)
+        for number in seen:
+            # A local number without its area code (IS_POSSIBLE_LOCAL_ONLY) is nobody's key.
+            if phonenumbers.is_possible_number_with_reason(number) == _POSSIBLE:
+                return _format(number)
+        return None
+
+
+def _format(number: phonenumbers.PhoneNumber) -> str:
+    # format_number keeps Italian-style leading zeros that national_number drops.
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 def _parse(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    if len(number) < 2 or number == "+":
+        return None
     try:
         return phonenumbers.parse(number, region)
     except phonenumbers.NumberParseException:
@@ -120,17 +241,3 @@ def _parse(number: str, region: str | None) -> phonenumbers.PhoneNumber | None:
 
 def _is_valid(number: phonenumbers.PhoneNumber | None) -> bool:
     return number is not None and phonenumbers.is_valid_number(number)
-
-
-def _e164(number: phonenumbers.PhoneNumber | None, *, need_valid: bool) -> str | None:
-    if number is None:
-        return None
-    ok = phonenumbers.is_valid_number(number) if need_valid else _is_possible(number)
-    if not ok:
-        return None
-    # format_number keeps Italian-style leading zeros that national_number drops.
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
-
-
-def _is_possible(number: phonenumbers.PhoneNumber) -> bool:
-    return bool(phonenumbers.is_possible_number(number))

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.consent import numbers
 from gateway.consent.model import AddressKind, SmsAddress
 from gateway.consent.numbers import normalise
+from tests.support.addresses import number_forms, ordinary_forms
 
 E164 = AddressKind.E164
 SHORT = AddressKind.SHORT_CODE
 ALPHA = AddressKind.ALPHANUMERIC
-UNPARSED = AddressKind.UNPARSED
+UNREADABLE = AddressKind.UNREADABLE
+IMPOSSIBLE = AddressKind.IMPOSSIBLE
 
 CASES = [
     # addr, ton, country, kind, value, rule
@@ -30,14 +32,50 @@ CASES = [
     ("+390612345678", 1, "IT", E164, "390612345678", "italian-leading-zero-kept"),
     ("0015551234567", 1, "US", E164, "15551234567", "ton-international-with-00-left-in"),
     ("ACME", 5, "US", ALPHA, "ACME", "ton-alphanumeric"),
-    ("12345", 5, "US", ALPHA, "12345", "ton-alphanumeric-even-if-digits"),
     ("ACME Shop", 0, "US", ALPHA, "ACME Shop", "letters-are-a-name"),
     ("12345", 3, "US", SHORT, "12345", "ton-network-specific-short-code"),
     ("4567", 6, "US", SHORT, "4567", "ton-abbreviated-short-code"),
     ("12345", 0, "US", SHORT, "12345", "few-digits-without-country-is-short-code"),
-    ("1234567890123456789", 0, "US", UNPARSED, "1234567890123456789", "too-long-kept-flagged"),
-    ("123456789", 1, "US", UNPARSED, "123456789", "impossible-international-kept"),
-    ("5551234567", 2, "ZZ", UNPARSED, "5551234567", "unknown-default-country-kept"),
+    ("1234567890123456789", 0, "US", IMPOSSIBLE, "1234567890123456789", "too-long-impossible"),
+    ("123456789", 1, "US", IMPOSSIBLE, "123456789", "impossible-international"),
+    ("+15550100", 0, "US", IMPOSSIBLE, "15550100", "test-range-sender-keyed-by-digits"),
+    # Forms SMSCs clean before routing: read as the subscriber they reach.
+    ("015552220000", 0, "US", E164, "15552220000", "junk-leading-zero-stripped"),
+    ("00015552220000", 0, "US", E164, "15552220000", "00-and-junk-zero"),
+    ("+015552220000", 0, "US", E164, "15552220000", "plus-then-zero"),
+    ("05552220000", 2, "US", E164, "15552220000", "national-with-junk-zero"),
+    ("01115552220000", 1, "US", E164, "15552220000", "international-with-us-idd-left-in"),
+    ("1555\u00a0222\u00a00000", 1, "US", E164, "15552220000", "no-break-spaces"),
+    ("1555\u200b2220000", 1, "US", E164, "15552220000", "zero-width-space"),
+    ("1555\xe2\x80\x8b2220000", 1, "US", E164, "15552220000", "zero-width-space-as-utf8-octets"),
+    (
+        "\uff11\uff15\uff15\uff15\uff12\uff12\uff12\uff10\uff10\uff10\uff10",
+        1,
+        "US",
+        E164,
+        "15552220000",
+        "fullwidth-digits",
+    ),
+    (
+        "\u0661\u0665\u0665\u0665\u0662\u0662\u0662\u0660\u0660\u0660\u0660",
+        0,
+        "US",
+        E164,
+        "15552220000",
+        "arabic-indic-digits",
+    ),
+    ("1555\n2220000", 1, "US", E164, "15552220000", "line-break-inside"),
+    ("1555/222/0000", 1, "US", E164, "15552220000", "slashes"),
+    ("15552220000", 5, "US", E164, "15552220000", "ton-alphanumeric-digits-are-the-number"),
+    ("5552220000", 6, "US", E164, "15552220000", "abbreviated-but-too-long-for-a-short-code"),
+    ("15552220000#", 1, "US", UNREADABLE, "15552220000#", "trailing-hash-unreadable"),
+    ("15552220000;", 1, "US", UNREADABLE, "15552220000;", "trailing-semicolon-unreadable"),
+    ("*15552220000", 1, "US", UNREADABLE, "*15552220000", "leading-star-unreadable"),
+    ("++15552220000", 0, "US", UNREADABLE, "++15552220000", "double-plus-unreadable"),
+    ("1+5552220000", 0, "US", UNREADABLE, "1+5552220000", "inner-plus-unreadable"),
+    ("tel:+15552220000", 0, "US", ALPHA, "tel:+15552220000", "uri-is-not-a-number"),
+    ("\uff21\uff23\uff2d\uff25", 5, "US", ALPHA, "ACME", "fullwidth-name-folded"),
+    ("0012345", 0, "US", IMPOSSIBLE, "12345", "zeros-before-a-short-code-impossible"),
 ]
 
 
@@ -49,7 +87,9 @@ class TestNormalise:
     )
     def test_rule(self, addr: str, ton: int, country: str, kind: AddressKind, value: str) -> None:
         """Each address normalises to the documented kind and consent key."""
-        assert normalise(addr, ton, 1, country) == SmsAddress(kind=kind, value=value)
+        found = normalise(addr, ton, 1, country)
+        assert found is not None
+        assert (found.kind, found.value) == (kind, value)
 
     @pytest.mark.parametrize("addr", ["", "   "], ids=["empty", "blank"])
     def test_empty_is_none(self, addr: str) -> None:
@@ -67,7 +107,7 @@ class TestNormalise:
 
     def test_short_code_length_is_configurable(self) -> None:
         """A 9-digit address is a short code only when the configured maximum allows it."""
-        assert normalise("123456789", 0, 1, "US").kind is UNPARSED  # type: ignore[union-attr]
+        assert normalise("123456789", 0, 1, "US").kind is IMPOSSIBLE  # type: ignore[union-attr]
         longer = normalise("123456789", 0, 1, "US", short_code_max_length=9)
         assert longer == SmsAddress(kind=SHORT, value="123456789")
 
@@ -83,8 +123,14 @@ class TestNormalise:
 
     @pytest.mark.parametrize(
         ("kind", "replies"),
-        [(E164, True), (SHORT, False), (ALPHA, False), (UNPARSED, False)],
-        ids=["number-gets-replies", "short-code-none", "alphanumeric-none", "unparsed-none"],
+        [(E164, True), (SHORT, False), (ALPHA, False), (IMPOSSIBLE, False), (UNREADABLE, False)],
+        ids=[
+            "number",
+            "short-code-none",
+            "alphanumeric-none",
+            "impossible-none",
+            "unreadable-none",
+        ],
     )
     def test_only_numbers_accept_auto_replies(self, kind: AddressKind, replies: bool) -> None:
         """Auto-replies go only to E.164 numbers, so auto-responders cannot loop."""
@@ -101,6 +147,60 @@ class TestNormalise:
         result = normalise(addr, ton, npi, country)
         if result is None:
             assert not addr.strip()
-        elif result.kind in (E164, SHORT, UNPARSED):
+        elif result.kind in (E164, SHORT, IMPOSSIBLE):
             assert result.value.isdigit()
             assert result.value.isascii()
+
+
+class TestEveryForm:
+    """Fail closed: every form of a number is that subscriber, or not a number at all."""
+
+    @pytest.mark.parametrize(
+        ("e164", "country"),
+        [("15552220000", "US"), ("447700900123", "GB"), ("33612345678", "FR")],
+        ids=["us", "gb", "fr"],
+    )
+    @settings(max_examples=400)
+    @given(data=st.data())
+    def test_any_form_is_the_subscriber_or_unreadable(
+        self, e164: str, country: str, data: st.DataObject
+    ) -> None:
+        """Prefixes, separators, invisible characters, other scripts' digits and every TON
+        read as the subscriber, or as something an MT is refused for; never another key."""
+        addr, ton = data.draw(number_forms(e164, country))
+        found = normalise(addr, ton, 1, country)
+        assert found is not None
+        assert found.kind in (E164, UNREADABLE, IMPOSSIBLE, ALPHA), found
+        if found.kind is E164:
+            assert found.value == e164
+
+    @pytest.mark.parametrize(
+        ("e164", "country"),
+        [("15552220000", "US"), ("447700900123", "GB"), ("33612345678", "FR")],
+        ids=["us", "gb", "fr"],
+    )
+    @given(data=st.data())
+    def test_ordinary_forms_are_the_subscriber(
+        self, e164: str, country: str, data: st.DataObject
+    ) -> None:
+        """The forms people write are always read as the subscriber."""
+        addr, ton = data.draw(ordinary_forms(e164, country))
+        assert normalise(addr, ton, 1, country) == SmsAddress(kind=E164, value=e164)
+
+    @settings(max_examples=400)
+    @given(data=st.data())
+    def test_lenient_reads_junk_as_the_digits(self, data: st.DataObject) -> None:
+        """MO sources (lenient) drop stray characters: a STOP is kept for the digits' number."""
+        addr, ton = data.draw(number_forms("15552220000", "US"))
+        found = normalise(addr, ton, 1, "US", lenient=True)
+        assert found is not None
+        assert found.kind in (E164, UNREADABLE, IMPOSSIBLE), found
+        if found.kind is E164:
+            assert found.value == "15552220000"
+
+    def test_ton_alphanumeric_digits_get_no_reply(self) -> None:
+        """Digits labelled alphanumeric are the subscriber, but get no auto-reply."""
+        found = normalise("15552220000", 5, 1, "US")
+        assert found is not None
+        assert found.is_number
+        assert not found.accepts_auto_reply
