@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -88,13 +89,18 @@ def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 def proxy_settings(config: GatewayConfig) -> ProxySettings:
     up = config.upstream
     timers = session_config(config.session)
+    client_timers = timers
+    if config.consent.enabled and not config.consent.relay_client_vendor_pdus:
+        # A vendor request may carry a message the gateway cannot read, let alone check:
+        # with consent on, clients' vendor requests get ESME_RINVCMDID (fail closed).
+        client_timers = dataclasses.replace(timers, relay_vendor_pdus=False)
     return ProxySettings(
         upstream_host=up.address.host,
         upstream_port=up.address.port,
         upstream_ssl=client_ssl_context(up.tls) if up.tls else None,
         upstream_server_hostname=(up.tls.server_hostname or up.address.host) if up.tls else None,
         connect_timeout_s=up.connect_timeout_s,
-        client_session=timers,
+        client_session=client_timers,
         upstream_session=timers,
         max_unanswered=max(1000, 2 * config.session.window_size),
     )
@@ -165,6 +171,7 @@ class Gateway:
                 instance=config.instance,
                 default_alphabet=SMSC_DEFAULT_ALPHABETS[config.upstream.default_alphabet],
                 footers=self.footers,
+                part_ttl_s=config.text.hold_timeout_s,
             )
             self.listener.set_interceptor(self.enforcer)
         listen = self.config.server.listen
@@ -213,7 +220,7 @@ class Gateway:
         self.listener.settings = proxy_settings(new)
         self.listener.max_sessions = new.server.max_sessions
         if self.enforcer is not None:
-            self.enforcer.reconfigure(new.consent)
+            self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
         if self.footers is not None:
             self.footers.reconfigure(footer_settings(new))
         log.info(logs.CONFIG_RELOADED, source=new.source)

@@ -17,6 +17,7 @@ from typing import Any
 import phonenumbers
 
 from gateway.consent.campaign import (
+    AccountMatch,
     Campaign,
     CampaignDirectory,
     FooterMode,
@@ -28,10 +29,11 @@ from gateway.consent.campaign import (
     ReOptIn,
     Replies,
     WordList,
+    account_key,
     default_campaign,
 )
 from gateway.consent.keywords import LANGUAGE_PACKS
-from gateway.consent.model import ScopeKind
+from gateway.consent.model import AddressKind, ScopeKind, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
 from gateway.errors import GatewayError
@@ -124,6 +126,9 @@ class AccountPolicy:
 
     # Answer a refused MT with OK and report it with a delivery receipt stat:REJECTD instead.
     accept_and_report: bool = False
+    # The sender the SMSC puts on this account's MTs that leave source_addr empty; consent is
+    # checked as if the MT came from it (without it, an empty source is the default campaign).
+    default_sender: SmsAddress | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,7 +138,12 @@ class ConsentConfig:
     short_code_max_length: int = 8
     statuses: RejectStatuses = DEFAULT_REJECT_STATUSES
     directory: CampaignDirectory = field(default_factory=lambda: CampaignDirectory(()))
+    # Keyed by account key (account_key(system_id, account_match)).
     accounts: Mapping[str, AccountPolicy] = field(default_factory=dict)
+    account_match: AccountMatch = AccountMatch.FOLD
+    # Vendor-range requests from clients (which may carry messages the gateway cannot read)
+    # are refused unless this is set; the SMSC's vendor PDUs to clients are relayed as ever.
+    relay_client_vendor_pdus: bool = False
     # At most this many auto-replies per subscriber per hour (opt-out confirmations excepted:
     # exactly one is always sent).
     reply_limit_per_hour: int = 5
@@ -436,9 +446,21 @@ def _word_list(table: _Table | None, key: str) -> WordList:
     return words
 
 
-def _campaign_values(t: _Table, country: str, short_code_max: int) -> dict[str, Any]:
+def _campaign_values(
+    t: _Table, country: str, short_code_max: int, match: AccountMatch, *, default: bool = False
+) -> dict[str, Any]:
     """The keys a campaign and the account default share, as Campaign keyword arguments."""
     values: dict[str, Any] = {}
+    if t.has("accounts"):
+        if default:
+            raise ConfigError(
+                f"{t._key('accounts')}: the default campaign has no numbers of its own; "
+                "name the accounts on the campaigns that own the numbers"
+            )
+        accounts = t.strings("accounts")
+        if not accounts or not all(a.strip() for a in accounts):
+            raise ConfigError(f"{t._key('accounts')}: expected non-empty system_ids")
+        values["accounts"] = frozenset(account_key(a, match) for a in accounts)
     if t.has("brand"):
         values["brand"] = t.string("brand")
     if t.has("scope"):
@@ -516,6 +538,10 @@ def _campaign_values(t: _Table, country: str, short_code_max: int) -> dict[str, 
         address = normalise(number, ton, 1, country, short_code_max_length=short_code_max)
         if address is None:
             raise ConfigError(f"{t._key('numbers')}[{i}]: empty number")
+        if address.kind is AddressKind.UNREADABLE:
+            raise ConfigError(
+                f"{t._key('numbers')}[{i}]: {number!r} is not a number, short code or name"
+            )
         numbers.append(address.value)
     if numbers:
         values["numbers"] = tuple(numbers)
@@ -544,20 +570,39 @@ def _consent(root: _Table) -> ConsentConfig:
             pending=_status(st, "pending", d.pending),
             no_consent=_status(st, "no_consent", d.no_consent),
             store_unavailable=_status(st, "store_unavailable", d.store_unavailable),
+            unreadable_address=_status(st, "unreadable_address", d.unreadable_address),
+            sender_not_allowed=_status(st, "sender_not_allowed", d.sender_not_allowed),
         )
         st.finish()
         problems = statuses.problems()
         if problems:
             raise ConfigError(f"consent.statuses.{problems[0]}")
 
+    match = AccountMatch(c.choice("account_match", "fold", ("fold", "exact")))
     accounts: dict[str, AccountPolicy] = {}
     acc = c.table("accounts")
     if acc is not None:
         for system_id in list(acc._data):
             at = acc.table(system_id)
             assert at is not None
-            accounts[system_id] = AccountPolicy(
-                accept_and_report=at.boolean("accept_and_report", False)
+            key = account_key(system_id, match)
+            if key in accounts:
+                raise ConfigError(
+                    f"{at._path}: the same account as another [consent.accounts] table "
+                    f"(system_ids compare as {match.value!r}: consent.account_match)"
+                )
+            sender_text = at.string("default_sender", None)
+            sender = None
+            if sender_text is not None:
+                ton = 1 if sender_text.strip().startswith("+") else 0
+                sender = normalise(
+                    sender_text, ton, 1, country, short_code_max_length=short_code_max
+                )
+                if sender is None or sender.kind is AddressKind.UNREADABLE:
+                    raise ConfigError(f"{at._key('default_sender')}: not a readable address")
+            accounts[key] = AccountPolicy(
+                accept_and_report=at.boolean("accept_and_report", False),
+                default_sender=sender,
             )
             at.finish()
         acc.finish()
@@ -565,7 +610,11 @@ def _consent(root: _Table) -> ConsentConfig:
     default_table = c.table("default")
     try:
         default = default_campaign(
-            **(_campaign_values(default_table, country, short_code_max) if default_table else {})
+            **(
+                _campaign_values(default_table, country, short_code_max, match, default=True)
+                if default_table
+                else {}
+            )
         )
     except ValueError as exc:
         raise ConfigError(f"consent.default: {exc}") from None
@@ -580,7 +629,9 @@ def _consent(root: _Table) -> ConsentConfig:
             raise ConfigError(f"{ct._key('name')}: campaign {name!r} defined twice")
         names.add(name)
         try:
-            campaigns.append(Campaign(name=name, **_campaign_values(ct, country, short_code_max)))
+            campaigns.append(
+                Campaign(name=name, **_campaign_values(ct, country, short_code_max, match))
+            )
         except ValueError as exc:
             raise ConfigError(f"{ct._path}: {exc}") from None
         ct.finish()
@@ -596,6 +647,8 @@ def _consent(root: _Table) -> ConsentConfig:
         statuses=statuses,
         directory=directory,
         accounts=accounts,
+        account_match=match,
+        relay_client_vendor_pdus=c.boolean("relay_client_vendor_pdus", False),
         reply_limit_per_hour=c.integer("reply_limit_per_hour", 5, minimum=0, maximum=10_000),
         mo_dedup_window_s=c.seconds("mo_dedup_window_s", 600.0),
         mo_reassembly_timeout_s=c.seconds("mo_reassembly_timeout_s", 120.0),

@@ -404,3 +404,84 @@ class TestArbitraryInput:
             message = str(exc)
         if message:
             assert ": " in message, message  # "key.path: problem"
+
+
+class TestAccountsAndAddresses:
+    """Campaign accounts, how system_ids compare, and the statuses for unreadable addresses."""
+
+    def test_campaign_accounts_are_folded(self) -> None:
+        """``accounts`` are kept as account keys: case and outer spaces folded by default."""
+        data = with_value(example(), "campaigns[0].accounts", ["ACME ", "Partner"])
+        config = parse(data)
+        campaign = config.consent.directory.get("acme-marketing")
+        assert campaign is not None
+        assert campaign.accounts == frozenset({"acme", "partner"})
+
+    def test_exact_match_keeps_system_ids(self) -> None:
+        """``account_match = "exact"`` compares system_ids byte for byte."""
+        data = with_value(example(), "campaigns[0].accounts", ["ACME"])
+        data = with_value(data, "consent.account_match", "exact")
+        campaign = parse(data).consent.directory.get("acme-marketing")
+        assert campaign is not None
+        assert campaign.accounts == frozenset({"ACME"})
+
+    def test_bad_account_match_names_the_key(self) -> None:
+        """An unknown comparison is refused naming consent.account_match."""
+        message = error_of(with_value(example(), "consent.account_match", "lower"))
+        assert message.startswith("consent.account_match:"), message
+
+    def test_empty_account_names_the_key(self) -> None:
+        """An empty system_id in ``accounts`` is refused naming the key."""
+        message = error_of(with_value(example(), "campaigns[0].accounts", [" "]))
+        assert message.startswith("campaigns[0].accounts:"), message
+
+    def test_default_campaign_takes_no_accounts(self) -> None:
+        """The default campaign owns no numbers, so ``accounts`` there is an error."""
+        message = error_of(with_value(example(), "consent.default", {"accounts": ["acme"]}))
+        assert message.startswith("consent.default.accounts:"), message
+
+    def test_account_tables_that_fold_together_are_refused(self) -> None:
+        """Two [consent.accounts] tables naming one account (by the comparison) are refused."""
+        data = with_value(
+            example(), "consent.accounts", {"ACME": {}, "acme": {"accept_and_report": True}}
+        )
+        assert error_of(data).startswith("consent.accounts."), error_of(data)
+
+    def test_account_default_sender_is_normalised(self) -> None:
+        """``default_sender`` is read like any sender; an unreadable one names the key."""
+        data = with_value(
+            example(), "consent.accounts", {"Acme": {"default_sender": "+1 555 0100"}}
+        )
+        policy = parse(data).consent.accounts["acme"]
+        assert policy.default_sender is not None
+        assert policy.default_sender.value == "15550100"
+        bad = with_value(example(), "consent.accounts", {"acme": {"default_sender": "555#"}})
+        assert error_of(bad).startswith("consent.accounts.acme.default_sender:")
+
+    def test_unreadable_campaign_number_names_the_key(self) -> None:
+        """A campaign number with stray characters is refused naming its index."""
+        message = error_of(with_value(example(), "campaigns[0].numbers", ["+1555*0100"]))
+        assert message.startswith("campaigns[0].numbers[0]:"), message
+
+    @pytest.mark.parametrize("key", ["unreadable_address", "sender_not_allowed"])
+    @pytest.mark.parametrize("status", [*CLIENT_RETRIED, 0], ids=lambda s: f"0x{s:02X}")
+    def test_address_statuses_must_be_permanent_refusals(self, key: str, status: int) -> None:
+        """A status clients retry, or ESME_ROK, is refused for an address refusal too."""
+        message = error_of(with_value(example(), f"consent.statuses.{key}", status))
+        assert message.startswith(f"consent.statuses.{key}:"), message
+
+    def test_unreadable_address_may_share_blocked_status(self) -> None:
+        """The defaults give unreadable destinations blocked's 0x0B: both mean never here."""
+        statuses = parse(example()).consent.statuses
+        assert statuses.unreadable_address == statuses.blocked == 0x0B
+        assert statuses.sender_not_allowed == 0x0A
+
+    def test_client_vendor_pdus_refused_with_consent(self) -> None:
+        """With consent on, the client leg refuses vendor requests unless told otherwise."""
+        from gateway.app import proxy_settings
+
+        config = parse(example())
+        assert not proxy_settings(config).client_session.relay_vendor_pdus
+        assert proxy_settings(config).upstream_session.relay_vendor_pdus
+        allowed = parse(with_value(example(), "consent.relay_client_vendor_pdus", True))
+        assert proxy_settings(allowed).client_session.relay_vendor_pdus

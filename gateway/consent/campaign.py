@@ -8,9 +8,11 @@ in no campaign belong to the account-level default campaign (``default_campaign(
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +57,28 @@ class ReOptIn(StrEnum):
 
     KEYWORD = "keyword"  # only START / UNSTOP / YES (CTIA)
     ANY_MESSAGE = "any_message"  # any new message, as some platforms do
+
+
+class AccountMatch(StrEnum):
+    """How system_ids are compared: as the SMSC that authenticates the binds compares them."""
+
+    # NFKC, outer whitespace dropped, case folded: "ACME", "acme " and fullwidth ACME are one.
+    # The default because it can only join accounts, never split one: an SMSC that compares
+    # exactly has at most more accounts than the gateway sees, so opt-outs reach further.
+    FOLD = "fold"
+    EXACT = "exact"  # byte for byte, for SMSCs known to compare exactly
+
+
+def account_key(system_id: str, match: AccountMatch = AccountMatch.FOLD) -> str:
+    """The account a system_id names, as consent scopes and campaign ``accounts`` key it."""
+    if match is AccountMatch.EXACT:
+        return system_id
+    return _folded(system_id)
+
+
+@lru_cache(maxsize=4096)
+def _folded(system_id: str) -> str:
+    return unicodedata.normalize("NFKC", system_id).strip().casefold()
 
 
 class ListMode(StrEnum):
@@ -153,6 +177,9 @@ class Campaign:
     phrase_tier: bool = False
     phrase_max_words: int = 8
     forward_keywords: bool = True  # forward STOP / START / HELP MOs to the client too
+    # The client accounts (account keys) allowed to send from this campaign's numbers; empty:
+    # any account. An MT from one of the numbers by another account is refused.
+    accounts: frozenset[str] = frozenset()
 
     rules: KeywordRules = field(init=False, repr=False, compare=False)
     campaign_scope: Scope = field(init=False, repr=False, compare=False)

@@ -16,9 +16,10 @@ stopped. Timestamps come from the gateway instances' clocks, so instances must k
 MO rules (``decide_mo``), in order:
 
 - Delivery receipts (esm_class & 0x3C in 0x04, 0x08, 0x10, 0x18, 0x20) are never keywords.
-- Alphanumeric senders change nothing (nobody can write to them). Short codes and numbers that do
-  not parse are recorded under their digits, but no auto-reply ever goes to them, nor to anything
-  but an E.164 number, so two auto-responders cannot loop.
+- Alphanumeric and unreadable senders change nothing: no MT can reach them (an MT to such an
+  address is refused, see ``address_refusal``). Short codes are recorded under their digits, but
+  no auto-reply ever goes to them, nor to anything but an E.164 number the peer did not label
+  alphanumeric, so two auto-responders cannot loop.
 - A blocked subscriber's MO is acknowledged and not forwarded; an opt-out in it is still recorded
   (the audit trail keeps the subscriber's words); nothing else is acted on, and nothing is replied.
 - STOP family -> opted_out in the campaign's scope (number / campaign / account); STOPALL -> the
@@ -83,7 +84,23 @@ class RejectReason(StrEnum):
     BLOCKED = "blocked"
     PENDING = "pending"  # opt-in requested, not answered yet
     NO_CONSENT = "no_consent"  # the campaign needs consent the subscriber never gave
+    # The destination cannot be read as a subscriber (junk characters, a name, a distribution
+    # list): nobody can say whose handset it reaches, so it may not be messaged (fail closed).
+    UNREADABLE_ADDRESS = "unreadable_address"
+    # The source cannot be read (so its campaign and scopes are unknown), or it is a campaign's
+    # number and the client's account is not one the campaign allows to send from it.
+    UNREADABLE_SENDER = "unreadable_sender"
+    SENDER_NOT_ALLOWED = "sender_not_allowed"
     STORE_UNAVAILABLE = "store_unavailable"  # not a policy outcome: the caller's, for the table
+
+
+# Reasons about consent itself: distinct, permanent statuses (RejectStatuses.problems).
+CONSENT_REASONS = (
+    RejectReason.OPTED_OUT,
+    RejectReason.BLOCKED,
+    RejectReason.PENDING,
+    RejectReason.NO_CONSENT,
+)
 
 
 # Kannel re-queues these for ever with its default settings (FIELD-NOTES); the same set as
@@ -106,7 +123,12 @@ class RejectStatuses:
     - pending 0x65 ESME_RX_P_APPN and no_consent 0x66 ESME_RX_R_APPN: application-level permanent
       refusals; the client should not retry, the subscriber's opt-in is what changes the answer;
     - store_unavailable 0x14 ESME_RMSGQFUL: temporary, Kannel and most clients re-queue it, so a
-      store outage delays messages instead of losing them (0x58 would also make them throttle).
+      store outage delays messages instead of losing them (0x58 would also make them throttle);
+    - unreadable_address 0x0B ESME_RINVDSTADR: an address that is no subscriber is an invalid
+      destination, permanently; it may share blocked's value (both say "never to this address"),
+      the log's ``reason`` tells them apart;
+    - sender_not_allowed 0x0A ESME_RINVSRCADR: a source the client may not use (another account's
+      campaign number) or cannot be read; also for an unreadable source.
     """
 
     opted_out: int = 0x45
@@ -114,24 +136,32 @@ class RejectStatuses:
     pending: int = 0x65
     no_consent: int = 0x66
     store_unavailable: int = 0x14
+    unreadable_address: int = 0x0B
+    sender_not_allowed: int = 0x0A
 
     def status(self, reason: RejectReason) -> int:
+        if reason is RejectReason.UNREADABLE_SENDER:
+            return self.sender_not_allowed
         return int(getattr(self, reason.value))
 
     def problems(self) -> list[str]:
         """What makes this table unsafe, one message per problem naming the key (empty: fine)."""
         found: list[str] = []
-        consent = [r for r in RejectReason if r is not RejectReason.STORE_UNAVAILABLE]
-        for reason in consent:
+        permanent = (
+            *CONSENT_REASONS,
+            RejectReason.UNREADABLE_ADDRESS,
+            RejectReason.SENDER_NOT_ALLOWED,
+        )
+        for reason in permanent:
             value = self.status(reason)
             if value == 0:
                 found.append(f"{reason.value}: 0 is ESME_ROK, the message would look sent")
             elif value in CLIENT_RETRY_STATUSES:
                 found.append(
                     f"{reason.value}: 0x{value:02X} is retried by clients (Kannel re-queues it);"
-                    " a consent refusal must be permanent"
+                    " a refusal for consent or an address must be permanent"
                 )
-        values = [self.status(r) for r in consent]
+        values = [self.status(r) for r in CONSENT_REASONS]
         if len(set(values)) != len(values):
             found.append("consent reasons must have distinct command_status values")
         if self.store_unavailable not in CLIENT_RETRY_STATUSES:
@@ -220,7 +250,7 @@ class MoDecision:
 
 @lru_cache(maxsize=16_384)
 def _scopes(
-    campaign: Campaign, sender: str, system_id: str, service_type: str
+    campaign: Campaign, sender: str, system_id: str, service_type: str, legacy: str = ""
 ) -> tuple[tuple[Scope, ...], tuple[str, ...]]:
     scopes = [
         GLOBAL_SCOPE,
@@ -228,6 +258,9 @@ def _scopes(
         campaign.campaign_scope,
         Scope(ScopeKind.NUMBER, sender),
     ]
+    if legacy and legacy != system_id:
+        # Account records written before system_ids were folded (see account_key) still count.
+        scopes.append(Scope(ScopeKind.ACCOUNT, legacy))
     list_name = campaign.list_by_service_type.get(service_type)
     if list_name is not None:
         scopes.append(campaign.list_scope(list_name))
@@ -235,17 +268,20 @@ def _scopes(
 
 
 def scopes_for(
-    campaign: Campaign, sender: str, system_id: str, service_type: str = ""
+    campaign: Campaign, sender: str, system_id: str, service_type: str = "", legacy: str = ""
 ) -> tuple[Scope, ...]:
-    """Every scope an MT from ``sender`` (normalised value) must be checked against."""
-    return _scopes(campaign, sender, system_id, service_type)[0]
+    """Every scope an MT from ``sender`` (normalised value) must be checked against.
+
+    ``system_id`` is the account key (``account_key``); ``legacy`` the system_id as bound,
+    whose account records (from before keys were folded) are checked too."""
+    return _scopes(campaign, sender, system_id, service_type, legacy)[0]
 
 
 def scope_keys(
-    campaign: Campaign, sender: str, system_id: str, service_type: str = ""
+    campaign: Campaign, sender: str, system_id: str, service_type: str = "", legacy: str = ""
 ) -> tuple[str, ...]:
     """``scopes_for`` as store keys (memoised: this runs for every MT)."""
-    return _scopes(campaign, sender, system_id, service_type)[1]
+    return _scopes(campaign, sender, system_id, service_type, legacy)[1]
 
 
 def stop_scope(campaign: Campaign, sender: str, system_id: str) -> Scope:
@@ -304,16 +340,21 @@ def decide_mt(
     new_event_id: EventIdFactory,
     footer_seen: bool = False,
     instance: str | None = None,
+    bound_as: str = "",
 ) -> MtDecision:
     """What an MT to ``subscriber`` from ``sender`` gets.
 
-    ``records`` are the subscriber's current records by scope key (at least those of
-    ``scope_keys(campaign, sender.value, system_id, service_type)``). ``footer_seen`` says
-    whether this subscriber has already had this campaign's footer (footer mode ``first``).
-    ``new_event_id`` is called only when an event is made (require_opt_in).
+    ``system_id`` is the client's account key (``account_key``), ``bound_as`` its system_id as
+    bound when that differs. ``records`` are the subscriber's current records by scope key (at
+    least those of ``scope_keys(campaign, sender.value, system_id, service_type, bound_as)``).
+    ``footer_seen`` says whether this subscriber has already had this campaign's footer (footer
+    mode ``first``). ``new_event_id`` is called only when an event is made (require_opt_in).
     """
+    refused = address_refusal(campaign, subscriber, sender, system_id)
+    if refused is not None:
+        return Reject(reason=refused)
     state, key = effective_state(
-        _scopes(campaign, sender.value, system_id, service_type)[1], records
+        _scopes(campaign, sender.value, system_id, service_type, bound_as)[1], records
     )
     if state is ConsentState.OPTED_IN:
         return _allow(campaign, footer_seen)
@@ -352,6 +393,24 @@ def decide_mt(
     )
     reply = AutoReply(text=text, source=sender, destination=subscriber, campaign=campaign.name)
     return RequestOptIn(events=(event,), reply=reply)
+
+
+def address_refusal(
+    campaign: Campaign, subscriber: SmsAddress | None, sender: SmsAddress | None, system_id: str
+) -> RejectReason | None:
+    """Why an MT may not go whatever the consent records say, or None.
+
+    The destination must be a subscriber (a number or a short code); the source must be
+    readable (an empty one is the SMSC's default sender for the account: ``sender`` None) and,
+    when it is a number of a campaign that names its accounts, be sent by one of them.
+    """
+    if subscriber is None or not subscriber.is_subscriber:
+        return RejectReason.UNREADABLE_ADDRESS
+    if sender is not None and sender.kind is AddressKind.UNREADABLE:
+        return RejectReason.UNREADABLE_SENDER
+    if campaign.accounts and system_id not in campaign.accounts:
+        return RejectReason.SENDER_NOT_ALLOWED
+    return None
 
 
 def _allow(campaign: Campaign, footer_seen: bool) -> Allow:
@@ -423,19 +482,23 @@ def decide_mo(
     instance: str | None = None,
     smsc_message_id: str | None = None,
     dedup_key: str | None = None,
+    bound_as: str = "",
 ) -> MoDecision:
     """What an MO (decoded, reassembled ``text``) from ``subscriber`` to ``recipient`` does.
 
+    ``system_id`` is the receiving client's account key, ``bound_as`` its system_id as bound.
     ``records`` are the subscriber's current records by scope key (at least those of
-    ``scope_keys(campaign, recipient.value, system_id)`` plus the campaign's list scopes).
-    Each decision makes at most one event.
+    ``scope_keys(campaign, recipient.value, system_id, "", bound_as)`` plus the campaign's
+    list scopes). Each decision makes at most one event.
     """
-    keys = _scopes(campaign, recipient.value, system_id, "")[1]
+    keys = _scopes(campaign, recipient.value, system_id, "", bound_as)[1]
     state, _ = effective_state(keys, records)
     if is_receipt:
         return MoDecision(action=MoAction.RECEIPT, forward=True, state_after=state)
     found = match(text, campaign.rules)
-    if subscriber.kind is AddressKind.ALPHANUMERIC:
+    if not subscriber.is_subscriber:
+        # A name or an unreadable address: no MT can reach it (they are refused), so there is
+        # no consent to keep for it.
         return MoDecision(
             action=MoAction.IGNORED_SENDER, forward=True, state_after=state, match=found
         )

@@ -541,10 +541,11 @@ class Bridge:
         self._flush_soon()
         return True
 
-    def spawn(self, coro: object) -> None:
+    def spawn(self, coro: object, on_failure: Callable[[], None] | None = None) -> None:
+        """Run a hook's coroutine owned by this bridge; ``on_failure`` runs if it raises."""
         assert asyncio.iscoroutine(coro)
         task: asyncio.Task[Any] = self.loop.create_task(
-            _guard(coro, self._log), name=f"{self.conn_id}-hook"
+            _guard(coro, self._log, on_failure), name=f"{self.conn_id}-hook"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -696,11 +697,16 @@ class Bridge:
         await self._done.wait()
 
 
-async def _guard(coro: Coroutine[Any, Any, Any], bound_log: Any) -> None:
-    # A task boundary: a failing hook must not take the bridge (or the daemon) down silently.
+async def _guard(
+    coro: Coroutine[Any, Any, Any], bound_log: Any, on_failure: Callable[[], None] | None
+) -> None:
+    # A task boundary: a failing hook must not take the bridge (or the daemon) down silently,
+    # nor leave its request unanswered (on_failure answers it with a temporary status).
     try:
         await coro
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - logged with the traceback, the bridge goes on
         bound_log.exception(logs.CONNECTION_FAILED, where="hook")
+        if on_failure is not None:
+            on_failure()

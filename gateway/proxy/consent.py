@@ -20,13 +20,13 @@ import dataclasses
 import hashlib
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import ConsentConfig
-from gateway.consent.campaign import Campaign, FooterMode
+from gateway.consent.campaign import Campaign, FooterMode, account_key
 from gateway.consent.model import AddressKind, ConsentEvent, ConsentRecord, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import (
@@ -37,12 +37,14 @@ from gateway.consent.policy import (
     Reject,
     RejectReason,
     RequestOptIn,
+    address_refusal,
     decide_mo,
     decide_mt,
     is_delivery_receipt,
 )
-from gateway.proxy.content import Content, content_of
+from gateway.proxy.content import Content, PartInfo, content_of
 from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
+from gateway.proxy.parts import PartTracker, Route
 from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode
@@ -54,7 +56,7 @@ from gateway.smpp.constants import (
     status_name,
 )
 from gateway.smpp.errors import SmppError
-from gateway.store.base import ConsentStore, StoreUnavailableError
+from gateway.store.base import ConsentStore, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
@@ -76,23 +78,14 @@ log = logs.get_logger()
 
 TRANSMIT_BINDS = frozenset({"transmitter", "transceiver"})
 RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
-# How long the parts of one long MT share one decision (they must all get the same answer).
-PART_DECISION_TTL_S = 600.0
-MAX_PART_DECISIONS = 100_000
+# An MT without a source (the SMSC fills in the account's default), or an MO to no address.
+_NO_SENDER = SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
+# An MT to no address at all: refused like an unreadable one.
+_NO_SUBSCRIBER = SmsAddress(kind=AddressKind.UNREADABLE, value="")
 
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
-
-
-@dataclass(frozen=True, slots=True)
-class _PartDecision:
-    status: int  # 0: forwarded
-    footer: bool  # forwarded through the footer stage
-    expires: float
-    # Why it was refused: later parts are refused the same way (accept-and-report answers OK
-    # and reports, so the status alone is not the answer).
-    reason: RejectReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +94,20 @@ class _Held:
 
     assembly: Assembly[None]
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Mt:
+    """What an MT's decision needs, read once from the PDU and the client."""
+
+    pdu: p.SubmitSm | p.DataSm
+    subscriber: SmsAddress
+    sender: SmsAddress
+    campaign: Campaign
+    account: str  # the client's account key (config.account_match)
+    bound_as: str  # its system_id as bound
+    part: PartInfo | None
+    part_key: tuple[object, ...] | None
 
 
 class _Turns:
@@ -116,6 +123,11 @@ class _Turns:
         self.waiting = 0
 
 
+# Called by the footer stage before it sends held parts on: ``go`` when they may still go,
+# else the enforcer answers every one of ``requests`` itself.
+Gate = Callable[[list[MtRequest], Callable[[], None]], None]
+
+
 class FooterStage(Protocol):
     """Adds a campaign's opt-out footer to allowed MTs (gateway.proxy.footer)."""
 
@@ -128,6 +140,18 @@ class FooterStage(Protocol):
     ) -> None:
         """Settle ``request``: forward it with the footer added, re-segmented as needed; the
         parts of a long message are held until all are in (bounded), then sent as one."""
+
+    def abandon(
+        self,
+        request: MtRequest,
+        pdu: p.SubmitSm | p.DataSm,
+        subscriber: SmsAddress,
+        answer: Callable[[MtRequest], object],
+    ) -> None:
+        """The message ``request`` belongs to may not go: ``answer`` every part of it held."""
+
+    def set_gate(self, gate: Gate) -> None:
+        """Who decides, when held parts are sent on later, whether they may still go."""
 
     def on_closed(self, conn_id: str) -> None:
         """The client connection ``conn_id`` is gone: drop what is held for it."""
@@ -146,6 +170,7 @@ class ConsentEnforcer:
         default_alphabet: Alphabet = Alphabet.GSM7,
         footers: FooterStage | None = None,
         service: ServiceLink | None = None,
+        part_ttl_s: float = 10.0,
     ) -> None:
         self.config = config
         self.footers = footers
@@ -155,28 +180,39 @@ class ConsentEnforcer:
         self.instance = instance
         self.default_alphabet = default_alphabet
         self._bridges: dict[str, set[Bridge]] = {}
-        self._parts: OrderedDict[tuple[object, ...], _PartDecision] = OrderedDict()
+        # The parts of one long MT share one answer (gateway.proxy.parts); they live no longer
+        # than the footer stage holds a message.
+        self._parts = PartTracker(part_ttl_s)
         self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
         self._replies: dict[str, deque[float]] = {}
         self._reply_ref = 0
         # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
         self._mo_turns: dict[str, _Turns] = {}
+        if footers is not None:
+            footers.set_gate(self._gate)
 
-    def reconfigure(self, config: ConsentConfig) -> None:
+    def reconfigure(self, config: ConsentConfig, *, part_ttl_s: float | None = None) -> None:
         """SIGHUP: campaigns and statuses apply from the next message on."""
         self.config = config
+        if part_ttl_s is not None:
+            self._parts.ttl_s = part_ttl_s
 
     # --- session registry (auto-replies go over a transmit-capable session of the account) ---
 
+    def _account(self, system_id: str) -> str:
+        return account_key(system_id, self.config.account_match)
+
     def on_bound(self, bridge: Bridge) -> None:
-        self._bridges.setdefault(bridge.client_info.system_id, set()).add(bridge)
+        account = self._account(bridge.client_info.system_id)
+        self._bridges.setdefault(account, set()).add(bridge)
 
     def on_closed(self, bridge: Bridge) -> None:
-        bridges = self._bridges.get(bridge.client_info.system_id)
+        account = self._account(bridge.client_info.system_id)
+        bridges = self._bridges.get(account)
         if bridges is not None:
             bridges.discard(bridge)
             if not bridges:
-                del self._bridges[bridge.client_info.system_id]
+                del self._bridges[account]
         conn_id = bridge.conn_id
         self._mo_parts.discard(lambda key: key[0] == conn_id)
         if self.footers is not None:
@@ -184,11 +220,61 @@ class ConsentEnforcer:
 
     # --- MT -----------------------------------------------------------------------------------
 
-    def _address(self, addr: str, ton: int, npi: int) -> SmsAddress | None:
+    def _address(
+        self, addr: str, ton: int, npi: int, *, lenient: bool = False
+    ) -> SmsAddress | None:
         c = self.config
         return normalise(
-            addr, ton, npi, c.default_country, short_code_max_length=c.short_code_max_length
+            addr,
+            ton,
+            npi,
+            c.default_country,
+            short_code_max_length=c.short_code_max_length,
+            lenient=lenient,
         )
+
+    def _sender(self, addr: str, ton: int, npi: int, account: str) -> SmsAddress:
+        """The MT's source; an empty one is the account's default sender, as the SMSC fills
+        it in (``[consent.accounts.ID] default_sender``), or no number at all."""
+        sender = self._address(addr, ton, npi)
+        if sender is not None:
+            return sender
+        policy = self.config.accounts.get(account)
+        if policy is not None and policy.default_sender is not None:
+            return policy.default_sender
+        return _NO_SENDER
+
+    def _read_mt(self, request: MtRequest, pdu: p.SubmitSm | p.DataSm) -> tuple[_Mt, bool]:
+        """The MT's parts; and False when its addresses already refuse it."""
+        bound_as = request.client.system_id
+        account = self._account(bound_as)
+        subscriber = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
+        sender = self._sender(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, account)
+        campaign = self.config.directory.lookup(sender.value)
+        part: PartInfo | None = None
+        key: tuple[object, ...] | None = None
+        if pdu.esm_class & EsmClass.UDHI or pdu.tlv(0x020C) is not None:
+            part = content_of(pdu, self.default_alphabet).part
+        if subscriber is None:
+            subscriber = _NO_SUBSCRIBER
+        elif part is not None:
+            key = (request.client.conn_id, sender.value, subscriber.value, part.reference)
+            key += (part.total,)
+        mt = _Mt(
+            pdu=pdu,
+            subscriber=subscriber,
+            sender=sender,
+            campaign=campaign,
+            account=account,
+            bound_as=bound_as,
+            part=part,
+            part_key=key,
+        )
+        refused = address_refusal(campaign, subscriber, sender, account)
+        if refused is not None:
+            self._mt_refuse(request, mt, refused)
+            return mt, False
+        return mt, True
 
     def on_mt(self, request: MtRequest) -> None:
         pdu = request.pdu
@@ -196,103 +282,147 @@ class ConsentEnforcer:
             self._submit_multi(request, pdu)
             return
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
-        subscriber = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
-        if subscriber is None or subscriber.kind is AddressKind.ALPHANUMERIC:
-            request.forward()  # not a subscriber: the SMSC judges the address
+        mt, readable = self._read_mt(request, pdu)
+        if not readable:
             return
-        sender = self._address(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi)
-        sender = sender or SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
-        campaign = self.config.directory.lookup(sender.value)
-        part_key = self._part_key(request, pdu, sender, subscriber)
-        if part_key is not None:
-            earlier = self._parts.get(part_key)
-            if earlier is not None and earlier.expires > time.monotonic():
-                # Every part of one long message gets the answer its first part got.
-                if earlier.reason is not None:
-                    self._mt_refuse(request, pdu, earlier.reason, campaign, subscriber)
-                elif earlier.status != 0:
-                    request.reject(earlier.status)
-                elif earlier.footer and self.footers is not None:
-                    self.footers.submit(request, pdu, campaign, subscriber)
-                else:
-                    request.forward()
-                return
-        records = self.store.cached_current(subscriber.value)
+        records = self.store.cached_current(mt.subscriber.value)
         footer_seen: bool | None = False
-        if campaign.footer is FooterMode.FIRST:
-            footer_seen = self.store.cached_footer_seen(subscriber.value, campaign.name)
+        if mt.campaign.footer is FooterMode.FIRST:
+            footer_seen = self.store.cached_footer_seen(mt.subscriber.value, mt.campaign.name)
         if records is None or footer_seen is None:
-            request.spawn(self._mt_slow(request, pdu, campaign, sender, subscriber, part_key))
+            request.spawn(self._mt_slow(request, mt))
             return
-        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key, footer_seen)
+        self._mt_decide(request, mt, records, footer_seen)
 
-    async def _mt_slow(
-        self,
-        request: MtRequest,
-        pdu: p.SubmitSm | p.DataSm,
-        campaign: Campaign,
-        sender: SmsAddress,
-        subscriber: SmsAddress,
-        part_key: tuple[object, ...] | None,
-    ) -> None:
+    async def _mt_slow(self, request: MtRequest, mt: _Mt) -> None:
         try:
-            records = await self.store.current(subscriber.value)
-            footer_seen = campaign.footer is FooterMode.FIRST and await self.store.footer_seen(
-                subscriber.value, campaign.name
+            records = await self.store.current(mt.subscriber.value)
+            footer_seen = mt.campaign.footer is FooterMode.FIRST and await self.store.footer_seen(
+                mt.subscriber.value, mt.campaign.name
             )
-        except StoreUnavailableError as exc:
+        except StoreError as exc:
             self._store_down("current", exc)
-            self._mt_refuse(request, pdu, RejectReason.STORE_UNAVAILABLE, campaign, subscriber)
+            self._mt_refuse(request, mt, RejectReason.STORE_UNAVAILABLE)
             return
-        self._mt_decide(request, pdu, campaign, sender, subscriber, records, part_key, footer_seen)
+        self._mt_decide(request, mt, records, footer_seen)
 
     def _mt_decide(
         self,
         request: MtRequest,
-        pdu: p.SubmitSm | p.DataSm,
-        campaign: Campaign,
-        sender: SmsAddress,
-        subscriber: SmsAddress,
+        mt: _Mt,
         records: Mapping[str, ConsentRecord],
-        part_key: tuple[object, ...] | None,
         footer_seen: bool,
     ) -> None:
-        decision = self._policy(
-            request, pdu.service_type, campaign, sender, subscriber, records, footer_seen
-        )
+        """Decide on the current records; a part of a long MT also gets its message's answer
+        (one refusal refuses the parts after it; the route stays the first part's)."""
+        earlier = None
+        if mt.part_key is not None:
+            earlier = self._parts.get(mt.part_key, time.monotonic())
+        decision = self._policy(request, mt, records, footer_seen)
+        if earlier is not None and earlier.refusal is not None and isinstance(decision, Allow):
+            decision = Reject(reason=earlier.refusal)
         if isinstance(decision, Allow):
-            footer = decision.add_footer and self.footers is not None
-            self._remember_part(part_key, 0, footer)
+            if earlier is not None:
+                footer = earlier.route is Route.FOOTER
+            else:
+                footer = decision.add_footer and self.footers is not None
+            self._record_part(mt, Route.FOOTER if footer else Route.PLAIN, None)
             if footer:
                 assert self.footers is not None
-                self.footers.submit(request, pdu, campaign, subscriber)
+                self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
             else:
                 request.forward()
             return
-        status = self._mt_refuse(request, pdu, decision.reason, campaign, subscriber, decision)
-        self._remember_part(part_key, status, False, decision.reason)
+        self._record_part(
+            mt, earlier.route if earlier is not None else Route.PLAIN, decision.reason
+        )
+        self._mt_refuse(request, mt, decision.reason, decision)
+        if earlier is not None and earlier.route is Route.FOOTER and self.footers is not None:
+            # Parts held for the footer were allowed before the change: they go nowhere now.
+            reason = decision.reason
+            self.footers.abandon(
+                request,
+                mt.pdu,
+                mt.subscriber,
+                lambda held: self._mt_refuse(held, self._reread(held, mt), reason),
+            )
         if isinstance(decision, RequestOptIn):
             request.spawn(self._request_opt_in(request, decision))
+
+    def _record_part(self, mt: _Mt, route: Route, refusal: RejectReason | None) -> None:
+        part = mt.part
+        if mt.part_key is None or part is None:
+            return
+        self._parts.record(
+            mt.part_key, part.seq, part.total, time.monotonic(), route=route, refusal=refusal
+        )
+
+    def _reread(self, request: MtRequest, like: _Mt) -> _Mt:
+        """``like`` for another part of the same message (its own PDU)."""
+        pdu = request.pdu
+        assert isinstance(pdu, p.SubmitSm | p.DataSm)
+        return dataclasses.replace(like, pdu=pdu)
+
+    def _gate(self, requests: list[MtRequest], go: Callable[[], None]) -> None:
+        """Held parts are about to go on (their hold ended without the message completing):
+        only if the subscriber may still be messaged now."""
+        first = requests[0]
+        pdu = first.pdu
+        assert isinstance(pdu, p.SubmitSm | p.DataSm)
+        mt, readable = self._read_mt(first, pdu)
+        if not readable:  # cannot happen for parts that were allowed; refuse the rest alike
+            for request in requests[1:]:
+                self._mt_refuse(request, self._reread(request, mt), RejectReason.UNREADABLE_ADDRESS)
+            return
+        records = self.store.cached_current(mt.subscriber.value)
+        if records is None:
+            first.spawn(self._gate_slow(requests, mt, go))
+            return
+        self._gate_decide(requests, mt, records, go)
+
+    async def _gate_slow(self, requests: list[MtRequest], mt: _Mt, go: Callable[[], None]) -> None:
+        try:
+            records = await self.store.current(mt.subscriber.value)
+        except StoreError as exc:
+            self._store_down("current", exc)
+            for request in requests:
+                self._mt_refuse(request, self._reread(request, mt), RejectReason.STORE_UNAVAILABLE)
+            return
+        self._gate_decide(requests, mt, records, go)
+
+    def _gate_decide(
+        self,
+        requests: list[MtRequest],
+        mt: _Mt,
+        records: Mapping[str, ConsentRecord],
+        go: Callable[[], None],
+    ) -> None:
+        decision = self._policy(requests[0], mt, records, True)
+        if isinstance(decision, Allow):
+            go()
+            return
+        for request in requests:
+            self._mt_refuse(request, self._reread(request, mt), decision.reason, decision)
 
     def _mt_refuse(
         self,
         request: MtRequest,
-        pdu: p.SubmitSm | p.DataSm,
+        mt: _Mt,
         reason: RejectReason,
-        campaign: Campaign,
-        subscriber: SmsAddress,
         decision: Reject | RequestOptIn | None = None,
     ) -> int:
         status = self.config.statuses.status(reason)
-        client = request.client
-        account = self.config.accounts.get(client.system_id)
+        if request.settled:
+            return status
+        pdu = mt.pdu
+        account = self.config.accounts.get(mt.account)
         report = account is not None and account.accept_and_report
         if reason is RejectReason.STORE_UNAVAILABLE:
             report = False  # a temporary refusal must stay visible so the client retries
         self._log_refusal(
             request,
-            campaign,
-            subscriber,
+            mt.campaign,
+            mt.subscriber,
             reason,
             status,
             command_id=command_name(pdu.command_id),
@@ -304,7 +434,7 @@ class ConsentEnforcer:
             message_id = uuid.uuid4().hex[:16]
             request.respond(_resp_for(pdu, message_id))
             if pdu.registered_delivery & 0x03:
-                self._report_rejected(request, pdu, message_id)
+                self._report_rejected(mt.account, pdu, message_id)
             return status
         request.reject(status)
         return status
@@ -312,19 +442,17 @@ class ConsentEnforcer:
     def _policy(
         self,
         request: MtRequest,
-        service_type: str,
-        campaign: Campaign,
-        sender: SmsAddress,
-        subscriber: SmsAddress,
+        mt: _Mt,
         records: Mapping[str, ConsentRecord],
         footer_seen: bool,
     ) -> Allow | Reject | RequestOptIn:
         return decide_mt(
-            campaign=campaign,
-            subscriber=subscriber,
-            sender=sender,
-            system_id=request.client.system_id,
-            service_type=service_type,
+            campaign=mt.campaign,
+            subscriber=mt.subscriber,
+            sender=mt.sender,
+            system_id=mt.account,
+            bound_as=mt.bound_as,
+            service_type=mt.pdu.service_type,
             records=records,
             now=time.time(),
             new_event_id=new_event_id,
@@ -349,14 +477,13 @@ class ConsentEnforcer:
             system_id=request.client.system_id,
             campaign=campaign.name,
             subscriber=mask_subscriber(subscriber.value),
+            address_kind=subscriber.kind.value,
             reason=reason.value,
             command_status=status_name(status),
             **fields,
         )
 
-    def _report_rejected(
-        self, request: MtRequest, pdu: p.SubmitSm | p.DataSm, message_id: str
-    ) -> None:
+    def _report_rejected(self, account: str, pdu: p.SubmitSm | p.DataSm, message_id: str) -> None:
         """Accept and report: a delivery receipt stat:REJECTD to a receiving session."""
         stamp = time.strftime("%y%m%d%H%M", time.gmtime())
         text = (
@@ -377,82 +504,72 @@ class ConsentEnforcer:
                 p.Tlv(0x0427, bytes([8])),  # message_state REJECTED
             ),
         )
-        for bridge in self._receiving(request.client.system_id):
+        for bridge in self._receiving(account):
             if bridge.originate_to_client(receipt, lambda _pdu, _frame: None):
                 return
         log.warning(
             logs.AUTO_REPLY_SUPPRESSED,
             kind="receipt",
             reason="no receiving session",
-            system_id=request.client.system_id,
+            system_id=account,
         )
 
     async def _request_opt_in(self, request: MtRequest, decision: RequestOptIn) -> None:
         new = await self._store_events(decision.events)
         if new:
-            self._send_reply(request.client.system_id, decision.reply, "opt_in_request", None)
-
-    def _part_key(
-        self,
-        request: MtRequest,
-        pdu: p.SubmitSm | p.DataSm,
-        sender: SmsAddress,
-        subscriber: SmsAddress,
-    ) -> tuple[object, ...] | None:
-        if not (pdu.esm_class & EsmClass.UDHI) and pdu.tlv(0x020C) is None:
-            return None
-        part = content_of(pdu, self.default_alphabet).part
-        if part is None:
-            return None
-        return (request.client.conn_id, sender.value, subscriber.value, part.reference, part.total)
-
-    def _remember_part(
-        self,
-        key: tuple[object, ...] | None,
-        status: int,
-        footer: bool,
-        reason: RejectReason | None = None,
-    ) -> None:
-        if key is None:
-            return
-        self._parts[key] = _PartDecision(
-            status, footer, time.monotonic() + PART_DECISION_TTL_S, reason
-        )
-        self._parts.move_to_end(key)
-        while len(self._parts) > MAX_PART_DECISIONS:
-            self._parts.popitem(last=False)
+            self._send_reply(
+                self._account(request.client.system_id), decision.reply, "opt_in_request", None
+            )
 
     def _submit_multi(self, request: MtRequest, pdu: p.SubmitMulti) -> None:
         request.spawn(self._submit_multi_slow(request, pdu))
 
     async def _submit_multi_slow(self, request: MtRequest, pdu: p.SubmitMulti) -> None:
-        """Check each destination; refused ones go to unsuccess_sme, the rest are forwarded."""
-        sender = self._address(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi)
-        sender = sender or SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
+        """Check each destination; refused ones go to unsuccess_sme, the rest are forwarded.
+
+        A distribution list is refused like an unreadable address: the SMSC expands it, and
+        the gateway cannot decide for members it cannot see."""
+        bound_as = request.client.system_id
+        account = self._account(bound_as)
+        sender = self._sender(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, account)
         campaign = self.config.directory.lookup(sender.value)
         kept: list[p.SmeAddress | p.DistributionList] = []
         refused: list[p.UnsuccessSme] = []
         for dest in pdu.dest_addresses:
-            if not isinstance(dest, p.SmeAddress):
-                kept.append(dest)  # distribution lists are the SMSC's; it expands them
-                continue
-            subscriber = self._address(
-                dest.destination_addr, dest.dest_addr_ton, dest.dest_addr_npi
-            )
-            if subscriber is None or subscriber.kind is AddressKind.ALPHANUMERIC:
-                kept.append(dest)
-                continue
-            try:
-                records = self.store.cached_current(subscriber.value)
-                if records is None:
-                    records = await self.store.current(subscriber.value)
-            except StoreUnavailableError as exc:
-                self._store_down("current", exc)
-                request.reject(self.config.statuses.store_unavailable)
-                return
-            decision = self._policy(
-                request, pdu.service_type, campaign, sender, subscriber, records, False
-            )
+            if isinstance(dest, p.SmeAddress):
+                subscriber = self._address(
+                    dest.destination_addr, dest.dest_addr_ton, dest.dest_addr_npi
+                )
+                ton, npi, addr = dest.dest_addr_ton, dest.dest_addr_npi, dest.destination_addr
+            else:
+                subscriber = None
+                ton, npi, addr = 0, 0, dest.dl_name
+            subscriber = subscriber or _NO_SUBSCRIBER
+            decision: Allow | Reject | RequestOptIn
+            reason = address_refusal(campaign, subscriber, sender, account)
+            if reason is not None:
+                decision = Reject(reason=reason)
+            else:
+                try:
+                    records = self.store.cached_current(subscriber.value)
+                    if records is None:
+                        records = await self.store.current(subscriber.value)
+                except StoreError as exc:
+                    self._store_down("current", exc)
+                    request.reject(self.config.statuses.store_unavailable)
+                    return
+                decision = decide_mt(
+                    campaign=campaign,
+                    subscriber=subscriber,
+                    sender=sender,
+                    system_id=account,
+                    bound_as=bound_as,
+                    service_type=pdu.service_type,
+                    records=records,
+                    now=time.time(),
+                    new_event_id=new_event_id,
+                    instance=self.instance,
+                )
             if isinstance(decision, Allow):
                 kept.append(dest)
                 continue
@@ -469,9 +586,9 @@ class ConsentEnforcer:
             )
             refused.append(
                 p.UnsuccessSme(
-                    dest_addr_ton=dest.dest_addr_ton,
-                    dest_addr_npi=dest.dest_addr_npi,
-                    destination_addr=dest.destination_addr,
+                    dest_addr_ton=ton,
+                    dest_addr_npi=npi,
+                    destination_addr=addr,
                     error_status_code=status,
                 )
             )
@@ -500,11 +617,28 @@ class ConsentEnforcer:
         if is_delivery_receipt(pdu.esm_class):
             request.forward()  # receipts are never keywords, whatever text: echoes
             return
-        subscriber = self._address(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi)
-        recipient = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
-        if subscriber is None or subscriber.kind is AddressKind.ALPHANUMERIC or recipient is None:
+        # The same reading as MT destinations (leniently: a stray character in a source the
+        # SMSC hands us must not lose a STOP), so the STOP lands where MTs are checked.
+        subscriber = self._address(
+            pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, lenient=True
+        )
+        if subscriber is None or not subscriber.is_subscriber:
+            # A name or no number at all: nothing can be recorded for it, and no MT can reach
+            # it either (they are refused), so no consent is at stake.
+            kind = "empty" if subscriber is None else subscriber.kind.value
+            self.metrics.mo_senders_ignored_total.labels(kind).inc()
+            log.info(
+                logs.MO_SENDER_IGNORED,
+                conn_id=request.client.conn_id,
+                system_id=request.client.system_id,
+                source=mask_subscriber(pdu.source_addr),
+                address_kind=kind,
+            )
             request.forward()
             return
+        recipient = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
+        # To no readable number: the default campaign's rules (an account-wide STOP by default).
+        recipient = recipient or _NO_SENDER
         content = content_of(pdu, self.default_alphabet)
         text, held = self._mo_text(request, content, subscriber, recipient)
         key = subscriber.value
@@ -605,7 +739,8 @@ class ConsentEnforcer:
         records: Mapping[str, ConsentRecord],
     ) -> MoDecision:
         now = time.time()
-        system_id = request.client.system_id
+        bound_as = request.client.system_id
+        system_id = self._account(bound_as)
         # The SMSC resends an MO whose response it did not get; within the window the same
         # words from the same subscriber to the same number are that resend, not a new message.
         bucket = int(now // self.config.mo_dedup_window_s)
@@ -633,6 +768,7 @@ class ConsentEnforcer:
             instance=self.instance,
             smsc_message_id=_receipted_id(pdu),
             dedup_key=digest,
+            bound_as=bound_as,
         )
 
     async def _mo_slow(
@@ -647,7 +783,7 @@ class ConsentEnforcer:
     ) -> None:
         try:
             records = await self.store.current(subscriber.value)
-        except StoreUnavailableError as exc:
+        except StoreError as exc:
             self._store_down("current", exc)
             self._retry_later(request, held)
             return
@@ -659,7 +795,7 @@ class ConsentEnforcer:
         if decision.events:
             try:
                 new = await self._store_events(decision.events, raise_unavailable=True)
-            except StoreUnavailableError:
+            except StoreError:
                 # Not stored, so not acknowledged: the SMSC retries and nothing is lost.
                 self._retry_later(request, held)
                 return
@@ -681,7 +817,7 @@ class ConsentEnforcer:
             )
         if decision.reply is not None and new:
             self._send_reply(
-                request.client.system_id,
+                self._account(request.client.system_id),
                 decision.reply,
                 decision.action.value,
                 request,
@@ -714,7 +850,7 @@ class ConsentEnforcer:
             started = time.perf_counter()
             try:
                 added = await self.store.append(event)
-            except StoreUnavailableError as exc:
+            except StoreError as exc:
                 self._store_down("append", exc)
                 if raise_unavailable:
                     raise

@@ -90,6 +90,14 @@ _ONE_PART: Final = {
 Key = tuple[Hashable, ...]
 Message = p.SubmitSm | p.DataSm
 LinkFor = Callable[[Campaign, SmsAddress], str | None]
+# Before held parts go on unchanged (their message never completed): calls ``go`` if they may
+# still be sent, else answers every request itself (gateway.proxy.consent: a consent change
+# during the hold refuses them).
+Gate = Callable[[list[MtRequest], Callable[[], None]], None]
+
+
+def _open_gate(_requests: list[MtRequest], go: Callable[[], None]) -> None:
+    go()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +190,11 @@ class FooterStage:
         self._encoded: dict[tuple[str, Alphabet], bytes | None] = {}
         self._marking: set[tuple[str, str]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._gate: Gate = _open_gate
+
+    def set_gate(self, gate: Gate) -> None:
+        """Who decides whether held parts may still go when their hold ends."""
+        self._gate = gate
 
     # --- observation (admin, tests) -----------------------------------------------------------
 
@@ -217,6 +230,28 @@ class FooterStage:
         """The client's connection ended: drop its held parts, answering nothing."""
         for key in [k for k in self._holds if k[0] == conn_id]:
             self._drop(self._holds[key], "client_gone")
+        self._arm()
+
+    def abandon(
+        self,
+        request: MtRequest,
+        pdu: Message,
+        subscriber: SmsAddress,
+        answer: Callable[[MtRequest], object],
+    ) -> None:
+        """The message ``request`` is part of may not go (consent changed between its parts):
+        every part of it held is answered with ``answer`` and forgotten; nothing is sent."""
+        content = content_of(pdu, self.settings.default_alphabet)
+        if content.part is None:
+            return
+        hold = self._holds.get(_hold_key(request, pdu, content, subscriber))
+        if hold is None:
+            return
+        self._remove(hold)
+        for slot in hold.ordered():
+            for held in slot.requests:
+                if not held.settled:
+                    answer(held)
         self._arm()
 
     def release_all(self, reason: str = "shutdown") -> None:
@@ -364,14 +399,7 @@ class FooterStage:
             request.forward()  # binary parts are never touched; a bad numbering is not ours
             return
         kind = _concat_kind(content)
-        key: Key = (
-            request.client.conn_id,
-            pdu.source_addr,
-            subscriber.value,
-            kind.value,
-            part.reference,
-            part.total,
-        )
+        key = _hold_key(request, pdu, content, subscriber)
         now = self._now()
         released = self._released.get(key)
         if released is not None:
@@ -542,7 +570,10 @@ class FooterStage:
         if remember:
             self._remember_released(hold.key)
         self._log_hold(hold, reason)
-        self._send_unchanged(hold.ordered())
+        slots = hold.ordered()
+        # Time has passed since these parts were allowed: they go only if still allowed now.
+        requests = [r for slot in slots for r in slot.requests]
+        self._gate(requests, lambda: self._send_unchanged(slots))
 
     def _drop(self, hold: _Hold, reason: str) -> None:
         self._remove(hold)
@@ -767,6 +798,20 @@ def _if_ok(accepted: Callable[[], None]) -> Callable[[bytes], bytes]:
         return frame
 
     return transform
+
+
+def _hold_key(request: MtRequest, pdu: Message, content: Content, subscriber: SmsAddress) -> Key:
+    """The parts of one message: same connection, source, destination, kind, reference, count."""
+    part = content.part
+    assert part is not None
+    return (
+        request.client.conn_id,
+        pdu.source_addr,
+        subscriber.value,
+        _concat_kind(content).value,
+        part.reference,
+        part.total,
+    )
 
 
 def _client_gone(request: MtRequest) -> bool:

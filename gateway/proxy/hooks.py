@@ -10,10 +10,12 @@ in). Requests the gateway sends on its own (auto-replies, extra segments) go thr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import Pdu
 
 if TYPE_CHECKING:
@@ -36,8 +38,10 @@ class ClientInfo:
 ResponseCallback = Callable[[Pdu | None, bytes | None], None]
 
 
-class _Pending:
+class _Pending(ABC):
     __slots__ = ("_bridge", "_settled", "frame", "pdu")
+    # What a request gets when the hook handling it failed (see ``spawn``).
+    TEMPORARY_FAILURE: int = CommandStatus.ESME_RSYSERR  # clients re-queue it
 
     def __init__(self, bridge: Bridge, pdu: Pdu, frame: bytes) -> None:
         self._bridge = bridge
@@ -58,6 +62,10 @@ class _Pending:
     def settled(self) -> bool:
         return self._settled
 
+    @abstractmethod
+    def reject(self, status: int) -> None:
+        """Answer the peer that sent this request with an error status and no body."""
+
     def _settle(self) -> None:
         if self._settled:
             raise RuntimeError("request already settled")
@@ -68,8 +76,13 @@ class _Pending:
         return self._bridge.originate_upstream(pdu, on_response)
 
     def spawn(self, coro: object) -> None:
-        """Run a coroutine owned by the bridge (cancelled when it closes)."""
-        self._bridge.spawn(coro)
+        """Run a coroutine owned by the bridge (cancelled when it closes). If it fails, this
+        request, when still unsettled, gets a temporary status: never no answer at all."""
+        self._bridge.spawn(coro, self._fail)
+
+    def _fail(self) -> None:
+        if not self._settled:
+            self.reject(self.TEMPORARY_FAILURE)
 
 
 class MtRequest(_Pending):
@@ -107,6 +120,7 @@ class MoRequest(_Pending):
     """A request from the SMSC (deliver_sm, data_sm), waiting to go to the client or be answered."""
 
     __slots__ = ("sequence_number",)
+    TEMPORARY_FAILURE = CommandStatus.ESME_RX_T_APPN  # the SMSC delivers it again
 
     def __init__(self, bridge: Bridge, pdu: Pdu, frame: bytes) -> None:
         super().__init__(bridge, pdu, frame)

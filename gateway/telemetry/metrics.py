@@ -49,6 +49,12 @@ class Metrics:
         self.mt_rejected_total = Counter(
             "smppgw_mt_rejected_total", "MT refused by consent policy", ["reason"], registry=r
         )
+        self.mo_senders_ignored_total = Counter(
+            "smppgw_mo_senders_ignored_total",
+            "MO whose source is no subscriber (a name, unreadable): consent unchanged",
+            ["kind"],
+            registry=r,
+        )
         self.mo_keywords_total = Counter(
             "smppgw_mo_keywords_total",
             "MO recognised as keywords",

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.consent.campaign import (
+    AccountMatch,
     Campaign,
     FooterMode,
     InboundUnknown,
@@ -17,6 +18,7 @@ from gateway.consent.campaign import (
     OutboundUnknown,
     ReOptIn,
     Replies,
+    account_key,
 )
 from gateway.consent.keywords import KeywordFamily
 from gateway.consent.model import (
@@ -44,6 +46,7 @@ from gateway.consent.policy import (
     RejectReason,
     RejectStatuses,
     RequestOptIn,
+    address_refusal,
     block,
     decide_mo,
     decide_mt,
@@ -738,6 +741,22 @@ class TestNoRepliesToMachines:
         assert decision.action is MoAction.IGNORED_SENDER
         assert (decision.events, decision.reply, decision.forward) == ((), None, True)
 
+    @pytest.mark.parametrize(
+        "kind", [AddressKind.IMPOSSIBLE, AddressKind.UNREADABLE], ids=["impossible", "unreadable"]
+    )
+    def test_unreadable_sender_ignored(self, kind: AddressKind) -> None:
+        """A source no MT can reach (they are refused) changes nothing."""
+        decision = mo("STOP", subscriber=SmsAddress(kind=kind, value="123"))
+        assert decision.action is MoAction.IGNORED_SENDER
+        assert decision.events == ()
+
+    def test_number_labelled_alphanumeric_is_recorded_without_reply(self) -> None:
+        """Digits the peer labelled TON 5 are the subscriber: the STOP counts, no reply goes."""
+        labelled = SmsAddress(kind=AddressKind.E164, value=SUB.value, replyable=False)
+        decision = mo("STOP", subscriber=labelled)
+        assert [e.state for e in decision.events] == [S.OPTED_OUT]
+        assert decision.reply is None
+
     @pytest.mark.parametrize("text", ["STOP", "START", "HELP"], ids=["stop", "start", "help"])
     def test_short_code_sender_gets_no_reply(self, text: str) -> None:
         """A short code's keyword may be recorded, but no auto-reply is ever sent to it."""
@@ -761,8 +780,8 @@ class TestRejectStatuses:
         """Default consent statuses are permanent and distinct; store-unavailable is retried."""
         table = DEFAULT_REJECT_STATUSES
         assert table.problems() == []
-        consent = [r for r in RejectReason if r is not RejectReason.STORE_UNAVAILABLE]
-        assert all(table.status(r) not in CLIENT_RETRY_STATUSES for r in consent)
+        permanent = [r for r in RejectReason if r is not RejectReason.STORE_UNAVAILABLE]
+        assert all(table.status(r) not in CLIENT_RETRY_STATUSES for r in permanent)
         assert table.status(RejectReason.STORE_UNAVAILABLE) in CLIENT_RETRY_STATUSES
 
     @pytest.mark.parametrize(
@@ -893,3 +912,111 @@ class TestFoldProperty:
         elif isinstance(decision, Allow):
             state = effective_state(scope_keys(c, NUM_A.value, SYS, service_type), records)[0]
             assert state not in (S.OPTED_OUT, S.BLOCKED)
+
+
+class TestAddressRefusal:
+    """What an MT gets whatever the records say: unreadable addresses, other accounts' numbers."""
+
+    @pytest.mark.parametrize(
+        "subscriber",
+        [
+            SmsAddress(kind=AddressKind.UNREADABLE, value="1555#"),
+            SmsAddress(kind=AddressKind.IMPOSSIBLE, value="123"),
+            ALPHA,
+            None,
+        ],
+        ids=["unreadable", "impossible", "name", "none"],
+    )
+    def test_destination_that_is_no_subscriber_is_refused(
+        self, subscriber: SmsAddress | None
+    ) -> None:
+        """An MT to something that is not a number or a short code is refused (fail closed)."""
+        assert address_refusal(BY_NUMBER, subscriber, NUM_A, SYS) is (
+            RejectReason.UNREADABLE_ADDRESS
+        )
+        if subscriber is not None:
+            assert mt({}, subscriber=subscriber) == Reject(reason=RejectReason.UNREADABLE_ADDRESS)
+
+    @pytest.mark.parametrize("subscriber", [SUB, SHORT_CODE], ids=["number", "short-code"])
+    def test_subscribers_pass(self, subscriber: SmsAddress) -> None:
+        """Numbers and short codes go on to the consent check."""
+        assert address_refusal(BY_NUMBER, subscriber, NUM_A, SYS) is None
+
+    def test_unreadable_sender_is_refused(self) -> None:
+        """A source with stray characters has no knowable campaign: refused."""
+        sender = SmsAddress(kind=AddressKind.UNREADABLE, value="1555*0100")
+        assert address_refusal(BY_NUMBER, SUB, sender, SYS) is RejectReason.UNREADABLE_SENDER
+
+    def test_campaign_number_of_another_account_is_refused(self) -> None:
+        """A campaign naming its accounts refuses MTs from its numbers by any other account."""
+        owned = campaign(accounts=frozenset({"acct2"}))
+        assert mt({}, owned) == Reject(reason=RejectReason.SENDER_NOT_ALLOWED)
+        assert isinstance(mt({}, campaign(accounts=frozenset({SYS}))), Allow)
+
+    def test_refusal_comes_before_records(self) -> None:
+        """Even an opted-in subscriber gets nothing from a number the account may not use."""
+        owned = campaign(accounts=frozenset({"acct2"}))
+        opted_in = recs(rec(K_NUM_A, S.OPTED_IN))
+        assert mt(opted_in, owned) == Reject(reason=RejectReason.SENDER_NOT_ALLOWED)
+
+    @pytest.mark.parametrize(
+        ("reason", "status"),
+        [
+            (RejectReason.UNREADABLE_ADDRESS, 0x0B),
+            (RejectReason.UNREADABLE_SENDER, 0x0A),
+            (RejectReason.SENDER_NOT_ALLOWED, 0x0A),
+        ],
+        ids=lambda v: v.value if isinstance(v, RejectReason) else f"0x{v:02x}",
+    )
+    def test_statuses(self, reason: RejectReason, status: int) -> None:
+        """Address refusals use ESME_RINVDSTADR / ESME_RINVSRCADR by default."""
+        assert DEFAULT_REJECT_STATUSES.status(reason) == status
+
+
+class TestAccountKeys:
+    @pytest.mark.parametrize(
+        "spelling", ["GOOD", "good ", " Good", "\uff27\uff2f\uff2f\uff24"], ids=repr
+    )
+    def test_fold_joins_spellings(self, spelling: str) -> None:
+        """By default case, outer spaces and compatibility forms do not make another account."""
+        assert account_key(spelling) == "good"
+
+    def test_exact_keeps_bytes(self) -> None:
+        """``exact`` compares system_ids as the bytes the client sent."""
+        assert account_key("GOOD ", AccountMatch.EXACT) == "GOOD "
+
+    def test_account_stop_binds_every_spelling(self) -> None:
+        """An account-wide opt-out recorded under the key reaches a client binding as 'GOOD '."""
+        records = recs(rec(Scope(ScopeKind.ACCOUNT, "good").key, S.OPTED_OUT))
+        decision = decide_mt(
+            campaign=BY_NUMBER,
+            subscriber=SUB,
+            sender=NUM_A,
+            system_id=account_key("GOOD "),
+            bound_as="GOOD ",
+            service_type="",
+            records=records,
+            now=NOW,
+            new_event_id=lambda: "x",
+        )
+        assert isinstance(decision, Reject)
+        assert decision.reason is RejectReason.OPTED_OUT
+
+    def test_records_under_the_bound_spelling_still_count(self) -> None:
+        """Account records written under a system_id as bound (before keys were folded) are
+        still checked, so an upgrade loses no opt-out."""
+        records = recs(rec(Scope(ScopeKind.ACCOUNT, "GOOD").key, S.OPTED_OUT))
+        keys = scope_keys(BY_NUMBER, NUM_A.value, "good", "", "GOOD")
+        assert Scope(ScopeKind.ACCOUNT, "GOOD").key in keys
+        decision = decide_mt(
+            campaign=BY_NUMBER,
+            subscriber=SUB,
+            sender=NUM_A,
+            system_id="good",
+            bound_as="GOOD",
+            service_type="",
+            records=records,
+            now=NOW,
+            new_event_id=lambda: "x",
+        )
+        assert isinstance(decision, Reject)

@@ -85,14 +85,17 @@ async def consent_gateway(
     campaigns: Sequence[Mapping[str, Any]] = (),
     consent: Mapping[str, Any] | None = None,
     instance: str = "test-gw",
+    **extra: Mapping[str, Any],
 ) -> AsyncIterator[Gateway]:
-    """An in-process gateway enforcing consent on ``store_url``, relaying to ``upstream_port``."""
+    """An in-process gateway enforcing consent on ``store_url``, relaying to ``upstream_port``;
+    ``extra`` config sections (``admin={...}``, ``text={...}``) are merged in."""
     sections: dict[str, Any] = {
         "gateway": {"instance": instance, "shutdown_grace_s": 5},
         "session": FAST_SESSION,
         "store": {"url": store_url},
         "consent": dict(consent or {}),
     }
+    sections.update({name: dict(values) for name, values in extra.items()})
     if campaigns:
         sections["campaigns"] = [dict(c) for c in campaigns]
     async with running_gateway(upstream_port, **sections) as gw:
@@ -413,13 +416,27 @@ class RawEsme:
 
     async def request(self, pdu: p.Pdu) -> p.Pdu:
         """Send and read the answer (nothing else arrives on a transmitter)."""
+        await self.send(pdu)
+        return await self.read()
+
+    async def send(self, pdu: p.Pdu) -> int:
+        """Send without waiting for the answer; returns the sequence number used."""
         self.sequence += 1
         self.writer.write(encode(dataclasses.replace(pdu, sequence_number=self.sequence)))
         await self.writer.drain()
+        return self.sequence
+
+    async def read(self) -> p.Pdu:
         async with asyncio.timeout(WAIT_S):
             head = await self.reader.readexactly(4)
             (length,) = struct.unpack(">I", head)
             return decode(head + await self.reader.readexactly(length - 4))
+
+    async def barrier(self) -> None:
+        """Return once the gateway has read everything sent before: it answers an
+        enquire_link only after the requests ahead of it (nothing else may be in flight)."""
+        resp = await self.request(p.EnquireLink())
+        assert isinstance(resp, p.EnquireLinkResp), resp
 
 
 # --- the CLI and the daemon as subprocesses ----------------------------------------------------
@@ -586,8 +603,10 @@ async def consent_rig(
     receipts: bool = False,
     store_url: str | None = None,
     system_id: str = "acme",
+    **extra: Mapping[str, Any],
 ) -> AsyncIterator[Rig]:
-    """Simulator, gateway on a SQLite file in ``tmp_path`` and a bound smpplib transceiver."""
+    """Simulator, gateway on a SQLite file in ``tmp_path`` and a bound smpplib transceiver;
+    ``extra`` config sections go to the gateway."""
     url = store_url or f"sqlite:{tmp_path}/consent.db"
     async with (
         simulator(receipts=receipts) as sim,
@@ -596,6 +615,7 @@ async def consent_rig(
             url,
             campaigns=acme_campaigns() if campaigns is None else campaigns,
             consent=consent,
+            **extra,
         ) as gw,
         SmpplibEsme(gw.port, system_id) as esme,
     ):

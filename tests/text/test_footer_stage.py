@@ -115,7 +115,8 @@ class FakeBridge:
         self.upstream.append(Sent(frame=frame, callback=on_response))
         return True
 
-    def spawn(self, coro: object) -> None:
+    def spawn(self, coro: object, on_failure: Callable[[], None] | None = None) -> None:
+        del on_failure  # the stage's own tasks handle their errors
         self.tasks.append(asyncio.ensure_future(cast("Any", coro)))
 
     # the SMSC -----------------------------------------------------------------------------
