@@ -8,7 +8,7 @@ import json
 import sys
 
 from gateway.config import GatewayConfig
-from gateway.consent.model import Actor, AddressKind, ConsentEvent, ConsentState
+from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError
 from gateway.store.factory import open_store
@@ -37,7 +37,7 @@ def _subscriber(number: str, config: GatewayConfig) -> str | None:
         config.consent.default_country,
         short_code_max_length=config.consent.short_code_max_length,
     )
-    if address is None or address.kind is AddressKind.ALPHANUMERIC:
+    if address is None or not address.is_subscriber:
         return None
     return address.value
 
@@ -89,6 +89,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 account=args.account,
                 sender=_sender(args.sender, config),
                 list_name=args.list_name,
+                account_match=config.consent.account_match,
             )
             state = ConsentState.OPTED_OUT if action == "opt-out" else ConsentState.OPTED_IN
             event: ConsentEvent | None = await set_state(

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from urllib.parse import unquote
 
 from gateway.admin.http import HttpError, HttpServer, Request, Response, json_response
-from gateway.consent.model import Actor, AddressKind, ConsentEvent, ConsentState
+from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
 from gateway.store.staff import (
@@ -109,7 +109,7 @@ class AdminApi:
     def _subscriber(self, text: str) -> str:
         ton = 1 if text.startswith("+") else 0
         address = normalise(text, ton, 1, self.default_country)
-        if address is None or address.kind is AddressKind.ALPHANUMERIC:
+        if address is None or not address.is_subscriber:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"not a phone number: {text!r}")
         return address.value
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.consent.campaign import AccountMatch, account_key
 from gateway.consent.model import (
     GLOBAL_SCOPE,
     Actor,
@@ -34,8 +35,12 @@ def scope_from(
     account: str | None = None,
     sender: str | None = None,
     list_name: str | None = None,
+    account_match: AccountMatch = AccountMatch.FOLD,
 ) -> Scope:
-    """The scope a staff change applies to: one of the options, or everything (global)."""
+    """The scope a staff change applies to: one of the options, or everything (global).
+
+    An account is keyed as the relay keys it (``consent.account_match``), so a change made for
+    "ACME" reaches the client that binds as "acme"."""
     given = [x for x in (campaign, account, sender) if x]
     if len(given) > 1:
         raise StaffError("give at most one of --campaign, --account, --sender")
@@ -46,7 +51,7 @@ def scope_from(
     if campaign:
         return Scope(ScopeKind.CAMPAIGN, campaign)
     if account:
-        return Scope(ScopeKind.ACCOUNT, account)
+        return Scope(ScopeKind.ACCOUNT, account_key(account, account_match))
     if sender:
         return Scope(ScopeKind.NUMBER, sender)
     return GLOBAL_SCOPE

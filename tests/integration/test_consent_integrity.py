@@ -260,6 +260,18 @@ class TestAccounts:
             assert len(sent_to(rig.sim, SUBSCRIBER)) == 1
 
 
+    async def test_staff_account_opt_out_uses_the_same_key(self, tmp_path: Path) -> None:
+        """``consent opt-out --account ACME`` reaches the client bound as 'acme'."""
+        async with consent_rig(tmp_path) as rig:
+            code, out, err = await run_cli(
+                "consent", "opt-out", "--config", str(cli_config(tmp_path, rig.store_url)),
+                SUBSCRIBER, "--account", "ACME", "--json",
+            )  # fmt: skip
+            assert code == 0, err
+            assert '"scope": "account:acme"' in out
+            assert await rig.mt(source=UNGROUPED) == OPTED_OUT
+
+
 class TestMoSources:
     async def test_stop_from_a_number_with_a_junk_zero_is_the_subscriber(
         self, tmp_path: Path
