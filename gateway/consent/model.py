@@ -161,4 +161,7 @@ class SmsAddress:
     @property
     def is_subscriber(self) -> bool:
         """Something consent is kept for: a number or a short code (never a name)."""
-        return self.kind is AddressKind.E164 or self.kind is AddressKind.SHORT_CODE
+        return self.kind in _SUBSCRIBER_KINDS
+
+
+_SUBSCRIBER_KINDS = frozenset({AddressKind.E164, AddressKind.SHORT_CODE})

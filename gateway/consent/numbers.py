@@ -112,6 +112,11 @@ def _cached(
     return SmsAddress(kind=AddressKind.E164, value=e164, replyable=replyable)
 
 
+# ``normalise`` with every argument positional (addr, ton, npi, default_country,
+# short_code_max_length, lenient): the per-message call, one cache look-up and nothing else.
+cached_normalise = _cached
+
+
 def _read(addr: str, lenient: bool) -> tuple[AddressKind | None, bool, str] | None:
     """Steps 1-3: (None, plus, digits) for a number, (kind, False, text) for a name or an
     unreadable address, None for an empty one."""

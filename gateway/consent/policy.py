@@ -341,6 +341,7 @@ def decide_mt(
     footer_seen: bool = False,
     instance: str | None = None,
     bound_as: str = "",
+    addresses_checked: bool = False,
 ) -> MtDecision:
     """What an MT to ``subscriber`` from ``sender`` gets.
 
@@ -349,10 +350,13 @@ def decide_mt(
     least those of ``scope_keys(campaign, sender.value, system_id, service_type, bound_as)``).
     ``footer_seen`` says whether this subscriber has already had this campaign's footer (footer
     mode ``first``). ``new_event_id`` is called only when an event is made (require_opt_in).
+    ``addresses_checked``: the caller has just had ``address_refusal`` say None for these
+    addresses (the MT path does, before it reads any record); otherwise it is checked here.
     """
-    refused = address_refusal(campaign, subscriber, sender, system_id)
-    if refused is not None:
-        return Reject(reason=refused)
+    if not addresses_checked:
+        refused = address_refusal(campaign, subscriber, sender, system_id)
+        if refused is not None:
+            return Reject(reason=refused)
     state, key = effective_state(
         _scopes(campaign, sender.value, system_id, service_type, bound_as)[1], records
     )

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
 from gateway.consent.model import AddressKind, ConsentEvent, ConsentRecord, SmsAddress
-from gateway.consent.numbers import normalise
+from gateway.consent.numbers import cached_normalise
 from gateway.consent.policy import (
     Allow,
     AutoReply,
@@ -96,18 +96,53 @@ class _Held:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
 class _Mt:
-    """What an MT's decision needs, read once from the PDU and the client."""
+    """What an MT's decision needs, read once from the PDU and the client (a plain slotted
+    class: built for every MT, so no dataclass machinery)."""
 
-    pdu: p.SubmitSm | p.DataSm
-    subscriber: SmsAddress
-    sender: SmsAddress
-    campaign: Campaign
-    account: str  # the client's account key (config.account_match)
-    bound_as: str  # its system_id as bound
-    part: PartInfo | None
-    part_key: tuple[object, ...] | None
+    __slots__ = (
+        "account",
+        "bound_as",
+        "campaign",
+        "part",
+        "part_key",
+        "pdu",
+        "sender",
+        "subscriber",
+    )
+
+    def __init__(
+        self,
+        pdu: p.SubmitSm | p.DataSm,
+        subscriber: SmsAddress,
+        sender: SmsAddress,
+        campaign: Campaign,
+        account: str,
+        bound_as: str,
+        part: PartInfo | None,
+        part_key: tuple[object, ...] | None,
+    ) -> None:
+        self.pdu = pdu
+        self.subscriber = subscriber
+        self.sender = sender
+        self.campaign = campaign
+        self.account = account  # the client's account key (config.account_match)
+        self.bound_as = bound_as  # its system_id as bound
+        self.part = part
+        self.part_key = part_key
+
+    def with_pdu(self, pdu: p.SubmitSm | p.DataSm) -> _Mt:
+        """The same message seen through another of its parts."""
+        return _Mt(
+            pdu,
+            self.subscriber,
+            self.sender,
+            self.campaign,
+            self.account,
+            self.bound_as,
+            self.part,
+            self.part_key,
+        )
 
 
 class _Turns:
@@ -180,6 +215,9 @@ class ConsentEnforcer:
         self.instance = instance
         self.default_alphabet = default_alphabet
         self._bridges: dict[str, set[Bridge]] = {}
+        self._account_keys: dict[str, str] = {}
+        self._country = config.default_country
+        self._short_max = config.short_code_max_length
         # The parts of one long MT share one answer (gateway.proxy.parts); they live no longer
         # than the footer stage holds a message.
         self._parts = PartTracker(part_ttl_s)
@@ -194,13 +232,21 @@ class ConsentEnforcer:
     def reconfigure(self, config: ConsentConfig, *, part_ttl_s: float | None = None) -> None:
         """SIGHUP: campaigns and statuses apply from the next message on."""
         self.config = config
+        self._account_keys = {}
+        self._country = config.default_country
+        self._short_max = config.short_code_max_length
         if part_ttl_s is not None:
             self._parts.ttl_s = part_ttl_s
 
     # --- session registry (auto-replies go over a transmit-capable session of the account) ---
 
     def _account(self, system_id: str) -> str:
-        return account_key(system_id, self.config.account_match)
+        key = self._account_keys.get(system_id)
+        if key is None:
+            if len(self._account_keys) > 10_000:
+                self._account_keys.clear()  # system_ids are few; this is only a bound
+            key = self._account_keys[system_id] = account_key(system_id, self.config.account_match)
+        return key
 
     def on_bound(self, bridge: Bridge) -> None:
         account = self._account(bridge.client_info.system_id)
@@ -223,33 +269,31 @@ class ConsentEnforcer:
     def _address(
         self, addr: str, ton: int, npi: int, *, lenient: bool = False
     ) -> SmsAddress | None:
-        c = self.config
-        return normalise(
-            addr,
-            ton,
-            npi,
-            c.default_country,
-            short_code_max_length=c.short_code_max_length,
-            lenient=lenient,
-        )
+        return cached_normalise(addr, ton, npi, self._country, self._short_max, lenient)
 
     def _sender(self, addr: str, ton: int, npi: int, account: str) -> SmsAddress:
-        """The MT's source; an empty one is the account's default sender, as the SMSC fills
-        it in (``[consent.accounts.ID] default_sender``), or no number at all."""
-        sender = self._address(addr, ton, npi)
-        if sender is not None:
-            return sender
+        """The MT's source; an empty one is the account's default sender."""
+        return self._address(addr, ton, npi) or self._default_sender(account)
+
+    def _default_sender(self, account: str) -> SmsAddress:
+        """What the SMSC fills into an empty source_addr of this account
+        (``[consent.accounts.ID] default_sender``), or no number at all."""
         policy = self.config.accounts.get(account)
         if policy is not None and policy.default_sender is not None:
             return policy.default_sender
         return _NO_SENDER
 
-    def _read_mt(self, request: MtRequest, pdu: p.SubmitSm | p.DataSm) -> tuple[_Mt, bool]:
-        """The MT's parts; and False when its addresses already refuse it."""
+    def _read_mt(self, request: MtRequest, pdu: p.SubmitSm | p.DataSm) -> _Mt:
+        """What the MT's decision needs, read from the PDU and the client."""
         bound_as = request.client.system_id
         account = self._account(bound_as)
-        subscriber = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
-        sender = self._sender(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, account)
+        country, short_max = self._country, self._short_max
+        subscriber = cached_normalise(
+            pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi, country, short_max, False
+        )
+        sender = cached_normalise(
+            pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, country, short_max, False
+        ) or self._default_sender(account)
         campaign = self.config.directory.lookup(sender.value)
         part: PartInfo | None = None
         key: tuple[object, ...] | None = None
@@ -260,21 +304,15 @@ class ConsentEnforcer:
         elif part is not None:
             key = (request.client.conn_id, sender.value, subscriber.value, part.reference)
             key += (part.total,)
-        mt = _Mt(
-            pdu=pdu,
-            subscriber=subscriber,
-            sender=sender,
-            campaign=campaign,
-            account=account,
-            bound_as=bound_as,
-            part=part,
-            part_key=key,
-        )
-        refused = address_refusal(campaign, subscriber, sender, account)
-        if refused is not None:
-            self._mt_refuse(request, mt, refused)
-            return mt, False
-        return mt, True
+        return _Mt(pdu, subscriber, sender, campaign, account, bound_as, part, key)
+
+    def _refused_address(self, request: MtRequest, mt: _Mt) -> bool:
+        """Refuse the MT if its addresses alone forbid it (``address_refusal``)."""
+        refused = address_refusal(mt.campaign, mt.subscriber, mt.sender, mt.account)
+        if refused is None:
+            return False
+        self._mt_refuse(request, mt, refused)
+        return True
 
     def on_mt(self, request: MtRequest) -> None:
         pdu = request.pdu
@@ -282,8 +320,8 @@ class ConsentEnforcer:
             self._submit_multi(request, pdu)
             return
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
-        mt, readable = self._read_mt(request, pdu)
-        if not readable:
+        mt = self._read_mt(request, pdu)
+        if self._refused_address(request, mt):
             return
         records = self.store.cached_current(mt.subscriber.value)
         footer_seen: bool | None = False
@@ -315,10 +353,18 @@ class ConsentEnforcer:
     ) -> None:
         """Decide on the current records; a part of a long MT also gets its message's answer
         (one refusal refuses the parts after it; the route stays the first part's)."""
-        earlier = None
-        if mt.part_key is not None:
-            earlier = self._parts.get(mt.part_key, time.monotonic())
         decision = self._policy(request, mt, records, footer_seen)
+        if mt.part_key is None:  # one PDU, one message: the common case
+            if not isinstance(decision, Allow):
+                self._mt_refuse(request, mt, decision.reason, decision)
+                if isinstance(decision, RequestOptIn):
+                    request.spawn(self._request_opt_in(request, decision))
+            elif decision.add_footer and self.footers is not None:
+                self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
+            else:
+                request.forward()
+            return
+        earlier = self._parts.get(mt.part_key, time.monotonic())
         if earlier is not None and earlier.refusal is not None and isinstance(decision, Allow):
             decision = Reject(reason=earlier.refusal)
         if isinstance(decision, Allow):
@@ -351,8 +397,8 @@ class ConsentEnforcer:
 
     def _record_part(self, mt: _Mt, route: Route, refusal: RejectReason | None) -> None:
         part = mt.part
-        if mt.part_key is None or part is None:
-            return
+        assert mt.part_key is not None
+        assert part is not None
         self._parts.record(
             mt.part_key, part.seq, part.total, time.monotonic(), route=route, refusal=refusal
         )
@@ -361,7 +407,7 @@ class ConsentEnforcer:
         """``like`` for another part of the same message (its own PDU)."""
         pdu = request.pdu
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
-        return dataclasses.replace(like, pdu=pdu)
+        return like.with_pdu(pdu)
 
     def _gate(self, requests: list[MtRequest], go: Callable[[], None]) -> None:
         """Held parts are about to go on (their hold ended without the message completing):
@@ -369,8 +415,8 @@ class ConsentEnforcer:
         first = requests[0]
         pdu = first.pdu
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
-        mt, readable = self._read_mt(first, pdu)
-        if not readable:  # cannot happen for parts that were allowed; refuse the rest alike
+        mt = self._read_mt(first, pdu)
+        if self._refused_address(first, mt):  # not for parts once allowed; the rest alike
             for request in requests[1:]:
                 self._mt_refuse(request, self._reread(request, mt), RejectReason.UNREADABLE_ADDRESS)
             return
@@ -458,6 +504,7 @@ class ConsentEnforcer:
             new_event_id=new_event_id,
             instance=self.instance,
             footer_seen=footer_seen,
+            addresses_checked=True,  # _read_mt did, for every MT that gets here
         )
 
     def _log_refusal(
