@@ -21,6 +21,7 @@ from gateway.store.staff import (
     summary,
     utc_stamp,
 )
+from gateway.telemetry import logs
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -126,6 +127,14 @@ def run_consent(args: argparse.Namespace, config: GatewayConfig) -> int:
     if subscriber is None:
         print(f"smpp-gateway: not a phone number: {args.number!r}", file=sys.stderr)
         return EXIT_USAGE
+    # The store logs (a file created, a failure): on stderr, as the daemon does, so that
+    # standard output carries the command's answer only (--json, CSV).
+    logs.configure(
+        level=config.logging.level,
+        log_bodies=config.logging.log_bodies,
+        json=config.logging.format == "json",
+        stream=sys.stderr,
+    )
     try:
         return asyncio.run(_run(args, config, subscriber))
     except StaffError as exc:

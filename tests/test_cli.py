@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+import structlog
 
 from gateway import __version__
 from gateway.cli import main
@@ -144,7 +145,10 @@ class Staff:
 
     def __call__(self, action: str, *args: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = main(["consent", action, "--config", str(self.config), *args])
+        try:
+            code = main(["consent", action, "--config", str(self.config), *args])
+        finally:
+            structlog.reset_defaults()  # the command configured logging onto captured stderr
         out, err = self.capsys.readouterr()
         return code, out, err
 

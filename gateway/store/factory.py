@@ -51,7 +51,12 @@ async def open_store(url: str, *, instance: str) -> ConsentStore:
                 kwargs[key] = cast(value)
             except ValueError as exc:
                 raise StoreError(f"store.url: {key}={value!r} is not a number") from exc
-        return await SqliteStore.open(path, instance=instance, **kwargs)  # type: ignore[arg-type]
+        return await SqliteStore.open(
+            path,
+            instance=instance,
+            create=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from gateway.store.redis import RedisStore
 

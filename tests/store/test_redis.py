@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from gateway.consent.model import ConsentState
@@ -85,6 +86,57 @@ class TestOutage:
         """Opening a store where no Redis listens raises StoreUnavailableError."""
         with pytest.raises(StoreUnavailableError):
             await RedisStore.from_url("redis://127.0.0.1:1/0?timeout_s=0.5", instance="t")
+
+
+@pytest.mark.redis
+@needs_redis
+class TestServerErrors:
+    """Undecodable data, too few replicas: every failure is StoreUnavailableError."""
+
+    async def test_undecodable_data_is_unavailable(self, redis_server: RedisServer) -> None:
+        """A current record or history entry that does not decode raises StoreUnavailableError
+        (the proxy then answers "try later"), not an error the proxy would not catch."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=garbled", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            await raw.hset(f"garbled:{{{SUB_A}}}:c", "number:1", b"\xff not json")
+            await raw.rpush(f"garbled:{{{SUB_B}}}:h", b"[1, 2")
+            with pytest.raises(StoreUnavailableError, match="undecodable"):
+                await store.current(SUB_A)
+            with pytest.raises(StoreUnavailableError, match="undecodable"):
+                await store.history(SUB_B)
+            await raw.set("garbled:records", "many")
+            with pytest.raises(StoreUnavailableError, match="undecodable record counter"):
+                await store.record_count()
+        finally:
+            await raw.aclose()
+            await store.close()
+
+    async def test_probe_waits_for_replicas(self, redis_server: RedisServer) -> None:
+        """With wait_replicas the probe includes WAIT: no replica means the probe fails."""
+        store = await RedisStore.from_url(
+            redis_server.url + "?prefix=probewait&wait_replicas=1&wait_timeout_s=0.05",
+            instance="t",
+        )
+        try:
+            with pytest.raises(StoreUnavailableError, match="0 of 1 replicas"):
+                await store.probe()
+        finally:
+            await store.close()
+
+    async def test_older_store_counts_from_zero(self, redis_server: RedisServer) -> None:
+        """Records written before the counter existed are not counted (missing key: 0); the
+        count grows from the first change on."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=oldcount", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            await raw.hset(f"oldcount:{{{SUB_B}}}:c", "number:1", '["opted_out", 1.0, "e"]')
+            assert await store.record_count() == 0
+            await store.append(make_event(SUB_A))
+            assert await store.record_count() == 1
+        finally:
+            await raw.aclose()
+            await store.close()
 
 
 @pytest.mark.redis
