@@ -24,15 +24,16 @@ Contract (tests/store/test_contract.py runs it against every backend):
   visible at a glance (``/readyz``, ``check-config``).
 - ``ping()`` proves that the backend answers with real data (it reads what ``record_count``
   reads, not a constant); ``probe()`` proves a full read and write round trip without changing
-  consent data (a write to a key or row of its own), to decide that a failed backend works
-  again. ``clear_cache()`` empties the local caches (after an outage anything may have
-  changed).
+  consent data (a write to a key or row of its own). The fail-closed guard runs ``probe`` to
+  decide that a failed backend works again. ``clear_cache()`` empties the local caches (after
+  an outage anything may have changed).
 - Every failure of the backend, whatever its kind, raises ``StoreUnavailableError``: connection
   lost, timeout, a lock held too long, disk I/O, a database file removed, replaced, made
   read-only or corrupt, a server refusing a write (out of memory, read-only replica, failed
   background save), undecodable stored data. The proxy answers with a temporary status so
-  nothing is lost. ``StoreError`` that is not ``StoreUnavailableError`` means misuse: a bad
-  URL, a closed store.
+  nothing is lost, and the fail-closed guard (``gateway.store.guard``) stops every answer until
+  the backend works again. ``StoreError`` that is not ``StoreUnavailableError`` means misuse: a
+  bad URL, a closed store.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from gateway.consent.model import ConsentState
 from gateway.store.base import StoreError, StoreUnavailableError
+from gateway.store.guard import FailClosedStore
 from gateway.store.redis import RedisStore, client_from_url
 from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event
 from tests.support.redis_server import RedisServer, redis_server_binary
@@ -91,7 +92,40 @@ class TestOutage:
 @pytest.mark.redis
 @needs_redis
 class TestServerErrors:
-    """Undecodable data, too few replicas: every failure is StoreUnavailableError."""
+    """A server that answers but refuses (OOM, a replica's READONLY...) is as unavailable as one
+    that is gone: every redis-py error is StoreUnavailableError."""
+
+    async def test_out_of_memory_refuses_writes_then_recovers(
+        self, own_server: RedisServer
+    ) -> None:
+        """maxmemory 1 with noeviction: the append script and the probe fail with OOM, behind
+        the guard the store faults; memory back: the probe passes and the write goes in."""
+        admin = Redis(host=own_server.host, port=own_server.port, decode_responses=True)
+        store = await RedisStore.from_url(own_server.url + "?heartbeat_s=0.2", instance="t")
+        guard = FailClosedStore(store, recovery_interval_s=0.02)
+        try:
+            assert await guard.append(make_event(SUB_B)) is True
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", 1)
+            with pytest.raises(StoreUnavailableError, match="maxmemory") as info:
+                await store.append(make_event(dedup_key="oom"))
+            assert SUB_A not in str(info.value)  # redis-py quotes the keys: numbers are masked
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                await store.probe()
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                await guard.append(make_event(dedup_key="oom"))
+            assert guard.fault is not None
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                await guard.ping()  # /readyz says why
+            await admin.config_set("maxmemory", 0)
+            await guard.wait_healthy(10.0)
+            assert await guard.append(make_event(dedup_key="oom")) is True
+            assert [e.dedup_key for e in await guard.history(SUB_A)] == ["oom"]
+            assert await guard.record_count() == 2
+        finally:
+            await admin.config_set("maxmemory", 0)
+            await admin.aclose()
+            await guard.close()
 
     async def test_undecodable_data_is_unavailable(self, redis_server: RedisServer) -> None:
         """A current record or history entry that does not decode raises StoreUnavailableError

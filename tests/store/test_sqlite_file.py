@@ -1,5 +1,5 @@
-"""The SQLite store checks its own file: removed or moved away, replaced, made read-only or
-unreadable, header overwritten. Each of them is StoreUnavailableError, never an answer."""
+"""The SQLite store checks its own file: removed, moved away and back, replaced, made read-only
+or unreadable, header overwritten. Each of them is StoreUnavailableError, never an answer."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ import structlog
 
 from gateway.consent.model import ConsentState
 from gateway.store.base import StoreNotFoundError, StoreUnavailableError
+from gateway.store.guard import FailClosedStore
 from gateway.store.sqlite import SQLITE_MAGIC, SqliteStore, _append
 from gateway.telemetry import logs
 from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event
+
+WAIT_S = 10.0
 
 
 @pytest.fixture
@@ -34,6 +37,15 @@ def db_path(state_dir: Path) -> Path:
 async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
     """The bare backend (no guard), created as the daemon creates it."""
     store = await SqliteStore.open(db_path, instance="t", create=True)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def guarded(db_path: Path) -> AsyncIterator[FailClosedStore]:
+    """The backend behind the fail-closed guard (as open_store gives it), probing every 10 ms."""
+    inner = await SqliteStore.open(db_path, instance="t", create=True)
+    store = FailClosedStore(inner, recovery_interval_s=0.01)
     yield store
     await store.close()
 
@@ -97,8 +109,59 @@ class TestMovedAway:
         assert not exists(state_dir)
         assert count_events(moved / "consent.db") == 1
 
+    async def test_moved_back_recovers_with_everything(
+        self, guarded: FailClosedStore, state_dir: Path, tmp_path: Path
+    ) -> None:
+        """The same file back at its path (same inode): the probe passes, the guard recovers,
+        and what was acknowledged before is all there."""
+        acknowledged = [make_event(f"1555000{i:04d}", dedup_key=f"k{i}") for i in range(5)]
+        for event in acknowledged:
+            assert await guarded.append(event) is True
+        moved = tmp_path / "moved"
+        move(state_dir, moved)
+        with pytest.raises(StoreUnavailableError):
+            await guarded.append(make_event(dedup_key="late"))
+        assert guarded.fault is not None
+        move(moved, state_dir)
+        await guarded.wait_healthy(WAIT_S)
+        assert await guarded.record_count() == 5
+        assert await guarded.append(acknowledged[0]) is False  # dedup kept
+        assert await guarded.append(make_event(dedup_key="late")) is True
+        assert count_events(state_dir / "consent.db") == 6
+
+    async def test_removed_directory_stays_unavailable(
+        self, guarded: FailClosedStore, state_dir: Path
+    ) -> None:
+        """rm -rf of the state directory: every call refused, the probe keeps failing, and no
+        new empty store appears at the path."""
+        await guarded.append(make_event())
+        shutil.rmtree(state_dir)
+        with pytest.raises(StoreUnavailableError, match="removed"):
+            await guarded.append(make_event(SUB_B))
+        for _ in range(3):
+            with pytest.raises(StoreUnavailableError, match="removed"):
+                await guarded.probe()
+        assert not exists(state_dir)
+
 
 class TestReplaced:
+    async def test_copy_in_place_stays_unavailable(
+        self, guarded: FailClosedStore, db_path: Path, tmp_path: Path
+    ) -> None:
+        """A copy of the file put in its place is another inode: never adopted, the reason
+        says to restart, and the probe keeps failing however often it runs."""
+        await guarded.append(make_event())
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db_path, copy)
+        os.replace(copy, db_path)
+        with pytest.raises(StoreUnavailableError, match="was replaced; restart the gateway"):
+            await guarded.current(SUB_B)
+        for _ in range(3):
+            with pytest.raises(StoreUnavailableError, match="was replaced"):
+                await guarded.probe()
+        assert guarded.fault is not None
+        assert "was replaced; restart the gateway to use the new file" in guarded.fault
+
     async def test_cache_stops_answering_when_replaced(
         self, store: SqliteStore, db_path: Path, tmp_path: Path
     ) -> None:
@@ -117,6 +180,22 @@ class TestReplaced:
 
 
 class TestModeAndHeader:
+    @pytest.mark.usefixtures("restore_mode")
+    async def test_read_only_file_is_unavailable_until_writable(
+        self, guarded: FailClosedStore, db_path: Path
+    ) -> None:
+        """chmod a-w: refused for every user (root included, whose descriptor would still
+        write); writable again: the guard recovers and the refused write can be retried."""
+        await guarded.append(make_event(SUB_B))
+        chmod(db_path, 0o444)
+        with pytest.raises(StoreUnavailableError, match="made read-only"):
+            await guarded.append(make_event(dedup_key="ro"))
+        assert count_events(db_path) == 1
+        chmod(db_path, 0o644)
+        await guarded.wait_healthy(WAIT_S)
+        assert await guarded.append(make_event(dedup_key="ro")) is True
+        assert count_events(db_path) == 2
+
     @pytest.mark.usefixtures("restore_mode")
     async def test_read_only_file_refuses_writes(self, store: SqliteStore, db_path: Path) -> None:
         """chmod a-w: the write is refused before it runs (root's descriptor could still write)."""
