@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -19,6 +20,7 @@ import structlog
 
 from gateway import __version__
 from gateway.cli import main
+from gateway.store.factory import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "gateway.toml"
@@ -46,9 +48,10 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
-def sqlite_config(directory: Path) -> Path:
-    """A minimal config whose consent store is a SQLite file in ``directory``."""
-    db = (directory / "consent.db").as_posix()
+def sqlite_config(directory: Path, store_dir: Path | None = None) -> Path:
+    """A minimal config in ``directory`` whose consent store is a SQLite file there (or in
+    ``store_dir``)."""
+    db = ((store_dir or directory) / "consent.db").as_posix()
     return write_config(
         directory,
         f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "sqlite://{db}"\n',
@@ -158,8 +161,20 @@ class Staff:
         return json.loads(out)
 
 
+def create_store(path: Path) -> None:
+    """Create the SQLite store at ``path`` the way the daemon does on its first start."""
+
+    async def create() -> None:
+        store = await open_store(f"sqlite://{path.as_posix()}", instance="daemon", create=True)
+        await store.close()
+
+    asyncio.run(create())
+
+
 @pytest.fixture
 def staff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Staff:
+    """The staff CLI on a config whose store the daemon has already created."""
+    create_store(tmp_path / "consent.db")
     return Staff(sqlite_config(tmp_path), capsys)
 
 
@@ -253,6 +268,23 @@ class TestConsentCommands:
         result = run_cli("consent", "show", "--config", str(staff.config), NUMBER, "--json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["state"] == "opted_out"
+
+    @pytest.mark.parametrize("action", ["show", "history", "opt-out", "block"])
+    def test_missing_store_is_an_error_and_not_created(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str
+    ) -> None:
+        """With no store file (the daemon never ran, or the config names a wrong path) the CLI
+        says so and exits 1; it never creates an empty store the daemon would not read."""
+        config = sqlite_config(tmp_path, tmp_path / "state")
+        try:
+            assert main(["consent", action, "--config", str(config), NUMBER]) == 1
+        finally:
+            structlog.reset_defaults()
+        db = tmp_path / "state" / "consent.db"
+        assert capsys.readouterr().err == (
+            f"smpp-gateway: no consent store at {db}; the daemon creates it on first start\n"
+        )
+        assert not (tmp_path / "state").exists()
 
     def test_bad_config_exits_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """The consent commands check the config like check-config does."""

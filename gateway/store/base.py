@@ -34,6 +34,9 @@ Contract (tests/store/test_contract.py runs it against every backend):
   nothing is lost, and the fail-closed guard (``gateway.store.guard``) stops every answer until
   the backend works again. ``StoreError`` that is not ``StoreUnavailableError`` means misuse: a
   bad URL, a closed store.
+
+``gateway.store.factory.open_store`` wraps every backend in ``FailClosedStore``, so callers
+(the daemon, the admin API, the CLI) never see a backend's raw exceptions.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ proves the backend works again.
 Why: a failed write may be a STOP the gateway could not record. Until the store works again no
 decision can be sure to be current, so the proxy must not go on answering from a cache, and no
 caller should wait on a backend that just failed. ``FailClosedStore`` implements the same
-``ConsentStore`` protocol around any backend.
+``ConsentStore`` protocol around any backend; ``gateway.store.factory.open_store`` returns one
+for every URL, so the daemon, the admin API and the CLI all get it.
 
 - Any exception from the backend (``StoreError`` or anything else, except a cancellation)
   becomes ``StoreUnavailableError`` and puts the store into a *fault* with a reason: the

@@ -1,4 +1,5 @@
-"""The ConsentStore contract, run against every backend (memory, SQLite, real Redis)."""
+"""The ConsentStore contract, run against every backend (memory, SQLite, real Redis) and against
+SQLite behind the fail-closed guard (what ``open_store`` returns)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from gateway.consent.model import (
     fold,
 )
 from gateway.store.base import ConsentStore, StoreError
+from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
@@ -84,6 +86,9 @@ class Backend:
             store = MemoryStore()
         elif self.kind == "sqlite":
             store = await SqliteStore.open(where, instance="test", create=True)
+        elif self.kind == "guarded-sqlite":
+            # What the daemon, the admin API and the CLI get: the backend behind the guard.
+            store = await open_store(f"sqlite://{where}", instance="test", create=True)
         else:
             assert self._redis is not None
             store = await RedisStore.from_url(
@@ -96,7 +101,8 @@ class Backend:
     async def new(self) -> ConsentStore:
         """A store on fresh, empty data."""
         name = f"t{uuid.uuid4().hex[:12]}"
-        return await self._open(str(self._tmp / f"{name}.db") if self.kind == "sqlite" else name)
+        sqlite = self.kind.endswith("sqlite")
+        return await self._open(str(self._tmp / f"{name}.db") if sqlite else name)
 
     async def peer(self, store: ConsentStore) -> ConsentStore:
         """A second store object on the same data (another instance or process)."""
@@ -111,7 +117,9 @@ class Backend:
             await store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=["memory", "sqlite", "guarded-sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
