@@ -19,6 +19,7 @@ CLI and the config checker get StoreNotFoundError instead of a new, empty store.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from gateway.store.base import ConsentStore, StoreError
@@ -142,3 +143,23 @@ async def open_store(
     return FailClosedStore(
         inner, name=display_url(url), recovery_interval_s=interval, metrics=metrics
     )
+
+
+async def count_records(url: str) -> int:
+    """The number of consent records of the store at ``url``, creating, migrating and writing
+    nothing (``check-config``). Raises like ``open_store``; ``memory://`` always has 0."""
+    backend_url, _interval = _split_guard_param(url)
+    scheme = urlsplit(backend_url).scheme
+    if scheme == "memory":
+        return 0
+    if scheme == "sqlite":
+        from gateway.store.sqlite import read_record_count
+
+        path, query = sqlite_path(backend_url)
+        _sqlite_kwargs(query)  # the same refusals as open_store
+        return await asyncio.to_thread(read_record_count, path)
+    if scheme in ("redis", "rediss", "redis+sentinel"):
+        from gateway.store.redis import read_record_count as redis_record_count
+
+        return await redis_record_count(backend_url)
+    raise StoreError(f"store.url: unsupported scheme {scheme!r} (sqlite, redis, memory)")

@@ -660,3 +660,14 @@ class RedisStore:
         await self._client.aclose()
         for sentinel in self.options.sentinels:
             await sentinel.aclose()
+
+
+async def read_record_count(url: str) -> int:
+    """The record counter of the Redis store at ``url``, for ``check-config``: one GET on a
+    client of its own (no invalidation listener), nothing written."""
+    client, options = client_from_url(url, instance="check-config")
+    store = RedisStore(client, instance="check-config", options=options)
+    try:
+        return await store.record_count()
+    finally:
+        await store.close()
