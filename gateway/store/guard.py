@@ -238,6 +238,16 @@ class FailClosedStore:
     def clear_cache(self) -> None:
         self.inner.clear_cache()
 
+    async def sync(self) -> None:
+        """Return once every change acknowledged anywhere before the call reached this store's
+        cache: the backend's ``sync()`` where it has one (Redis), else nothing to wait for
+        (SQLite checks the file's change counter before every answer; memory is not shared)."""
+        sync = getattr(self.inner, "sync", None)
+        if sync is None:
+            self._admit()
+            return
+        await self._call("sync", sync)
+
     async def close(self) -> None:
         self._closed = True
         task = self._recovery

@@ -16,11 +16,13 @@ import structlog
 
 from gateway.consent.model import ConsentRecord
 from gateway.store.base import StoreError, StoreUnavailableError
+from gateway.store.factory import open_store
 from gateway.store.guard import FailClosedStore
 from gateway.store.memory import MemoryStore
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import STORE_UP, Metrics
 from tests.store.test_contract import SUB_A, SUB_B, make_event
+from tests.support.redis_server import RedisServer
 
 WAIT_S = 10.0
 
@@ -258,6 +260,34 @@ class TestRecovery:
         assert task.done()
         with pytest.raises(StoreError, match="closed"):
             await guard.current(SUB_A)
+
+
+class TestSync:
+    @pytest.mark.redis
+    async def test_sync_passes_to_the_backend(self, redis_server: RedisServer) -> None:
+        """sync() through the guard waits for the Redis backend's invalidations."""
+        url = redis_server.url + "?prefix=guardsync"
+        first = await open_store(url, instance="a")
+        second = await open_store(url, instance="b")
+        try:
+            await second.current(SUB_A)
+            assert second.cached_current(SUB_A) == {}
+            await first.append(make_event())
+            await second.sync()
+            assert second.cached_current(SUB_A) is None
+        finally:
+            await first.close()
+            await second.close()
+
+    async def test_sync_without_a_backend_sync(
+        self, guard: FailClosedStore, inner: FlakyStore
+    ) -> None:
+        """A backend with nothing to wait for: sync() returns, or refuses while faulted."""
+        await guard.sync()
+        await trip(guard, inner, StoreError("down"))
+        inner.hang = True
+        with pytest.raises(StoreUnavailableError):
+            await guard.sync()
 
 
 class TestTelemetry:
