@@ -156,7 +156,10 @@ class Gateway:
             self.listener.set_interceptor(self._interceptor_factory(config))
         elif config.consent.enabled:
             # Consent needs its store before the first client binds: open it first.
-            self.store = await open_store(config.store.url, instance=config.instance)
+            # The daemon alone creates a store that does not exist yet (the CLI never does).
+            self.store = await open_store(
+                config.store.url, instance=config.instance, create=True, metrics=self.metrics
+            )
             if config.upstream.service_bind is not None:
                 self.service = ServiceLink(
                     settings=self.listener.settings, bind=config.upstream.service_bind

@@ -1,4 +1,15 @@
-"""``smpp-gateway``: the daemon, the config checker, the SMSC simulator and the staff CLI."""
+"""``smpp-gateway``: the daemon, the config checker, the SMSC simulator and the staff CLI.
+
+``check-config`` exit codes: 2 when the file is not a valid config (the error names the key);
+otherwise it also reports the consent store the config names, without creating, migrating or
+writing it: ``store URL: N consent records``, or for a SQLite file that does not exist yet
+``store URL: does not exist yet; the daemon creates it on first start`` (exit 0: a first
+install). A store that exists but cannot be read (Redis not reachable, a corrupt or unreadable
+SQLite file, a schema from a newer gateway) is exit 1: the config is valid, but a daemon
+started with it would not start or would refuse every message, and a deployment check
+should stop there. Exit 1 is distinct from 2, so a script that checks only the syntax (on a
+build host that cannot reach the store) can accept it. Passwords in the URL are never printed.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ from gateway import __version__
 from gateway.config import ConfigError, GatewayConfig, load
 
 EXIT_OK = 0
+EXIT_STORE = 1
 EXIT_CONFIG = 2
 
 
@@ -94,6 +106,30 @@ def _load_tls(path: str) -> GatewayConfig | None:
     return config
 
 
+def _check_store(config: GatewayConfig) -> int:
+    """Report the configured store (never creating it); EXIT_OK or EXIT_STORE."""
+    import asyncio
+
+    from gateway.store.base import StoreError, StoreNotFoundError
+    from gateway.store.factory import count_records, display_url
+
+    url = config.store.url
+    shown = display_url(url)
+    if not config.consent.enabled:
+        print(f"store {shown}: not used (consent.enabled = false)")
+        return EXIT_OK
+    try:
+        records = asyncio.run(count_records(url))
+    except StoreNotFoundError:
+        print(f"store {shown}: does not exist yet; the daemon creates it on first start")
+        return EXIT_OK
+    except StoreError as exc:
+        print(f"smpp-gateway: store {shown}: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    print(f"store {shown}: {records} consent records")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
@@ -103,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{args.config}: OK (listen {config.server.listen}, upstream {config.upstream.address})"
         )
-        return EXIT_OK
+        return _check_store(config)
     if args.command == "run":
         config = _load_tls(args.config)
         if config is None:

@@ -1,4 +1,9 @@
-"""``smpp-gateway consent ...``: staff look-ups and changes on the configured store."""
+"""``smpp-gateway consent ...``: staff look-ups and changes on the configured store.
+
+The CLI never creates a store: with no SQLite file where the config points (the daemon has
+not run yet, or the path is wrong) it says so and exits 1, rather than showing "unknown" from
+a new, empty file that the daemon would never read.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import sys
 from gateway.config import GatewayConfig
 from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
-from gateway.store.base import ConsentStore, StoreError
+from gateway.store.base import ConsentStore, StoreError, StoreNotFoundError
 from gateway.store.factory import open_store
 from gateway.store.staff import (
     StaffError,
@@ -21,6 +26,7 @@ from gateway.store.staff import (
     summary,
     utc_stamp,
 )
+from gateway.telemetry import logs
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -127,11 +133,22 @@ def run_consent(args: argparse.Namespace, config: GatewayConfig) -> int:
     if subscriber is None:
         print(f"smpp-gateway: not a phone number: {args.number!r}", file=sys.stderr)
         return EXIT_USAGE
+    # The store logs (a file created, a failure): on stderr, as the daemon does, so that
+    # standard output carries the command's answer only (--json, CSV).
+    logs.configure(
+        level=config.logging.level,
+        log_bodies=config.logging.log_bodies,
+        json=config.logging.format == "json",
+        stream=sys.stderr,
+    )
     try:
         return asyncio.run(_run(args, config, subscriber))
     except StaffError as exc:
         print(f"smpp-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreNotFoundError as exc:
+        print(f"smpp-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except StoreError as exc:
         print(f"smpp-gateway: store error: {exc}", file=sys.stderr)
         return EXIT_FAILED

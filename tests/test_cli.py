@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+import structlog
 
 from gateway import __version__
 from gateway.cli import main
+from gateway.store.factory import open_store
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "gateway.toml"
@@ -45,9 +49,10 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
-def sqlite_config(directory: Path) -> Path:
-    """A minimal config whose consent store is a SQLite file in ``directory``."""
-    db = (directory / "consent.db").as_posix()
+def sqlite_config(directory: Path, store_dir: Path | None = None) -> Path:
+    """A minimal config in ``directory`` whose consent store is a SQLite file there (or in
+    ``store_dir``)."""
+    db = ((store_dir or directory) / "consent.db").as_posix()
     return write_config(
         directory,
         f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "sqlite://{db}"\n',
@@ -128,6 +133,61 @@ class TestCheckConfig:
         assert f"config error: {table}:" in capsys.readouterr().err
         assert main(["run", "--config", str(config)]) == 2
 
+    def test_missing_store_is_reported_not_created(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A SQLite store not created yet is fine for a first install (exit 0) and is said so;
+        the check creates nothing."""
+        config = sqlite_config(tmp_path, tmp_path / "state")
+        assert main(["check-config", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        db = tmp_path / "state" / "consent.db"
+        assert (
+            f"store sqlite://{db}: does not exist yet; the daemon creates it on first start" in out
+        )
+        assert not db.exists()
+
+    def test_reports_the_record_count(self, staff: Staff, tmp_path: Path) -> None:
+        """An existing store: the number of consent records it holds (an empty store where a
+        full one belongs shows here)."""
+        staff("opt-out", NUMBER)
+        staff("opt-out", "15557654321", "--campaign", "acme")
+        staff("opt-in", NUMBER)  # a change of a record, not a new one
+        code, out, _ = staff.run("check-config")
+        assert code == 0
+        assert f"store sqlite://{tmp_path / 'consent.db'}: 2 consent records" in out
+
+    def test_corrupt_store_exits_1(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A store file that is not a database: exit 1 (the config is valid, the store is not),
+        the message names the file."""
+        config = sqlite_config(tmp_path)
+        (tmp_path / "consent.db").write_bytes(b"\x00" * 4096)
+        assert main(["check-config", "--config", str(config)]) == 1
+        captured = capsys.readouterr()
+        assert "OK" in captured.out
+        assert "consent.db is corrupt" in captured.err
+
+    @pytest.mark.redis
+    def test_redis_store_is_counted_and_its_password_never_shown(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_server: RedisServer
+    ) -> None:
+        """A Redis store is counted (exit 0); one that cannot be reached is exit 1, and a
+        password in the URL shows in neither answer."""
+        reachable = f"redis://{redis_server.host}:{redis_server.port}/0?prefix=checkcfg"
+        unreachable = "redis://:hunter2@127.0.0.1:1/0?timeout_s=0.5"
+        for url, code in ((reachable, 0), (unreachable, 1)):
+            config = write_config(
+                tmp_path, f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "{url}"\n'
+            )
+            assert main(["check-config", "--config", str(config)]) == code
+            captured = capsys.readouterr()
+            assert "hunter2" not in captured.out + captured.err
+            if code == 0:
+                assert f"store {reachable}: 0 consent records" in captured.out
+        assert "store redis://***@127.0.0.1:1/0?timeout_s=0.5: redis:" in captured.err
+
     def test_unknown_command_is_a_usage_error(self) -> None:
         """argparse refuses an unknown command with exit 2."""
         with pytest.raises(SystemExit) as info:
@@ -144,7 +204,17 @@ class Staff:
 
     def __call__(self, action: str, *args: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = main(["consent", action, "--config", str(self.config), *args])
+        try:
+            code = main(["consent", action, "--config", str(self.config), *args])
+        finally:
+            structlog.reset_defaults()  # the command configured logging onto captured stderr
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def run(self, command: str) -> tuple[int, str, str]:
+        """Another command (``check-config``) on the same config."""
+        self.capsys.readouterr()
+        code = main([command, "--config", str(self.config)])
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -154,8 +224,20 @@ class Staff:
         return json.loads(out)
 
 
+def create_store(path: Path) -> None:
+    """Create the SQLite store at ``path`` the way the daemon does on its first start."""
+
+    async def create() -> None:
+        store = await open_store(f"sqlite://{path.as_posix()}", instance="daemon", create=True)
+        await store.close()
+
+    asyncio.run(create())
+
+
 @pytest.fixture
 def staff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Staff:
+    """The staff CLI on a config whose store the daemon has already created."""
+    create_store(tmp_path / "consent.db")
     return Staff(sqlite_config(tmp_path), capsys)
 
 
@@ -249,6 +331,23 @@ class TestConsentCommands:
         result = run_cli("consent", "show", "--config", str(staff.config), NUMBER, "--json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["state"] == "opted_out"
+
+    @pytest.mark.parametrize("action", ["show", "history", "opt-out", "block"])
+    def test_missing_store_is_an_error_and_not_created(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str
+    ) -> None:
+        """With no store file (the daemon never ran, or the config names a wrong path) the CLI
+        says so and exits 1; it never creates an empty store the daemon would not read."""
+        config = sqlite_config(tmp_path, tmp_path / "state")
+        try:
+            assert main(["consent", action, "--config", str(config), NUMBER]) == 1
+        finally:
+            structlog.reset_defaults()
+        db = tmp_path / "state" / "consent.db"
+        assert capsys.readouterr().err == (
+            f"smpp-gateway: no consent store at {db}; the daemon creates it on first start\n"
+        )
+        assert not (tmp_path / "state").exists()
 
     def test_bad_config_exits_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """The consent commands check the config like check-config does."""

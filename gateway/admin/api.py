@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote
 
 from gateway.admin.http import HttpError, HttpServer, Request, Response, json_response
@@ -78,17 +79,22 @@ class AdminApi:
         return json_response({"status": "ok"})
 
     async def readyz(self, _request: Request) -> Response:
+        """200 while accepting and the store answers; 503 with ``problems`` otherwise (a
+        failed-closed store gives its reason). ``store.records`` is the record count whenever
+        it can be read, so an empty store where a full one belongs shows."""
         problems = []
+        body: dict[str, Any] = {}
         if not self.ready():
             problems.append("not accepting connections")
         if self.store is not None:
             try:
                 await self.store.ping()
+                body["store"] = {"records": await self.store.record_count()}
             except StoreError as exc:
                 problems.append(f"store: {exc}")
         if problems:
-            return json_response({"status": "unready", "problems": problems}, 503)
-        return json_response({"status": "ready"})
+            return json_response({"status": "unready", "problems": problems, **body}, 503)
+        return json_response({"status": "ready", **body})
 
     async def metrics_text(self, _request: Request) -> Response:
         return Response(body=self.metrics.render(), content_type=PROMETHEUS_TEXT)

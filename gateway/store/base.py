@@ -19,9 +19,24 @@ Contract (tests/store/test_contract.py runs it against every backend):
 - ``export()`` yields every current record, ordered by (subscriber, scope);
   ``import_events(events)`` appends events in order with the same rules as ``append`` and returns
   how many were new.
-- Failures of the backend (connection lost, timeout, disk error, lock held too long) raise
-  ``StoreUnavailableError``: the proxy answers with a temporary status so nothing is lost. Other
-  store failures raise ``StoreError``.
+- ``record_count()`` is the number of current (subscriber, scope) records, read in O(1) (a
+  counter the backend keeps with every write), so an empty store where a full one belongs is
+  visible at a glance (``/readyz``, ``check-config``).
+- ``ping()`` proves that the backend answers with real data (it reads what ``record_count``
+  reads, not a constant); ``probe()`` proves a full read and write round trip without changing
+  consent data (a write to a key or row of its own). The fail-closed guard runs ``probe`` to
+  decide that a failed backend works again. ``clear_cache()`` empties the local caches (after
+  an outage anything may have changed).
+- Every failure of the backend, whatever its kind, raises ``StoreUnavailableError``: connection
+  lost, timeout, a lock held too long, disk I/O, a database file removed, replaced, made
+  read-only or corrupt, a server refusing a write (out of memory, read-only replica, failed
+  background save), undecodable stored data. The proxy answers with a temporary status so
+  nothing is lost, and the fail-closed guard (``gateway.store.guard``) stops every answer until
+  the backend works again. ``StoreError`` that is not ``StoreUnavailableError`` means misuse: a
+  bad URL, a closed store.
+
+``gateway.store.factory.open_store`` wraps every backend in ``FailClosedStore``, so callers
+(the daemon, the admin API, the CLI) never see a backend's raw exceptions.
 """
 
 from __future__ import annotations
@@ -47,6 +62,14 @@ class StoreError(GatewayError):
 
 class StoreUnavailableError(StoreError):
     """The backend cannot be reached or cannot write now; retrying later may succeed."""
+
+
+class StoreNotFoundError(StoreUnavailableError):
+    """There is no store where the URL points (a SQLite file not created yet).
+
+    Only the daemon creates a store (``open_store(..., create=True)``); the CLI and the config
+    checker report this instead of creating an empty store in the wrong place.
+    """
 
 
 @runtime_checkable
@@ -91,8 +114,21 @@ class ConsentStore(Protocol):
         """Append many events in order (batched); returns how many were not duplicates."""
         ...
 
+    async def record_count(self) -> int:
+        """The number of current (subscriber, scope) records, read in O(1)."""
+        ...
+
     async def ping(self) -> None:
-        """Raise StoreUnavailableError unless the backend answers."""
+        """Raise StoreUnavailableError unless the backend answers with real data."""
+        ...
+
+    async def probe(self) -> None:
+        """Prove a read and write round trip without changing consent data, or raise
+        StoreUnavailableError."""
+        ...
+
+    def clear_cache(self) -> None:
+        """Empty the local caches: the next answers come from the backend."""
         ...
 
     async def close(self) -> None:
@@ -132,7 +168,7 @@ def event_from_json(text: str | bytes) -> ConsentEvent:
                 kwargs[name] = enum(raw[name]) if enum is not None else raw[name]
         return ConsentEvent(**kwargs)
     except (ValueError, TypeError, KeyError) as exc:
-        raise StoreError(f"undecodable stored event: {exc}") from exc
+        raise StoreUnavailableError(f"undecodable stored event: {exc}") from exc
 
 
 def record_of(event: ConsentEvent) -> ConsentRecord:

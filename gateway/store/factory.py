@@ -8,19 +8,32 @@ Supported URLs:
   (see ``gateway.store.sqlite``). ``sqlite:///:memory:`` is refused: it is not durable.
 - ``redis://``, ``rediss://`` and ``redis+sentinel://``: see ``gateway.store.redis``.
 - ``memory://``: the non-durable reference store, for tests and demonstrations only.
+
+Every URL also takes ``recovery_interval_s`` (default 0.5): how often the fail-closed guard
+probes a failed backend (see ``gateway.store.guard``).
+
+``open_store`` returns every backend wrapped in ``FailClosedStore``. It creates nothing unless
+``create=True``: only the daemon passes it (a SQLite file is created on the first start); the
+CLI and the config checker get StoreNotFoundError instead of a new, empty store.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlsplit
+import asyncio
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from gateway.store.base import ConsentStore, StoreError
+from gateway.store.guard import DEFAULT_RECOVERY_INTERVAL_S, FailClosedStore
 from gateway.store.memory import MemoryStore
+from gateway.telemetry.metrics import Metrics
 
 _SQLITE_PARAMS = {"cache_size": int, "busy_timeout_s": float, "change_check_interval_s": float}
+_GUARD_PARAM = "recovery_interval_s"
+_SECRET_PARAM_WORDS = ("password", "secret", "token")
 
 
-def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
+def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
+    """The file path of a ``sqlite:`` URL and its query parameters (refusing in-memory ones)."""
     rest = url[len("sqlite:") :]
     path, _, query = rest.partition("?")
     if path.startswith("//"):
@@ -33,27 +46,120 @@ def _sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     return path, dict(parse_qsl(query))
 
 
-async def open_store(url: str, *, instance: str) -> ConsentStore:
-    """Open the store for ``url``; raises StoreError (bad URL) or StoreUnavailableError."""
+def display_url(url: str) -> str:
+    """``url`` fit for a log line or a terminal: the userinfo and any password-like query
+    parameter replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [
+                (k, "***" if any(w in k.lower() for w in _SECRET_PARAM_WORDS) else v)
+                for k, v in pairs
+            ],
+            safe="*/:",
+        )
+    if parts.scheme == "sqlite" or not parts.netloc:
+        base = url.partition("?")[0]  # keep sqlite:relative and sqlite:///abs as written
+        return f"{base}?{query}" if query else base
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _split_guard_param(url: str) -> tuple[str, float]:
+    """Take ``recovery_interval_s`` out of the URL (the backends do not know it)."""
+    base, _sep, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if all(key != _GUARD_PARAM for key, _value in pairs):
+        return url, DEFAULT_RECOVERY_INTERVAL_S  # the URL as written
+    interval = DEFAULT_RECOVERY_INTERVAL_S
+    rest = []
+    for key, value in pairs:
+        if key != _GUARD_PARAM:
+            rest.append((key, value))
+            continue
+        try:
+            interval = float(value)
+        except ValueError as exc:
+            raise StoreError(f"store.url: {key}={value!r} is not a number") from exc
+        if not interval > 0:
+            raise StoreError(f"store.url: {key} must be > 0")
+    return (f"{base}?{urlencode(rest)}" if rest else base), interval
+
+
+def _sqlite_kwargs(query: dict[str, str]) -> dict[str, float]:
+    kwargs: dict[str, float] = {}
+    for key, value in query.items():
+        cast = _SQLITE_PARAMS.get(key)
+        if cast is None:
+            raise StoreError(f"store.url: unknown parameter {key!r} for sqlite")
+        try:
+            kwargs[key] = cast(value)
+        except ValueError as exc:
+            raise StoreError(f"store.url: {key}={value!r} is not a number") from exc
+    return kwargs
+
+
+async def _open_backend(url: str, *, instance: str, create: bool) -> ConsentStore:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore()
     if scheme == "sqlite":
         from gateway.store.sqlite import SqliteStore  # only what the URL needs
 
-        path, query = _sqlite_path(url)
-        kwargs: dict[str, float] = {}
-        for key, value in query.items():
-            cast = _SQLITE_PARAMS.get(key)
-            if cast is None:
-                raise StoreError(f"store.url: unknown parameter {key!r} for sqlite")
-            try:
-                kwargs[key] = cast(value)
-            except ValueError as exc:
-                raise StoreError(f"store.url: {key}={value!r} is not a number") from exc
-        return await SqliteStore.open(path, instance=instance, **kwargs)  # type: ignore[arg-type]
+        path, query = sqlite_path(url)
+        kwargs = _sqlite_kwargs(query)
+        return await SqliteStore.open(
+            path,
+            instance=instance,
+            create=create,
+            **kwargs,  # type: ignore[arg-type]
+        )
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from gateway.store.redis import RedisStore
 
         return await RedisStore.from_url(url, instance=instance)
+    raise StoreError(f"store.url: unsupported scheme {scheme!r} (sqlite, redis, memory)")
+
+
+async def open_store(
+    url: str,
+    *,
+    instance: str,
+    create: bool = False,
+    metrics: Metrics | None = None,
+) -> FailClosedStore:
+    """Open the store for ``url`` behind the fail-closed guard.
+
+    Raises StoreError (bad URL), StoreNotFoundError (no SQLite file and ``create`` is false)
+    or StoreUnavailableError (the backend does not work). ``metrics`` gets the
+    ``smppgw_consent_store_up`` gauge.
+    """
+    backend_url, interval = _split_guard_param(url)
+    inner = await _open_backend(backend_url, instance=instance, create=create)
+    return FailClosedStore(
+        inner, name=display_url(url), recovery_interval_s=interval, metrics=metrics
+    )
+
+
+async def count_records(url: str) -> int:
+    """The number of consent records of the store at ``url``, creating, migrating and writing
+    nothing (``check-config``). Raises like ``open_store``; ``memory://`` always has 0."""
+    backend_url, _interval = _split_guard_param(url)
+    scheme = urlsplit(backend_url).scheme
+    if scheme == "memory":
+        return 0
+    if scheme == "sqlite":
+        from gateway.store.sqlite import read_record_count
+
+        path, query = sqlite_path(backend_url)
+        _sqlite_kwargs(query)  # the same refusals as open_store
+        return await asyncio.to_thread(read_record_count, path)
+    if scheme in ("redis", "rediss", "redis+sentinel"):
+        from gateway.store.redis import read_record_count as redis_record_count
+
+        return await redis_record_count(backend_url)
     raise StoreError(f"store.url: unsupported scheme {scheme!r} (sqlite, redis, memory)")

@@ -24,6 +24,7 @@ class MemoryStore:
         self._history: dict[str, list[ConsentEvent]] = {}
         self._dedup: set[tuple[str, str]] = set()
         self._footer: dict[tuple[str, str], float] = {}
+        self._records = 0
         self._closed = False
 
     def _check_open(self) -> None:
@@ -38,6 +39,7 @@ class MemoryStore:
             self._dedup.add(key)
         self._history.setdefault(event.subscriber, []).append(event)
         updated = dict(self._current.get(event.subscriber, EMPTY))
+        self._records += event.scope not in updated
         updated[event.scope] = record_of(event)
         self._current[event.subscriber] = MappingProxyType(updated)
         return True
@@ -85,8 +87,18 @@ class MemoryStore:
             appended += self._append(event)
         return appended
 
+    async def record_count(self) -> int:
+        self._check_open()
+        return self._records
+
     async def ping(self) -> None:
         self._check_open()
+
+    async def probe(self) -> None:
+        self._check_open()
+
+    def clear_cache(self) -> None:
+        pass  # everything is the backend itself: there is no cache to drop
 
     async def close(self) -> None:
         self._closed = True

@@ -10,7 +10,11 @@ URLs (query parameters are optional; see ``RedisOptions`` for their meaning and 
 Keys, per subscriber, all sharing the hash tag ``{subscriber}`` so one append touches one
 cluster slot: ``gw:{s}:c`` (hash scope -> current record), ``gw:{s}:h`` (list: the append-only
 history), ``gw:{s}:f`` (hash campaign -> time the footer was first sent), ``gw:{s}:d:<key>``
-(dedup marks). Invalidations go to the channel ``gw:invalidate``.
+(dedup marks). Invalidations go to the channel ``gw:invalidate``. ``gw:records`` counts the
+current records (``record_count()``): the append script increments it when it adds a new scope
+to a subscriber's current hash. A store written before this counter existed counts from its
+first change on (a missing key reads as 0), so the count is a lower bound there. ``probe()``
+writes ``gw:probe:<origin>`` (expiring after ten seconds) and reads it back.
 
 Atomicity: one Lua script checks the dedup mark, appends to the history, updates the current
 hash and publishes the invalidation, in one step: no client can see the history without the
@@ -23,7 +27,10 @@ second can be lost. With ``wait_replicas=N`` the script is followed by ``WAIT N`
 connection, and too few replicas raise StoreUnavailableError (the event may still have been
 applied; a retry with the same dedup_key is then a no-op), which is what keeps acknowledged
 writes across a Sentinel failover. Timeouts (``timeout_s``) and no client-side retries make an
-outage raise StoreUnavailableError within about ``timeout_s``, never hang.
+outage raise StoreUnavailableError within about ``timeout_s``, never hang. Every redis-py error
+is StoreUnavailableError: connection and timeout errors, and also the server refusing a command
+(``OOM`` under ``maxmemory``, ``MISCONF`` after a failed background save, ``READONLY`` on a
+replica, ``NOSCRIPT``...), and stored data that does not decode.
 
 Cache coherence (see ``gateway.store.cache``): each store object keeps a local LRU of
 ``current()`` answers, valid only while its subscription to the invalidation channel is known
@@ -81,23 +88,36 @@ T = TypeVar("T")
 
 _log = structlog.get_logger("gateway.store.redis")
 
-# KEYS: current hash, history list, [dedup mark]. ARGV: scope, record JSON, event JSON,
-# channel, invalidation ('subscriber origin'), event_id, dedup TTL in ms ('0': keep for ever).
+# KEYS: current hash, history list, record counter, [dedup mark]. ARGV: scope, record JSON,
+# event JSON, channel, invalidation ('subscriber origin'), event_id, dedup TTL in ms ('0': keep
+# for ever).
 _APPEND_LUA: Final = """
-if #KEYS > 2 then
+if #KEYS > 3 then
   local fresh
   if ARGV[7] ~= '0' then
-    fresh = redis.call('SET', KEYS[3], ARGV[6], 'NX', 'PX', ARGV[7])
+    fresh = redis.call('SET', KEYS[4], ARGV[6], 'NX', 'PX', ARGV[7])
   else
-    fresh = redis.call('SET', KEYS[3], ARGV[6], 'NX')
+    fresh = redis.call('SET', KEYS[4], ARGV[6], 'NX')
   end
   if not fresh then return 0 end
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCR', KEYS[3])
+end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
+_PROBE_TTL_MS: Final = 10_000
+
+_HASH_TAG: Final = re.compile(r"\{[^{}]*\}")
+
+
+def _describe(exc: BaseException) -> str:
+    """An error's text for callers and logs; redis-py quotes the failed command's keys, whose
+    hash tags are subscriber numbers, so those are masked."""
+    return _HASH_TAG.sub("{…}", str(exc) or type(exc).__name__)
+
 
 _SYNC_MARK: Final = "!"  # subscribers are digits, so a token never looks like one
 _IMPORT_CHUNK: Final = 500
@@ -271,7 +291,7 @@ def _decode_current(subscriber: str, raw: Mapping[str, str]) -> Mapping[str, Con
                 last_event_id=event_id,
             )
     except (ValueError, TypeError) as exc:
-        raise StoreError(f"undecodable current record of a subscriber: {exc}") from exc
+        raise StoreUnavailableError(f"redis: undecodable current record: {exc}") from exc
     return MappingProxyType(records)
 
 
@@ -284,11 +304,13 @@ class RedisStore:
         self.options = options
         self._p = options.prefix
         self._channel = f"{options.prefix}:invalidate"
+        self._records_key = f"{options.prefix}:records"
         self._cache = ConsentCache(options.cache_size, enabled=False)
         self._seen = SeenCache(options.cache_size)
         self._append_script = client.register_script(_APPEND_LUA)
         # Tags our own invalidations: those were applied locally when the write returned.
         self._origin = uuid.uuid4().hex[:16]
+        self._probe_key = f"{options.prefix}:probe:{self._origin}"
         self._listener: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()  # cancelled listeners still closing
         self._subscribed = asyncio.Event()
@@ -334,12 +356,21 @@ class RedisStore:
                 return await awaitable
         except _UNAVAILABLE as exc:
             self._channel_suspect()
-            raise StoreUnavailableError(f"redis: {exc or type(exc).__name__}") from exc
+            raise StoreUnavailableError(f"redis: {_describe(exc)}") from exc
         except redis_errors.RedisError as exc:
-            raise StoreError(f"redis: {exc}") from exc
+            # The server refused the command (OOM, MISCONF, NOSCRIPT, ...): the write did not
+            # happen, and the next one will not either until an operator acts.
+            raise StoreUnavailableError(f"redis: {_describe(exc)}") from exc
+        except UnicodeDecodeError as exc:
+            # A stored value that is not UTF-8 (redis-py drops the connection it was read on).
+            raise StoreUnavailableError(f"redis: undecodable stored data: {exc.reason}") from exc
 
     def _append_args(self, event: ConsentEvent) -> tuple[list[str], list[str | int]]:
-        keys = [self._key(event.subscriber, "c"), self._key(event.subscriber, "h")]
+        keys = [
+            self._key(event.subscriber, "c"),
+            self._key(event.subscriber, "h"),
+            self._records_key,
+        ]
         if event.dedup_key is not None:
             keys.append(self._key(event.subscriber, "d:" + event.dedup_key))
         args: list[str | int] = [
@@ -572,8 +603,46 @@ class RedisStore:
             appended += sum(await self._run_appends(chunk))
         return appended
 
+    async def record_count(self) -> int:
+        """The ``prefix:records`` counter (see the module docstring for older stores)."""
+        raw = await self._call(self._client.get(self._records_key))
+        try:
+            return int(raw or 0)
+        except ValueError as exc:
+            raise StoreUnavailableError(f"redis: undecodable record counter: {raw!r}") from exc
+
     async def ping(self) -> None:
-        await self._call(self._client.ping())
+        """A read of real data (the record counter): PING alone proves less."""
+        await self.record_count()
+
+    async def probe(self) -> None:
+        """SET a probe key of this store object (short expiry), GET it back, and WAIT for
+        ``wait_replicas`` when set: the write path works end to end."""
+        token = uuid.uuid4().hex
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(self._probe_key, token, px=_PROBE_TTL_MS)
+                pipe.get(self._probe_key)
+                if self.options.wait_replicas:
+                    pipe.execute_command(
+                        "WAIT",
+                        self.options.wait_replicas,
+                        round(self.options.wait_timeout_s * 1000),
+                    )
+                return await pipe.execute()
+
+        results = await self._call(run())
+        if results[1] != token:
+            raise StoreUnavailableError("redis: the probe key did not read back what was written")
+        if self.options.wait_replicas and int(results[2]) < self.options.wait_replicas:
+            raise StoreUnavailableError(
+                f"redis: probe reached {results[2]} of {self.options.wait_replicas} replicas"
+            )
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._seen.clear()
 
     async def close(self) -> None:
         self._closed = True
@@ -591,3 +660,14 @@ class RedisStore:
         await self._client.aclose()
         for sentinel in self.options.sentinels:
             await sentinel.aclose()
+
+
+async def read_record_count(url: str) -> int:
+    """The record counter of the Redis store at ``url``, for ``check-config``: one GET on a
+    client of its own (no invalidation listener), nothing written."""
+    client, options = client_from_url(url, instance="check-config")
+    store = RedisStore(client, instance="check-config", options=options)
+    try:
+        return await store.record_count()
+    finally:
+        await store.close()

@@ -24,17 +24,40 @@ trades that check for a bounded delay before other processes' changes are seen (
 default, checks once per turn of the event loop: every PDU of one read is decided in one turn,
 and a change committed elsewhere during a turn is a race the next turn settles).
 
+Fail closed: SQLite itself goes on writing into a file whose directory was removed or moved
+away (the open descriptor keeps the unlinked inode alive), and root ignores a file's mode bits.
+So the store checks the file itself (``_StoreFile.check``, a stat and a 16-byte read, about a
+microsecond): that the path still names the inode it opened (same ``st_dev`` / ``st_ino``), that
+the mode still has a read and a write bit (so "read-only" means the same for every user), and
+that the SQLite header magic is still at offset 0. The writer checks before each batch and again
+after its COMMIT, before any result is delivered: a batch committed into a file that is no
+longer the store fails as a whole with StoreUnavailableError, so nothing is acknowledged into
+the void (a retry with the same dedup_key is a no-op later, if the file comes back). The reader
+checks before each job; the event loop checks before the cache answers (once per turn, with
+``PRAGMA data_version``). A file *replaced* by another one (another inode) is never adopted by
+a running store: it stays unavailable until the gateway is restarted. The original file coming
+back (the directory moved away and back) works again. Every ``sqlite3.Error`` (corrupt file,
+disk I/O, lock, read-only) is StoreUnavailableError, with the path in the message.
+
+Files are created only by ``open(..., create=True)`` (the daemon); every other connection uses a
+``file:...?mode=rw`` URI, so nothing ever creates an empty database in place of a missing one.
+
 Start-up cost does not depend on the number of records: nothing is loaded at start. Schema
 versions live in ``PRAGMA user_version``; ``_MIGRATIONS[n]`` brings version n-1 to n, run in
-one transaction on open. A file with a newer version than this code knows is refused.
+one transaction on open. A file with a newer version than this code knows is refused. Version 2
+adds the record count (``meta`` row ``records``, kept by triggers on ``current``) and the
+``meta`` row ``probe`` that ``probe()`` writes (no trigger, so it changes no consent data and
+no change counter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
@@ -46,16 +69,22 @@ from typing import Any, Final, Generic, TypeVar
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     StoreError,
+    StoreNotFoundError,
     StoreUnavailableError,
     batches,
     event_from_json,
     event_to_json,
 )
 from gateway.store.cache import ConsentCache, SeenCache
+from gateway.telemetry import logs
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+_log = logs.get_logger()
+
+SCHEMA_VERSION: Final = 2
+# The first 16 bytes of every SQLite 3 database file.
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 _BUMP: Final = "UPDATE meta SET value = value + 1 WHERE key = 'change_seq';"
 
@@ -103,6 +132,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY (subscriber, dedup_key)
         ) WITHOUT ROWID""",
     ),
+    2: (
+        # The number of current records, counted once here and kept by triggers from now on
+        # (the projection is written with an upsert: a new scope fires INSERT, a change UPDATE).
+        "INSERT OR REPLACE INTO meta (key, value) SELECT 'records', count(*) FROM current",
+        """CREATE TRIGGER current_count_insert AFTER INSERT ON current
+            BEGIN UPDATE meta SET value = value + 1 WHERE key = 'records'; END""",
+        """CREATE TRIGGER current_count_delete AFTER DELETE ON current
+            BEGIN UPDATE meta SET value = value - 1 WHERE key = 'records'; END""",
+        # Written by probe(): a real write that no trigger sees and no consent data depends on.
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('probe', 0)",
+    ),
 }
 
 _MAX_BATCH: Final = 256
@@ -110,23 +150,107 @@ _IMPORT_CHUNK: Final = 500
 _EXPORT_PAGE: Final = 1000
 
 
-def _translate(exc: Exception) -> StoreError:
-    """sqlite3 failures of the environment (I/O, lock, full disk) are temporary."""
+def _translate(exc: BaseException, path: str) -> StoreError:
+    """Every sqlite3 failure (I/O, lock, full disk, read-only, corrupt file) is "unavailable"."""
     if isinstance(exc, StoreError):
         return exc
-    if isinstance(exc, sqlite3.OperationalError):
-        return StoreUnavailableError(f"sqlite: {exc}")
     if isinstance(exc, sqlite3.Error):
-        return StoreError(f"sqlite: {exc}")
+        what = str(exc) or type(exc).__name__
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError | sqlite3.IntegrityError
+        ):
+            what += ": the file is corrupt or not a consent store"
+        return StoreUnavailableError(f"sqlite: {what} ({path})")
     return StoreError(f"sqlite job failed: {exc!r}")
 
 
-def _connect(path: str, busy_timeout_s: float) -> sqlite3.Connection:
+def _not_found(path: str) -> str:
+    return f"no consent store at {path}; the daemon creates it on first start"
+
+
+def _locate(name: str, create: bool) -> tuple[str, bool]:
+    """The absolute path of ``name`` and whether it exists; creates its directory if asked."""
+    absolute = os.path.abspath(name)
+    if os.path.exists(absolute):
+        return absolute, True
+    if not create:
+        raise StoreNotFoundError(_not_found(name))
+    # The first run creates the state directory (the example config keeps it beside the
+    # working directory); a missing parent would surface as "unable to open".
+    try:
+        Path(absolute).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"sqlite: cannot create the directory of {name}: {exc}") from exc
+    return absolute, False
+
+
+def _uri(path: str, mode: str) -> str:
+    """A ``file:`` URI for ``path``: ``mode=rw`` never creates the file, ``rwc`` may."""
+    return f"{Path(path).as_uri()}?mode={mode}"
+
+
+def _connect(uri: str, busy_timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(
-        path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        uri, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False, uri=True
     )
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+class _StoreFile:
+    """The database file as it was opened: its identity, and a descriptor to read its header.
+
+    ``check`` raises StoreUnavailableError when the path no longer names that file (removed,
+    its directory moved away, replaced by another file), when its mode lost every read or
+    every write bit, or when the SQLite header is gone. It is safe from any thread.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise StoreUnavailableError(f"sqlite: {path} was removed while opening") from None
+        except OSError as exc:
+            raise StoreUnavailableError(f"sqlite: cannot read {path}: {exc.strerror}") from None
+        st = os.fstat(self._fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        path = self.path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise StoreUnavailableError(
+                f"sqlite: {path} was removed or its directory moved away"
+            ) from None
+        except OSError as exc:
+            raise StoreUnavailableError(f"sqlite: cannot stat {path}: {exc.strerror}") from None
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise StoreUnavailableError(
+                f"sqlite: {path} was replaced; restart the gateway to use the new file"
+            )
+        if not st.st_mode & 0o444:
+            raise StoreUnavailableError(
+                f"sqlite: {path} was made unreadable (mode {stat.filemode(st.st_mode)})"
+            )
+        if not st.st_mode & 0o222:
+            raise StoreUnavailableError(
+                f"sqlite: {path} was made read-only (mode {stat.filemode(st.st_mode)})"
+            )
+        try:
+            header = os.pread(self._fd, len(SQLITE_MAGIC), 0)
+        except OSError as exc:
+            raise StoreUnavailableError(f"sqlite: cannot read {path}: {exc.strerror}") from None
+        if header != SQLITE_MAGIC:
+            raise StoreUnavailableError(
+                f"sqlite: {path} is corrupt: the SQLite header was overwritten"
+            )
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _read_seq(conn: sqlite3.Connection) -> int:
@@ -142,7 +266,9 @@ class _Job(Generic[T]):
     raw: bool = False  # run outside the batch transaction (schema migration)
 
 
-_CommitHook = Callable[[int, int, list[str]], None]
+# (change_seq before, after, subscribers written, doubtful: the file was wrong after COMMIT)
+_CommitHook = Callable[[int, int, list[str], bool], None]
+_Commit = tuple[int, int, list[str], bool]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -157,11 +283,14 @@ class _Worker:
     """One thread owning one connection; jobs run in submission order."""
 
     path: str
+    uri: str
     name: str
     busy_timeout_s: float
     loop: asyncio.AbstractEventLoop
     writer: bool
     on_commit: _CommitHook | None = None
+    # The file check, set once the file is open; it runs before every job (and after COMMIT).
+    check: Callable[[], None] | None = None
     _queue: queue.SimpleQueue[_Job[Any] | None] = field(default_factory=queue.SimpleQueue)
     _thread: threading.Thread | None = None
     _closed: bool = False
@@ -197,9 +326,9 @@ class _Worker:
         conn: sqlite3.Connection | None = None
         connect_error: BaseException | None = None
         try:
-            conn = _connect(self.path, self.busy_timeout_s)
+            conn = _connect(self.uri, self.busy_timeout_s)
         except sqlite3.Error as exc:
-            connect_error = _translate(exc)
+            connect_error = _translate(exc, self.path)
         try:
             while True:
                 first = self._queue.get()
@@ -230,20 +359,24 @@ class _Worker:
                     return
         finally:
             if conn is not None:
-                conn.close()
+                with contextlib.suppress(sqlite3.Error):  # a corrupt file may fail its close
+                    conn.close()
 
-    @staticmethod
-    def _run_one(conn: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
+    def _run_one(self, conn: sqlite3.Connection, job: _Job[Any]) -> _Outcome:
         try:
+            if self.check is not None and not job.raw:
+                self.check()
             return _Outcome(job=job, value=job.fn(conn))
         except (sqlite3.Error, StoreError) as exc:
-            return _Outcome(job=job, error=_translate(exc))
+            return _Outcome(job=job, error=_translate(exc, self.path))
         except Exception as exc:  # noqa: BLE001 - a job is a task boundary: hand the bug over
             return _Outcome(job=job, error=exc)
 
     def _write_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
         outcomes: list[_Outcome] = []
         try:
+            if self.check is not None:
+                self.check()  # never write into a file that is no longer the store
             conn.execute("BEGIN IMMEDIATE")
             try:
                 before = _read_seq(conn)
@@ -251,12 +384,18 @@ class _Worker:
                     conn.execute("SAVEPOINT job")
                     try:
                         value = job.fn(conn)
-                    except sqlite3.OperationalError:
-                        raise  # the environment failed: the whole batch fails
+                    except sqlite3.IntegrityError as exc:
+                        # This job's data broke a constraint: only this job fails.
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        outcomes.append(_Outcome(job=job, error=_translate(exc, self.path)))
+                        continue
+                    except sqlite3.Error:
+                        raise  # the database failed (I/O, lock, corrupt): the whole batch fails
                     except Exception as exc:  # noqa: BLE001 - a job is a task boundary
                         conn.execute("ROLLBACK TO job")
                         conn.execute("RELEASE job")
-                        outcomes.append(_Outcome(job=job, error=_translate(exc)))
+                        outcomes.append(_Outcome(job=job, error=_translate(exc, self.path)))
                         continue
                     conn.execute("RELEASE job")
                     outcomes.append(_Outcome(job=job, value=value))
@@ -267,16 +406,26 @@ class _Worker:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            error = _translate(exc)
+        except (sqlite3.Error, StoreError) as exc:
+            error = _translate(exc, self.path)
             self._deliver([_Outcome(job=job, error=error) for job in batch])
             return
         touched = [s for o in outcomes if o.error is None for s in o.job.touched]
-        self._deliver(outcomes, commit=(before, after, touched))
+        if self.check is not None:
+            try:
+                # Committed, but into the store? A file removed, replaced, made read-only or
+                # overwritten meanwhile got the batch instead: none of it may be acknowledged.
+                self.check()
+            except StoreUnavailableError as exc:
+                error = StoreUnavailableError(f"{exc} (a write was not acknowledged)")
+                self._deliver(
+                    [_Outcome(job=job, error=error) for job in batch],
+                    commit=(before, after, touched, True),
+                )
+                return
+        self._deliver(outcomes, commit=(before, after, touched, False))
 
-    def _deliver(
-        self, outcomes: list[_Outcome], commit: tuple[int, int, list[str]] | None = None
-    ) -> None:
+    def _deliver(self, outcomes: list[_Outcome], commit: _Commit | None = None) -> None:
         def settle() -> None:
             # Runs on the loop: the cache learns of the commit before any caller resumes.
             if commit is not None and self.on_commit is not None:
@@ -297,7 +446,14 @@ class _Worker:
 # --- jobs (run on the worker threads) ---------------------------------------------------------
 
 
-def _migrate(conn: sqlite3.Connection) -> int:
+def _migrate(conn: sqlite3.Connection, *, path: str, create: bool) -> int:
+    # Read before anything is written: without ``create`` a file with no schema (empty, or
+    # another database) is not a consent store, and it is left exactly as it is.
+    if not create and int(conn.execute("PRAGMA user_version").fetchall()[0][0]) == 0:
+        raise StoreNotFoundError(
+            f"{path} is not a consent store (empty, or another database); "
+            "the daemon creates its store on first start"
+        )
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
     if str(mode).lower() != "wal":
         raise StoreError(f"sqlite: cannot use WAL journal mode (got {mode})")
@@ -357,6 +513,58 @@ def _append(conn: sqlite3.Connection, event: ConsentEvent) -> bool:
     return True
 
 
+def _read_records(conn: sqlite3.Connection) -> int:
+    rows = conn.execute("SELECT value FROM meta WHERE key = 'records'").fetchall()
+    if not rows:
+        raise StoreUnavailableError("sqlite: the record count is missing from meta")
+    return int(rows[0][0])
+
+
+def _touch_probe(conn: sqlite3.Connection) -> None:
+    cursor = conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'probe'")
+    if cursor.rowcount != 1:
+        raise StoreUnavailableError("sqlite: the probe row is missing from meta")
+
+
+def read_record_count(path: str) -> int:
+    """The record count of the store file at ``path``, for ``check-config``.
+
+    Read-only: nothing is created, migrated or written (a file of schema version 1, which
+    has no counter yet, is counted with one scan). Raises StoreNotFoundError when there is no
+    file, StoreUnavailableError when it cannot be read or is not a consent store, StoreError
+    when it was written by a newer gateway.
+    """
+    if not os.path.exists(path):
+        raise StoreNotFoundError(_not_found(path))
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreUnavailableError(f"sqlite: cannot read {path}: {exc.strerror}") from None
+    if header != SQLITE_MAGIC:
+        raise StoreUnavailableError(f"sqlite: {path} is corrupt: it has no SQLite header")
+    try:
+        conn = sqlite3.connect(_uri(os.path.abspath(path), "ro"), uri=True)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"sqlite: schema version {version} of {path} is newer than this "
+                    f"gateway's {SCHEMA_VERSION}"
+                )
+            if version == 0:
+                raise StoreUnavailableError(
+                    f"sqlite: {path} is not a consent store (empty, or another database)"
+                )
+            if version == 1:
+                return int(conn.execute("SELECT count(*) FROM current").fetchall()[0][0])
+            return _read_records(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise _translate(exc, path) from exc
+
+
 def _record(row: tuple[Any, ...]) -> ConsentRecord:
     return ConsentRecord(
         subscriber=row[0],
@@ -403,8 +611,11 @@ class SqliteStore:
         self._check_interval_s = change_check_interval_s
         self._next_check = 0.0
         self._probe: sqlite3.Connection | None = None
+        self._file: _StoreFile | None = None
         self._data_version = -1
         self._checked_this_turn = False
+        # False after a failed check: then every call checks again, nothing is skipped.
+        self._trusted = False
         self._known_seq = -1
         self._closed = False
 
@@ -414,24 +625,33 @@ class SqliteStore:
         path: str | Path,
         *,
         instance: str = "",
+        create: bool = False,
         cache_size: int = 100_000,
         busy_timeout_s: float = 5.0,
         change_check_interval_s: float = 0.0,
     ) -> SqliteStore:
-        """Open (creating or migrating) the database file at ``path``."""
+        """Open (migrating) the database file at ``path``.
+
+        A missing file raises StoreNotFoundError unless ``create`` is true (the daemon passes
+        it; the CLI and the config checker never do), in which case the file and its directory
+        are created and ``store_created`` is logged.
+        """
         loop = asyncio.get_running_loop()
         name = str(path)
         if name == ":memory:" or name.startswith("file:"):
             raise StoreError("sqlite: a file path is required (in memory is not durable)")
-        # The first run creates the state directory (the example config keeps it beside the
-        # working directory); a missing parent would otherwise surface as "unable to open".
-        try:
-            Path(name).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"sqlite: cannot create the directory of {name}: {exc}") from exc
+        absolute, existed = _locate(name, create)
         common: dict[str, Any] = {"path": name, "busy_timeout_s": busy_timeout_s, "loop": loop}
-        writer = _Worker(name="consent-sqlite-writer", writer=True, **common)
-        reader = _Worker(name="consent-sqlite-reader", writer=False, **common)
+        # Only this first connection may create the file; every later one opens it or fails.
+        writer = _Worker(
+            name="consent-sqlite-writer",
+            writer=True,
+            uri=_uri(absolute, "rwc" if create else "rw"),
+            **common,
+        )
+        reader = _Worker(
+            name="consent-sqlite-reader", writer=False, uri=_uri(absolute, "rw"), **common
+        )
         store = cls(
             path=name,
             instance=instance,
@@ -443,17 +663,31 @@ class SqliteStore:
         writer.on_commit = store._on_commit
         writer.start()
         try:
-            await writer.submit(_migrate, raw=True)
+            await writer.submit(lambda conn: _migrate(conn, path=name, create=create), raw=True)
+            store._file = _StoreFile(absolute)
+            store._file.check()  # a read-only or damaged file is refused at start as well
+            writer.check = reader.check = store._file.check
             reader.start()
-            store._probe = _connect(name, busy_timeout_s)
+            try:
+                store._probe = _connect(_uri(absolute, "rw"), busy_timeout_s)
+            except sqlite3.Error as exc:
+                raise _translate(exc, name) from exc
         except BaseException:
             await store.close()
             raise
+        if not existed:
+            _log.info(logs.STORE_CREATED, path=absolute)
         return store
 
     # --- cache coherence (event loop thread) --------------------------------------------------
 
-    def _on_commit(self, before: int, after: int, touched: list[str]) -> None:
+    def _on_commit(self, before: int, after: int, touched: list[str], doubtful: bool) -> None:
+        if doubtful:
+            # Committed into a file that is no longer the store: trust no cached answer.
+            self._cache.clear()
+            self._known_seq = -1
+            self._trusted = False
+            return
         if before == self._known_seq:
             for subscriber in touched:
                 self._cache.invalidate(subscriber)
@@ -463,35 +697,42 @@ class SqliteStore:
 
     def _validate(self) -> bool:
         """Drop the cache if another connection changed the data; False if unsure."""
-        if self._check_interval_s > 0:
-            now = time.monotonic()
-            if now < self._next_check:
+        if self._trusted:
+            if self._check_interval_s > 0:
+                now = time.monotonic()
+                if now < self._next_check:
+                    return True
+                self._next_check = now + self._check_interval_s
+            elif self._checked_this_turn:
                 return True
-            self._next_check = now + self._check_interval_s
-        elif self._checked_this_turn:
-            return True
-        else:
-            try:
-                asyncio.get_running_loop().call_soon(self._end_turn)
-                self._checked_this_turn = True
-            except RuntimeError:
-                pass  # no loop (a synchronous caller): check every time
+            else:
+                try:
+                    asyncio.get_running_loop().call_soon(self._end_turn)
+                    self._checked_this_turn = True
+                except RuntimeError:
+                    pass  # no loop (a synchronous caller): check every time
         probe = self._probe
-        if probe is None:
+        file = self._file
+        if probe is None or file is None:
             return False
         try:
+            # Is the path still our file, writable and intact? Else other processes may be
+            # writing a different file now, and nothing cached can be trusted.
+            file.check()
             version = probe.execute("PRAGMA data_version").fetchall()[0][0]
             if version == self._data_version:
+                self._trusted = True
                 return True
             seq = _read_seq(probe)
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreUnavailableError):
             self._cache.clear()
-            self._next_check = 0.0
+            self._trusted = False
             return False
         self._data_version = version
         if seq != self._known_seq:
             self._cache.clear()
             self._known_seq = seq
+        self._trusted = True
         return True
 
     def _end_turn(self) -> None:
@@ -598,8 +839,25 @@ class SqliteStore:
             appended += await self._writer.submit(run, touched=touched)
         return appended
 
+    async def record_count(self) -> int:
+        """The ``meta`` counter kept by triggers on ``current`` (schema version 2)."""
+        return await self._reader.submit(_read_records)
+
     async def ping(self) -> None:
-        await self._reader.submit(lambda conn: conn.execute("SELECT 1").fetchall())
+        """The file check, then a read of ``meta`` (``SELECT 1`` reads no page of the file)."""
+        await self._reader.submit(_read_records)
+
+    async def probe(self) -> None:
+        """The file check, a committed write of the ``meta`` row 'probe' through the writer
+        thread (no trigger: no consent data and no change counter moves), the check again."""
+        await self._writer.submit(_touch_probe)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._seen.clear()
+        self._known_seq = -1
+        self._data_version = -1
+        self._trusted = False
 
     async def close(self) -> None:
         self._closed = True
@@ -607,5 +865,9 @@ class SqliteStore:
         await self._writer.stop()
         await self._reader.stop()
         if self._probe is not None:
-            self._probe.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._probe.close()
             self._probe = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -46,6 +46,10 @@ CONSENT_CHANGED: Final = "consent_changed"
 AUTO_REPLY_SENT: Final = "auto_reply_sent"
 AUTO_REPLY_SUPPRESSED: Final = "auto_reply_suppressed"
 STORE_UNAVAILABLE: Final = "store_unavailable"
+# The fail-closed store works again after a fault (its probe passed).
+STORE_RECOVERED: Final = "store_recovered"
+# The daemon created an empty SQLite consent store (first start).
+STORE_CREATED: Final = "store_created"
 STORE_INVALIDATIONS_LOST: Final = "store_invalidations_lost"
 STORE_LISTENER_FAILED: Final = "store_listener_failed"
 # Message text

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+STORE_UP = "smppgw_consent_store_up"
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -85,6 +87,19 @@ class Metrics:
         self.upstream_window = Gauge(
             "smppgw_upstream_outstanding", "Requests outstanding towards the SMSC", registry=r
         )
+        self._store_up: Gauge | None = None
+
+    def store_up(self) -> Gauge:
+        """``smppgw_consent_store_up``: 1 while the consent store answers, 0 while it fails
+        closed. Registered by the first call (the store's), so a gateway without a store
+        (consent disabled) exports no misleading 0."""
+        if self._store_up is None:
+            self._store_up = Gauge(
+                STORE_UP,
+                "1 while the consent store answers, 0 while it is failed closed",
+                registry=self.registry,
+            )
+        return self._store_up
 
     def render(self) -> bytes:
         """The text exposition format for /metrics."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.admin.api import AdminApi
+from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.telemetry.metrics import Metrics
 
@@ -69,6 +71,50 @@ class TestProbes:
         status, body = await request(api.port, "GET", "/readyz")
         assert status == 503
         assert "not accepting connections" in body["problems"]
+
+    async def test_readyz_reports_the_record_count(self, api: AdminApi) -> None:
+        """/readyz tells how many consent records the store holds, ready or not."""
+        status, body = await request(api.port, "GET", "/readyz")
+        assert (status, body) == (200, {"status": "ready", "store": {"records": 0}})
+        await request(api.port, "POST", "/v1/consent/15551234567", {"action": "opt_out"})
+        api.ready_flag["value"] = False  # type: ignore[attr-defined]
+        status, body = await request(api.port, "GET", "/readyz")
+        assert (status, body["store"]) == (503, {"records": 1})
+
+    async def test_readyz_is_503_while_the_store_is_failed_closed(self, tmp_path: Path) -> None:
+        """A store whose directory was moved away: /readyz 503 with the reason (and no count it
+        cannot read); moved back and recovered: 200 with the count again."""
+        state = tmp_path / "state"
+        store = await open_store(
+            f"sqlite://{state}/consent.db?recovery_interval_s=0.02", instance="t", create=True
+        )
+        admin = AdminApi(
+            metrics=Metrics(),
+            store=store,
+            token=TOKEN,
+            instance="t",
+            default_country="US",
+            ready=lambda: True,
+        )
+        await admin.start("127.0.0.1", 0)
+        try:
+            await request(admin.port, "POST", "/v1/consent/15551234567", {"action": "opt_out"})
+            assert (await request(admin.port, "GET", "/readyz"))[1]["store"] == {"records": 1}
+            await asyncio.to_thread(state.rename, tmp_path / "away")
+            status, body = await request(admin.port, "GET", "/readyz")
+            assert status == 503
+            assert "store" not in body
+            (problem,) = body["problems"]
+            assert "consent.db was removed or its directory moved away" in problem
+            status, body = await request(admin.port, "GET", "/v1/consent/15551234567")
+            assert status == 503
+            await asyncio.to_thread((tmp_path / "away").rename, state)
+            await store.wait_healthy(10.0)
+            status, body = await request(admin.port, "GET", "/readyz")
+            assert (status, body) == (200, {"status": "ready", "store": {"records": 1}})
+        finally:
+            await admin.stop()
+            await store.close()
 
     async def test_metrics_are_prometheus_text(self, api: AdminApi) -> None:
         """/metrics serves the exposition format with the gateway's metric names."""

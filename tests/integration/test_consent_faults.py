@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.guard import FailClosedStore
 from gateway.store.redis import RedisStore
 from tests.support.consent import (
     BYSTANDER,
@@ -55,7 +56,9 @@ class TestRedisOutage:
                 consent_gateway(sim.port, url, campaigns=acme_campaigns()) as gw,
                 SmpplibEsme(gw.port, "acme") as esme,
             ):
-                store = gw.store
+                guard = gw.store
+                assert isinstance(guard, FailClosedStore)
+                store = guard.inner
                 assert isinstance(store, RedisStore)
                 traffic = [await esme.submit(BYSTANDER, f"m{i}", source=NUMBER_1) for i in range(5)]
                 assert traffic == [0] * 5
@@ -70,6 +73,7 @@ class TestRedisOutage:
 
                 await asyncio.to_thread(server.start)
                 await store.wait_cache_ready(WAIT_S)
+                await guard.wait_healthy(WAIT_S)  # the fail-closed guard's probe passed
                 # The SMSC delivers the MO again until it is acknowledged. The first retry may
                 # still fail: redis-py hands out a pooled connection that died with the old
                 # server before it notices (see the report on gateway/store/redis.py).
@@ -106,7 +110,9 @@ class TestRedisOutage:
                 consent_gateway(sim.port, url, campaigns=acme_campaigns()) as gw,
                 SmpplibEsme(gw.port, "acme") as esme,
             ):
-                store = gw.store
+                guard = gw.store
+                assert isinstance(guard, FailClosedStore)
+                store = guard.inner
                 assert isinstance(store, RedisStore)
                 first, second = concat_parts([b"ST", b"OP"], reference=0x21)
 
@@ -124,6 +130,7 @@ class TestRedisOutage:
                 assert await part(second) == ESME_RX_T_APPN
                 await asyncio.to_thread(server.start)
                 await store.wait_cache_ready(WAIT_S)
+                await guard.wait_healthy(WAIT_S)
                 statuses = [await part(second)]
                 while statuses[-1] == ESME_RX_T_APPN:  # see the test above
                     assert len(statuses) < 3, statuses

@@ -1,7 +1,9 @@
-"""The ConsentStore contract, run against every backend (memory, SQLite, real Redis)."""
+"""The ConsentStore contract, run against every backend (memory, SQLite, real Redis) and against
+SQLite behind the fail-closed guard (what ``open_store`` returns)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from gateway.consent.model import (
     fold,
 )
 from gateway.store.base import ConsentStore, StoreError
+from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
@@ -82,7 +85,10 @@ class Backend:
         if self.kind == "memory":
             store = MemoryStore()
         elif self.kind == "sqlite":
-            store = await SqliteStore.open(where, instance="test")
+            store = await SqliteStore.open(where, instance="test", create=True)
+        elif self.kind == "guarded-sqlite":
+            # What the daemon, the admin API and the CLI get: the backend behind the guard.
+            store = await open_store(f"sqlite://{where}", instance="test", create=True)
         else:
             assert self._redis is not None
             store = await RedisStore.from_url(
@@ -95,7 +101,8 @@ class Backend:
     async def new(self) -> ConsentStore:
         """A store on fresh, empty data."""
         name = f"t{uuid.uuid4().hex[:12]}"
-        return await self._open(str(self._tmp / f"{name}.db") if self.kind == "sqlite" else name)
+        sqlite = self.kind.endswith("sqlite")
+        return await self._open(str(self._tmp / f"{name}.db") if sqlite else name)
 
     async def peer(self, store: ConsentStore) -> ConsentStore:
         """A second store object on the same data (another instance or process)."""
@@ -110,7 +117,9 @@ class Backend:
             await store.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=["memory", "sqlite", "guarded-sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
@@ -303,6 +312,75 @@ class TestExportImport:
         assert [r async for r in store.export()] == []
 
 
+class TestRecordCount:
+    async def test_empty_store_counts_zero(self, store: ConsentStore) -> None:
+        """A new store has no records."""
+        assert await store.record_count() == 0
+
+    async def test_counts_current_records_not_events(self, store: ConsentStore) -> None:
+        """A new (subscriber, scope) adds one; a change of it, or a duplicate, adds nothing."""
+        await store.append(make_event(SUB_A, SCOPE_NUMBER, dedup_key="c1"))
+        await store.append(make_event(SUB_A, SCOPE_CAMPAIGN))
+        await store.append(make_event(SUB_B, SCOPE_NUMBER))
+        assert await store.record_count() == 3
+        await store.append(make_event(SUB_A, SCOPE_NUMBER, ConsentState.OPTED_IN))
+        assert await store.append(make_event(SUB_B, dedup_key="c1")) is True  # per subscriber
+        assert await store.append(make_event(SUB_A, "global:*", dedup_key="c1")) is False
+        assert await store.record_count() == 3
+        assert await store.record_count() == len([r async for r in store.export()])
+
+    async def test_import_is_counted(self, store: ConsentStore) -> None:
+        """Imported events count like appended ones."""
+        events = [make_event(f"1555999{i:04d}") for i in range(30)]
+        assert await store.import_events(events + events[:5]) == 35
+        assert await store.record_count() == 30
+
+    async def test_peer_sees_the_count(self, backend: Backend) -> None:
+        """The count is the backend's, not this object's: a peer reads the same number."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.append(make_event(SUB_A))
+        await first.append(make_event(SUB_B))
+        assert await second.record_count() == 2
+
+
+class TestProbe:
+    async def test_probe_changes_no_consent_data(self, store: ConsentStore) -> None:
+        """probe() passes on a working store and leaves history, records and count as they were."""
+        await store.append(make_event(dedup_key="p1"))
+        before = ([r async for r in store.export()], await store.history(SUB_A))
+        for _ in range(3):
+            await store.probe()
+        assert ([r async for r in store.export()], await store.history(SUB_A)) == before
+        assert await store.record_count() == 1
+        assert await store.append(make_event(dedup_key="p1")) is False
+
+    async def test_probe_drops_no_peer_cache(self, backend: Backend) -> None:
+        """A probe is not a consent change: another store object's cache keeps its entries."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.append(make_event())
+        await settle(second)
+        await second.current(SUB_A)
+        await first.probe()
+        await settle(second)
+        await asyncio.sleep(0)  # the next turn of the loop (SQLite checks once per turn)
+        assert second.cached_current(SUB_A) is not None
+
+    async def test_clear_cache_empties_the_local_cache(self, backend: Backend) -> None:
+        """After clear_cache the next answer comes from the backend (memory has no cache)."""
+        need_shared(backend)
+        store = await backend.new()
+        await store.append(make_event())
+        await store.current(SUB_A)
+        assert store.cached_current(SUB_A) is not None
+        store.clear_cache()
+        assert store.cached_current(SUB_A) is None
+        assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+
+
 class TestLifecycle:
     async def test_ping_and_close(self, store: ConsentStore) -> None:
         """ping answers while open; every operation raises StoreError after close."""
@@ -312,6 +390,10 @@ class TestLifecycle:
             await store.append(make_event())
         with pytest.raises(StoreError):
             await store.history(SUB_A)
+        with pytest.raises(StoreError):
+            await store.probe()
+        with pytest.raises(StoreError):
+            await store.record_count()
 
     def test_implements_protocol(self, store: ConsentStore) -> None:
         """Every backend satisfies the runtime-checkable ConsentStore protocol."""

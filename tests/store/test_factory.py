@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.base import StoreError
-from gateway.store.factory import open_store
+from gateway.store.base import StoreError, StoreNotFoundError
+from gateway.store.factory import display_url, open_store
+from gateway.store.guard import FailClosedStore
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
@@ -16,17 +17,18 @@ from tests.support.redis_server import RedisServer
 
 class TestOpenStore:
     async def test_memory(self) -> None:
-        """memory:// opens the reference store."""
+        """memory:// opens the reference store, behind the fail-closed guard."""
         store = await open_store("memory://", instance="i")
-        assert isinstance(store, MemoryStore)
+        assert isinstance(store, FailClosedStore)
+        assert isinstance(store.inner, MemoryStore)
         await store.close()
 
     async def test_sqlite_absolute_path(self, tmp_path: Path) -> None:
-        """sqlite:///abs/path opens (and creates) that file."""
+        """sqlite:///abs/path opens (and, with create, creates) that file."""
         path = tmp_path / "c.db"
-        store = await open_store(f"sqlite://{path}?cache_size=10", instance="i")
-        assert isinstance(store, SqliteStore)
-        assert store.path == str(path)
+        store = await open_store(f"sqlite://{path}?cache_size=10", instance="i", create=True)
+        assert isinstance(store.inner, SqliteStore)
+        assert store.inner.path == str(path)
         await store.close()
         assert path.exists()
 
@@ -35,9 +37,44 @@ class TestOpenStore:
     ) -> None:
         """sqlite:relative/path is relative to the working directory."""
         monkeypatch.chdir(tmp_path)
-        store = await open_store("sqlite:data.db", instance="i")
+        store = await open_store("sqlite:data.db", instance="i", create=True)
         await store.close()
         assert (tmp_path / "data.db").exists()
+
+    async def test_sqlite_is_not_created_by_default(self, tmp_path: Path) -> None:
+        """Without create=True a missing file (or directory) is an error naming the path, and
+        nothing is created: neither the file nor its directory."""
+        path = tmp_path / "state" / "c.db"
+        with pytest.raises(StoreNotFoundError, match=f"no consent store at {path}"):
+            await open_store(f"sqlite://{path}", instance="cli")
+        assert not path.parent.exists()
+
+    async def test_recovery_interval_is_a_url_parameter(self, tmp_path: Path) -> None:
+        """recovery_interval_s sets the guard's probe interval and is not passed to the backend."""
+        path = tmp_path / "c.db"
+        url = f"sqlite://{path}?recovery_interval_s=0.05&cache_size=10"
+        store = await open_store(url, instance="i", create=True)
+        assert store.recovery_interval_s == 0.05
+        await store.close()
+        with pytest.raises(StoreError, match="recovery_interval_s"):
+            await open_store("memory://?recovery_interval_s=0", instance="i")
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("redis://:s3cret@h:6379/0?prefix=x", "redis://***@h:6379/0?prefix=x"),
+            ("redis://user:s3cret@h/0", "redis://***@h/0"),
+            (
+                "redis+sentinel://s1,s2/mymaster?sentinel_password=s3cret",
+                "redis+sentinel://s1,s2/mymaster?sentinel_password=***",
+            ),
+            ("sqlite:///var/lib/c.db", "sqlite:///var/lib/c.db"),
+            ("sqlite:var/c.db?cache_size=5", "sqlite:var/c.db?cache_size=5"),
+        ],
+    )
+    def test_display_url_masks_secrets(self, url: str, shown: str) -> None:
+        """The URL shown in logs and by check-config never holds a password."""
+        assert display_url(url) == shown
 
     @pytest.mark.parametrize(
         "url",
@@ -52,6 +89,6 @@ class TestOpenStore:
     async def test_redis(self, redis_server: RedisServer) -> None:
         """redis:// opens a RedisStore that answers."""
         store = await open_store(redis_server.url + "?prefix=factory", instance="i")
-        assert isinstance(store, RedisStore)
+        assert isinstance(store.inner, RedisStore)
         await store.ping()
         await store.close()

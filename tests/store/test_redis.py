@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from gateway.consent.model import ConsentState
 from gateway.store.base import StoreError, StoreUnavailableError
+from gateway.store.guard import FailClosedStore
 from gateway.store.redis import RedisStore, client_from_url
 from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event
 from tests.support.redis_server import RedisServer, redis_server_binary
@@ -85,6 +87,90 @@ class TestOutage:
         """Opening a store where no Redis listens raises StoreUnavailableError."""
         with pytest.raises(StoreUnavailableError):
             await RedisStore.from_url("redis://127.0.0.1:1/0?timeout_s=0.5", instance="t")
+
+
+@pytest.mark.redis
+@needs_redis
+class TestServerErrors:
+    """A server that answers but refuses (OOM, a replica's READONLY...) is as unavailable as one
+    that is gone: every redis-py error is StoreUnavailableError."""
+
+    async def test_out_of_memory_refuses_writes_then_recovers(
+        self, own_server: RedisServer
+    ) -> None:
+        """maxmemory 1 with noeviction: the append script and the probe fail with OOM, behind
+        the guard the store faults; memory back: the probe passes and the write goes in."""
+        admin = Redis(host=own_server.host, port=own_server.port, decode_responses=True)
+        store = await RedisStore.from_url(own_server.url + "?heartbeat_s=0.2", instance="t")
+        guard = FailClosedStore(store, recovery_interval_s=0.02)
+        try:
+            assert await guard.append(make_event(SUB_B)) is True
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", 1)
+            with pytest.raises(StoreUnavailableError, match="maxmemory") as info:
+                await store.append(make_event(dedup_key="oom"))
+            assert SUB_A not in str(info.value)  # redis-py quotes the keys: numbers are masked
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                await store.probe()
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                await guard.append(make_event(dedup_key="oom"))
+            assert guard.fault is not None
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                await guard.ping()  # /readyz says why
+            await admin.config_set("maxmemory", 0)
+            await guard.wait_healthy(10.0)
+            assert await guard.append(make_event(dedup_key="oom")) is True
+            assert [e.dedup_key for e in await guard.history(SUB_A)] == ["oom"]
+            assert await guard.record_count() == 2
+        finally:
+            await admin.config_set("maxmemory", 0)
+            await admin.aclose()
+            await guard.close()
+
+    async def test_undecodable_data_is_unavailable(self, redis_server: RedisServer) -> None:
+        """A current record or history entry that does not decode raises StoreUnavailableError
+        (the proxy then answers "try later"), not an error the proxy would not catch."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=garbled", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            await raw.hset(f"garbled:{{{SUB_A}}}:c", "number:1", b"\xff not json")
+            await raw.rpush(f"garbled:{{{SUB_B}}}:h", b"[1, 2")
+            with pytest.raises(StoreUnavailableError, match="undecodable"):
+                await store.current(SUB_A)
+            with pytest.raises(StoreUnavailableError, match="undecodable"):
+                await store.history(SUB_B)
+            await raw.set("garbled:records", "many")
+            with pytest.raises(StoreUnavailableError, match="undecodable record counter"):
+                await store.record_count()
+        finally:
+            await raw.aclose()
+            await store.close()
+
+    async def test_probe_waits_for_replicas(self, redis_server: RedisServer) -> None:
+        """With wait_replicas the probe includes WAIT: no replica means the probe fails."""
+        store = await RedisStore.from_url(
+            redis_server.url + "?prefix=probewait&wait_replicas=1&wait_timeout_s=0.05",
+            instance="t",
+        )
+        try:
+            with pytest.raises(StoreUnavailableError, match="0 of 1 replicas"):
+                await store.probe()
+        finally:
+            await store.close()
+
+    async def test_older_store_counts_from_zero(self, redis_server: RedisServer) -> None:
+        """Records written before the counter existed are not counted (missing key: 0); the
+        count grows from the first change on."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=oldcount", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            await raw.hset(f"oldcount:{{{SUB_B}}}:c", "number:1", '["opted_out", 1.0, "e"]')
+            assert await store.record_count() == 0
+            await store.append(make_event(SUB_A))
+            assert await store.record_count() == 1
+        finally:
+            await raw.aclose()
+            await store.close()
 
 
 @pytest.mark.redis

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.consent.model import ConsentState
 from gateway.store.base import StoreError, StoreUnavailableError
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore
+from gateway.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, read_record_count
 from tests.store.test_contract import SCOPE_NUMBER, SUB_A, make_event
 
 
@@ -23,7 +23,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    store = await SqliteStore.open(db_path, instance="t", busy_timeout_s=0.2)
+    store = await SqliteStore.open(db_path, instance="t", busy_timeout_s=0.2, create=True)
     yield store
     await store.close()
 
@@ -67,6 +67,73 @@ class TestSchema:
             await SqliteStore.open(":memory:")
 
 
+def write_v1_file(path: Path, records: list[tuple[str, str]]) -> None:
+    """A store file as the first schema version left it, with ``records`` in ``current``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO current (subscriber, scope, state, updated_at, last_event_id)"
+            " VALUES (?, ?, 'opted_out', 1.0, 'e')",
+            records,
+        )
+        conn.execute("PRAGMA user_version = 1")
+    finally:
+        conn.close()
+
+
+class TestRecordCount:
+    async def test_v1_file_is_upgraded_with_its_count(self, db_path: Path) -> None:
+        """A version 1 file (no counter) opens as version 2 with the count of its records,
+        which the triggers then keep: a new scope counts, a changed one does not."""
+        write_v1_file(db_path, [(SUB_A, SCOPE_NUMBER), (SUB_A, "global:*"), ("15550000002", "x")])
+        assert read_record_count(str(db_path)) == 3  # read-only: counted, not upgraded
+        conn = sqlite3.connect(db_path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        finally:
+            conn.close()
+        store = await SqliteStore.open(db_path)
+        try:
+            assert await store.record_count() == 3
+            await store.append(make_event(SUB_A, SCOPE_NUMBER, ConsentState.OPTED_IN))
+            assert await store.record_count() == 3
+            await store.append(make_event(SUB_A, "campaign:new"))
+            assert await store.record_count() == 4
+        finally:
+            await store.close()
+        conn = sqlite3.connect(db_path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            assert conn.execute("SELECT value FROM meta WHERE key = 'records'").fetchone() == (4,)
+        finally:
+            conn.close()
+        assert read_record_count(str(db_path)) == 4
+
+    async def test_deleted_rows_are_uncounted(self, store: SqliteStore, db_path: Path) -> None:
+        """A row deleted from current by hand (the sqlite3 shell) leaves the count right."""
+        await store.append(make_event(SUB_A))
+        await store.append(make_event("15550000002"))
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        conn.execute("DELETE FROM current WHERE subscriber = ?", (SUB_A,))
+        conn.close()
+        assert await store.record_count() == 1
+
+    async def test_probe_writes_only_its_meta_row(self, store: SqliteStore, db_path: Path) -> None:
+        """probe() commits a write of meta 'probe' and moves no change counter."""
+        await store.append(make_event())
+        conn = sqlite3.connect(db_path)
+        try:
+            before = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            await store.probe()
+            after = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            conn.close()
+        assert after == {**before, "probe": before["probe"] + 1}
+
+
 class TestOtherWriters:
     async def test_hand_edit_of_current_drops_the_cache(
         self, store: SqliteStore, db_path: Path
@@ -92,7 +159,7 @@ class TestOtherWriters:
 
     async def test_cli_process_and_daemon_share_the_file(self, db_path: Path) -> None:
         """A second store object (the CLI) writing the file is seen by the daemon's cache."""
-        daemon = await SqliteStore.open(db_path)
+        daemon = await SqliteStore.open(db_path, create=True)
         cli = await SqliteStore.open(db_path)
         try:
             assert await daemon.current(SUB_A) == {}
