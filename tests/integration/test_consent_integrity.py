@@ -259,7 +259,6 @@ class TestAccounts:
                     assert await other.submit(SUBSCRIBER, source=UNGROUPED) == OPTED_OUT
             assert len(sent_to(rig.sim, SUBSCRIBER)) == 1
 
-
     async def test_staff_account_opt_out_uses_the_same_key(self, tmp_path: Path) -> None:
         """``consent opt-out --account ACME`` reaches the client bound as 'acme'."""
         async with consent_rig(tmp_path) as rig:
