@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -145,6 +145,41 @@ class _Mt:
         )
 
 
+class _Unreplied:
+    """MOs whose events may have been stored although the store reported a failure, so their
+    reply was never sent. When the SMSC's retry turns out a duplicate (its decision may even
+    differ now: a repeat STOP), the original decision's reply is sent then. Bounded in count
+    and age (the dedup window); per process."""
+
+    __slots__ = ("_decisions", "_max_age_s", "_max_entries")
+
+    def __init__(self, max_age_s: float, max_entries: int = 10_000) -> None:
+        self._max_age_s = max_age_s
+        self._max_entries = max_entries
+        self._decisions: OrderedDict[tuple[str, str], tuple[float, MoDecision]] = OrderedDict()
+
+    def add(self, decision: MoDecision) -> None:
+        now = time.monotonic()
+        for event in decision.events:
+            if event.dedup_key is not None:
+                self._decisions[(event.subscriber, event.dedup_key)] = (now, decision)
+        while len(self._decisions) > self._max_entries:
+            self._decisions.popitem(last=False)
+
+    def take(self, events: tuple[ConsentEvent, ...]) -> MoDecision | None:
+        """The decision whose reply one of ``events`` still owes (once), or None."""
+        oldest = time.monotonic() - self._max_age_s
+        while self._decisions and next(iter(self._decisions.values()))[0] < oldest:
+            self._decisions.popitem(last=False)
+        found = None
+        for event in events:
+            key = (event.subscriber, event.dedup_key or "")
+            entry = self._decisions.pop(key, None) if event.dedup_key is not None else None
+            if entry is not None:
+                found = entry[1]
+        return found
+
+
 class _Turns:
     """MOs of one subscriber waiting for the one being acted on, so consent changes apply in
     arrival order: the second of two STOPs in flight sees the first one stored."""
@@ -223,6 +258,7 @@ class ConsentEnforcer:
         self._parts = PartTracker(part_ttl_s)
         self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
         self._replies: dict[str, deque[float]] = {}
+        self._unreplied = _Unreplied(config.mo_dedup_window_s)
         self._reply_ref = 0
         # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
         self._mo_turns: dict[str, _Turns] = {}
@@ -843,9 +879,17 @@ class ConsentEnforcer:
             try:
                 new = await self._store_events(decision.events, raise_unavailable=True)
             except StoreError:
-                # Not stored, so not acknowledged: the SMSC retries and nothing is lost.
+                # Not acknowledged, so the SMSC retries and nothing is lost. The event may have
+                # landed all the same (a commit reported failed): its retry is then a duplicate,
+                # which must still get the reply this attempt never sent.
+                if decision.reply is not None:
+                    self._unreplied.add(decision)
                 self._retry_later(request, held)
                 return
+            if not new:
+                owed = self._unreplied.take(decision.events)
+                if owed is not None:
+                    self._reply_to(request, owed)
         match = decision.match
         if match is not None:
             self.metrics.mo_keywords_total.labels(match.family.value, match.match.value).inc()
@@ -862,15 +906,21 @@ class ConsentEnforcer:
                 decision=decision.action.value,
                 duplicate=not new,
             )
-        if decision.reply is not None and new:
-            self._send_reply(
-                self._account(request.client.system_id),
-                decision.reply,
-                decision.action.value,
-                request,
-                always=decision.action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT),
-            )
+        if new:
+            self._reply_to(request, decision)
         self._settle_mo(request, decision)
+
+    def _reply_to(self, request: MoRequest, decision: MoDecision) -> None:
+        """Send the decision's auto-reply (an opt-out confirmation always goes, once)."""
+        if decision.reply is None:
+            return
+        self._send_reply(
+            self._account(request.client.system_id),
+            decision.reply,
+            decision.action.value,
+            request,
+            always=decision.action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT),
+        )
 
     def _settle_mo(self, request: MoRequest, decision: MoDecision) -> None:
         if request.settled:
@@ -924,8 +974,9 @@ class ConsentEnforcer:
         return new
 
     def _store_down(self, operation: str, exc: Exception) -> None:
+        # Counted per refused call; logged once per outage by the store (store_unavailable).
+        del exc
         self.metrics.store_errors_total.labels(operation).inc()
-        log.error(logs.STORE_UNAVAILABLE, operation=operation, error=str(exc))
 
     # --- auto-replies --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 from gateway.consent.model import ConsentState
 from gateway.proxy.hooks import MoRequest, MtRequest, PassThrough
 from gateway.smpp import pdu as p
+from gateway.store.base import StoreUnavailableError
 from tests.admin.test_api import request as http
 from tests.support.consent import (
     BYSTANDER,
@@ -339,3 +340,42 @@ class TestOtherRoutes:
             assert resp.command_status == 0x08
             assert any(e["event"] == "connection_failed" for e in logs)
             assert sim.messages == []
+
+
+class _StoredThenFailed:
+    """A store whose first append lands and is then reported failed: what the SQLite store
+    does when its file vanishes between COMMIT and the check after it (a race no test can
+    time on a real file)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.failed = False
+
+    async def append(self, event: Any) -> bool:
+        added: bool = await self._inner.append(event)
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailableError("store file vanished after the commit")
+        return added
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class TestStopStoredButReportedFailed:
+    async def test_retry_of_a_stop_that_landed_still_gets_its_confirmation(
+        self, tmp_path: Path
+    ) -> None:
+        """The SMSC's retry of a STOP whose first attempt was stored but reported failed is a
+        duplicate, yet it gets the one confirmation the first attempt never sent."""
+        async with consent_rig(tmp_path) as rig:
+            assert rig.gw.enforcer is not None
+            flaky = _StoredThenFailed(rig.gw.enforcer.store)
+            rig.gw.enforcer.store = flaky  # type: ignore[assignment]
+            assert await rig.mo("STOP") == 0x64  # temporary: the SMSC delivers it again
+            assert flaky.failed
+            assert await rig.mo("STOP") == 0
+            assert await wait_texts(rig.sim, SUBSCRIBER, 1) == [OPT_OUT_REPLY]
+            assert await rig.mt() == OPTED_OUT
+            await rig.flows()
+            assert [m.text for m in sent_to(rig.sim, SUBSCRIBER)] == [OPT_OUT_REPLY]
