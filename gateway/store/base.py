@@ -19,6 +19,13 @@ Contract (tests/store/test_contract.py runs it against every backend):
 - ``export()`` yields every current record, ordered by (subscriber, scope);
   ``import_events(events)`` appends events in order with the same rules as ``append`` and returns
   how many were new.
+- ``put_message_ids(entries, ttl_s)`` / ``get_message_ids(upstream_id)`` keep, for a while,
+  which ids the gateway gave a client for a part it sent upstream under another id (the parts
+  of a long MT it answered before the SMSC did, and parts it added itself), so delivery
+  receipts carrying the SMSC's id can be shown to the client under its own. A later put for
+  the same upstream id replaces the earlier one; ``get`` returns None once ``ttl_s`` has
+  passed (entries are also bounded in number, the oldest dropped first). Shared backends
+  share them between instances, so a receipt may come back through any of them.
 - ``record_count()`` is the number of current (subscriber, scope) records, read in O(1) (a
   counter the backend keeps with every write), so an empty store where a full one belongs is
   visible at a glance (``/readyz``, ``check-config``).
@@ -72,6 +79,20 @@ class StoreNotFoundError(StoreUnavailableError):
     """
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MessageIds:
+    """The ids a client was given for one part the gateway sent upstream as ``upstream_id``.
+
+    ``client_ids`` is empty for a part the gateway added (the client never sent it: its receipt
+    is not the client's), and holds more than one id when the gateway sent the client's parts
+    as fewer parts. ``account`` is the client's account key.
+    """
+
+    upstream_id: str
+    client_ids: tuple[str, ...]
+    account: str
+
+
 @runtime_checkable
 class ConsentStore(Protocol):
     """Consent persistence, shared by the proxy, the admin API and the CLI."""
@@ -112,6 +133,14 @@ class ConsentStore(Protocol):
         self, events: Iterable[ConsentEvent] | AsyncIterable[ConsentEvent]
     ) -> int:
         """Append many events in order (batched); returns how many were not duplicates."""
+        ...
+
+    async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
+        """Keep these id mappings for ``ttl_s`` seconds (replacing any for the same upstream id)."""
+        ...
+
+    async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
+        """The mapping kept for ``upstream_id``, or None (never kept, or expired)."""
         ...
 
     async def record_count(self) -> int:

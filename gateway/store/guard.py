@@ -31,7 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Final, TypeVar
 
 from gateway.consent.model import ConsentEvent, ConsentRecord
-from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
+from gateway.store.base import ConsentStore, MessageIds, StoreError, StoreUnavailableError
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
 
@@ -201,6 +201,13 @@ class FailClosedStore:
         await self._call(
             "mark_footer_seen", lambda: self.inner.mark_footer_seen(subscriber, campaign, at)
         )
+
+    async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
+        batch = list(entries)
+        await self._call("put_message_ids", lambda: self.inner.put_message_ids(batch, ttl_s))
+
+    async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
+        return await self._call("get_message_ids", lambda: self.inner.get_message_ids(upstream_id))
 
     async def export(self) -> AsyncIterator[ConsentRecord]:
         self._admit()

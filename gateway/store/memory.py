@@ -7,24 +7,32 @@ from memory, so ``cached_current`` never misses.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import MappingProxyType
 
 from gateway.consent.model import ConsentEvent, ConsentRecord
-from gateway.store.base import StoreError, iterate, record_of
+from gateway.store.base import MessageIds, StoreError, iterate, record_of
 from gateway.store.cache import EMPTY
+
+
+# Message-id mappings kept at most (the oldest go first).
+MAX_MESSAGE_IDS = 1_000_000
 
 
 class MemoryStore:
     """ConsentStore kept in dictionaries."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_message_ids: int = MAX_MESSAGE_IDS) -> None:
         # Each subscriber's mapping is replaced, never mutated, so handed-out answers stay fixed.
         self._current: dict[str, Mapping[str, ConsentRecord]] = {}
         self._history: dict[str, list[ConsentEvent]] = {}
         self._dedup: set[tuple[str, str]] = set()
         self._footer: dict[tuple[str, str], float] = {}
         self._records = 0
+        self._message_ids: OrderedDict[str, tuple[float, MessageIds]] = OrderedDict()
+        self._max_message_ids = max_message_ids
         self._closed = False
 
     def _check_open(self) -> None:
@@ -86,6 +94,26 @@ class MemoryStore:
         async for event in iterate(events):
             appended += self._append(event)
         return appended
+
+    async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
+        self._check_open()
+        expires = time.monotonic() + ttl_s
+        for entry in entries:
+            self._message_ids.pop(entry.upstream_id, None)
+            self._message_ids[entry.upstream_id] = (expires, entry)
+        while len(self._message_ids) > self._max_message_ids:
+            self._message_ids.popitem(last=False)
+
+    async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
+        self._check_open()
+        found = self._message_ids.get(upstream_id)
+        if found is None:
+            return None
+        expires, entry = found
+        if expires <= time.monotonic():
+            del self._message_ids[upstream_id]
+            return None
+        return entry
 
     async def record_count(self) -> int:
         self._check_open()
