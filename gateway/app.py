@@ -26,6 +26,7 @@ from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.footer import FooterSettings, FooterStage
 from gateway.proxy.hooks import Interceptor, PassThrough
 from gateway.proxy.listener import Listener
+from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.service import ServiceLink
 from gateway.smpp.session import SessionConfig
 from gateway.store.base import ConsentStore
@@ -165,7 +166,12 @@ class Gateway:
                     settings=self.listener.settings, bind=config.upstream.service_bind
                 )
                 self.service.start()
-            self.footers = FooterStage(store=self.store, settings=footer_settings(config))
+            self.footers = FooterStage(
+                store=self.store,
+                settings=footer_settings(config),
+                receipt_ids=ReceiptIds(self.store, ttl_s=config.text.receipt_ids_ttl_s),
+                metrics=self.metrics,
+            )
             self.enforcer = ConsentEnforcer(
                 service=self.service,
                 config=config.consent,

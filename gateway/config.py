@@ -668,10 +668,14 @@ class TextConfig:
 
     # How a one-part message that grows with its footer is split (text.segment.ConcatKind).
     concat: str = "udh_8bit"
-    # The parts of a long MT are held until all are in, at most this long, then sent unchanged.
+    # The parts of a long MT are held until all are in, at most this long, then sent unchanged
+    # (a client that waits for each answer is answered at once all the same).
     hold_timeout_s: float = 10.0
     hold_max_messages: int = 10_000
     hold_max_bytes: int = 2_000_000
+    # How long the ids the gateway gave for parts it answered before the SMSC (or added) are
+    # kept for delivery receipts, which may come days later.
+    receipt_ids_ttl_s: float = 172_800.0
 
 
 def _text(root: _Table) -> TextConfig:
@@ -681,6 +685,7 @@ def _text(root: _Table) -> TextConfig:
         hold_timeout_s=t.seconds("hold_timeout_s", 10.0),
         hold_max_messages=t.integer("hold_max_messages", 10_000, minimum=1, maximum=10_000_000),
         hold_max_bytes=t.integer("hold_max_bytes", 2_000_000, minimum=1024, maximum=1 << 31),
+        receipt_ids_ttl_s=t.seconds("receipt_ids_ttl_s", 172_800.0),
     )
     t.finish()
     return config

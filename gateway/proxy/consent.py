@@ -45,6 +45,7 @@ from gateway.consent.policy import (
 from gateway.proxy.content import Content, PartInfo, content_of
 from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
 from gateway.proxy.parts import PartTracker, Route
+from gateway.proxy.receipts import ReceiptIds, receipt_id, rejection_receipt, rewrite_receipt
 from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode
@@ -56,7 +57,7 @@ from gateway.smpp.constants import (
     status_name,
 )
 from gateway.smpp.errors import SmppError
-from gateway.store.base import ConsentStore, StoreError
+from gateway.store.base import ConsentStore, MessageIds, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
@@ -194,8 +195,10 @@ class _Turns:
 
 
 # Called by the footer stage before it sends held parts on: ``go`` when they may still go,
-# else the enforcer answers every one of ``requests`` itself.
-Gate = Callable[[list[MtRequest], Callable[[], None]], None]
+# else the enforcer answers every one of ``requests`` still unanswered itself, then ``stop``.
+Gate = Callable[[list[MtRequest], Callable[[], None], Callable[[], None]], None]
+# Delivers a receipt of the gateway's own to the client: (request, MT PDU, message id, stat).
+Reporter = Callable[[MtRequest, p.SubmitSm | p.DataSm, str, str], None]
 
 
 class FooterStage(Protocol):
@@ -222,6 +225,13 @@ class FooterStage(Protocol):
 
     def set_gate(self, gate: Gate) -> None:
         """Who decides, when held parts are sent on later, whether they may still go."""
+
+    def set_reporter(self, report: Reporter) -> None:
+        """Who delivers the receipts the stage writes itself (parts that did not go)."""
+
+    @property
+    def receipt_ids(self) -> ReceiptIds:
+        """The ids it gave clients for parts the SMSC knows under others."""
 
     def on_closed(self, conn_id: str) -> None:
         """The client connection ``conn_id`` is gone: drop what is held for it."""
@@ -264,10 +274,13 @@ class ConsentEnforcer:
         self._mo_turns: dict[str, _Turns] = {}
         if footers is not None:
             footers.set_gate(self._gate)
+            footers.set_reporter(self._report_part)
+        self._translate_receipts = _has_footers(config)
 
     def reconfigure(self, config: ConsentConfig, *, part_ttl_s: float | None = None) -> None:
         """SIGHUP: campaigns and statuses apply from the next message on."""
         self.config = config
+        self._translate_receipts = _has_footers(config)
         self._account_keys = {}
         self._country = config.default_country
         self._short_max = config.short_code_max_length
@@ -445,32 +458,39 @@ class ConsentEnforcer:
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
         return like.with_pdu(pdu)
 
-    def _gate(self, requests: list[MtRequest], go: Callable[[], None]) -> None:
+    def _gate(
+        self, requests: list[MtRequest], go: Callable[[], None], stop: Callable[[], None]
+    ) -> None:
         """Held parts are about to go on (their hold ended without the message completing):
         only if the subscriber may still be messaged now."""
         first = requests[0]
         pdu = first.pdu
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
         mt = self._read_mt(first, pdu)
-        if self._refused_address(first, mt):  # not for parts once allowed; the rest alike
-            for request in requests[1:]:
-                self._mt_refuse(request, self._reread(request, mt), RejectReason.UNREADABLE_ADDRESS)
+        reason = address_refusal(mt.campaign, mt.subscriber, mt.sender, mt.account)
+        if reason is not None:  # not for parts once allowed; refused alike all the same
+            self._refuse_held(requests, mt, reason, None, stop)
             return
         records = self.store.cached_current(mt.subscriber.value)
         if records is None:
-            first.spawn(self._gate_slow(requests, mt, go))
+            first.spawn(self._gate_slow(requests, mt, go, stop))
             return
-        self._gate_decide(requests, mt, records, go)
+        self._gate_decide(requests, mt, records, go, stop)
 
-    async def _gate_slow(self, requests: list[MtRequest], mt: _Mt, go: Callable[[], None]) -> None:
+    async def _gate_slow(
+        self,
+        requests: list[MtRequest],
+        mt: _Mt,
+        go: Callable[[], None],
+        stop: Callable[[], None],
+    ) -> None:
         try:
             records = await self.store.current(mt.subscriber.value)
         except StoreError as exc:
             self._store_down("current", exc)
-            for request in requests:
-                self._mt_refuse(request, self._reread(request, mt), RejectReason.STORE_UNAVAILABLE)
+            self._refuse_held(requests, mt, RejectReason.STORE_UNAVAILABLE, None, stop)
             return
-        self._gate_decide(requests, mt, records, go)
+        self._gate_decide(requests, mt, records, go, stop)
 
     def _gate_decide(
         self,
@@ -478,13 +498,25 @@ class ConsentEnforcer:
         mt: _Mt,
         records: Mapping[str, ConsentRecord],
         go: Callable[[], None],
+        stop: Callable[[], None],
     ) -> None:
         decision = self._policy(requests[0], mt, records, True)
         if isinstance(decision, Allow):
             go()
             return
+        self._refuse_held(requests, mt, decision.reason, decision, stop)
+
+    def _refuse_held(
+        self,
+        requests: list[MtRequest],
+        mt: _Mt,
+        reason: RejectReason,
+        decision: Reject | RequestOptIn | None,
+        stop: Callable[[], None],
+    ) -> None:
         for request in requests:
-            self._mt_refuse(request, self._reread(request, mt), decision.reason, decision)
+            self._mt_refuse(request, self._reread(request, mt), reason, decision)
+        stop()  # the parts answered early learn it by receipt
 
     def _mt_refuse(
         self,
@@ -566,28 +598,18 @@ class ConsentEnforcer:
             **fields,
         )
 
-    def _report_rejected(self, account: str, pdu: p.SubmitSm | p.DataSm, message_id: str) -> None:
-        """Accept and report: a delivery receipt stat:REJECTD to a receiving session."""
-        stamp = time.strftime("%y%m%d%H%M", time.gmtime())
-        text = (
-            f"id:{message_id} sub:001 dlvrd:000 submit date:{stamp} done date:{stamp} "
-            f"stat:REJECTD err:000 text:"
-        ).encode("ascii")
-        receipt = p.DeliverSm(
-            source_addr_ton=pdu.dest_addr_ton,
-            source_addr_npi=pdu.dest_addr_npi,
-            source_addr=pdu.destination_addr,
-            dest_addr_ton=pdu.source_addr_ton,
-            dest_addr_npi=pdu.source_addr_npi,
-            destination_addr=pdu.source_addr,
-            esm_class=EsmClass.DELIVERY_RECEIPT,
-            short_message=text,
-            tlvs=(
-                p.Tlv(0x001E, message_id.encode("ascii") + b"\0"),
-                p.Tlv(0x0427, bytes([8])),  # message_state REJECTED
-            ),
-        )
-        for bridge in self._receiving(account):
+    def _report_rejected(
+        self,
+        account: str,
+        pdu: p.SubmitSm | p.DataSm,
+        message_id: str,
+        stat: str = "REJECTD",
+        prefer: Bridge | None = None,
+    ) -> None:
+        """A delivery receipt of the gateway's own (accept and report; a part that did not
+        go after the client had its answer) to a receiving session of the account."""
+        receipt = rejection_receipt(pdu, message_id, stat)
+        for bridge in self._receiving(account, prefer):
             if bridge.originate_to_client(receipt, lambda _pdu, _frame: None):
                 return
         log.warning(
@@ -596,6 +618,13 @@ class ConsentEnforcer:
             reason="no receiving session",
             system_id=account,
         )
+
+    def _report_part(
+        self, request: MtRequest, pdu: p.SubmitSm | p.DataSm, message_id: str, stat: str
+    ) -> None:
+        """The footer stage's receipts: over the request's own session when it receives."""
+        account = self._account(request.client.system_id)
+        self._report_rejected(account, pdu, message_id, stat, prefer=request.bridge)
 
     async def _request_opt_in(self, request: MtRequest, decision: RequestOptIn) -> None:
         new = await self._store_events(decision.events)
@@ -698,7 +727,11 @@ class ConsentEnforcer:
         pdu = request.pdu
         assert isinstance(pdu, p.DeliverSm | p.DataSm)
         if is_delivery_receipt(pdu.esm_class):
-            request.forward()  # receipts are never keywords, whatever text: echoes
+            # Never keywords, whatever their text: echoes. Shown under the client's ids.
+            if self._translate_receipts and self.footers is not None:
+                self._receipt(request, pdu, self.footers.receipt_ids)
+            else:
+                request.forward()
             return
         # The same reading as MT destinations (leniently: a stray character in a source the
         # SMSC hands us must not lose a STOP), so the STOP lands where MTs are checked.
@@ -744,6 +777,48 @@ class ConsentEnforcer:
         request.spawn(
             self._mo_in_turn(turns, request, pdu, content, text, subscriber, recipient, held)
         )
+
+    def _receipt(self, request: MoRequest, pdu: p.DeliverSm | p.DataSm, ids: ReceiptIds) -> None:
+        """A receipt for a part the gateway answered early or added: rewritten to the id the
+        client was given, or acknowledged and dropped (a part the client never sent)."""
+        upstream_id = receipt_id(pdu)
+        if upstream_id is None:
+            request.forward()
+            return
+        found = ids.local(upstream_id)
+        if found is not None:
+            self._deliver_receipt(request, pdu, found)
+            return
+        request.spawn(self._receipt_slow(request, pdu, ids, upstream_id))
+
+    async def _receipt_slow(
+        self, request: MoRequest, pdu: p.DeliverSm | p.DataSm, ids: ReceiptIds, upstream_id: str
+    ) -> None:
+        try:
+            found = await ids.lookup(upstream_id)
+        except StoreError as exc:
+            self._store_down("get_message_ids", exc)
+            request.reject(CommandStatus.ESME_RX_T_APPN)  # the SMSC delivers it again later
+            return
+        if found is None:
+            request.forward()  # an ordinary message's receipt: its id is the client's
+        else:
+            self._deliver_receipt(request, pdu, found)
+
+    def _deliver_receipt(
+        self, request: MoRequest, pdu: p.DeliverSm | p.DataSm, found: MessageIds
+    ) -> None:
+        if not found.client_ids:
+            self.metrics.receipts_translated_total.labels("dropped").inc()
+            request.respond(_mo_resp_for(pdu))
+            return
+        self.metrics.receipts_translated_total.labels("translated").inc()
+        first, *others = found.client_ids
+        for message_id in others:  # client parts the gateway sent as one: a receipt each
+            request.bridge.originate_to_client(
+                rewrite_receipt(pdu, message_id), lambda _pdu, _frame: None
+            )
+        request.forward(rewrite_receipt(pdu, first))
 
     def _mo_text(
         self, request: MoRequest, content: Content, subscriber: SmsAddress, recipient: SmsAddress
@@ -989,10 +1064,14 @@ class ConsentEnforcer:
             bridges.insert(0, prefer)
         return bridges
 
-    def _receiving(self, system_id: str) -> list[Bridge]:
-        return [
+    def _receiving(self, system_id: str, prefer: Bridge | None = None) -> list[Bridge]:
+        bridges = [
             b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in RECEIVE_BINDS
         ]
+        if prefer is not None and prefer in bridges:
+            bridges.remove(prefer)
+            bridges.insert(0, prefer)
+        return bridges
 
     def _rate_ok(self, subscriber: str) -> bool:
         limit = self.config.reply_limit_per_hour
@@ -1156,3 +1235,9 @@ def _add_unsuccess(refused: tuple[p.UnsuccessSme, ...]) -> Callable[[bytes], byt
         return encode(merged)
 
     return transform
+
+
+def _has_footers(config: ConsentConfig) -> bool:
+    """Whether any campaign adds footers: only then are parts answered early or added, so
+    only then can a receipt need another id."""
+    return any(c.footer is not FooterMode.NEVER for c in config.directory)

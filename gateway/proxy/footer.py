@@ -46,12 +46,14 @@ from gateway.consent.keywords import tells_how_to_opt_out
 from gateway.consent.model import SmsAddress
 from gateway.proxy.content import Content, content_of
 from gateway.proxy.hooks import MtRequest
+from gateway.proxy.receipts import ReceiptIds, new_message_id
 from gateway.smpp import pdu as p
-from gateway.smpp.codec import encode
+from gateway.smpp.codec import decode, encode
 from gateway.smpp.constants import CommandStatus, EsmClass, Tag, status_name
-from gateway.store.base import ConsentStore, StoreUnavailableError
+from gateway.store.base import ConsentStore, MessageIds, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
+from gateway.telemetry.metrics import Metrics
 from gateway.text.dcs import Alphabet, can_encode, decode_as, encode_text, with_alphabet
 from gateway.text.footer import already_has_opt_out, apply_footer, render_footer
 from gateway.text.gsm7 import TextError
@@ -91,13 +93,22 @@ Key = tuple[Hashable, ...]
 Message = p.SubmitSm | p.DataSm
 LinkFor = Callable[[Campaign, SmsAddress], str | None]
 # Before held parts go on unchanged (their message never completed): calls ``go`` if they may
-# still be sent, else answers every request itself (gateway.proxy.consent: a consent change
-# during the hold refuses them).
-Gate = Callable[[list[MtRequest], Callable[[], None]], None]
+# still be sent, else answers every request still unanswered itself and calls ``stop``
+# (gateway.proxy.consent: a consent change during the hold refuses them).
+Gate = Callable[[list[MtRequest], Callable[[], None], Callable[[], None]], None]
+# Sends the client a receipt of the gateway's own: (the request whose session and account it
+# concerns, the client's PDU, the message id the client was given, "REJECTD" / "UNDELIV").
+Reporter = Callable[[MtRequest, "Message", str, str], None]
 
 
-def _open_gate(_requests: list[MtRequest], go: Callable[[], None]) -> None:
+def _open_gate(
+    _requests: list[MtRequest], go: Callable[[], None], _stop: Callable[[], None]
+) -> None:
     go()
+
+
+def _no_reporter(_request: MtRequest, _pdu: Message, _message_id: str, _stat: str) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,14 +131,34 @@ class FooterSettings:
 
 
 class _Slot:
-    """One part of a held message: the client's request and any duplicates of it."""
+    """One part of a held message: the client's request and any duplicates of it.
 
-    __slots__ = ("content", "pdu", "requests")
+    ``own_id`` is set once the part was answered before the SMSC saw it (the client was not
+    going to send more until it had an answer): every copy of the part gets that id, and the
+    SMSC's id for the part it ends up in is mapped to it for receipts."""
+
+    __slots__ = ("content", "own_id", "pdu", "requests")
 
     def __init__(self, request: MtRequest, pdu: Message, content: Content) -> None:
         self.requests = [request]
         self.pdu = pdu
         self.content = content
+        self.own_id: str | None = None
+
+    @property
+    def asks_receipt(self) -> bool:
+        return bool(self.pdu.registered_delivery & 0x03)
+
+
+class _Unit:
+    """One PDU the SMSC gets for a message: the client parts whose answer its answer is (none:
+    a part the gateway added)."""
+
+    __slots__ = ("frame", "slots")
+
+    def __init__(self, frame: bytes, slots: list[_Slot]) -> None:
+        self.frame = frame
+        self.slots = slots
 
 
 class _Hold:
@@ -176,9 +207,13 @@ class FooterStage:
         settings: FooterSettings | None = None,
         link_for: LinkFor | None = None,
         clock: Callable[[], float] | None = None,
+        receipt_ids: ReceiptIds | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or FooterSettings()
         self._store = store
+        self.receipt_ids = receipt_ids or ReceiptIds(store)
+        self._metrics = metrics
         self._link_for = link_for
         self._clock = clock
         self._holds: dict[Key, _Hold] = {}  # insertion order is deadline order
@@ -191,10 +226,16 @@ class FooterStage:
         self._marking: set[tuple[str, str]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._gate: Gate = _open_gate
+        self._report: Reporter = _no_reporter
+        self._answering = False  # an early-answer pass is scheduled for the end of this turn
 
     def set_gate(self, gate: Gate) -> None:
         """Who decides whether held parts may still go when their hold ends."""
         self._gate = gate
+
+    def set_reporter(self, report: Reporter) -> None:
+        """Who delivers the receipts the gateway writes itself (REJECTD / UNDELIV)."""
+        self._report = report
 
     # --- observation (admin, tests) -----------------------------------------------------------
 
@@ -227,9 +268,12 @@ class FooterStage:
             self._hold_part(request, pdu, content, campaign, subscriber)
 
     def on_closed(self, conn_id: str) -> None:
-        """The client's connection ended: drop its held parts, answering nothing."""
+        """The client's connection ended: drop its held parts (nothing can carry them); those
+        it was answered for are reported undelivered."""
         for key in [k for k in self._holds if k[0] == conn_id]:
-            self._drop(self._holds[key], "client_gone")
+            hold = self._holds[key]
+            self._remove(hold)
+            self._gone(hold)
         self._arm()
 
     def abandon(
@@ -252,6 +296,7 @@ class FooterStage:
             for held in slot.requests:
                 if not held.settled:
                     answer(held)
+        self._report_parts(request, hold.ordered(), hold, "REJECTD")
         self._arm()
 
     def release_all(self, reason: str = "shutdown") -> None:
@@ -320,7 +365,9 @@ class FooterStage:
         request.forward(frames[0])
         last = len(frames) - 1
         for i in range(1, len(frames)):
-            self._send(request, frames[i], [], accepted if i == last else None, campaign)
+            # The gateway's own parts: no receipt asked, and any the SMSC sends is dropped.
+            added = _Unit(_without_receipt(frames[i]), [])
+            self._send_unit(request, added, None, accepted if i == last else None, campaign)
 
     def _appended(self, frame: bytes, pdu: Message, content: Content, footer: str) -> bytes | None:
         """``frame`` with the encoded separator and footer added to its short_message, when
@@ -333,7 +380,9 @@ class FooterStage:
         if tail is None or not _appendable(body, alphabet):
             return None
         width = 2 if alphabet is Alphabet.UCS2 else 1
-        if content.udh.elements:
+        if content.part is not None:  # the last part of a long message: its concatenation too
+            room = capacity(alphabet, _concat_kind(content), multipart=True, extra_udh=content.udh)
+        elif content.udh.elements:
             room = capacity(alphabet, multipart=False, extra_udh=content.udh)
         else:
             room = _ONE_PART[alphabet]
@@ -413,6 +462,7 @@ class FooterStage:
             if slot is not None:
                 if slot.content.body == content.body:
                     slot.requests.append(request)  # a resend: it gets its original's answer
+                    self._schedule_answers()
                     return
                 # Another message under the same key (a restarted reference counter).
                 self._release(hold, "superseded", remember=False)
@@ -434,6 +484,8 @@ class FooterStage:
         if len(hold.slots) == hold.total:
             self._remove(hold)
             self._complete(hold)
+        else:
+            self._schedule_answers()
         self._arm()
 
     def _make_room(self, octets: int) -> None:
@@ -449,22 +501,22 @@ class FooterStage:
 
     def _complete(self, hold: _Hold) -> None:
         slots = hold.ordered()
-        frames = self._resegment(hold, slots)
-        if frames is None:
-            self._send_unchanged(slots)
+        units = self._plan(hold, slots)
+        if units is None:
+            self._send_unchanged(hold, slots)
             return
         via = slots[0].requests[0]
         accepted = self._on_accepted(via, hold.campaign, hold.subscriber)
-        last = len(frames) - 1
-        for i, frame in enumerate(frames):
-            answer = list(slots[i].requests) if i < len(slots) else []
-            if i == last:
-                # Fewer parts than the client sent: its surplus parts share the last answer.
-                answer += [r for slot in slots[last + 1 :] for r in slot.requests]
-            self._send(via, frame, answer, accepted if i == last else None, hold.campaign)
+        last = len(units) - 1
+        for i, unit in enumerate(units):
+            self._send_unit(via, unit, hold, accepted if i == last else None)
 
-    def _resegment(self, hold: _Hold, slots: list[_Slot]) -> list[bytes] | None:
-        """The upstream frames of the whole message with the footer, or None to leave it."""
+    def _plan(self, hold: _Hold, slots: list[_Slot]) -> list[_Unit] | None:
+        """What the SMSC gets for the whole message with the footer, or None to leave it.
+
+        When the footer fits in the room the client's last part leaves (in the same coding),
+        parts 1..N-1 go exactly as the client sent them and the footer is appended to part N;
+        otherwise the whole text is split again (one more part, or another coding)."""
         first = slots[0]
         alphabet = first.content.alphabet
         if any(
@@ -481,6 +533,24 @@ class FooterStage:
         footer = None if text is None else self._footer_for(text, hold.campaign, hold.subscriber)
         if text is None or footer is None:
             return None
+        last = slots[-1]
+        appended = None
+        if encode_text(decode_as(last.content.body, alphabet) or "", alphabet) == (
+            last.content.body
+        ):
+            appended = self._appended(last.requests[0].frame, last.pdu, last.content, footer)
+        if appended is not None:
+            units = [_Unit(s.requests[0].frame, [s]) for s in slots[:-1]]
+            return [*units, _Unit(appended, [last])]
+        return self._resegment(hold, slots, text, footer)
+
+    def _resegment(
+        self, hold: _Hold, slots: list[_Slot], text: str, footer: str
+    ) -> list[_Unit] | None:
+        """The whole text with the footer split again in the client's kind of concatenation,
+        with one new reference."""
+        first = slots[0]
+        alphabet = first.content.alphabet
         try:
             result = apply_footer(
                 text,
@@ -503,61 +573,155 @@ class FooterStage:
         # Kannel marks every part but the last with more_messages_to_send: keep that true.
         marks_more = any(s.pdu.tlv(Tag.MORE_MESSAGES_TO_SEND) is not None for s in slots)
         last = len(parts) - 1
-        return [
-            _rebuild(
-                # Part i keeps client part i's fields (Kannel asks a receipt for part 1 only).
+        units = []
+        for i, part in enumerate(parts):
+            # Part i is client part i's (its fields kept: Kannel asks a receipt for part 1
+            # only); a part the gateway adds asks none; if the client sent more parts than
+            # the new split needs, its surplus parts share the last part's answer.
+            added = i >= len(slots)
+            answers = slots[i:] if i == last else slots[i : i + 1]
+            frame = _rebuild(
                 slots[min(i, len(slots) - 1)].pdu,
                 part,
                 data_coding=data_coding,
                 in_payload=first.content.in_payload,
                 more=(i < last) if marks_more else None,
+                registered_delivery=0 if added else None,
             )
-            for i, part in enumerate(parts)
-        ]
+            units.append(_Unit(frame, [] if added else list(answers)))
+        return units
 
-    def _send_unchanged(self, slots: list[_Slot]) -> None:
+    def _send_unchanged(self, hold: _Hold, slots: list[_Slot]) -> None:
         for slot in slots:
             request = slot.requests[0]
-            if len(slot.requests) == 1:
-                request.forward()
+            if len(slot.requests) == 1 and slot.own_id is None:
+                request.forward()  # a plain relay: the SMSC's answer is the client's
             else:
-                self._send(request, request.frame, slot.requests, None, None)
+                self._send_unit(request, _Unit(request.frame, [slot]), hold, None)
 
-    def _send(
+    def _send_unit(
         self,
         via: MtRequest,
-        frame: bytes,
-        answer: list[MtRequest],
+        unit: _Unit,
+        hold: _Hold | None,
         accepted: Callable[[], None] | None,
-        campaign: Campaign | None,
+        campaign: Campaign | None = None,
     ) -> None:
-        """Send ``frame`` upstream as the gateway's own request; its response answers
-        ``answer`` (each under its own sequence number)."""
+        """Send ``unit`` upstream as the gateway's own request. Its response answers the client
+        requests of its parts still waiting; the SMSC's id is mapped to the ids the client was
+        given early, or to none for a part the gateway added; a refusal of a part the client
+        was already told was accepted is reported to it by receipt."""
+        if campaign is None and hold is not None:
+            campaign = hold.campaign
 
         def done(response: p.Pdu | None, response_frame: bytes | None) -> None:
-            for request in answer:
-                if request.settled:
-                    continue
-                if response_frame is None:
-                    request.reject(CommandStatus.ESME_RSYSERR)  # outcome unknown: retried
-                else:
-                    request.respond(response_frame)
+            for slot in unit.slots:
+                for request in slot.requests:
+                    if request.settled:
+                        continue
+                    if slot.own_id is not None:
+                        request.respond(_response(request, slot.own_id))  # one id per part
+                    elif response_frame is None:
+                        request.reject(CommandStatus.ESME_RSYSERR)  # outcome unknown: retried
+                    else:
+                        request.respond(response_frame)
             status = None if response is None else response.command_status
+            early = [slot for slot in unit.slots if slot.own_id is not None]
             if status == CommandStatus.ESME_ROK:
+                upstream_id = getattr(response, "message_id", None)
+                if upstream_id and (early or not unit.slots):
+                    ids = tuple(slot.own_id for slot in early if slot.own_id is not None)
+                    self._keep_ids(
+                        via,
+                        MessageIds(
+                            upstream_id=upstream_id, client_ids=ids, account=via.client.system_id
+                        ),
+                    )
                 if accepted is not None:
                     accepted()
-            elif not answer:
-                log.warning(
-                    logs.MT_PART_REFUSED,
-                    conn_id=via.client.conn_id,
-                    system_id=via.client.system_id,
-                    campaign=None if campaign is None else campaign.name,
-                    command_status=None if status is None else status_name(status),
-                    reason="smsc refused" if status is not None else "no response",
-                )
+                return
+            if early or not unit.slots:
+                reason = "smsc refused" if status is not None else "no response"
+                self._part_failed(via, unit, hold, campaign, status, reason)
 
-        if not via.originate(frame, done):
+        if not via.originate(unit.frame, done):
             done(None, None)
+
+    def _part_failed(
+        self,
+        via: MtRequest,
+        unit: _Unit,
+        hold: _Hold | None,
+        campaign: Campaign | None,
+        status: int | None,
+        reason: str,
+    ) -> None:
+        """A part the client had its answer for (or a part of the gateway's own) did not go:
+        logged, counted, and reported to the client by receipt when it asked for one."""
+        log.warning(
+            logs.MT_PART_REFUSED,
+            conn_id=via.client.conn_id,
+            system_id=via.client.system_id,
+            campaign=None if campaign is None else campaign.name,
+            command_status=None if status is None else status_name(status),
+            reason=reason,
+            added=not unit.slots,
+        )
+        if self._metrics is not None:
+            self._metrics.mt_parts_failed_total.labels(reason).inc()
+        stat = "REJECTD" if status is not None else "UNDELIV"
+        self._report_parts(via, unit.slots, hold, stat)
+
+    def _report_parts(
+        self, via: MtRequest, slots: list[_Slot], hold: _Hold | None, stat: str
+    ) -> None:
+        """Receipts of the gateway's own for parts answered early that will not be delivered:
+        for each that asked for a receipt, or else for the part of the message that asked
+        (Kannel asks on part 1 only), once."""
+        early = [slot for slot in slots if slot.own_id is not None]
+        targets = [slot for slot in early if slot.asks_receipt]
+        if not targets and hold is not None:
+            asking = [s for s in hold.ordered() if s.asks_receipt and s.own_id is not None]
+            targets = asking[:1]
+        for slot in targets:
+            assert slot.own_id is not None
+            self._report(via, slot.pdu, slot.own_id, stat)
+
+    def _keep_ids(self, via: MtRequest, entry: MessageIds) -> None:
+        self.receipt_ids.remember([entry])
+        via.spawn(self._store_ids(entry))
+
+    async def _store_ids(self, entry: MessageIds) -> None:
+        try:
+            await self.receipt_ids.persist([entry])
+        except StoreError as exc:
+            # Kept locally all the same: receipts through this process still match.
+            log.warning(logs.STORE_UNAVAILABLE, operation="put_message_ids", error=str(exc))
+
+    # --- answering held parts at once ---------------------------------------------------------
+
+    def _schedule_answers(self) -> None:
+        """Answer the held parts still waiting once the current read has been processed: a
+        part that is still held then is one the client may be waiting for."""
+        if not self._answering:
+            self._answering = True
+            asyncio.get_running_loop().call_soon(self._answer_waiting)
+
+    def _answer_waiting(self) -> None:
+        self._answering = False
+        answered = 0
+        for hold in self._holds.values():
+            for slot in hold.slots.values():
+                waiting = [r for r in slot.requests if not r.settled]
+                if not waiting:
+                    continue
+                if slot.own_id is None:
+                    slot.own_id = new_message_id()
+                for request in waiting:
+                    request.respond(_response(request, slot.own_id))
+                    answered += 1
+        if answered and self._metrics is not None:
+            self._metrics.mt_parts_answered_early_total.inc(answered)
 
     # --- releasing held messages --------------------------------------------------------------
 
@@ -565,7 +729,7 @@ class FooterStage:
         """Send a held message on as it came (no footer) and answer every part of it."""
         self._remove(hold)
         if _client_gone(hold.first_request):
-            self._log_hold(hold, "client_gone")
+            self._gone(hold)
             return
         if remember:
             self._remember_released(hold.key)
@@ -573,11 +737,18 @@ class FooterStage:
         slots = hold.ordered()
         # Time has passed since these parts were allowed: they go only if still allowed now.
         requests = [r for slot in slots for r in slot.requests]
-        self._gate(requests, lambda: self._send_unchanged(slots))
+        via = hold.first_request
+        self._gate(
+            requests,
+            lambda: self._send_unchanged(hold, slots),
+            lambda: self._report_parts(via, slots, hold, "REJECTD"),
+        )
 
-    def _drop(self, hold: _Hold, reason: str) -> None:
-        self._remove(hold)
-        self._log_hold(hold, reason)
+    def _gone(self, hold: _Hold) -> None:
+        """The client's connection ended with parts held: nothing can carry them now. Parts it
+        was told were accepted are reported undelivered (to another session of the account)."""
+        self._log_hold(hold, "client_gone")
+        self._report_parts(hold.first_request, hold.ordered(), hold, "UNDELIV")
 
     def _remember_released(self, key: Key) -> None:
         self._released[key] = self._now() + self.settings.hold_timeout_s
@@ -656,7 +827,7 @@ class FooterStage:
         subscriber, campaign = key
         try:
             await self._store.mark_footer_seen(subscriber, campaign, time.time())
-        except StoreUnavailableError as exc:
+        except StoreError as exc:
             # The footer will simply be added again next time: the safe side.
             log.warning(logs.STORE_UNAVAILABLE, operation="mark_footer_seen", error=str(exc))
         finally:
@@ -741,10 +912,12 @@ def _rebuild(
     data_coding: int,
     in_payload: bool,
     more: bool | None = None,
+    registered_delivery: int | None = None,
 ) -> bytes:
     """``template`` carrying ``part``: every other field and TLV kept, in wire order.
 
     ``more``: None keeps more_messages_to_send as it is; True / False sets / removes it.
+    ``registered_delivery``: None keeps the template's.
     """
     if part.message_payload is not None:
         payload: bytes | None = part.message_payload
@@ -772,6 +945,7 @@ def _rebuild(
     esm_class = template.esm_class & ~EsmClass.UDHI
     if part.udhi:
         esm_class |= EsmClass.UDHI
+    receipts = template.registered_delivery if registered_delivery is None else registered_delivery
     if isinstance(template, p.SubmitSm):
         return encode(
             dataclasses.replace(
@@ -779,14 +953,35 @@ def _rebuild(
                 esm_class=esm_class,
                 data_coding=data_coding,
                 short_message=b"" if in_payload else part.short_message,
+                registered_delivery=receipts,
                 tlvs=tuple(tlvs),
             )
         )
     return encode(
         dataclasses.replace(
-            template, esm_class=esm_class, data_coding=data_coding, tlvs=tuple(tlvs)
+            template,
+            esm_class=esm_class,
+            data_coding=data_coding,
+            registered_delivery=receipts,
+            tlvs=tuple(tlvs),
         )
     )
+
+
+def _without_receipt(frame: bytes) -> bytes:
+    """A part of the gateway's own asks for no receipt: the client never sent it."""
+    pdu = decode(frame)
+    assert isinstance(pdu, p.SubmitSm | p.DataSm)
+    if not pdu.registered_delivery:
+        return frame
+    return encode(dataclasses.replace(pdu, registered_delivery=0))
+
+
+def _response(request: MtRequest, message_id: str) -> p.Pdu:
+    """An OK answer to ``request`` carrying ``message_id`` (the gateway's own)."""
+    if isinstance(request.pdu, p.DataSm):
+        return p.DataSmResp(sequence_number=request.sequence_number, message_id=message_id)
+    return p.SubmitSmResp(sequence_number=request.sequence_number, message_id=message_id)
 
 
 def _if_ok(accepted: Callable[[], None]) -> Callable[[bytes], bytes]:

@@ -51,6 +51,24 @@ class Metrics:
         self.mt_rejected_total = Counter(
             "smppgw_mt_rejected_total", "MT refused by consent policy", ["reason"], registry=r
         )
+        self.mt_parts_answered_early_total = Counter(
+            "smppgw_mt_parts_answered_early_total",
+            "Parts of long MTs answered with the gateway's own message id before the SMSC saw them",
+            registry=r,
+        )
+        self.mt_parts_failed_total = Counter(
+            "smppgw_mt_parts_failed_total",
+            "Parts the client was answered for, or the gateway added, that the SMSC did not take",
+            ["reason"],
+            registry=r,
+        )
+        self.receipts_translated_total = Counter(
+            "smppgw_receipts_translated_total",
+            "Delivery receipts for parts the gateway answered or added: shown under the client's "
+            "ids, or dropped (a part the client never sent)",
+            ["outcome"],
+            registry=r,
+        )
         self.mo_senders_ignored_total = Counter(
             "smppgw_mo_senders_ignored_total",
             "MO whose source is no subscriber (a name, unreadable): consent unchanged",

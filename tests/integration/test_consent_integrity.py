@@ -159,50 +159,60 @@ class TestPartsAfterAConsentChange:
             assert len(sent_to(rig.sim, SUBSCRIBER)) == 4  # 2 replies, 2 new parts
 
     async def test_footer_parts_held_before_a_stop_never_go(self, tmp_path: Path) -> None:
-        """Part 1 held by the footer stage before a STOP is refused with part 2: nothing of the
-        message reaches the SMSC."""
+        """Part 1, held by the footer stage and answered at once, then a STOP: part 2 is
+        refused, part 1 never reaches the SMSC, and the client gets a stat:REJECTD receipt
+        for the id it was given for part 1."""
         campaigns = acme_campaigns(footer="always")
         async with (
             consent_rig(tmp_path, campaigns=campaigns) as rig,
             RawEsme.bound(rig.gw.port) as raw,
         ):
-            held = await raw.send(raw_part(5, 2, 1, b"held part "))
-            await raw.barrier()  # part 1 is held: no answer yet
+            first = await raw.request(raw_part(5, 2, 1, b"held part "))
+            assert isinstance(first, p.SubmitSmResp)
+            assert first.command_status == 0  # at once, with an id of the gateway's own
             assert await rig.mo("STOP") == 0
             await wait_texts(rig.sim, SUBSCRIBER, 1)  # the confirmation
-            later = await raw.send(raw_part(5, 2, 2, b"second part"))
-            answers = {pdu.sequence_number: pdu.command_status for pdu in [
-                await raw.read(), await raw.read()
-            ]}  # fmt: skip
-            assert answers == {held: OPTED_OUT, later: OPTED_OUT}
+            later = await raw.request(raw_part(5, 2, 2, b"second part"))
+            assert later.command_status == OPTED_OUT
+            await assert_rejected_receipt(rig, first.message_id)
             await rig.flows()
             assert [m.text for m in sent_to(rig.sim, SUBSCRIBER)] == [OPT_OUT_REPLY]
 
     async def test_footer_parts_released_after_a_stop_are_refused(self, tmp_path: Path) -> None:
         """A held part whose message never completes is not sent on at its hold timeout when
-        the subscriber opted out meanwhile: it is refused."""
+        the subscriber opted out meanwhile: a stat:REJECTD receipt tells the client."""
         campaigns = acme_campaigns(footer="always")
         async with (
             consent_rig(tmp_path, campaigns=campaigns, text={"hold_timeout_s": 1}) as rig,
             RawEsme.bound(rig.gw.port) as raw,
         ):
-            held = await raw.send(raw_part(6, 3, 1, b"held part "))
-            await raw.barrier()
+            first = await raw.request(raw_part(6, 3, 1, b"held part "))
+            assert isinstance(first, p.SubmitSmResp)
+            assert first.command_status == 0
             assert await rig.mo("STOP") == 0
-            answer = await raw.read()  # at the hold timeout
-            assert (answer.sequence_number, answer.command_status) == (held, OPTED_OUT)
+            await assert_rejected_receipt(rig, first.message_id)  # at the hold timeout
             await rig.flows()
             assert [m.text for m in sent_to(rig.sim, SUBSCRIBER)] == [OPT_OUT_REPLY]
 
 
+async def assert_rejected_receipt(rig: Any, message_id: str | None) -> None:
+    """The client's receiving session got exactly one receipt, stat:REJECTD for ``message_id``."""
+    await rig.esme.wait_until(lambda: len(rig.esme.receipts()) >= 1)
+    (receipt,) = rig.esme.receipts()
+    assert bytes(receipt.receipted_message_id).rstrip(b"\0").decode() == message_id
+    assert b"stat:REJECTD" in bytes(receipt.short_message)
+
+
 def raw_part(reference: int, total: int, seq: int, body: bytes) -> p.SubmitSm:
-    """Part ``seq`` of ``total`` (8-bit reference UDH) from NUMBER_1 to SUBSCRIBER."""
+    """Part ``seq`` of ``total`` (8-bit reference UDH) from NUMBER_1 to SUBSCRIBER, asking
+    for a receipt."""
     return p.SubmitSm(
         source_addr_ton=1,
         source_addr=NUMBER_1,
         dest_addr_ton=1,
         destination_addr=SUBSCRIBER,
         esm_class=UDHI,
+        registered_delivery=1,
         short_message=bytes([5, 0, 3, reference, total, seq]) + body,
     )
 

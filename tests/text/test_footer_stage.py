@@ -336,7 +336,7 @@ class TestSinglePart:
         bridge.smsc_answers()
         assert bridge.message_id(request.sequence_number) == "m1"
 
-    def test_gsm_message_grows_a_segment_instead_of_switching_to_ucs2(
+    async def test_gsm_message_grows_a_segment_instead_of_switching_to_ucs2(
         self, stage: FooterStage, bridge: FakeBridge
     ) -> None:
         """150 GSM characters + footer become two 8-bit-UDH parts, still GSM; the client's
@@ -582,7 +582,8 @@ class TestSinglePart:
         submit(stage, bridge, sm("E" * 155), campaign(FooterMode.FIRST))
         bridge.smsc_answers()
         await asyncio.gather(*bridge.tasks)
-        assert len(bridge.tasks) == 1
+        marks = [t for t in bridge.tasks if "_mark_seen" in repr(t.get_coro())]
+        assert len(marks) == 1
         assert await store.footer_seen(SUBSCRIBER.value, "acme")
 
 
@@ -693,18 +694,36 @@ class TestHeldParts:
         assert [x.tlv(Tag.MORE_MESSAGES_TO_SEND) for x in pdus] == [b"\x01", b"\x01", None]
         assert [x.registered_delivery for x in pdus] == [1, 0, 0]
 
-    async def test_surplus_client_parts_share_the_last_answer(
+    async def test_footer_that_fits_goes_in_the_last_part(
         self, stage: FooterStage, bridge: FakeBridge
     ) -> None:
-        """A short text a client sent in two parts goes as one; both parts get its answer."""
+        """When the footer fits the room the last part leaves, parts 1..N-1 go byte for byte as
+        the client sent them and the footer is appended to part N."""
         bodies = [gsm7.encode("Hello "), gsm7.encode("there")]
         requests = [
             submit(stage, bridge, sm(esm_class=0x40, short_message=part.short_message))
             for part in frame_parts(bodies, CONCAT_8BIT, reference=9)
         ]
+        first, last = bridge.upstream
+        assert first.frame[16:] == requests[0].frame[16:]
+        assert joined_text([first.pdu, last.pdu]) == f"Hello there {FOOTER}"
+        bridge.smsc_answers()
+        assert [bridge.message_id(r.sequence_number) for r in requests] == ["m1", "m2"]
+
+    async def test_surplus_client_parts_share_the_last_answer(
+        self, stage: FooterStage, bridge: FakeBridge
+    ) -> None:
+        """A short text a client sent in two parts, whose footer needs UCS-2, goes as one
+        re-coded part; both client parts get its answer."""
+        bodies = [gsm7.encode("Hello "), gsm7.encode("there")]
+        cyrillic = campaign(text="{brand}: СТОП to opt out")
+        requests = [
+            submit(stage, bridge, sm(esm_class=0x40, short_message=part.short_message), cyrillic)
+            for part in frame_parts(bodies, CONCAT_8BIT, reference=9)
+        ]
         (sent,) = bridge.upstream
         assert not sent.pdu.esm_class & EsmClass.UDHI
-        assert body_text(sent.pdu) == f"Hello there {FOOTER}"
+        assert body_text(sent.pdu) == "Hello there ACME: СТОП to opt out"
         bridge.smsc_answers()
         assert [bridge.message_id(r.sequence_number) for r in requests] == ["m1", "m1"]
 
