@@ -124,11 +124,19 @@ class Faults:
     ``receipt_stat``: the outcome every message gets (``DELIVRD``, ``UNDELIV``, ``REJECTD``,
     ...), reported in receipts and query_sm; registered_delivery 2 asks for receipts of
     outcomes other than DELIVRD only.
+    ``receipt_delay_s``: receipts go this long after the submit's answer (as a real SMSC's
+    come after a delivery attempt), instead of at once.
+    ``refuse_after``: the next N submits are accepted; the one after that is refused with
+    ``refuse_status`` (one refusal in a stream, e.g. one part of a long message). It then
+    resets to None.
     """
 
     respond: bool = True
     submit_status: int = CommandStatus.ESME_ROK
     drop_after: int | None = None
+    refuse_after: int | None = None
+    refuse_status: int = CommandStatus.ESME_RSUBMITFAIL
+    receipt_delay_s: float = 0.0
     bind_status: int = CommandStatus.ESME_ROK
     response_delay_s: float = 0.0
     receipt_stat: str = "DELIVRD"
@@ -136,11 +144,13 @@ class Faults:
     def __post_init__(self) -> None:
         if self.drop_after is not None and self.drop_after < 0:
             raise ValueError("drop_after must be 0 or more")
-        if self.response_delay_s < 0:
-            raise ValueError("response_delay_s must not be negative")
+        if self.refuse_after is not None and self.refuse_after < 0:
+            raise ValueError("refuse_after must be 0 or more")
+        if self.response_delay_s < 0 or self.receipt_delay_s < 0:
+            raise ValueError("response_delay_s and receipt_delay_s must not be negative")
         if self.receipt_stat not in RECEIPT_STATS:
             raise ValueError(f"receipt_stat must be one of {', '.join(RECEIPT_STATS)}")
-        for name in ("submit_status", "bind_status"):
+        for name in ("submit_status", "bind_status", "refuse_status"):
             if not 0 <= getattr(self, name) <= 0xFFFFFFFF:
                 raise ValueError(f"{name} must be a 32-bit command_status")
 
@@ -530,6 +540,7 @@ class Simulator:
         self._issued: OrderedDict[str, _Issued] = OrderedDict()
         self._max_issued = max_records
         self._pending_receipts: dict[str, deque[p.DeliverSm]] = {}
+        self._receipt_timers: set[asyncio.TimerHandle] = set()
         self._peers: dict[str, _Peer] = {}
         self._index = itertools.count()
         self._conn_ids = itertools.count(1)
@@ -578,6 +589,9 @@ class Simulator:
             return
         self._server = None
         server.close()
+        for timer in self._receipt_timers:
+            timer.cancel()
+        self._receipt_timers.clear()
         if self._control is not None:
             await self._control.stop()
             self._control = None
@@ -924,9 +938,16 @@ class Simulator:
             return
         cid = pdu.command_id
         seq = pdu.sequence_number
-        if faults.submit_status:
+        status = faults.submit_status
+        if faults.refuse_after is not None:
+            if faults.refuse_after == 0:
+                status = faults.refuse_status
+                self._faults = dataclasses.replace(faults, refuse_after=None)
+            else:
+                self._faults = dataclasses.replace(faults, refuse_after=faults.refuse_after - 1)
+        if status:
             self._record(peer, pdu, frame)
-            self._answer(peer, error_response(cid, seq, faults.submit_status))
+            self._answer(peer, error_response(cid, seq, status))
             return
         issued = self._issue(peer, pdu, faults.receipt_stat)
         self._record(peer, pdu, frame, issued.message_id)
@@ -944,7 +965,7 @@ class Simulator:
             response = p.DataSmResp(message_id=issued.message_id, sequence_number=seq)
         else:
             response = p.SubmitSmResp(message_id=issued.message_id, sequence_number=seq)
-        self._answer(peer, encode(response), then=lambda: self._send_receipts(issued))
+        self._answer(peer, encode(response), then=lambda: self._receipts_due(issued))
 
     def _issue(self, peer: _Peer, pdu: p.Pdu, stat: str) -> _Issued:
         now = datetime.now(UTC)
@@ -1020,6 +1041,21 @@ class Simulator:
             peer.conn.abort()
 
     # --- receipts ------------------------------------------------------------------------------
+
+    def _receipts_due(self, issued: _Issued) -> None:
+        delay = self._faults.receipt_delay_s
+        if delay <= 0:
+            self._send_receipts(issued)
+            return
+        assert self._loop is not None
+        box: list[asyncio.TimerHandle] = []
+
+        def fire() -> None:
+            self._receipt_timers.discard(box[0])
+            self._send_receipts(issued)
+
+        box.append(self._loop.call_later(delay, fire))
+        self._receipt_timers.add(box[0])
 
     def _send_receipts(self, issued: _Issued) -> None:
         if not self.receipts or issued.state is MessageState.ENROUTE:
@@ -1202,8 +1238,11 @@ def _fault_changes(body: Mapping[str, object]) -> dict[str, Any]:
         "respond": (bool,),
         "submit_status": (int,),
         "drop_after": (int, type(None)),
+        "refuse_after": (int, type(None)),
+        "refuse_status": (int,),
         "bind_status": (int,),
         "response_delay_s": (int, float),
+        "receipt_delay_s": (int, float),
         "receipt_stat": (str,),
     }
     for key, value in body.items():

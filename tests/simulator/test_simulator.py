@@ -459,6 +459,25 @@ class TestFaults:
             assert [m.message_id is not None for m in sim.messages] == [True, False]
             assert sim.faults.drop_after is None  # one-shot
 
+    async def test_refuse_after_refuses_one_submit(self) -> None:
+        """refuse_after=1 accepts one submit, refuses the next with refuse_status, then
+        accepts again."""
+        async with running_simulator() as sim:
+            sim.set_faults(refuse_after=1, refuse_status=0x45)
+
+            def submit_three() -> list[int]:
+                with smpplib_client(sim.port) as client:
+                    client.bind_transmitter(system_id="acme", password="pw")
+                    for text in (b"one", b"two", b"three"):
+                        client.send_message(
+                            source_addr="A", destination_addr="15550001111", short_message=text
+                        )
+                    return [client.read_pdu().status for _ in range(3)]
+
+            assert await asyncio.to_thread(submit_three) == [0, 0x45, 0]
+            assert [m.message_id is not None for m in sim.messages] == [True, False, True]
+            assert sim.faults.refuse_after is None  # one-shot
+
     async def test_bind_status_rejects_binds(self) -> None:
         """bind_status=0x0D answers binds with ESME_RBINDFAIL."""
         async with running_simulator(faults=Faults(bind_status=0x0D)) as sim:
