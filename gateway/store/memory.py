@@ -16,7 +16,6 @@ from gateway.consent.model import ConsentEvent, ConsentRecord
 from gateway.store.base import MessageIds, StoreError, iterate, record_of
 from gateway.store.cache import EMPTY
 
-
 # Message-id mappings kept at most (the oldest go first).
 MAX_MESSAGE_IDS = 1_000_000
 
