@@ -21,7 +21,7 @@ from gateway.consent.model import (
     MatchType,
     fold,
 )
-from gateway.store.base import ConsentStore, StoreError
+from gateway.store.base import ConsentStore, MessageIds, StoreError
 from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
@@ -437,3 +437,11 @@ class TestSharing:
         assert dict(await reopened.current(SUB_A)) == expected_current(events, SUB_A)
         assert await reopened.append(make_event(dedup_key="mo:7")) is False
         assert await reopened.footer_seen(SUB_A, "acme") is True
+
+
+LONG_TTL_S = 3600.0
+ACCOUNT = "acme_sys"
+
+
+def mids(upstream_id: str, *client_ids: str, account: str = ACCOUNT) -> MessageIds:
+    return MessageIds(upstream_id=upstream_id, client_ids=client_ids, account=account)
