@@ -47,6 +47,7 @@ from gateway.smpp.pdu import (
     UnbindResp,
 )
 from gateway.text import gsm7
+from tests.support.redis_server import RedisServer
 
 HOST = "127.0.0.1"
 
@@ -322,3 +323,30 @@ class TestHarness:
         done = _bench("--configs", "nonesuch", timeout=30)
         assert done.returncode != 0
         assert "nonesuch" in done.stderr
+
+
+class TestMessageIdsBench:
+    ROWS = ("put 10, one at a time", "put 10, 3 in flight", "get, found", "get, absent")
+
+    def _run(self, *args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.message_ids", "--calls", "6", "--concurrency", "3",
+             "--prefill", "20", "--json", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        results: dict[str, Any] = json.loads(done.stdout)["results"]
+        return results
+
+    def test_sqlite_rows(self, tmp_path: Path) -> None:
+        """A tiny run on SQLite prints one JSON object with every row and its mean."""
+        results = self._run("--backends", "sqlite", "--dir", str(tmp_path))
+        assert tuple(results["sqlite"]) == self.ROWS
+        assert all(row["mean_us"] > 0 for row in results["sqlite"].values())
+
+    @pytest.mark.redis
+    def test_redis_rows(self, redis_server: RedisServer) -> None:
+        """A tiny run on a given Redis prints one JSON object with every row and its mean."""
+        results = self._run("--backends", "redis", "--redis-url", redis_server.url)
+        assert tuple(results["redis"]) == self.ROWS
+        assert all(row["mean_us"] > 0 for row in results["redis"].values())

@@ -4,8 +4,9 @@ Supported URLs:
 
 - ``sqlite:///var/lib/smpp-gateway/consent.db``: an absolute path (everything after
   ``sqlite://``); ``sqlite:relative/consent.db`` for a path relative to the working directory.
-  Query parameters: ``cache_size``, ``busy_timeout_s``, ``change_check_interval_s``
-  (see ``gateway.store.sqlite``). ``sqlite:///:memory:`` is refused: it is not durable.
+  Query parameters: ``cache_size``, ``busy_timeout_s``, ``change_check_interval_s``,
+  ``max_message_ids`` (see ``gateway.store.sqlite``). ``sqlite:///:memory:`` is refused: it is
+  not durable.
 - ``redis://``, ``rediss://`` and ``redis+sentinel://``: see ``gateway.store.redis``.
 - ``memory://``: the non-durable reference store, for tests and demonstrations only.
 
@@ -27,7 +28,12 @@ from gateway.store.guard import DEFAULT_RECOVERY_INTERVAL_S, FailClosedStore
 from gateway.store.memory import MemoryStore
 from gateway.telemetry.metrics import Metrics
 
-_SQLITE_PARAMS = {"cache_size": int, "busy_timeout_s": float, "change_check_interval_s": float}
+_SQLITE_PARAMS: dict[str, type[int] | type[float]] = {
+    "cache_size": int,
+    "busy_timeout_s": float,
+    "change_check_interval_s": float,
+    "max_message_ids": int,
+}
 _GUARD_PARAM = "recovery_interval_s"
 _SECRET_PARAM_WORDS = ("password", "secret", "token")
 
@@ -100,6 +106,8 @@ def _sqlite_kwargs(query: dict[str, str]) -> dict[str, float]:
             kwargs[key] = cast(value)
         except ValueError as exc:
             raise StoreError(f"store.url: {key}={value!r} is not a number") from exc
+    if kwargs.get("max_message_ids", 1) < 1:
+        raise StoreError("store.url: max_message_ids must be at least 1")
     return kwargs
 
 

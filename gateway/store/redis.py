@@ -16,6 +16,20 @@ to a subscriber's current hash. A store written before this counter existed coun
 first change on (a missing key reads as 0), so the count is a lower bound there. ``probe()``
 writes ``gw:probe:<origin>`` (expiring after ten seconds) and reads it back.
 
+Message ids (``put_message_ids`` / ``get_message_ids``): one key per upstream id,
+``gw:mid:<upstream_id>`` (no hash tag: each is read and written on its own), a JSON object
+``{"c": [client ids], "a": account}`` set with ``SET ... PX ttl``; a put of many entries is one
+pipeline (followed by ``WAIT`` when ``wait_replicas`` is set, like every write). A put with a
+ttl of zero or less deletes the keys (an entry that expired at once is absent). They are not
+consent data: no invalidation is published and nothing is counted. Their number is bounded by
+the TTL only, so Redis's own memory limits apply: size ``maxmemory`` for the parts sent
+upstream under an id of their own during one TTL times about 200 bytes (``MEMORY USAGE`` of a
+key with ids of 20 characters is about 120 bytes, plus Redis's own per-key overhead). Under
+``noeviction`` a full Redis refuses these writes as it refuses consent writes
+(StoreUnavailableError). The ``volatile-*`` policies evict only keys with an expiry, so they
+would make room by dropping these, never consent data, but dedup marks too when
+``dedup_ttl_s`` is set.
+
 Atomicity: one Lua script checks the dedup mark, appends to the history, updates the current
 hash and publishes the invalidation, in one step: no client can see the history without the
 projection, and no write escapes its invalidation.
@@ -49,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import uuid
 from collections.abc import (
@@ -75,6 +90,7 @@ from redis.backoff import NoBackoff
 
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
+    MessageIds,
     StoreError,
     StoreUnavailableError,
     batches,
@@ -295,6 +311,29 @@ def _decode_current(subscriber: str, raw: Mapping[str, str]) -> Mapping[str, Con
     return MappingProxyType(records)
 
 
+def _message_ids_to_json(entry: MessageIds) -> str:
+    return json.dumps(
+        {"c": list(entry.client_ids), "a": entry.account},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _message_ids_from_json(upstream_id: str, raw: str | bytes) -> MessageIds:
+    try:
+        body = json.loads(raw)
+        client_ids, account = body["c"], body["a"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreUnavailableError(f"redis: undecodable message ids: {exc!r}") from exc
+    if (
+        not isinstance(client_ids, list)
+        or not all(isinstance(i, str) for i in client_ids)
+        or not isinstance(account, str)
+    ):
+        raise StoreUnavailableError("redis: undecodable message ids: not a list of strings")
+    return MessageIds(upstream_id=upstream_id, client_ids=tuple(client_ids), account=account)
+
+
 class RedisStore:
     """ConsentStore on Redis; build it with ``await RedisStore.open(client, ...)``."""
 
@@ -342,6 +381,9 @@ class RedisStore:
 
     def _key(self, subscriber: str, kind: str) -> str:
         return f"{self._p}:{{{subscriber}}}:{kind}"
+
+    def _mid_key(self, upstream_id: str) -> str:
+        return f"{self._p}:mid:{upstream_id}"
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -602,6 +644,47 @@ class RedisStore:
         async for chunk in batches(events, _IMPORT_CHUNK):
             appended += sum(await self._run_appends(chunk))
         return appended
+
+    async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
+        """One pipeline of ``SET prefix:mid:<upstream_id> json PX ttl`` (``DEL`` when the ttl
+        is not positive), then ``WAIT`` for ``wait_replicas`` when set."""
+        if self._closed:
+            raise StoreError("store is closed")
+        if not math.isfinite(ttl_s):
+            raise StoreError(f"redis: ttl_s must be a finite number of seconds, not {ttl_s}")
+        batch = list(entries)
+        if not batch:
+            return
+        ttl_ms = math.ceil(ttl_s * 1000) if ttl_s > 0 else 0  # PX takes whole milliseconds
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry in batch:
+                    key = self._mid_key(entry.upstream_id)
+                    if ttl_ms:
+                        pipe.set(key, _message_ids_to_json(entry), px=ttl_ms)
+                    else:
+                        pipe.delete(key)
+                if self.options.wait_replicas:
+                    pipe.execute_command(
+                        "WAIT",
+                        self.options.wait_replicas,
+                        round(self.options.wait_timeout_s * 1000),
+                    )
+                return await pipe.execute()
+
+        results = await self._call(run())
+        if self.options.wait_replicas and int(results[-1]) < self.options.wait_replicas:
+            raise StoreUnavailableError(
+                f"redis: write reached {results[-1]} of {self.options.wait_replicas} replicas"
+            )
+
+    async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
+        """``GET prefix:mid:<upstream_id>``: Redis drops the key when its TTL has passed."""
+        raw = await self._call(self._client.get(self._mid_key(upstream_id)))
+        if raw is None:
+            return None
+        return _message_ids_from_json(upstream_id, raw)
 
     async def record_count(self) -> int:
         """The ``prefix:records`` counter (see the module docstring for older stores)."""

@@ -47,13 +47,29 @@ versions live in ``PRAGMA user_version``; ``_MIGRATIONS[n]`` brings version n-1 
 one transaction on open. A file with a newer version than this code knows is refused. Version 2
 adds the record count (``meta`` row ``records``, kept by triggers on ``current``) and the
 ``meta`` row ``probe`` that ``probe()`` writes (no trigger, so it changes no consent data and
-no change counter).
+no change counter). Version 3 adds the table ``message_ids``.
+
+Message ids (``put_message_ids`` / ``get_message_ids``): the table ``message_ids``
+(``upstream_id`` primary key, ``client_ids`` a JSON list, ``account``, ``expires`` in wall-clock
+seconds, since several processes share the file; an index on ``expires``). They are not consent
+data: no trigger bumps ``meta.change_seq`` for them (a put never drops any process's consent
+cache) and they are not in ``record_count``; the ``meta`` row ``message_ids`` counts them
+(triggers on the table). A put is one writer job, committed and fsync'ed like every write.
+It deletes expired rows, writes the entries (an upsert: a later put for an upstream id replaces
+the earlier one), and when the table then holds more than ``max_message_ids`` rows (a URL
+parameter, default 1,000,000) deletes the surplus, those that expire first. Each of the two
+deletes takes at most ``_PURGE_BATCH`` rows more than the put writes, found through the index
+on ``expires``: no put is a long transaction holding up the opt-outs queued behind it, and a
+bound lowered by the operator is reached over a few puts. A get reads through the reader
+thread and treats a row whose ``expires`` has passed as absent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 import os
 import queue
 import sqlite3
@@ -68,6 +84,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
+    MessageIds,
     StoreError,
     StoreNotFoundError,
     StoreUnavailableError,
@@ -82,7 +99,7 @@ T = TypeVar("T")
 
 _log = logs.get_logger()
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
@@ -143,7 +160,29 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         # Written by probe(): a real write that no trigger sees and no consent data depends on.
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('probe', 0)",
     ),
+    3: (
+        # Which ids a client was given for a part sent upstream under another id (receipts).
+        # Not consent data: nothing here touches change_seq or the record count.
+        """CREATE TABLE message_ids (
+            upstream_id TEXT PRIMARY KEY,
+            client_ids TEXT NOT NULL,
+            account TEXT NOT NULL,
+            expires REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX message_ids_by_expiry ON message_ids (expires)",
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('message_ids', 0)",
+        # Puts are upserts: a new upstream id fires INSERT, a replaced one UPDATE.
+        """CREATE TRIGGER message_ids_count_insert AFTER INSERT ON message_ids
+            BEGIN UPDATE meta SET value = value + 1 WHERE key = 'message_ids'; END""",
+        """CREATE TRIGGER message_ids_count_delete AFTER DELETE ON message_ids
+            BEGIN UPDATE meta SET value = value - 1 WHERE key = 'message_ids'; END""",
+    ),
 }
+
+# Message-id mappings kept at most by default (``max_message_ids``; those expiring first go).
+MAX_MESSAGE_IDS: Final = 1_000_000
+# Rows a put deletes at most per statement, beyond the number of entries it writes.
+_PURGE_BATCH: Final = 1000
 
 _MAX_BATCH: Final = 256
 _IMPORT_CHUNK: Final = 500
@@ -513,6 +552,64 @@ def _append(conn: sqlite3.Connection, event: ConsentEvent) -> bool:
     return True
 
 
+_PUT_MESSAGE_IDS: Final = (
+    "INSERT INTO message_ids (upstream_id, client_ids, account, expires) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (upstream_id) DO UPDATE SET client_ids = excluded.client_ids,"
+    " account = excluded.account, expires = excluded.expires"
+)
+# Bounded deletes (DELETE ... LIMIT is a compile-time option of SQLite): the keys to delete
+# come from the expiry index, at most ``limit`` of them.
+_PURGE_EXPIRED: Final = (
+    "DELETE FROM message_ids WHERE upstream_id IN"
+    " (SELECT upstream_id FROM message_ids WHERE expires <= ? ORDER BY expires LIMIT ?)"
+)
+_DROP_FIRST_EXPIRING: Final = (
+    "DELETE FROM message_ids WHERE upstream_id IN"
+    " (SELECT upstream_id FROM message_ids ORDER BY expires LIMIT ?)"
+)
+
+
+def _message_id_count(conn: sqlite3.Connection) -> int:
+    rows = conn.execute("SELECT value FROM meta WHERE key = 'message_ids'").fetchall()
+    if rows:
+        return int(rows[0][0])
+    # The counter row was deleted by hand: count once and keep counting from here.
+    conn.execute("INSERT INTO meta (key, value) SELECT 'message_ids', count(*) FROM message_ids")
+    return _message_id_count(conn)
+
+
+def _put_message_ids(
+    conn: sqlite3.Connection, rows: list[tuple[str, str, str, float]], max_rows: int
+) -> None:
+    limit = _PURGE_BATCH + len(rows)
+    conn.execute(_PURGE_EXPIRED, (time.time(), limit))
+    conn.executemany(_PUT_MESSAGE_IDS, rows)
+    excess = _message_id_count(conn) - max_rows
+    if excess > 0:
+        conn.execute(_DROP_FIRST_EXPIRING, (min(excess, limit),))
+
+
+def _get_message_ids(conn: sqlite3.Connection, upstream_id: str) -> MessageIds | None:
+    rows = conn.execute(
+        "SELECT client_ids, account FROM message_ids WHERE upstream_id = ? AND expires > ?",
+        (upstream_id, time.time()),
+    ).fetchall()
+    if not rows:
+        return None
+    raw, account = rows[0]
+    try:
+        client_ids = json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise StoreUnavailableError(f"sqlite: undecodable message ids: {exc}") from exc
+    if (
+        not isinstance(client_ids, list)
+        or not all(isinstance(i, str) for i in client_ids)
+        or not isinstance(account, str)
+    ):
+        raise StoreUnavailableError("sqlite: undecodable message ids: not a list of strings")
+    return MessageIds(upstream_id=upstream_id, client_ids=tuple(client_ids), account=account)
+
+
 def _read_records(conn: sqlite3.Connection) -> int:
     rows = conn.execute("SELECT value FROM meta WHERE key = 'records'").fetchall()
     if not rows:
@@ -601,8 +698,10 @@ class SqliteStore:
         reader: _Worker,
         cache_size: int,
         change_check_interval_s: float,
+        max_message_ids: int = MAX_MESSAGE_IDS,
     ) -> None:
         self.path = path
+        self._max_message_ids = max_message_ids
         self.instance = instance
         self._writer = writer
         self._reader = reader
@@ -629,17 +728,21 @@ class SqliteStore:
         cache_size: int = 100_000,
         busy_timeout_s: float = 5.0,
         change_check_interval_s: float = 0.0,
+        max_message_ids: int = MAX_MESSAGE_IDS,
     ) -> SqliteStore:
         """Open (migrating) the database file at ``path``.
 
         A missing file raises StoreNotFoundError unless ``create`` is true (the daemon passes
         it; the CLI and the config checker never do), in which case the file and its directory
-        are created and ``store_created`` is logged.
+        are created and ``store_created`` is logged. ``max_message_ids`` bounds the rows of
+        the ``message_ids`` table (see the module docstring).
         """
         loop = asyncio.get_running_loop()
         name = str(path)
         if name == ":memory:" or name.startswith("file:"):
             raise StoreError("sqlite: a file path is required (in memory is not durable)")
+        if max_message_ids < 1:
+            raise StoreError("sqlite: max_message_ids must be at least 1")
         absolute, existed = _locate(name, create)
         common: dict[str, Any] = {"path": name, "busy_timeout_s": busy_timeout_s, "loop": loop}
         # Only this first connection may create the file; every later one opens it or fails.
@@ -659,6 +762,7 @@ class SqliteStore:
             reader=reader,
             cache_size=cache_size,
             change_check_interval_s=change_check_interval_s,
+            max_message_ids=max_message_ids,
         )
         writer.on_commit = store._on_commit
         writer.start()
@@ -838,6 +942,30 @@ class SqliteStore:
             touched = tuple({event.subscriber for event in chunk})
             appended += await self._writer.submit(run, touched=touched)
         return appended
+
+    async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
+        """One writer job for all ``entries`` (see the module docstring for the bounds)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        if not math.isfinite(ttl_s):
+            raise StoreError(f"sqlite: ttl_s must be a finite number of seconds, not {ttl_s}")
+        expires = time.time() + ttl_s
+        rows = [
+            (
+                entry.upstream_id,
+                json.dumps(list(entry.client_ids), separators=(",", ":"), ensure_ascii=False),
+                entry.account,
+                expires,
+            )
+            for entry in entries
+        ]
+        if not rows:
+            return
+        max_rows = self._max_message_ids
+        await self._writer.submit(lambda conn: _put_message_ids(conn, rows, max_rows))
+
+    async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
+        return await self._reader.submit(lambda conn: _get_message_ids(conn, upstream_id))
 
     async def record_count(self) -> int:
         """The ``meta`` counter kept by triggers on ``current`` (schema version 2)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from gateway.consent.model import (
     MatchType,
     fold,
 )
-from gateway.store.base import ConsentStore, StoreError
+from gateway.store.base import ConsentStore, MessageIds, StoreError
 from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
@@ -437,3 +438,147 @@ class TestSharing:
         assert dict(await reopened.current(SUB_A)) == expected_current(events, SUB_A)
         assert await reopened.append(make_event(dedup_key="mo:7")) is False
         assert await reopened.footer_seen(SUB_A, "acme") is True
+
+
+LONG_TTL_S = 3600.0
+ACCOUNT = "acme_sys"
+
+
+def mids(upstream_id: str, *client_ids: str, account: str = ACCOUNT) -> MessageIds:
+    return MessageIds(upstream_id=upstream_id, client_ids=client_ids, account=account)
+
+
+class TestMessageIds:
+    async def test_put_then_get(self, store: ConsentStore) -> None:
+        """A kept mapping is returned as it was put, for its upstream id only."""
+        entries = [mids("up-1", "gw-1"), mids("up-2", "gw-2")]
+        await store.put_message_ids(entries, LONG_TTL_S)
+        assert await store.get_message_ids("up-1") == entries[0]
+        assert await store.get_message_ids("up-2") == entries[1]
+
+    async def test_unknown_id_is_none(self, store: ConsentStore) -> None:
+        """An upstream id never put has no mapping."""
+        assert await store.get_message_ids("never-seen") is None
+
+    async def test_second_put_replaces(self, store: ConsentStore) -> None:
+        """A later put for the same upstream id replaces the earlier mapping entirely."""
+        await store.put_message_ids([mids("up-1", "gw-1")], LONG_TTL_S)
+        later = mids("up-1", "gw-7", "gw-8", account="other_sys")
+        await store.put_message_ids([later], LONG_TTL_S)
+        assert await store.get_message_ids("up-1") == later
+
+    async def test_last_entry_of_one_put_wins(self, store: ConsentStore) -> None:
+        """Two entries for one upstream id in the same put: the later one is kept."""
+        await store.put_message_ids([mids("up-1", "first"), mids("up-1", "second")], LONG_TTL_S)
+        assert await store.get_message_ids("up-1") == mids("up-1", "second")
+
+    async def test_added_part_has_no_client_ids(self, store: ConsentStore) -> None:
+        """A part the gateway added round-trips with an empty tuple of client ids."""
+        await store.put_message_ids([mids("up-added")], LONG_TTL_S)
+        found = await store.get_message_ids("up-added")
+        assert found == mids("up-added")
+        assert found is not None
+        assert found.client_ids == ()
+
+    async def test_several_client_ids_keep_their_order(self, store: ConsentStore) -> None:
+        """A part standing for several client parts keeps all their ids, in order."""
+        entry = mids("up-1", "gw-3", "gw-1", "gw-2")
+        await store.put_message_ids([entry], LONG_TTL_S)
+        assert await store.get_message_ids("up-1") == entry
+
+    async def test_odd_ids_round_trip(self, store: ConsentStore) -> None:
+        """Ids with spaces, unicode, quotes, key syntax and 65 characters round-trip exactly."""
+        odd = [
+            "id with spaces",
+            "ÜnÎcødé-メッセージ-🙂",
+            "x" * 65,
+            "{tag}:mid:*?[]",
+            'quote\'s "and" back\\slash; DROP TABLE message_ids',
+            "%41%20+&=",
+        ]
+        entries = [mids(u, *odd[i:], account=f"konto-ß-{i}") for i, u in enumerate(odd)]
+        await store.put_message_ids(entries, LONG_TTL_S)
+        for entry in entries:
+            assert await store.get_message_ids(entry.upstream_id) == entry
+        assert await store.get_message_ids("x" * 64) is None
+
+    @pytest.mark.parametrize("ttl_s", [0.0, -1.0])
+    async def test_ttl_already_passed_is_absent_at_once(
+        self, store: ConsentStore, ttl_s: float
+    ) -> None:
+        """A put whose ttl is zero or negative leaves nothing to get, and replaces a live
+        mapping of the same upstream id (that one is gone too)."""
+        await store.put_message_ids([mids("up-1", "gw-1")], LONG_TTL_S)
+        await store.put_message_ids([mids("up-1", "gw-2"), mids("up-2", "gw-3")], ttl_s)
+        assert await store.get_message_ids("up-1") is None
+        assert await store.get_message_ids("up-2") is None
+
+    async def test_mapping_expires_after_its_ttl(self, store: ConsentStore) -> None:
+        """A mapping put with a short ttl is gone once it passed; a long-lived one stays."""
+        await store.put_message_ids([mids("up-long", "gw-1")], LONG_TTL_S)
+        await store.put_message_ids([mids("up-short", "gw-2")], 0.05)
+        deadline = time.monotonic() + 10.0
+        while await store.get_message_ids("up-short") is not None:
+            assert time.monotonic() < deadline, "the mapping did not expire"
+            await asyncio.sleep(0.01)  # poll the condition, bounded by the deadline
+        assert await store.get_message_ids("up-long") == mids("up-long", "gw-1")
+
+    async def test_empty_put_changes_nothing(self, store: ConsentStore) -> None:
+        """A put of no entries is accepted and leaves the kept mappings as they are."""
+        await store.put_message_ids([mids("up-1", "gw-1")], LONG_TTL_S)
+        await store.put_message_ids([], LONG_TTL_S)
+        await store.put_message_ids(iter(()), 0.0)
+        assert await store.get_message_ids("up-1") == mids("up-1", "gw-1")
+
+    async def test_entries_may_be_a_generator(self, store: ConsentStore) -> None:
+        """Any iterable of entries is taken, a one-shot generator included."""
+        await store.put_message_ids((mids(f"up-{i}", f"gw-{i}") for i in range(10)), LONG_TTL_S)
+        assert await store.get_message_ids("up-9") == mids("up-9", "gw-9")
+
+    async def test_not_consent_data(self, store: ConsentStore) -> None:
+        """Mappings do not count as consent records and are not exported."""
+        await store.append(make_event())
+        await store.put_message_ids([mids(f"up-{i}", "gw") for i in range(5)], LONG_TTL_S)
+        assert await store.record_count() == 1
+        assert len([r async for r in store.export()]) == 1
+
+    async def test_put_drops_no_peer_cache(self, backend: Backend) -> None:
+        """A put is not a consent change: another store object's consent cache keeps its entry."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.append(make_event())
+        await settle(second)
+        await second.current(SUB_A)
+        await first.put_message_ids([mids(f"up-{i}", "gw") for i in range(10)], LONG_TTL_S)
+        await settle(second)
+        await asyncio.sleep(0)  # the next turn of the loop (SQLite checks once per turn)
+        assert second.cached_current(SUB_A) is not None
+
+    async def test_peer_sees_puts(self, backend: Backend) -> None:
+        """A mapping put through one store object is read, and replaced, through another."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.put_message_ids([mids("up-1", "gw-1")], LONG_TTL_S)
+        assert await second.get_message_ids("up-1") == mids("up-1", "gw-1")
+        await second.put_message_ids([mids("up-1", "gw-2")], LONG_TTL_S)
+        assert await first.get_message_ids("up-1") == mids("up-1", "gw-2")
+
+    async def test_mappings_survive_reopen(self, backend: Backend) -> None:
+        """Kept mappings are still there after the store is closed and opened again."""
+        need_shared(backend)
+        store = await backend.new()
+        await store.put_message_ids([mids("up-1", "gw-1", "gw-2")], LONG_TTL_S)
+        reopened = await backend.reopen(store)
+        assert await reopened.get_message_ids("up-1") == mids("up-1", "gw-1", "gw-2")
+
+    async def test_closed_store_refuses(self, store: ConsentStore) -> None:
+        """After close, put and get raise StoreError (an empty put as well)."""
+        await store.close()
+        with pytest.raises(StoreError):
+            await store.put_message_ids([mids("up-1", "gw-1")], LONG_TTL_S)
+        with pytest.raises(StoreError):
+            await store.put_message_ids([], LONG_TTL_S)
+        with pytest.raises(StoreError):
+            await store.get_message_ids("up-1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.base import StoreError, StoreNotFoundError
+from gateway.store.base import MessageIds, StoreError, StoreNotFoundError
 from gateway.store.factory import display_url, open_store
 from gateway.store.guard import FailClosedStore
 from gateway.store.memory import MemoryStore
@@ -59,6 +59,21 @@ class TestOpenStore:
         with pytest.raises(StoreError, match="recovery_interval_s"):
             await open_store("memory://?recovery_interval_s=0", instance="i")
 
+    async def test_max_message_ids_is_a_url_parameter(self, tmp_path: Path) -> None:
+        """max_message_ids on a sqlite URL bounds the message ids the store keeps."""
+        path = tmp_path / "c.db"
+        store = await open_store(f"sqlite://{path}?max_message_ids=2", instance="i", create=True)
+        try:
+            entries = [
+                MessageIds(upstream_id=f"up-{i}", client_ids=(f"gw-{i}",), account="a")
+                for i in range(3)
+            ]
+            await store.put_message_ids(entries, 60.0)
+            found = [await store.get_message_ids(entry.upstream_id) for entry in entries]
+        finally:
+            await store.close()
+        assert sum(entry is not None for entry in found) == 2
+
     @pytest.mark.parametrize(
         ("url", "shown"),
         [
@@ -78,7 +93,14 @@ class TestOpenStore:
 
     @pytest.mark.parametrize(
         "url",
-        ["sqlite:///:memory:", "sqlite://", "sqlite:///x.db?bogus=1", "postgres://h/db"],
+        [
+            "sqlite:///:memory:",
+            "sqlite://",
+            "sqlite:///x.db?bogus=1",
+            "sqlite:///x.db?max_message_ids=0",
+            "sqlite:///x.db?max_message_ids=many",
+            "postgres://h/db",
+        ],
     )
     async def test_refused(self, url: str) -> None:
         """Non-durable, incomplete or unknown URLs raise StoreError."""

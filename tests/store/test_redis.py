@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from gateway.consent.model import ConsentState
 from gateway.store.base import StoreError, StoreUnavailableError
 from gateway.store.guard import FailClosedStore
 from gateway.store.redis import RedisStore, client_from_url
-from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event
+from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event, mids
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 needs_redis = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server")
@@ -170,6 +171,67 @@ class TestServerErrors:
             assert await store.record_count() == 1
         finally:
             await raw.aclose()
+            await store.close()
+
+
+@pytest.mark.redis
+@needs_redis
+class TestMessageIdKeys:
+    async def test_one_key_per_upstream_id_with_its_ttl(self, redis_server: RedisServer) -> None:
+        """A put sets PREFIX:mid:<upstream_id> to a JSON object with a PX expiry; a put with
+        no time left deletes the key; nothing is counted as a consent record."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=midkeys", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
+        try:
+            await store.put_message_ids([mids("up 1", "gw-1", "gw-2"), mids("up-2")], 60.0)
+            assert json.loads(await raw.get("midkeys:mid:up 1")) == {
+                "c": ["gw-1", "gw-2"],
+                "a": "acme_sys",
+            }
+            assert 59_000 < await raw.pttl("midkeys:mid:up-2") <= 60_000
+            await store.put_message_ids([mids("up-2", "gw-3")], 0.0)
+            assert await raw.exists("midkeys:mid:up-2") == 0
+            assert await store.record_count() == 0
+        finally:
+            await raw.aclose()
+            await store.close()
+
+    async def test_undecodable_value_is_unavailable(self, redis_server: RedisServer) -> None:
+        """A stored value that is not the expected JSON raises StoreUnavailableError."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=midbad", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            await raw.set("midbad:mid:a", b"\xff not json")
+            await raw.set("midbad:mid:b", b'{"c": 5, "a": "x"}')
+            await raw.set("midbad:mid:c", b"[1, 2]")
+            for upstream_id in ("a", "b", "c"):
+                with pytest.raises(StoreUnavailableError, match="undecodable"):
+                    await store.get_message_ids(upstream_id)
+        finally:
+            await raw.aclose()
+            await store.close()
+
+    async def test_put_waits_for_replicas(self, redis_server: RedisServer) -> None:
+        """With wait_replicas a put is followed by WAIT: no replica means the put fails."""
+        store = await RedisStore.from_url(
+            redis_server.url + "?prefix=midwait&wait_replicas=1&wait_timeout_s=0.05",
+            instance="t",
+        )
+        try:
+            with pytest.raises(StoreUnavailableError, match="0 of 1 replicas"):
+                await store.put_message_ids([mids("up-1", "gw-1")], 60.0)
+        finally:
+            await store.close()
+
+    @pytest.mark.parametrize("ttl_s", [float("inf"), float("nan")])
+    async def test_non_finite_ttl_is_misuse(self, redis_server: RedisServer, ttl_s: float) -> None:
+        """A ttl that is not a finite number is a caller's error, not an unavailable store."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=midttl", instance="t")
+        try:
+            with pytest.raises(StoreError, match="finite") as info:
+                await store.put_message_ids([mids("up-1", "gw")], ttl_s)
+            assert not isinstance(info.value, StoreUnavailableError)
+        finally:
             await store.close()
 
 

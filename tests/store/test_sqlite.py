@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 
 from gateway.consent.model import ConsentState
-from gateway.store.base import StoreError, StoreUnavailableError
-from gateway.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, read_record_count
-from tests.store.test_contract import SCOPE_NUMBER, SUB_A, make_event
+from gateway.store.base import MessageIds, StoreError, StoreUnavailableError
+from gateway.store.sqlite import (
+    _MIGRATIONS,
+    _PURGE_BATCH,
+    SCHEMA_VERSION,
+    SqliteStore,
+    read_record_count,
+)
+from tests.store.test_contract import SCOPE_NUMBER, SUB_A, make_event, mids
 
 
 @pytest.fixture
@@ -67,27 +73,33 @@ class TestSchema:
             await SqliteStore.open(":memory:")
 
 
-def write_v1_file(path: Path, records: list[tuple[str, str]]) -> None:
-    """A store file as the first schema version left it, with ``records`` in ``current``."""
+def write_old_file(path: Path, version: int, records: list[tuple[str, str]]) -> None:
+    """A store file as schema ``version`` left it, with ``records`` in ``current``."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        for statement in _MIGRATIONS[1]:
-            conn.execute(statement)
+        for step in range(1, version + 1):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
         conn.executemany(
             "INSERT INTO current (subscriber, scope, state, updated_at, last_event_id)"
             " VALUES (?, ?, 'opted_out', 1.0, 'e')",
             records,
         )
-        conn.execute("PRAGMA user_version = 1")
+        conn.execute(f"PRAGMA user_version = {version}")
     finally:
         conn.close()
 
 
+def write_v1_file(path: Path, records: list[tuple[str, str]]) -> None:
+    """A store file as the first schema version left it, with ``records`` in ``current``."""
+    write_old_file(path, 1, records)
+
+
 class TestRecordCount:
     async def test_v1_file_is_upgraded_with_its_count(self, db_path: Path) -> None:
-        """A version 1 file (no counter) opens as version 2 with the count of its records,
-        which the triggers then keep: a new scope counts, a changed one does not."""
+        """A version 1 file (no counter) opens upgraded with the count of its records, which
+        the triggers then keep: a new scope counts, a changed one does not."""
         write_v1_file(db_path, [(SUB_A, SCOPE_NUMBER), (SUB_A, "global:*"), ("15550000002", "x")])
         assert read_record_count(str(db_path)) == 3  # read-only: counted, not upgraded
         conn = sqlite3.connect(db_path)
@@ -204,3 +216,145 @@ class TestWrites:
             blocker.close()
         assert await store.append(make_event()) is True
         assert len(await store.history(SUB_A)) == 1
+
+
+def meta(path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        conn.close()
+
+
+def message_id_rows(path: Path) -> list[str]:
+    """The upstream ids in the table, expired rows included, in key order."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT upstream_id FROM message_ids ORDER BY upstream_id")
+        return [row[0] for row in rows.fetchall()]
+    finally:
+        conn.close()
+
+
+def put_rows(n: int, prefix: str) -> list[MessageIds]:
+    return [mids(f"{prefix}{i:05d}", f"gw-{i}") for i in range(n)]
+
+
+class TestMessageIds:
+    @pytest.mark.parametrize("version", [1, 2])
+    async def test_old_file_is_upgraded(self, db_path: Path, version: int) -> None:
+        """A file of schema version 1 or 2 opens as the current version with its records
+        intact, keeps message ids from then on, and they do not count as records."""
+        write_old_file(db_path, version, [(SUB_A, SCOPE_NUMBER), ("15550000002", "x")])
+        store = await SqliteStore.open(db_path)
+        try:
+            assert await store.record_count() == 2
+            assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+            assert await store.get_message_ids("up-1") is None
+            await store.put_message_ids([mids("up-1", "gw-1")], 60.0)
+            assert await store.get_message_ids("up-1") == mids("up-1", "gw-1")
+            assert await store.record_count() == 2
+        finally:
+            await store.close()
+        conn = sqlite3.connect(db_path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        finally:
+            conn.close()
+        assert meta(db_path)["message_ids"] == 1
+        assert read_record_count(str(db_path)) == 2
+
+    async def test_bound_drops_those_expiring_first(self, db_path: Path) -> None:
+        """Over max_message_ids rows, a put deletes the rows that expire first, its own
+        entries included when they are those, and the counter matches the table."""
+        store = await SqliteStore.open(db_path, create=True, max_message_ids=5)
+        try:
+            for i, ttl_s in enumerate((100.0, 101.0, 102.0)):
+                await store.put_message_ids([mids(f"a{i}", "gw")], ttl_s)
+            await store.put_message_ids(put_rows(4, "b"), 200.0)
+            assert message_id_rows(db_path) == ["a2", "b00000", "b00001", "b00002", "b00003"]
+            assert await store.get_message_ids("a0") is None
+            await store.put_message_ids(put_rows(8, "c"), 300.0)
+            kept = message_id_rows(db_path)
+            assert len(kept) == 5
+            assert all(upstream_id.startswith("c") for upstream_id in kept)
+            assert meta(db_path)["message_ids"] == 5
+        finally:
+            await store.close()
+
+    async def test_expired_rows_are_purged_by_later_puts(
+        self, store: SqliteStore, db_path: Path
+    ) -> None:
+        """Rows whose time has passed are deleted by the next put, not left to grow."""
+        await store.put_message_ids(put_rows(20, "old"), -1.0)
+        assert len(message_id_rows(db_path)) == 20  # written, but already absent for get
+        assert await store.get_message_ids("old00003") is None
+        await store.put_message_ids([mids("new", "gw")], 60.0)
+        assert message_id_rows(db_path) == ["new"]
+        assert meta(db_path)["message_ids"] == 1
+
+    async def test_lowered_bound_is_reached_over_a_few_puts(self, db_path: Path) -> None:
+        """Reopened with a much smaller bound, each put deletes a bounded number of rows, and a
+        few puts bring the table down to the bound."""
+        store = await SqliteStore.open(db_path, create=True)
+        await store.put_message_ids(put_rows(2500, "old"), 60.0)
+        await store.close()
+        store = await SqliteStore.open(db_path, max_message_ids=10)
+        try:
+            counts = []
+            for i in range(4):
+                await store.put_message_ids([mids(f"new{i}", "gw")], 120.0)
+                counts.append(len(message_id_rows(db_path)))
+            assert counts[0] == 2501 - (_PURGE_BATCH + 1)
+            assert counts[-1] == 10
+            assert meta(db_path)["message_ids"] == 10
+            assert await store.get_message_ids("new3") == mids("new3", "gw")
+        finally:
+            await store.close()
+
+    async def test_puts_do_not_bump_the_change_counter(self, db_path: Path) -> None:
+        """Puts from this process and from another leave meta.change_seq and the record count
+        alone, so no process drops its consent cache because of them."""
+        daemon = await SqliteStore.open(db_path, create=True)
+        other = await SqliteStore.open(db_path)
+        try:
+            await daemon.append(make_event())
+            await daemon.current(SUB_A)
+            before = meta(db_path)
+            await other.put_message_ids(put_rows(10, "p"), 60.0)
+            await daemon.put_message_ids(put_rows(10, "q"), 60.0)
+            await daemon.put_message_ids(put_rows(10, "q"), -1.0)  # replaced, and purged later
+            await asyncio.sleep(0)  # the next turn of the loop: the daemon checks the file
+            assert daemon.cached_current(SUB_A) is not None
+            after = meta(db_path)
+            assert after["change_seq"] == before["change_seq"]
+            assert after["records"] == before["records"] == 1
+        finally:
+            await other.close()
+            await daemon.close()
+
+    async def test_undecodable_row_is_unavailable(self, store: SqliteStore, db_path: Path) -> None:
+        """A row edited by hand into something that does not decode raises
+        StoreUnavailableError, like any stored data that does not decode."""
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        conn.executemany(
+            "INSERT INTO message_ids (upstream_id, client_ids, account, expires)"
+            " VALUES (?, ?, ?, ?)",
+            [("bad-json", "[1, ", "a", 4e9), ("bad-type", "[1, 2]", "a", 4e9)],
+        )
+        conn.close()
+        for upstream_id in ("bad-json", "bad-type"):
+            with pytest.raises(StoreUnavailableError, match="undecodable message ids"):
+                await store.get_message_ids(upstream_id)
+
+    @pytest.mark.parametrize("ttl_s", [float("inf"), float("nan")])
+    async def test_non_finite_ttl_is_misuse(self, store: SqliteStore, ttl_s: float) -> None:
+        """A ttl that is not a finite number is a caller's error, not an unavailable store."""
+        with pytest.raises(StoreError, match="finite") as info:
+            await store.put_message_ids([mids("up-1", "gw")], ttl_s)
+        assert not isinstance(info.value, StoreUnavailableError)
+
+    async def test_max_message_ids_must_be_positive(self, db_path: Path) -> None:
+        """A bound below one row is refused when the store is opened."""
+        with pytest.raises(StoreError, match="max_message_ids"):
+            await SqliteStore.open(db_path, create=True, max_message_ids=0)

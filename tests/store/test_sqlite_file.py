@@ -18,7 +18,7 @@ from gateway.store.base import StoreNotFoundError, StoreUnavailableError
 from gateway.store.guard import FailClosedStore
 from gateway.store.sqlite import SQLITE_MAGIC, SqliteStore, _append
 from gateway.telemetry import logs
-from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event
+from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event, mids
 
 WAIT_S = 10.0
 
@@ -128,6 +128,26 @@ class TestMovedAway:
         assert await guarded.append(acknowledged[0]) is False  # dedup kept
         assert await guarded.append(make_event(dedup_key="late")) is True
         assert count_events(state_dir / "consent.db") == 6
+
+    async def test_message_ids_are_refused_and_nothing_is_stored(
+        self, store: SqliteStore, state_dir: Path, tmp_path: Path
+    ) -> None:
+        """With its directory moved away, a put of message ids raises StoreUnavailableError
+        before it runs (the moved file keeps only the earlier put) and a get is refused."""
+        await store.put_message_ids([mids("up-1", "gw-1")], 60.0)
+        moved = tmp_path / "moved"
+        move(state_dir, moved)
+        with pytest.raises(StoreUnavailableError, match="removed or its directory moved"):
+            await store.put_message_ids([mids("up-2", "gw-2")], 60.0)
+        with pytest.raises(StoreUnavailableError, match="removed or its directory moved"):
+            await store.get_message_ids("up-1")
+        assert not exists(state_dir)
+        conn = sqlite3.connect(moved / "consent.db")
+        try:
+            rows = conn.execute("SELECT upstream_id FROM message_ids").fetchall()
+        finally:
+            conn.close()
+        assert rows == [("up-1",)]
 
     async def test_removed_directory_stays_unavailable(
         self, guarded: FailClosedStore, state_dir: Path
