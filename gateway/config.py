@@ -6,6 +6,7 @@ unknown keys are errors too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tomllib
@@ -687,5 +688,7 @@ def _text(root: _Table) -> TextConfig:
         hold_max_bytes=t.integer("hold_max_bytes", 2_000_000, minimum=1024, maximum=1 << 31),
         receipt_ids_ttl_s=t.seconds("receipt_ids_ttl_s", 172_800.0),
     )
+    if not math.isfinite(config.receipt_ids_ttl_s):
+        raise ConfigError("text.receipt_ids_ttl_s: must be a finite number of seconds")
     t.finish()
     return config

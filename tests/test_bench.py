@@ -350,3 +350,16 @@ class TestMessageIdsBench:
         results = self._run("--backends", "redis", "--redis-url", redis_server.url)
         assert tuple(results["redis"]) == self.ROWS
         assert all(row["mean_us"] > 0 for row in results["redis"].values())
+
+
+class TestLongMessagesBench:
+    def test_tiny_run_prints_every_pattern(self) -> None:
+        """A tiny run prints one JSON object with a row per pattern, each part answered."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.long_messages", "--rounds", "2", "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        results = json.loads(done.stdout)
+        assert len(results) == 6
+        assert all(row["parts"] > 0 and row["max_ms"] >= row["p50_ms"] for row in results.values())

@@ -485,3 +485,15 @@ class TestAccountsAndAddresses:
         assert proxy_settings(config).upstream_session.relay_vendor_pdus
         allowed = parse(with_value(example(), "consent.relay_client_vendor_pdus", True))
         assert proxy_settings(allowed).client_session.relay_vendor_pdus
+
+
+class TestText:
+    def test_receipt_ids_ttl_has_a_default_of_two_days(self) -> None:
+        """Receipts may come days later: the ids are kept two days unless told otherwise."""
+        assert parse(example()).text.receipt_ids_ttl_s == 172_800.0
+
+    @pytest.mark.parametrize("value", [0, -1, float("inf"), "long"], ids=repr)
+    def test_bad_receipt_ids_ttl_names_the_key(self, value: Any) -> None:
+        """Zero, negative, infinite or non-numeric values are refused naming the key."""
+        message = error_of(with_value(example(), "text.receipt_ids_ttl_s", value))
+        assert message.startswith("text.receipt_ids_ttl_s:"), message
