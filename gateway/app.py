@@ -263,6 +263,7 @@ class Gateway:
         await self.listener.drain(self.config.shutdown_grace_s)
         if self.footers is not None:
             self.footers.close()
+            await self.footers.drain()  # its last store writes, before the store closes
         if self.admin is not None:
             await self.admin.stop()
         if self.service is not None:

@@ -526,12 +526,13 @@ class ConsentEnforcer:
         decision: Reject | RequestOptIn | None = None,
     ) -> int:
         status = self.config.statuses.status(reason)
-        if request.settled:
-            return status
         pdu = mt.pdu
+        # A held part the footer stage answered early is settled already: it is not sent, and
+        # the client hears of it by receipt (the stage's report); the refusal is logged alike.
+        answered = request.settled
         account = self.config.accounts.get(mt.account)
-        report = account is not None and account.accept_and_report
-        if reason is RejectReason.STORE_UNAVAILABLE:
+        report = answered or (account is not None and account.accept_and_report)
+        if reason is RejectReason.STORE_UNAVAILABLE and not answered:
             report = False  # a temporary refusal must stay visible so the client retries
         self._log_refusal(
             request,
@@ -544,6 +545,8 @@ class ConsentEnforcer:
             service_type=pdu.service_type,
             reported=report,
         )
+        if answered:
+            return status
         if report:
             message_id = uuid.uuid4().hex[:16]
             request.respond(_resp_for(pdu, message_id))

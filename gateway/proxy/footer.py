@@ -37,9 +37,9 @@ import dataclasses
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from gateway.consent.campaign import Campaign, FooterMode
 from gateway.consent.keywords import tells_how_to_opt_out
@@ -228,6 +228,7 @@ class FooterStage:
         self._gate: Gate = _open_gate
         self._report: Reporter = _no_reporter
         self._answering = False  # an early-answer pass is scheduled for the end of this turn
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def set_gate(self, gate: Gate) -> None:
         """Who decides whether held parts may still go when their hold ends."""
@@ -309,6 +310,18 @@ class FooterStage:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for the store writes still running (footer marks, id mappings)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A store write of the stage's own: it outlives the client session that caused it
+        (a client may unbind right after its last answer), and ``drain`` waits for it."""
+        task = asyncio.get_running_loop().create_task(coro, name="footer-store-write")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- one-part messages: the fast path -----------------------------------------------------
 
@@ -689,7 +702,7 @@ class FooterStage:
 
     def _keep_ids(self, via: MtRequest, entry: MessageIds) -> None:
         self.receipt_ids.remember([entry])
-        via.spawn(self._store_ids(entry))
+        self._spawn(self._store_ids(entry))
 
     async def _store_ids(self, entry: MessageIds) -> None:
         try:
@@ -819,7 +832,7 @@ class FooterStage:
         def accepted() -> None:
             if key not in self._marking:
                 self._marking.add(key)
-                request.spawn(self._mark_seen(key))
+                self._spawn(self._mark_seen(key))
 
         return accepted
 

@@ -375,6 +375,24 @@ class TestReceipts:
         given = sorted(message_id for _, message_id in run.answers)
         assert sorted(hook.receipt_ids()) == given
 
+    async def test_ids_are_stored_although_the_client_left_at_once(self) -> None:
+        """A client that unbinds right after its last answer: the id mappings of its parts
+        still reach the store (they belong to the gateway, not to the client's session)."""
+        text = text_for(Alphabet.GSM7, CONCAT_8BIT, fits=False)
+        parts = client_parts(text, Alphabet.GSM7, CONCAT_8BIT, reference=12)
+        async with rig() as (sim, gw):
+            run = await asyncio.to_thread(smpplib_session_tx, gw.port, parts)
+            records = await received(sim, 4)
+            assert gw.footers is not None
+            await gw.footers.drain()
+            assert gw.store is not None
+            stored = [await gw.store.get_message_ids(r.message_id or "") for r in records]
+        given = [message_id for _, message_id in run.answers]
+        early = [m.client_ids for m in stored[:2] if m is not None]
+        assert early == [(given[0],), (given[1],)]  # parts 1 and 2 were answered early
+        assert stored[3] is not None
+        assert stored[3].client_ids == ()  # the part the gateway added
+
     async def test_refused_part_comes_back_as_rejectd(self) -> None:
         """The SMSC refuses part 2 after the client was answered for it: the client gets a
         stat:REJECTD receipt under part 2's id (and the others' normal receipts)."""
