@@ -426,18 +426,26 @@ class RedisStore:
         ]
         return keys, args
 
+    def _wait_replicas(self, pipe: Any) -> None:
+        """End a write pipeline with ``WAIT`` when ``wait_replicas`` is set."""
+        if self.options.wait_replicas:
+            pipe.execute_command(
+                "WAIT", self.options.wait_replicas, round(self.options.wait_timeout_s * 1000)
+            )
+
+    def _check_replicas(self, reached: Any, what: str) -> None:
+        """Too few replicas took the write: unavailable (a retry with the same key is a no-op)."""
+        wanted = self.options.wait_replicas
+        if wanted and int(reached) < wanted:
+            raise StoreUnavailableError(f"redis: {what} reached {reached} of {wanted} replicas")
+
     async def _run_appends(self, events: list[ConsentEvent]) -> list[bool]:
         async def run() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for event in events:
                     keys, args = self._append_args(event)
                     await self._append_script(keys=keys, args=args, client=pipe)
-                if self.options.wait_replicas:
-                    pipe.execute_command(
-                        "WAIT",
-                        self.options.wait_replicas,
-                        round(self.options.wait_timeout_s * 1000),
-                    )
+                self._wait_replicas(pipe)
                 return await pipe.execute()
 
         try:
@@ -446,10 +454,7 @@ class RedisStore:
             # Whatever happened, the local entries may be out of date now.
             for event in events:
                 self._cache.invalidate(event.subscriber)
-        if self.options.wait_replicas and int(results[-1]) < self.options.wait_replicas:
-            raise StoreUnavailableError(
-                f"redis: write reached {results[-1]} of {self.options.wait_replicas} replicas"
-            )
+        self._check_replicas(results[-1], "write")
         return [bool(int(r)) for r in results[: len(events)]]
 
     # --- invalidation listener ----------------------------------------------------------------
@@ -665,19 +670,11 @@ class RedisStore:
                         pipe.set(key, _message_ids_to_json(entry), px=ttl_ms)
                     else:
                         pipe.delete(key)
-                if self.options.wait_replicas:
-                    pipe.execute_command(
-                        "WAIT",
-                        self.options.wait_replicas,
-                        round(self.options.wait_timeout_s * 1000),
-                    )
+                self._wait_replicas(pipe)
                 return await pipe.execute()
 
         results = await self._call(run())
-        if self.options.wait_replicas and int(results[-1]) < self.options.wait_replicas:
-            raise StoreUnavailableError(
-                f"redis: write reached {results[-1]} of {self.options.wait_replicas} replicas"
-            )
+        self._check_replicas(results[-1], "write")
 
     async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
         """``GET prefix:mid:<upstream_id>``: Redis drops the key when its TTL has passed."""
@@ -707,21 +704,13 @@ class RedisStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(self._probe_key, token, px=_PROBE_TTL_MS)
                 pipe.get(self._probe_key)
-                if self.options.wait_replicas:
-                    pipe.execute_command(
-                        "WAIT",
-                        self.options.wait_replicas,
-                        round(self.options.wait_timeout_s * 1000),
-                    )
+                self._wait_replicas(pipe)
                 return await pipe.execute()
 
         results = await self._call(run())
         if results[1] != token:
             raise StoreUnavailableError("redis: the probe key did not read back what was written")
-        if self.options.wait_replicas and int(results[2]) < self.options.wait_replicas:
-            raise StoreUnavailableError(
-                f"redis: probe reached {results[2]} of {self.options.wait_replicas} replicas"
-            )
+        self._check_replicas(results[-1], "probe")
 
     def clear_cache(self) -> None:
         self._cache.clear()

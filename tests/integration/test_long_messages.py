@@ -41,26 +41,22 @@ from gateway.text.segment import (
     frame_parts,
     split,
 )
-from tests.integration.test_footer_e2e import assert_tshark_consistent, check_parts
+from tests.integration.test_footer_e2e import CAMPAIGNS as FOOTER_CAMPAIGNS
+from tests.integration.test_footer_e2e import (
+    DEST,
+    FOOTER,
+    SENDER,
+    assert_tshark_consistent,
+    check_parts,
+)
 from tests.support.aiosmpp import Inbox
 from tests.support.consent import FAST_SESSION, WAIT_S, simulator
 from tests.support.gateway import running_gateway
 from tests.support.redis_server import RedisServer
 
-SENDER = "15550001111"
-DEST = "15551234567"
-FOOTER = "ACME: Reply STOP to opt out"
 CLIENT_TIMEOUT_S = 5.0  # the client gives up on an answer after this (a common default)
 HOLD_S = 10.0  # the gateway's hold timeout: a client waiting for it would time out first
-CAMPAIGNS = [
-    {
-        "name": "acme",
-        "brand": "ACME",
-        "numbers": [f"+{SENDER}"],
-        "footer": "always",
-        "footer_text": "{brand}: Reply STOP to opt out",
-    }
-]
+CAMPAIGNS = FOOTER_CAMPAIGNS[:1]  # "acme": footer always, sender SENDER
 KINDS = {"udh8": CONCAT_8BIT, "udh16": CONCAT_16BIT, "sar": SAR}
 
 
@@ -107,10 +103,16 @@ class SmpplibRun:
 
 
 def smpplib_session(
-    port: int, parts: Sequence[dict[str, Any]], *, one_at_a_time: bool, receipts: int
+    port: int,
+    parts: Sequence[dict[str, Any]],
+    *,
+    one_at_a_time: bool,
+    receipts: int,
+    bind: str = "transceiver",
 ) -> SmpplibRun:
-    """Bind a transceiver, send the parts (waiting for each answer, or all at once), then
-    read until ``receipts`` receipts are in. smpplib's socket timeout is the client timeout."""
+    """Bind (a transceiver by default), send the parts (waiting for each answer, or all at
+    once), then read until ``receipts`` receipts are in, and unbind at once. smpplib's socket
+    timeout is the client timeout."""
     run = SmpplibRun()
     client = smpplib.client.Client(
         "127.0.0.1", port, timeout=CLIENT_TIMEOUT_S, allow_unknown_opt_params=True
@@ -125,7 +127,7 @@ def smpplib_session(
     client.set_message_received_handler(on_deliver)
     client.connect()
     try:
-        client.bind_transceiver(system_id="acme-app", password="pw")
+        getattr(client, f"bind_{bind}")(system_id="acme-app", password="pw")
         sent = 0
         for fields in parts:
             started = time.perf_counter()
@@ -369,7 +371,14 @@ class TestReceipts:
                 running_gateway(sim.port, gateway={"instance": "gw-b"}, **sections) as b,
                 aio_esme(b.port) as (_receiver, hook),
             ):
-                run = await asyncio.to_thread(smpplib_session_tx, a.port, parts)
+                run = await asyncio.to_thread(
+                    smpplib_session,
+                    a.port,
+                    parts,
+                    one_at_a_time=True,
+                    receipts=0,
+                    bind="transmitter",
+                )
                 await received(sim, 4)
                 await hook.wait_for(lambda: len(hook.receipts) >= len(parts))
         given = sorted(message_id for _, message_id in run.answers)
@@ -381,7 +390,9 @@ class TestReceipts:
         text = text_for(Alphabet.GSM7, CONCAT_8BIT, fits=False)
         parts = client_parts(text, Alphabet.GSM7, CONCAT_8BIT, reference=12)
         async with rig() as (sim, gw):
-            run = await asyncio.to_thread(smpplib_session_tx, gw.port, parts)
+            run = await asyncio.to_thread(
+                smpplib_session, gw.port, parts, one_at_a_time=True, receipts=0, bind="transmitter"
+            )
             records = await received(sim, 4)
             assert gw.footers is not None
             await gw.footers.drain()
@@ -407,33 +418,3 @@ class TestReceipts:
         assert [r.message_id is not None for r in records] == [True, False, True]
         assert sorted(run.receipts) == sorted(mid for _, mid in run.answers)
         assert gw.metrics.mt_parts_failed_total.labels("smsc refused")._value.get() == 1
-
-
-def smpplib_session_tx(port: int, parts: Sequence[dict[str, Any]]) -> SmpplibRun:
-    """One part at a time over a transmitter (receipts go to another session)."""
-    run = SmpplibRun()
-    client = smpplib.client.Client(
-        "127.0.0.1", port, timeout=CLIENT_TIMEOUT_S, allow_unknown_opt_params=True
-    )
-    responses: list[Any] = []
-    client.set_message_sent_handler(lambda pdu: responses.append(pdu))
-    client.connect()
-    try:
-        client.bind_transmitter(system_id="acme-app", password="pw")
-        for sent, fields in enumerate(parts, start=1):
-            client.send_message(
-                source_addr_ton=1,
-                source_addr_npi=1,
-                source_addr=SENDER,
-                dest_addr_ton=1,
-                dest_addr_npi=1,
-                destination_addr=DEST,
-                **fields,
-            )
-            while len(responses) < sent:
-                client.read_once()
-        run.answers = [(int(r.status), r.message_id.decode()) for r in responses]
-        client.unbind()
-    finally:
-        client.disconnect()
-    return run
