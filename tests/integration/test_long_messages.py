@@ -300,14 +300,16 @@ class Recorder(Inbox):
 
 
 @contextlib.asynccontextmanager
-async def aio_esme(port: int) -> AsyncIterator[tuple[ESME, Recorder]]:
+async def aio_esme(
+    port: int, bind_mode: BindMode = BindMode.TRANSCEIVER
+) -> AsyncIterator[tuple[ESME, Recorder]]:
     hook = Recorder(wait_s=CLIENT_TIMEOUT_S)
     esme = ESME(
         smsc_host="127.0.0.1",
         smsc_port=port,
         system_id="acme-app",
         password="pw",
-        bind_mode=BindMode.TRANSCEIVER,
+        bind_mode=bind_mode,
         hook=hook,
         log_level="WARNING",
         socket_timeout=CLIENT_TIMEOUT_S,
@@ -383,6 +385,33 @@ class TestReceipts:
                 await hook.wait_for(lambda: len(hook.receipts) >= len(parts))
         given = sorted(message_id for _, message_id in run.answers)
         assert sorted(hook.receipt_ids()) == given
+
+    async def test_interleaved_messages_over_a_transmitter_receipts_on_a_receiver(self) -> None:
+        """Parts of two messages interleaved, one at a time, over a transmitter, while the
+        receipts come back on a receiver session of the same account: every part answered,
+        both messages whole at the SMSC, every receipt under an id the client was given."""
+        first = text_for(Alphabet.GSM7, CONCAT_8BIT, fits=True)
+        second = text_for(Alphabet.UCS2, CONCAT_16BIT, fits=False)
+        a = client_parts(first, Alphabet.GSM7, CONCAT_8BIT, reference=21)
+        b = client_parts(second, Alphabet.UCS2, CONCAT_16BIT, reference=0x2222)
+        interleaved = [part for pair in zip(a, b, strict=True) for part in pair]
+        async with rig() as (sim, gw), aio_esme(gw.port, BindMode.RECEIVER) as (_rx, hook):
+            run = await asyncio.to_thread(
+                smpplib_session,
+                gw.port,
+                interleaved,
+                one_at_a_time=True,
+                receipts=0,
+                bind="transmitter",
+            )
+            records = await received(sim, 3 + 4)
+            await hook.wait_for(lambda: len(hook.receipts) >= len(interleaved))
+        assert [status for status, _ in run.answers] == [0] * 6
+        by_ref = [r for r in records if r.pdu.short_message[:1] == b"\x05"]  # type: ignore[attr-defined]
+        rest = [r for r in records if r not in by_ref]
+        check_parts(by_ref, f"{first} {FOOTER}", CONCAT_8BIT)
+        check_parts(rest, f"{second} {FOOTER}", CONCAT_16BIT)
+        assert sorted(hook.receipt_ids()) == sorted(mid for _, mid in run.answers)
 
     async def test_ids_are_stored_although_the_client_left_at_once(self) -> None:
         """A client that unbinds right after its last answer: the id mappings of its parts
