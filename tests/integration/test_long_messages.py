@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -432,6 +433,38 @@ class TestReceipts:
         assert early == [(given[0],), (given[1],)]  # parts 1 and 2 were answered early
         assert stored[3] is not None
         assert stored[3].client_ids == ()  # the part the gateway added
+
+    async def test_receipt_is_retried_while_the_store_is_down(self, tmp_path: Path) -> None:
+        """A receipt whose id the gateway cannot look up (the store is down) gets
+        ESME_RX_T_APPN, so the SMSC delivers it again; once the store is back it is relayed."""
+        state = tmp_path / "state"
+        async with (
+            simulator() as sim,
+            running_gateway(
+                sim.port,
+                session=FAST_SESSION,
+                store={"url": f"sqlite:{state}/consent.db?recovery_interval_s=0.05"},
+                campaigns=CAMPAIGNS,
+            ) as gw,
+            aio_esme(gw.port) as (_esme, hook),
+        ):
+            await sim.wait_for(lambda _m: bool(sim.bound("acme-app", receiving=True)), WAIT_S)
+            receipt = {
+                "source": DEST,
+                "destination": SENDER,
+                "system_id": "acme-app",
+                "esm_class": 0x04,
+                "text": "id:SMSC1 sub:001 dlvrd:001 stat:DELIVRD err:000 text:",
+                "tlvs": (p.Tlv(Tag.RECEIPTED_MESSAGE_ID, b"SMSC1\0"),),
+            }
+            state.rename(tmp_path / "away")
+            assert await sim.send_mo(**receipt) == 0x64
+            (tmp_path / "away").rename(state)
+            assert gw.store is not None
+            await gw.store.wait_healthy(WAIT_S)  # type: ignore[attr-defined]
+            assert await sim.send_mo(**receipt) == 0
+            await hook.wait_for(lambda: len(hook.receipts) == 1)
+        assert hook.receipt_ids() == ["SMSC1"]
 
     async def test_refused_part_comes_back_as_rejectd(self) -> None:
         """The SMSC refuses part 2 after the client was answered for it: the client gets a
