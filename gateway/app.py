@@ -26,6 +26,7 @@ from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.footer import FooterSettings, FooterStage
 from gateway.proxy.hooks import Interceptor, PassThrough
 from gateway.proxy.listener import Listener
+from gateway.proxy.probe import UpstreamProbe
 from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.service import ServiceLink
 from gateway.smpp.session import SessionConfig
@@ -194,6 +195,10 @@ class Gateway:
                 instance=config.instance,
                 default_country=config.consent.default_country,
                 ready=lambda: self._accepting,
+                upstream=UpstreamProbe(
+                    config.upstream.address.host, config.upstream.address.port
+                ).check,
+                account_match=config.consent.account_match,
             )
             await self.admin.start(config.admin.listen.host, config.admin.listen.port)
         log.info(

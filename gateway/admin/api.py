@@ -14,12 +14,13 @@ bind the admin listener to loopback or a management network). The consent endpoi
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
 from gateway.admin.http import HttpError, HttpServer, Request, Response, json_response
+from gateway.consent.campaign import AccountMatch
 from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
@@ -47,6 +48,8 @@ class AdminApi:
         instance: str,
         default_country: str,
         ready: Callable[[], bool],
+        upstream: Callable[[], Awaitable[str | None]] | None = None,
+        account_match: AccountMatch = AccountMatch.FOLD,
     ) -> None:
         self.metrics = metrics
         self.store = store
@@ -54,6 +57,9 @@ class AdminApi:
         self.instance = instance
         self.default_country = default_country
         self.ready = ready
+        # None, or the reason the SMSC cannot be reached (gateway.proxy.probe, via the app).
+        self.upstream = upstream
+        self.account_match = account_match
         self.server = HttpServer(
             {
                 ("GET", "/healthz"): self.healthz,
@@ -84,14 +90,24 @@ class AdminApi:
         it can be read, so an empty store where a full one belongs shows."""
         problems = []
         body: dict[str, Any] = {}
+        checks: dict[str, str] = {"accepting": "ok"}
         if not self.ready():
             problems.append("not accepting connections")
+            checks["accepting"] = "not accepting connections"
         if self.store is not None:
+            checks["store"] = "ok"
             try:
                 await self.store.ping()
                 body["store"] = {"records": await self.store.record_count()}
             except StoreError as exc:
                 problems.append(f"store: {exc}")
+                checks["store"] = str(exc)
+        if self.upstream is not None:
+            reason = await self.upstream()
+            checks["upstream"] = reason or "ok"
+            if reason is not None:
+                problems.append(f"upstream: {reason}")
+        body["checks"] = checks
         if problems:
             return json_response({"status": "unready", "problems": problems, **body}, 503)
         return json_response({"status": "ready", **body})
@@ -106,7 +122,10 @@ class AdminApi:
             raise HttpError(HTTPStatus.FORBIDDEN, "consent API disabled: set admin.token")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
+        # Compared as octets: a token with characters outside ASCII is simply wrong (401), it
+        # must not make compare_digest raise (500).
+        offered = value.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, self.token.encode()):
             raise HttpError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
         if self.store is None:
             raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "consent is disabled")
@@ -179,6 +198,7 @@ class AdminApi:
                     account=options["account"],
                     sender=self._subscriber(sender) if sender else None,
                     list_name=options["list"],
+                    account_match=self.account_match,
                 )
                 state = ConsentState.OPTED_OUT if action == "opt_out" else ConsentState.OPTED_IN
                 event: ConsentEvent | None = await set_state(

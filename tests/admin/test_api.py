@@ -75,7 +75,8 @@ class TestProbes:
     async def test_readyz_reports_the_record_count(self, api: AdminApi) -> None:
         """/readyz tells how many consent records the store holds, ready or not."""
         status, body = await request(api.port, "GET", "/readyz")
-        assert (status, body) == (200, {"status": "ready", "store": {"records": 0}})
+        assert (status, body["status"], body["store"]) == (200, "ready", {"records": 0})
+        assert body["checks"] == {"accepting": "ok", "store": "ok"}
         await request(api.port, "POST", "/v1/consent/15551234567", {"action": "opt_out"})
         api.ready_flag["value"] = False  # type: ignore[attr-defined]
         status, body = await request(api.port, "GET", "/readyz")
@@ -111,7 +112,7 @@ class TestProbes:
             await asyncio.to_thread((tmp_path / "away").rename, state)
             await store.wait_healthy(10.0)
             status, body = await request(admin.port, "GET", "/readyz")
-            assert (status, body) == (200, {"status": "ready", "store": {"records": 1}})
+            assert (status, body["status"], body["store"]) == (200, "ready", {"records": 1})
         finally:
             await admin.stop()
             await store.close()
@@ -193,3 +194,57 @@ class TestConsent:
             assert (await request(admin.port, "GET", "/v1/consent/15551234567"))[0] == 403
         finally:
             await admin.stop()
+
+
+class TestHostileRequests:
+    @pytest.mark.parametrize(
+        "token",
+        ["sécret-token", "\u2603" * 20, "s3cret-token\u00a0"],
+        ids=["accent", "snowman", "nbsp"],
+    )
+    async def test_malformed_token_is_401(self, api: AdminApi, token: str) -> None:
+        """A bearer token with characters outside ASCII is a wrong token (401), not a 500."""
+        status, _ = await request(api.port, "GET", "/v1/consent/15551234567", token=token)
+        assert status == 401
+
+
+class TestReadinessChecks:
+    async def test_unreachable_smsc_is_unready_with_the_reason(self) -> None:
+        """/readyz is 503 while the SMSC cannot be reached, and names the failed check."""
+        from gateway.proxy.probe import UpstreamProbe
+        from tests.support.consent import free_port
+
+        probe = UpstreamProbe("127.0.0.1", free_port(), cache_s=0.0)
+        admin = AdminApi(
+            metrics=Metrics(),
+            store=MemoryStore(),
+            token=TOKEN,
+            instance="test",
+            default_country="US",
+            ready=lambda: True,
+            upstream=probe.check,
+        )
+        await admin.start("127.0.0.1", 0)
+        try:
+            status, body = await request(admin.port, "GET", "/readyz", token=None)
+        finally:
+            await admin.stop()
+        assert status == 503
+        assert body["checks"]["upstream"].startswith("SMSC 127.0.0.1:")
+        assert "unreachable" in body["checks"]["upstream"]
+        assert body["checks"]["store"] == "ok"
+        assert any(p.startswith("upstream: ") for p in body["problems"])
+
+    async def test_reachable_smsc_is_ready(self) -> None:
+        """A listening SMSC makes the upstream check pass (one connect, cached)."""
+        from gateway.proxy.probe import UpstreamProbe
+
+        server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        probe = UpstreamProbe("127.0.0.1", port)
+        try:
+            assert await probe.check() is None
+            assert await probe.check() is None  # from the cache
+        finally:
+            server.close()
+            await server.wait_closed()
