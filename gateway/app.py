@@ -25,7 +25,7 @@ from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.footer import FooterSettings, FooterStage
 from gateway.proxy.hooks import Interceptor, PassThrough
-from gateway.proxy.listener import Listener
+from gateway.proxy.listener import ConnectionLimits, Listener
 from gateway.proxy.probe import UpstreamProbe
 from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.service import ServiceLink
@@ -88,14 +88,29 @@ def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
     return ctx
 
 
+def connection_limits(config: GatewayConfig) -> ConnectionLimits:
+    server = config.server
+    return ConnectionLimits(
+        max_sessions=server.max_sessions,
+        max_unbound=server.max_unbound,
+        max_unbound_per_address=server.max_unbound_per_address,
+        max_sessions_per_address=server.max_sessions_per_address,
+        max_sessions_per_account=server.max_sessions_per_account,
+        account_match=config.consent.account_match,
+    )
+
+
 def proxy_settings(config: GatewayConfig) -> ProxySettings:
     up = config.upstream
     timers = session_config(config.session)
-    client_timers = timers
+    # A client must send its bind within server.bind_timeout_s (an idle socket is gone soon).
+    client_timers = dataclasses.replace(
+        timers, bind_timeout_s=min(timers.bind_timeout_s, config.server.bind_timeout_s)
+    )
     if config.consent.enabled and not config.consent.relay_client_vendor_pdus:
         # A vendor request may carry a message the gateway cannot read, let alone check:
         # with consent on, clients' vendor requests get ESME_RINVCMDID (fail closed).
-        client_timers = dataclasses.replace(timers, relay_vendor_pdus=False)
+        client_timers = dataclasses.replace(client_timers, relay_vendor_pdus=False)
     return ProxySettings(
         upstream_host=up.address.host,
         upstream_port=up.address.port,
@@ -139,7 +154,7 @@ class Gateway:
             settings=proxy_settings(config),
             interceptor=PassThrough(),
             metrics=self.metrics,
-            max_sessions=config.server.max_sessions,
+            limits=connection_limits(config),
             ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
         )
         self.admin: AdminApi | None = None
@@ -232,7 +247,7 @@ class Gateway:
             )
         self.config = new
         self.listener.settings = proxy_settings(new)
-        self.listener.max_sessions = new.server.max_sessions
+        self.listener.limits = connection_limits(new)
         if self.enforcer is not None:
             self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
         if self.footers is not None:

@@ -67,6 +67,12 @@ class ServerConfig:
     listen: Address = field(default_factory=lambda: Address("0.0.0.0", 2775))  # noqa: S104
     max_sessions: int = 1000
     tls: TlsConfig | None = None
+    # Connections that have not bound yet have limits of their own (gateway.proxy.listener).
+    max_unbound: int = 100
+    max_unbound_per_address: int = 10
+    max_sessions_per_address: int = 0  # 0: no limit
+    max_sessions_per_account: int = 0  # 0: no limit
+    bind_timeout_s: float = 10.0  # a connection must send its bind within this
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -327,6 +333,17 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         listen=srv.address("listen", Address("0.0.0.0", 2775), listening=True),  # noqa: S104
         max_sessions=srv.integer("max_sessions", 1000, minimum=1, maximum=1_000_000),
         tls=_tls(srv.table("tls"), listener=True),
+        max_unbound=srv.integer("max_unbound", 100, minimum=1, maximum=1_000_000),
+        max_unbound_per_address=srv.integer(
+            "max_unbound_per_address", 10, minimum=1, maximum=1_000_000
+        ),
+        max_sessions_per_address=srv.integer(
+            "max_sessions_per_address", 0, minimum=0, maximum=1_000_000
+        ),
+        max_sessions_per_account=srv.integer(
+            "max_sessions_per_account", 0, minimum=0, maximum=1_000_000
+        ),
+        bind_timeout_s=srv.seconds("bind_timeout_s", 10.0),
     )
     srv.finish()
 

@@ -289,3 +289,44 @@ class TestGatewayRun:
         assert rejected["subscriber"] == logs.mask_subscriber(OPTED_OUT)
         assert rejected["system_id"] == "acct"
         assert rejected["conn_id"]
+
+
+class TestUnderAbuse:
+    """Log lines a peer can cause are bounded in length and in number."""
+
+    def test_long_fields_are_cut(self, log_output: io.StringIO) -> None:
+        """A 65 KB system_id is written as its first 256 characters and how much was cut."""
+        logs.get_logger().info(logs.BIND_REQUESTED, system_id="A" * 65_536, peer="p")
+        (line,) = records(log_output)
+        assert line["system_id"] == "A" * 256 + f"...[+{65_536 - 256} chars]"
+        assert len(log_output.getvalue()) < 1000
+
+    def test_summary_logs_a_burst_then_one_line_with_the_count(self) -> None:
+        """Beyond the burst, lines of one key are counted and written as one summary line;
+        another key has a burst of its own."""
+        written: list[tuple[str, dict[str, Any]]] = []
+
+        def method(event: str, **fields: Any) -> None:
+            written.append((event, fields))
+
+        summary = logs.Summary(interval_s=10.0, burst=3)
+        for i in range(1000):
+            summary.emit(method, ("c1", "opted_out"), logs.MT_REJECTED, n=i)
+        summary.emit(method, ("c2", "opted_out"), logs.MT_REJECTED, n=0)
+        assert [f["n"] for _e, f in written] == [0, 1, 2, 0]
+        summary.flush()
+        assert written[-1] == (
+            logs.MT_REJECTED,
+            {"repeats": 997, "interval_s": 10.0, "n": 999},
+        )
+        summary.emit(method, ("c1", "opted_out"), logs.MT_REJECTED, n=1000)
+        assert written[-1] == (logs.MT_REJECTED, {"n": 1000})  # a new interval, a new burst
+
+    def test_summary_is_bounded_in_keys(self) -> None:
+        """A flood of distinct keys flushes what is counted instead of growing without end."""
+        written: list[dict[str, Any]] = []
+        summary = logs.Summary(interval_s=10.0, burst=1, max_keys=10)
+        for i in range(100):
+            summary.emit(lambda _e, **f: written.append(f), i, logs.MT_REJECTED, n=i)
+        assert len(summary._counts) <= 10
+        assert len(written) == 100

@@ -119,6 +119,7 @@ class Bridge:
         on_closed: Callable[[Bridge], None] | None = None,
         on_connected: Callable[[Bridge], None] | None = None,
         refuse_bind_status: int | None = None,
+        admit: Callable[[Bridge], tuple[int, str] | None] | None = None,
     ) -> None:
         self.settings = settings
         self.interceptor = interceptor
@@ -141,6 +142,8 @@ class Bridge:
         self.bound = False
         self._on_closed = on_closed
         self._refuse_bind_status = refuse_bind_status
+        # Asked at a bind (the listener's limits): None, or (the status to refuse with, why).
+        self._admit = admit
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connecting: asyncio.Task[None] | None = None
         self._bind_guard: asyncio.TimerHandle | None = None
@@ -257,18 +260,23 @@ class Bridge:
         )
         self._log = log.bind(conn_id=self.conn_id, system_id=pdu.system_id, bind_type=bind_type)
         self._log.info(logs.BIND_REQUESTED, peer=self.client.peer)
-        if self._refuse_bind_status is not None or self.draining:
-            status = self._refuse_bind_status or CommandStatus.ESME_RBINDFAIL
-            self.metrics.binds_total.labels(bind_type, "refused").inc()
-            self._log.warning(
-                logs.BIND_FAILED, command_status=status_name(status), reason="refused"
-            )
-            self.reject_client(pdu.command_id, pdu.sequence_number, status)
-            self.client.close("bind refused")
-            return
         if self._connecting is not None or self.upstream is not None:
             # A second bind while the first is in progress: the session table only knows states.
             self.reject_client(pdu.command_id, pdu.sequence_number, CommandStatus.ESME_RALYBND)
+            return
+        status = self._refuse_bind_status
+        reason = "refused"
+        if status is None and self.draining:
+            status = CommandStatus.ESME_RBINDFAIL
+        if status is None and self._admit is not None:
+            refusal = self._admit(self)
+            if refusal is not None:
+                status, reason = refusal
+        if status is not None:
+            self.metrics.binds_total.labels(bind_type, "refused").inc()
+            self._log.warning(logs.BIND_FAILED, command_status=status_name(status), reason=reason)
+            self.reject_client(pdu.command_id, pdu.sequence_number, status)
+            self.client.close("bind refused")
             return
         self._connecting = self.loop.create_task(self._connect_and_bind(pdu, frame))
         self._tasks.add(self._connecting)

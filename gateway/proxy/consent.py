@@ -79,6 +79,9 @@ log = logs.get_logger()
 
 TRANSMIT_BINDS = frozenset({"transmitter", "transceiver"})
 RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
+# mt_rejected lines per session and reason in one interval; the rest are summed up.
+REFUSAL_LOG_BURST = 100
+REFUSAL_LOG_INTERVAL_S = 10.0
 # An MT without a source (the SMSC fills in the account's default), or an MO to no address.
 _NO_SENDER = SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
 # An MT to no address at all: refused like an unreadable one.
@@ -269,6 +272,7 @@ class ConsentEnforcer:
         self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
         self._replies: dict[str, deque[float]] = {}
         self._unreplied = _Unreplied(config.mo_dedup_window_s)
+        self._refusals = logs.Summary(interval_s=REFUSAL_LOG_INTERVAL_S, burst=REFUSAL_LOG_BURST)
         self._reply_ref = 0
         # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
         self._mo_turns: dict[str, _Turns] = {}
@@ -587,9 +591,13 @@ class ConsentEnforcer:
         status: int,
         **fields: object,
     ) -> None:
-        """Every refused send, for the compliance officer (mt_rejected) and the metrics."""
+        """Every refused send is counted; logged (mt_rejected) up to a burst per session and
+        reason and interval, the rest summed up in one line, so a client hammering refused
+        numbers cannot flood the log."""
         self.metrics.mt_rejected_total.labels(reason.value).inc()
-        log.info(
+        self._refusals.emit(
+            log.info,
+            (request.client.conn_id, reason),
             logs.MT_REJECTED,
             conn_id=request.client.conn_id,
             system_id=request.client.system_id,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from gateway.consent.campaign import AccountMatch, account_key
 from gateway.proxy.bridge import Bridge, ProxySettings
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import Interceptor
@@ -16,6 +19,27 @@ from gateway.telemetry.metrics import Metrics
 log = logs.get_logger()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """How many connections the listener lets in, and whose (config ``[server]``).
+
+    A connection that has not sent its bind yet is *unbound*: it counts against its own, smaller
+    limits, never against bound sessions, so strangers holding sockets open cannot lock real
+    clients out. When an unbound limit is reached, the oldest unbound connection (of that
+    address, else of all) is closed to make room: a real client binds within milliseconds of
+    connecting, an idle socket is the one to go. Sessions (from their bind on) count against
+    ``max_sessions`` and, where set (> 0), per source address and per account (system_ids
+    compared as ``account_match``).
+    """
+
+    max_sessions: int = 1000
+    max_unbound: int = 100
+    max_unbound_per_address: int = 10
+    max_sessions_per_address: int = 0  # 0: no limit
+    max_sessions_per_account: int = 0  # 0: no limit
+    account_match: AccountMatch = AccountMatch.FOLD
+
+
 class Listener:
     def __init__(
         self,
@@ -23,16 +47,34 @@ class Listener:
         settings: ProxySettings,
         interceptor: Interceptor,
         metrics: Metrics,
-        max_sessions: int,
+        limits: ConnectionLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.interceptor = interceptor
         self.metrics = metrics
-        self.max_sessions = max_sessions
+        self.limits = limits or ConnectionLimits()
         self.ssl_context = ssl_context
         self.bridges: set[Bridge] = set()
         self._server: asyncio.Server | None = None
+        # Unbound connections, oldest first, globally and per source address.
+        self._unbound: OrderedDict[Bridge, str] = OrderedDict()
+        self._unbound_at: dict[str, OrderedDict[Bridge, None]] = {}
+        # Sessions (from their bind on) per source address and per account key.
+        self._sessions: dict[Bridge, tuple[str, str]] = {}
+        self._per_address: Counter[str] = Counter()
+        self._per_account: Counter[str] = Counter()
+        self._evictions = logs.Summary(interval_s=10.0, burst=1)
+        self._refusals = logs.Summary(interval_s=10.0, burst=5)
+
+    @property
+    def max_sessions(self) -> int:
+        return self.limits.max_sessions
+
+    @property
+    def unbound(self) -> int:
+        """Connections open that have not sent a bind yet."""
+        return len(self._unbound)
 
     @property
     def port(self) -> int:
@@ -59,30 +101,89 @@ class Listener:
             loop=asyncio.get_running_loop(),
             on_closed=self._closed,
             on_connected=self._opened,
+            admit=self._admit,
         )
         return bridge.client
 
     def _opened(self, bridge: Bridge) -> None:
-        """Count a session only once its transport is up: a failed TLS handshake never gets here
-        (nor to connection_lost), so counting at accept would leak a slot per failure."""
-        if len(self.bridges) >= self.max_sessions:
-            # Accept and answer the bind with a clear status rather than reset the TCP connection.
-            bridge.refuse_binds(CommandStatus.ESME_RBINDFAIL)
+        """A connection is up (after its TLS handshake: a failed one never gets here, nor to
+        connection_lost, so counting at accept would leak a slot per failure). It is unbound
+        until it binds; make room among the unbound if a limit is reached."""
+        address = _address(bridge.client.peer)
+        self.metrics.connections_total.labels("accepted").inc()
+        log.debug(logs.CONNECTION_ACCEPTED, conn_id=bridge.conn_id, peer=bridge.client.peer)
+        self.bridges.add(bridge)
+        at_address = self._unbound_at.setdefault(address, OrderedDict())
+        limits = self.limits
+        if len(at_address) >= limits.max_unbound_per_address:
+            self._evict(next(iter(at_address)), "too many unbound connections from its address")
+        if len(self._unbound) >= limits.max_unbound:
+            self._evict(next(iter(self._unbound)), "too many unbound connections")
+        self._unbound[bridge] = address
+        at_address[bridge] = None
+
+    def _evict(self, victim: Bridge, reason: str) -> None:
+        self._forget_unbound(victim)
+        self.metrics.connections_total.labels("evicted").inc()
+        self._evictions.emit(
+            log.warning,
+            reason,
+            logs.CONNECTION_REFUSED,
+            conn_id=victim.conn_id,
+            peer=victim.client.peer,
+            reason=reason,
+        )
+        victim.client.close(reason)
+
+    def _forget_unbound(self, bridge: Bridge) -> None:
+        address = self._unbound.pop(bridge, None)
+        if address is None:
+            return
+        at_address = self._unbound_at.get(address)
+        if at_address is not None:
+            at_address.pop(bridge, None)
+            if not at_address:
+                del self._unbound_at[address]
+
+    def _admit(self, bridge: Bridge) -> tuple[int, str] | None:
+        """A bind: the connection becomes a session, if the session limits allow it."""
+        self._forget_unbound(bridge)
+        address = _address(bridge.client.peer)
+        account = account_key(bridge.client_info.system_id, self.limits.account_match)
+        limits = self.limits
+        reason = None
+        if len(self._sessions) >= limits.max_sessions:
+            reason = "max_sessions"
+        elif 0 < limits.max_sessions_per_address <= self._per_address[address]:
+            reason = "max_sessions_per_address"
+        elif 0 < limits.max_sessions_per_account <= self._per_account[account]:
+            reason = "max_sessions_per_account"
+        if reason is not None:
             self.metrics.connections_total.labels("refused").inc()
-            log.warning(
+            self._refusals.emit(
+                log.warning,
+                reason,
                 logs.CONNECTION_REFUSED,
                 conn_id=bridge.conn_id,
                 peer=bridge.client.peer,
-                reason="max_sessions",
-                max_sessions=self.max_sessions,
+                reason=reason,
             )
-        else:
-            self.metrics.connections_total.labels("accepted").inc()
-            log.debug(logs.CONNECTION_ACCEPTED, conn_id=bridge.conn_id, peer=bridge.client.peer)
-        self.bridges.add(bridge)
+            return CommandStatus.ESME_RBINDFAIL, reason
+        self._sessions[bridge] = (address, account)
+        self._per_address[address] += 1
+        self._per_account[account] += 1
+        return None
 
     def _closed(self, bridge: Bridge) -> None:
         self.bridges.discard(bridge)
+        self._forget_unbound(bridge)
+        held = self._sessions.pop(bridge, None)
+        if held is not None:
+            address, account = held
+            for counter, key in ((self._per_address, address), (self._per_account, account)):
+                counter[key] -= 1
+                if counter[key] <= 0:
+                    del counter[key]
 
     def set_interceptor(self, interceptor: Interceptor) -> None:
         """Config reload: new connections get the new interceptor."""
@@ -106,3 +207,9 @@ class Listener:
     def on_each(self, fn: Callable[[Bridge], None]) -> None:
         for bridge in list(self.bridges):
             fn(bridge)
+
+
+def _address(peer: str) -> str:
+    """The source address of ``host:port`` (IPv6 hosts keep their colons)."""
+    host, _, _port = peer.rpartition(":")
+    return host or peer

@@ -6,6 +6,7 @@ gateway logs is a constant here, so the catalogue in docs/LOGS.md can be checked
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import sys
@@ -108,6 +109,7 @@ def configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             Redactor(log_bodies=log_bodies),
+            bound_fields,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -117,6 +119,77 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+# Longer field values are cut: a peer controls most of them (a 65 KB system_id must not become
+# 65 KB of log line, four times).
+MAX_FIELD_CHARS: Final = 256
+_NOT_CUT: Final = frozenset({"exception", "event"})  # tracebacks stay whole; names are ours
+
+
+def bound_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: every string field at most MAX_FIELD_CHARS characters."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS and key not in _NOT_CUT:
+            extra = len(value) - MAX_FIELD_CHARS
+            event_dict[key] = f"{value[:MAX_FIELD_CHARS]}...[+{extra} chars]"
+    return event_dict
+
+
+class Summary:
+    """Log lines of one kind under abuse: the first ``burst`` of a key in an interval are
+    logged as they come, the rest only counted, and the count goes out in one line (the same
+    event, with ``repeats`` and ``interval_s``) when the interval ends. Bounded in keys.
+
+    ``emit(method, key, event, **fields)``: ``method`` is the bound logger's method to call
+    (``log.info``); ``key`` what counts as the same kind (e.g. session and reason).
+    """
+
+    __slots__ = ("_burst", "_counts", "_interval_s", "_max_keys", "_timer")
+
+    def __init__(self, *, interval_s: float = 10.0, burst: int = 1, max_keys: int = 10_000) -> None:
+        self._interval_s = interval_s
+        self._burst = burst
+        self._max_keys = max_keys
+        # key -> [lines logged this interval, lines only counted, method, event, fields]
+        self._counts: dict[Any, list[Any]] = {}
+        self._timer: Any = None
+
+    def emit(self, method: Any, key: Any, event: str, **fields: Any) -> None:
+        entry = self._counts.get(key)
+        if entry is None:
+            if len(self._counts) >= self._max_keys:
+                self.flush()  # a flood of distinct keys: report what is counted and start over
+            entry = self._counts[key] = [0, 0, method, event, fields]
+            self._arm()
+        if entry[0] < self._burst:
+            entry[0] += 1
+            method(event, **fields)
+            return
+        entry[1] += 1
+        entry[4] = fields  # the summary line carries the latest occurrence's fields
+
+    def flush(self) -> None:
+        """Write the summary lines of the interval that ended and forget it."""
+        counts, self._counts = self._counts, {}
+        for _logged, repeats, method, event, fields in counts.values():
+            if repeats:
+                method(event, repeats=repeats, interval_s=self._interval_s, **fields)
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a synchronous caller): summaries go out at the next flush
+        self._timer = loop.call_later(self._interval_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.flush()
 
 
 def get_logger(**initial: Any) -> Any:
