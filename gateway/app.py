@@ -120,6 +120,7 @@ def proxy_settings(config: GatewayConfig) -> ProxySettings:
         client_session=client_timers,
         upstream_session=timers,
         max_unanswered=max(1000, 2 * config.session.window_size),
+        stall_timeout_s=config.session.write_stall_timeout_s,
     )
 
 

@@ -104,6 +104,8 @@ class SessionTimers:
     unbind_timeout_s: float = 5.0
     max_pdu_length: int = 65536
     relay_vendor_pdus: bool = True
+    # A peer that reads nothing the gateway sends for this long is dropped (None: never).
+    write_stall_timeout_s: float | None = 60.0
 
 
 DEFAULT_STORE_URL = "sqlite:///var/lib/smpp-gateway/consent.db"
@@ -378,6 +380,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         unbind_timeout_s=ses.seconds("unbind_timeout_s", 5.0),
         max_pdu_length=ses.integer("max_pdu_length", 65536, minimum=512, maximum=16 * 1024**2),
         relay_vendor_pdus=ses.boolean("relay_vendor_pdus", True),
+        write_stall_timeout_s=ses.seconds("write_stall_timeout_s", 60.0, allow_off=True),
     )
     ses.finish()
 

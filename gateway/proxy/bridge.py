@@ -64,6 +64,8 @@ class ProxySettings:
     # Inbound requests a client may leave unanswered before we stop reading it: a client must
     # not make the gateway hold an unbounded number of its requests.
     max_unanswered: int = 1000
+    # A peer (either leg) that reads nothing we send for this long is dropped; None: never.
+    stall_timeout_s: float | None = 60.0
 
 
 class _Relayed:
@@ -132,6 +134,7 @@ class Bridge:
             loop=loop,
             handler=self,
             on_connected=None if on_connected is None else lambda _conn: on_connected(self),
+            stall_timeout_s=settings.stall_timeout_s,
         )
         self.upstream: SmppConnection | None = None
         self.client_info = ClientInfo(
@@ -325,6 +328,7 @@ class Bridge:
             leg="upstream",
             loop=self.loop,
             handler=self,
+            stall_timeout_s=s.stall_timeout_s,
         )
         try:
             await asyncio.wait_for(

@@ -41,8 +41,12 @@ class SmppConnection(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         handler: ConnectionHandler | None = None,
         on_connected: Callable[[SmppConnection], None] | None = None,
+        stall_timeout_s: float | None = None,
     ) -> None:
         self.session = session
+        # A peer that reads nothing for this long while we have bytes for it is dropped.
+        self.stall_timeout_s = stall_timeout_s
+        self._stall: asyncio.TimerHandle | None = None
         # Called once the transport is up (after the TLS handshake, where there is one).
         self.on_connected = on_connected
         self.leg = leg
@@ -88,6 +92,9 @@ class SmppConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         if not self.session.closed:
             self.session.close("connection lost")
         if not self.lost.done():
@@ -96,14 +103,39 @@ class SmppConnection(asyncio.Protocol):
             self.handler.connection_lost(self, exc)
 
     def pause_writing(self) -> None:
+        """The peer stopped reading (our send buffer to it passed its high-water mark).
+
+        What fills that buffer is mostly our answers to its own requests, so stop reading its
+        requests too: its memory cost stays at the buffer's high-water mark plus one read's
+        answers. If it reads nothing for ``stall_timeout_s``, it is dropped (its requests and
+        ours are then failed like those of any lost connection)."""
         self.write_paused = True
+        self.pause_reading("peer-not-reading")
+        if self.stall_timeout_s is not None and self._stall is None:
+            self._stall = self.loop.call_later(self.stall_timeout_s, self._stalled)
         if self.handler is not None:
             self.handler.writing_paused(self, True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        self.resume_reading("peer-not-reading")
         if self.handler is not None:
             self.handler.writing_paused(self, False)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        log.warning(
+            logs.SESSION_STALLED, leg=self.leg, peer=self.peer, buffered=buffered,
+            stalled_s=self.stall_timeout_s,
+        )  # fmt: skip
+        if not self.session.closed:
+            self.session.close(f"peer read nothing for {self.stall_timeout_s:g} s")
+        if self.transport is not None:
+            self.transport.abort()  # a graceful close would wait for it to read
 
     # --- used by handlers --------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ PDU_REJECTED: Final = "pdu_rejected"
 PDU_UNEXPECTED_RESPONSE: Final = "pdu_unexpected_response"
 REQUEST_EXPIRED: Final = "request_expired"
 FRAMING_FAILED: Final = "framing_failed"
+SESSION_STALLED: Final = "session_stalled"
 CONNECTION_FAILED: Final = "connection_failed"
 # Consent (compliance-relevant)
 MT_REJECTED: Final = "mt_rejected"

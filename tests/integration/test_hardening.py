@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from gateway.app import Gateway
 from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
+from gateway.smpp.codec import encode
 from tests.support.consent import (
     FAST_SESSION,
     NUMBER_1,
@@ -164,3 +166,56 @@ class TestRefusalFlood:
             counted = gw.metrics.mt_rejected_total.labels("opted_out")._value.get()
             assert counted == 3000
             assert sim.messages == []
+
+
+def flood_without_reading(port: int, frames: int) -> tuple[int, str]:
+    """Send enquire_link after enquire_link on a socket that never reads (small receive
+    buffer); returns how many were written before the gateway dropped it, and how it ended."""
+    frame = encode(p.EnquireLink(sequence_number=1))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    batch = frame * 1024
+    sent = 0
+    try:
+        while sent < frames:
+            sock.sendall(batch)
+            sent += 1024
+    except OSError as exc:
+        return sent, type(exc).__name__
+    finally:
+        sock.close()
+    return sent, "not dropped"
+
+
+class TestPeerThatNeverReads:
+    async def test_memory_stays_bounded_and_the_peer_is_dropped(self) -> None:
+        """A client that sends enquire_link by the million and reads nothing: the gateway's
+        send buffer towards it stays bounded (it stops reading it), and it is dropped after
+        session.write_stall_timeout_s; another client is served meanwhile."""
+        async with (
+            simulator() as sim,
+            running_gateway(
+                sim.port,
+                session={**FAST_SESSION, "write_stall_timeout_s": 1},
+                server={"listen": "127.0.0.1:0", "bind_timeout_s": 30},
+                campaigns=acme_campaigns(),
+            ) as gw,
+        ):
+            flood = asyncio.create_task(
+                asyncio.to_thread(flood_without_reading, gw.port, 2_000_000)
+            )
+            peak = 0
+            while not flood.done():  # sample the gateway's buffer while the flood runs
+                for bridge in list(gw.listener.bridges):
+                    transport = bridge.client.transport
+                    if transport is not None:
+                        peak = max(peak, transport.get_write_buffer_size())
+                await asyncio.sleep(0.01)  # sampling pace, not a synchronisation
+                if peak and not flood.done():
+                    assert await asyncio.to_thread(bind_and_submit, gw.port) == 0
+            sent, ended = await flood
+        assert ended != "not dropped", sent
+        assert sent < 2_000_000
+        assert 0 < peak < 1_000_000, peak
