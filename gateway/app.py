@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.admin.api import AdminApi
 from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
 from gateway.eventloop import run_loop
+from gateway.proxy.binds import BindGuard
 from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.footer import FooterSettings, FooterStage
@@ -156,6 +157,7 @@ class Gateway:
             interceptor=PassThrough(),
             metrics=self.metrics,
             limits=connection_limits(config),
+            binds=BindGuard(config.server.binds),
             ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
         )
         self.admin: AdminApi | None = None
@@ -249,6 +251,7 @@ class Gateway:
         self.config = new
         self.listener.settings = proxy_settings(new)
         self.listener.limits = connection_limits(new)
+        self.listener.binds.limits = new.server.binds  # what it learnt of failed binds stays
         if self.enforcer is not None:
             self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
         if self.footers is not None:

@@ -63,6 +63,22 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BindLimits:
+    """``[server.binds]``: failed-bind throttling and the SMSC's bind rate
+    (gateway.proxy.binds says what each does)."""
+
+    delay_after: int = 3
+    delay_s: float = 0.5
+    max_delay_s: float = 8.0
+    block_after: int = 10
+    block_s: float = 300.0
+    window_s: float = 300.0
+    rate_per_s: float = 20.0  # binds the gateway opens towards the SMSC per second
+    burst: int = 20
+    max_tracked: int = 100_000  # addresses and accounts remembered (the oldest forgotten)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     listen: Address = field(default_factory=lambda: Address("0.0.0.0", 2775))  # noqa: S104
     max_sessions: int = 1000
@@ -73,6 +89,7 @@ class ServerConfig:
     max_sessions_per_address: int = 0  # 0: no limit
     max_sessions_per_account: int = 0  # 0: no limit
     bind_timeout_s: float = 10.0  # a connection must send its bind within this
+    binds: BindLimits = field(default_factory=BindLimits)  # [server.binds]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,6 +338,25 @@ def _tls(table: _Table | None, *, listener: bool) -> TlsConfig | None:
     return tls
 
 
+def _bind_limits(table: _Table | None) -> BindLimits:
+    """``[server.binds]``: failed-bind throttling and the SMSC's bind rate."""
+    d = BindLimits()
+    if table is None:
+        return d
+    limits = BindLimits(
+        delay_after=table.integer("delay_after", d.delay_after, minimum=1, maximum=1000),
+        delay_s=table.seconds("delay_s", d.delay_s),
+        max_delay_s=table.seconds("max_delay_s", d.max_delay_s),
+        block_after=table.integer("block_after", d.block_after, minimum=1, maximum=100_000),
+        block_s=table.seconds("block_s", d.block_s),
+        window_s=table.seconds("window_s", d.window_s),
+        rate_per_s=table.seconds("upstream_rate_per_s", d.rate_per_s),
+        burst=table.integer("upstream_burst", d.burst, minimum=1, maximum=100_000),
+    )
+    table.finish()
+    return limits
+
+
 def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     """Build the config from parsed TOML; raises ConfigError naming the key."""
     root = _Table(data, "")
@@ -346,6 +382,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
             "max_sessions_per_account", 0, minimum=0, maximum=1_000_000
         ),
         bind_timeout_s=srv.seconds("bind_timeout_s", 10.0),
+        binds=_bind_limits(srv.table("binds")),
     )
     srv.finish()
 

@@ -22,8 +22,9 @@ import itertools
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from gateway.proxy.binds import Verdict
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import ClientInfo, Interceptor, MoRequest, MtRequest, ResponseCallback
 from gateway.smpp import events as ev
@@ -66,6 +67,18 @@ class ProxySettings:
     max_unanswered: int = 1000
     # A peer (either leg) that reads nothing we send for this long is dropped; None: never.
     stall_timeout_s: float | None = 60.0
+
+
+class BindPolicy(Protocol):
+    """Failed-bind throttling and the SMSC's bind rate (the listener's)."""
+
+    def verdict(self, bridge: Bridge) -> Verdict:
+        """Before the bind goes upstream: refuse it, or how long it waits first."""
+        ...
+
+    def result(self, bridge: Bridge, ok: bool) -> None:
+        """The SMSC answered the bind."""
+        ...
 
 
 class _Relayed:
@@ -122,6 +135,7 @@ class Bridge:
         on_connected: Callable[[Bridge], None] | None = None,
         refuse_bind_status: int | None = None,
         admit: Callable[[Bridge], tuple[int, str] | None] | None = None,
+        binds: BindPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.interceptor = interceptor
@@ -147,6 +161,7 @@ class Bridge:
         self._refuse_bind_status = refuse_bind_status
         # Asked at a bind (the listener's limits): None, or (the status to refuse with, why).
         self._admit = admit
+        self._binds = binds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connecting: asyncio.Task[None] | None = None
         self._bind_guard: asyncio.TimerHandle | None = None
@@ -275,13 +290,19 @@ class Bridge:
             refusal = self._admit(self)
             if refusal is not None:
                 status, reason = refusal
+        wait_s = 0.0
+        if status is None and self._binds is not None:
+            verdict = self._binds.verdict(self)
+            if verdict.refuse is not None:
+                status, reason = CommandStatus.ESME_RBINDFAIL, verdict.refuse
+            wait_s = verdict.wait_s
         if status is not None:
             self.metrics.binds_total.labels(bind_type, "refused").inc()
             self._log.warning(logs.BIND_FAILED, command_status=status_name(status), reason=reason)
             self.reject_client(pdu.command_id, pdu.sequence_number, status)
             self.client.close("bind refused")
             return
-        self._connecting = self.loop.create_task(self._connect_and_bind(pdu, frame))
+        self._connecting = self.loop.create_task(self._connect_and_bind(pdu, frame, wait_s))
         self._tasks.add(self._connecting)
         self._connecting.add_done_callback(self._tasks.discard)
         # The client leg closes a connection still unbound at its bind deadline, bind in flight
@@ -321,8 +342,12 @@ class Bridge:
         self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
         self.client.flush()
 
-    async def _connect_and_bind(self, pdu: p.Pdu, frame: bytes) -> None:
+    async def _connect_and_bind(self, pdu: p.Pdu, frame: bytes, wait_s: float = 0.0) -> None:
         s = self.settings
+        if wait_s > 0:
+            # Slowed down (failed binds before, or the SMSC's bind rate): the client's bind
+            # deadline still bounds this, see _bind_overdue.
+            await asyncio.sleep(wait_s)
         conn = SmppConnection(
             Session(Role.ESME, s.upstream_session, self.loop.time()),
             leg="upstream",
@@ -441,6 +466,8 @@ class Bridge:
             self.reject_client(ctx.command_id, ctx.sequence_number, status)
         else:
             self.respond_client(frame, ctx.sequence_number)
+        if self._binds is not None:
+            self._binds.result(self, status == CommandStatus.ESME_ROK)
         if status == CommandStatus.ESME_ROK:
             self.bound = True
             self.metrics.binds_total.labels(bind_type, "ok").inc()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.consent.campaign import AccountMatch, account_key
+from gateway.proxy.binds import BindGuard, Verdict
 from gateway.proxy.bridge import Bridge, ProxySettings
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import Interceptor
@@ -49,6 +51,7 @@ class Listener:
         metrics: Metrics,
         limits: ConnectionLimits | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        binds: BindGuard | None = None,
     ) -> None:
         self.settings = settings
         self.interceptor = interceptor
@@ -64,6 +67,8 @@ class Listener:
         self._sessions: dict[Bridge, tuple[str, str]] = {}
         self._per_address: Counter[str] = Counter()
         self._per_account: Counter[str] = Counter()
+        self.binds = binds or BindGuard()
+        self._throttles = logs.Summary(interval_s=10.0, burst=5)
         self._evictions = logs.Summary(interval_s=10.0, burst=1)
         self._refusals = logs.Summary(interval_s=10.0, burst=5)
 
@@ -102,8 +107,41 @@ class Listener:
             on_closed=self._closed,
             on_connected=self._opened,
             admit=self._admit,
+            binds=self,
         )
         return bridge.client
+
+    # --- failed binds and the SMSC's bind rate (gateway.proxy.binds) -------------------------
+
+    def verdict(self, bridge: Bridge) -> Verdict:
+        address, account = self._who(bridge)
+        verdict = self.binds.verdict(address, account, time.monotonic())
+        if verdict.refuse is not None or verdict.wait_s > 0:
+            kind = "refused" if verdict.refuse is not None else "slowed"
+            self.metrics.binds_throttled_total.labels(kind).inc()
+            self._throttles.emit(
+                log.warning,
+                (kind, verdict.refuse),
+                logs.BIND_THROTTLED,
+                conn_id=bridge.conn_id,
+                peer=bridge.client.peer,
+                system_id=bridge.client_info.system_id,
+                wait_s=round(verdict.wait_s, 3),
+                reason=verdict.refuse or "failed binds before, or the SMSC's bind rate",
+            )
+        return verdict
+
+    def result(self, bridge: Bridge, ok: bool) -> None:
+        address, account = self._who(bridge)
+        if ok:
+            self.binds.succeeded(address, account, time.monotonic())
+        else:
+            self.binds.failed(address, account, time.monotonic())
+
+    def _who(self, bridge: Bridge) -> tuple[str, str]:
+        return _address(bridge.client.peer), account_key(
+            bridge.client_info.system_id, self.limits.account_match
+        )
 
     def _opened(self, bridge: Bridge) -> None:
         """A connection is up (after its TLS handshake: a failed one never gets here, nor to

@@ -48,6 +48,12 @@ class Metrics:
             ["leg"],
             registry=r,
         )
+        self.binds_throttled_total = Counter(
+            "smppgw_binds_throttled_total",
+            "Client binds slowed down or refused after failed binds (or for the SMSC's bind rate)",
+            ["outcome"],
+            registry=r,
+        )
         self.mt_rejected_total = Counter(
             "smppgw_mt_rejected_total", "MT refused by consent policy", ["reason"], registry=r
         )

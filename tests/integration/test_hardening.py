@@ -31,6 +31,7 @@ from tests.support.consent import (
     simulator,
 )
 from tests.support.gateway import running_gateway
+from tests.support.sim import running_simulator
 
 OPTED_OUT = 0x45
 BIND_FAIL = 0x0D
@@ -219,3 +220,43 @@ class TestPeerThatNeverReads:
         assert ended != "not dropped", sent
         assert sent < 2_000_000
         assert 0 < peak < 1_000_000, peak
+
+
+async def bind_status(port: int, system_id: str, password: str, source: str) -> int:
+    """One bind from the local address ``source`` (127.0.0.x are all loopback); its status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        esme = RawEsme(reader, writer)
+        resp = await esme.request(p.BindTransmitter(system_id=system_id, password=password))
+        return resp.command_status
+    finally:
+        writer.close()
+
+
+class TestPasswordGuessing:
+    async def test_failed_binds_are_slowed_then_refused_without_the_smsc(self) -> None:
+        """200 wrong passwords for 'victim' from one address: the SMSC sees the first five,
+        the rest are refused by the gateway at once; a client the account bound from before
+        still binds; a new address for the blocked account is refused."""
+        binds = {"delay_after": 2, "delay_s": 0.01, "max_delay_s": 0.05, "block_after": 5}
+        async with (
+            running_simulator(control_port=None, accounts={"victim": "right"}) as sim,
+            running_gateway(
+                sim.port,
+                session=FAST_SESSION,
+                server={"listen": "127.0.0.1:0", "binds": binds},
+                campaigns=acme_campaigns(),
+            ) as gw,
+        ):
+            assert await bind_status(gw.port, "victim", "right", "127.0.0.1") == 0
+            statuses = [
+                await bind_status(gw.port, "victim", f"guess{i}", "127.0.0.2") for i in range(200)
+            ]
+            assert set(statuses[:5]) == {0x0E}  # ESME_RINVPASWD, from the SMSC
+            assert set(statuses[5:]) == {BIND_FAIL}
+            seen = [r for r in sim.requests if r.command == "bind_transmitter"]
+            assert len(seen) == 6  # the real one and five guesses
+            assert await bind_status(gw.port, "victim", "right", "127.0.0.1") == 0
+            assert await bind_status(gw.port, "victim", "right", "127.0.0.3") == BIND_FAIL
+            throttled = gw.metrics.binds_throttled_total.labels("refused")._value.get()
+            assert throttled == 196
