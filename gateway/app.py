@@ -122,6 +122,7 @@ def proxy_settings(config: GatewayConfig) -> ProxySettings:
         upstream_session=timers,
         max_unanswered=max(1000, 2 * config.session.window_size),
         stall_timeout_s=config.session.write_stall_timeout_s,
+        partial_pdu_timeout_s=config.session.partial_pdu_timeout_s,
     )
 
 

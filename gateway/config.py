@@ -123,6 +123,8 @@ class SessionTimers:
     relay_vendor_pdus: bool = True
     # A peer that reads nothing the gateway sends for this long is dropped (None: never).
     write_stall_timeout_s: float | None = 60.0
+    # A PDU must be complete this long after its first octets (a trickling peer is dropped).
+    partial_pdu_timeout_s: float | None = 30.0
 
 
 DEFAULT_STORE_URL = "sqlite:///var/lib/smpp-gateway/consent.db"
@@ -418,6 +420,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         max_pdu_length=ses.integer("max_pdu_length", 65536, minimum=512, maximum=16 * 1024**2),
         relay_vendor_pdus=ses.boolean("relay_vendor_pdus", True),
         write_stall_timeout_s=ses.seconds("write_stall_timeout_s", 60.0, allow_off=True),
+        partial_pdu_timeout_s=ses.seconds("partial_pdu_timeout_s", 30.0, allow_off=True),
     )
     ses.finish()
 

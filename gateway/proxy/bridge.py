@@ -67,6 +67,8 @@ class ProxySettings:
     max_unanswered: int = 1000
     # A peer (either leg) that reads nothing we send for this long is dropped; None: never.
     stall_timeout_s: float | None = 60.0
+    # A PDU must be complete this long after its first octets came; None: no limit.
+    partial_pdu_timeout_s: float | None = 30.0
 
 
 class BindPolicy(Protocol):
@@ -149,6 +151,7 @@ class Bridge:
             handler=self,
             on_connected=None if on_connected is None else lambda _conn: on_connected(self),
             stall_timeout_s=settings.stall_timeout_s,
+            partial_timeout_s=settings.partial_pdu_timeout_s,
         )
         self.upstream: SmppConnection | None = None
         self.client_info = ClientInfo(
@@ -354,6 +357,7 @@ class Bridge:
             loop=self.loop,
             handler=self,
             stall_timeout_s=s.stall_timeout_s,
+            partial_timeout_s=s.partial_pdu_timeout_s,
         )
         try:
             await asyncio.wait_for(

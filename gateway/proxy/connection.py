@@ -42,8 +42,13 @@ class SmppConnection(asyncio.Protocol):
         handler: ConnectionHandler | None = None,
         on_connected: Callable[[SmppConnection], None] | None = None,
         stall_timeout_s: float | None = None,
+        partial_timeout_s: float | None = None,
     ) -> None:
         self.session = session
+        # A PDU must be complete this long after its first octets came (a peer that trickles
+        # an octet now and then would otherwise keep a connection for ever).
+        self.partial_timeout_s = partial_timeout_s
+        self._partial: asyncio.TimerHandle | None = None
         # A peer that reads nothing for this long while we have bytes for it is dropped.
         self.stall_timeout_s = stall_timeout_s
         self._stall: asyncio.TimerHandle | None = None
@@ -79,10 +84,35 @@ class SmppConnection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        before = self.session.partial_bytes
         events = self.session.receive_data(data, self.loop.time())
         if events and self.handler is not None:
             self.handler.handle_events(self, events)
+        if self.partial_timeout_s is not None:
+            self._watch_partial(before + len(data))
         self.flush()
+
+    def _watch_partial(self, unconsumed: int) -> None:
+        """(Re)start the incomplete-PDU deadline when a PDU starts; keep it while the same
+        one is still incomplete (nothing completed since: all octets still buffered)."""
+        partial = self.session.partial_bytes
+        progressed = partial < unconsumed  # a PDU completed in this read
+        if self._partial is not None and (progressed or partial == 0):
+            self._partial.cancel()
+            self._partial = None
+        if partial and self._partial is None:
+            self._partial = self.loop.call_later(self.partial_timeout_s or 0.0, self._incomplete)
+
+    def _incomplete(self) -> None:
+        self._partial = None
+        if self.session.partial_bytes == 0 or self.session.closed:
+            return
+        log.warning(
+            logs.FRAMING_FAILED, leg=self.leg, peer=self.peer,
+            reason=f"a PDU still incomplete after {self.partial_timeout_s:g} s",
+            partial_bytes=self.session.partial_bytes,
+        )  # fmt: skip
+        self.close(f"incomplete PDU for {self.partial_timeout_s:g} s")
 
     def eof_received(self) -> bool | None:
         # The peer half-closed (aiosmpplib does after unbind): nothing more will come.
@@ -95,6 +125,9 @@ class SmppConnection(asyncio.Protocol):
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
+        if self._partial is not None:
+            self._partial.cancel()
+            self._partial = None
         if not self.session.closed:
             self.session.close("connection lost")
         if not self.lost.done():

@@ -288,6 +288,11 @@ class Session:
         """The ESME's system_id (the account) once bound, in either role."""
         return self._system_id
 
+    @property
+    def partial_bytes(self) -> int:
+        """Octets of a PDU received only in part (0 between PDUs)."""
+        return self._buffer.buffered
+
     # --- input -----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:

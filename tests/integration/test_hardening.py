@@ -260,3 +260,41 @@ class TestPasswordGuessing:
             assert await bind_status(gw.port, "victim", "right", "127.0.0.3") == BIND_FAIL
             throttled = gw.metrics.binds_throttled_total.labels("refused")._value.get()
             assert throttled == 196
+
+
+class TestTrickle:
+    async def test_a_pdu_trickled_an_octet_at_a_time_is_cut_off(self) -> None:
+        """A bound client that sends one octet of a PDU now and then is closed once the PDU
+        has been incomplete for session.partial_pdu_timeout_s; traffic that keeps completing
+        PDUs is never cut, however its reads split them."""
+        async with (
+            simulator() as sim,
+            running_gateway(
+                sim.port,
+                session={**FAST_SESSION, "partial_pdu_timeout_s": 0.5},
+                server={"listen": "127.0.0.1:0"},
+                campaigns=acme_campaigns(),
+            ) as gw,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            esme = RawEsme(reader, writer)
+            bound = await esme.request(p.BindTransmitter(system_id="acme", password="pw"))
+            assert bound.command_status == 0
+            frame = encode(p.EnquireLink(sequence_number=7))
+            # For longer than the deadline every write ends inside a PDU, but PDUs keep
+            # completing: never cut.
+            writer.write(frame[:9])
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:
+                writer.write(frame[9:] + frame * 2 + frame[:9])
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the pace of this client, not a synchronisation
+            writer.write(frame[9:])
+            assert (await esme.request(p.EnquireLink())).command_status == 0
+            # Now a PDU that never completes: cut after the deadline.
+            esme.writer.write(frame[:5])
+            await esme.writer.drain()
+            async with asyncio.timeout(5):
+                while await reader.read(4096):
+                    pass  # answers to the enquire_links above, then end of stream
+            writer.close()
