@@ -315,6 +315,7 @@ class _Outcome:
     job: _Job[Any]
     value: Any = None
     error: BaseException | None = None
+    broke: bool = False  # the database failed under the connection: make a new one
 
 
 @dataclass(kw_only=True)
@@ -364,10 +365,17 @@ class _Worker:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         connect_error: BaseException | None = None
-        try:
-            conn = _connect(self.uri, self.busy_timeout_s)
-        except sqlite3.Error as exc:
-            connect_error = _translate(exc, self.path)
+
+        def connect() -> None:
+            nonlocal conn, connect_error
+            try:
+                conn = _connect(self.uri, self.busy_timeout_s)
+                connect_error = None
+            except sqlite3.Error as exc:
+                conn = None
+                connect_error = _translate(exc, self.path)
+
+        connect()
         try:
             while True:
                 first = self._queue.get()
@@ -388,12 +396,23 @@ class _Worker:
                         break
                     batch.append(nxt)
                 if conn is None:
+                    connect()  # the file may be back: a broken connection is made anew
+                broken = False
+                if conn is None:
                     error = connect_error or StoreUnavailableError("sqlite: no connection")
                     self._deliver([_Outcome(job=j, error=error) for j in batch])
                 elif self.writer and not first.raw:
-                    self._write_batch(conn, batch)
+                    broken = self._write_batch(conn, batch)
                 else:
-                    self._deliver([self._run_one(conn, job) for job in batch])
+                    outcomes = [self._run_one(conn, job) for job in batch]
+                    broken = any(o.broke for o in outcomes)
+                    self._deliver(outcomes)
+                if broken and conn is not None:
+                    # The database failed under this connection (I/O, a file gone and back, a
+                    # lock): it may stay broken, so the next job gets a new one.
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+                    conn = None
                 if stopping:
                     return
         finally:
@@ -406,12 +425,15 @@ class _Worker:
             if self.check is not None and not job.raw:
                 self.check()
             return _Outcome(job=job, value=job.fn(conn))
-        except (sqlite3.Error, StoreError) as exc:
+        except sqlite3.Error as exc:
+            return _Outcome(job=job, error=_translate(exc, self.path), broke=True)
+        except StoreError as exc:
             return _Outcome(job=job, error=_translate(exc, self.path))
         except Exception as exc:  # noqa: BLE001 - a job is a task boundary: hand the bug over
             return _Outcome(job=job, error=exc)
 
-    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
+    def _write_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> bool:
+        """Run and commit the batch; True when the database failed under the connection."""
         outcomes: list[_Outcome] = []
         try:
             if self.check is not None:
@@ -448,7 +470,7 @@ class _Worker:
         except (sqlite3.Error, StoreError) as exc:
             error = _translate(exc, self.path)
             self._deliver([_Outcome(job=job, error=error) for job in batch])
-            return
+            return isinstance(exc, sqlite3.Error)
         touched = [s for o in outcomes if o.error is None for s in o.job.touched]
         if self.check is not None:
             try:
@@ -461,8 +483,9 @@ class _Worker:
                     [_Outcome(job=job, error=error) for job in batch],
                     commit=(before, after, touched, True),
                 )
-                return
+                return True
         self._deliver(outcomes, commit=(before, after, touched, False))
+        return False
 
     def _deliver(self, outcomes: list[_Outcome], commit: _Commit | None = None) -> None:
         def settle() -> None:
@@ -977,8 +1000,11 @@ class SqliteStore:
 
     async def probe(self) -> None:
         """The file check, a committed write of the ``meta`` row 'probe' through the writer
-        thread (no trigger: no consent data and no change counter moves), the check again."""
+        thread (no trigger: no consent data and no change counter moves), the check again;
+        then a read through the reader thread, whose connection may fail on its own (it
+        reopens the WAL files after they were gone): the store works only if both do."""
         await self._writer.submit(_touch_probe)
+        await self._reader.submit(_read_records)
 
     def clear_cache(self) -> None:
         self._cache.clear()
