@@ -98,6 +98,9 @@ def connection_limits(config: GatewayConfig) -> ConnectionLimits:
         max_sessions_per_address=server.max_sessions_per_address,
         max_sessions_per_account=server.max_sessions_per_account,
         account_match=config.consent.account_match,
+        allow_networks=server.allow_networks,
+        account_networks=server.account_networks,
+        system_id_in_certificate=server.tls is not None and server.tls.system_id_in_certificate,
     )
 
 
@@ -219,7 +222,12 @@ class Gateway:
                 ).check,
                 account_match=config.consent.account_match,
             )
-            await self.admin.start(config.admin.listen.host, config.admin.listen.port)
+            admin_tls = config.admin.tls
+            await self.admin.start(
+                config.admin.listen.host,
+                config.admin.listen.port,
+                ssl=server_ssl_context(admin_tls) if admin_tls is not None else None,
+            )
         log.info(
             logs.GATEWAY_STARTED,
             version=__version__,

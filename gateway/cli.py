@@ -97,6 +97,9 @@ def _load_tls(path: str) -> GatewayConfig | None:
         if config.upstream.tls is not None:
             key = "upstream.tls"
             client_ssl_context(config.upstream.tls)
+        if config.admin.tls is not None:
+            key = "admin.tls"
+            server_ssl_context(config.admin.tls)
     except (ssl.SSLError, OSError) as exc:
         print(
             f"smpp-gateway: config error: {key}: cannot load its certificate, key or CA: {exc}",

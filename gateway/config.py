@@ -6,6 +6,7 @@ unknown keys are errors too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import socket
@@ -60,6 +61,11 @@ class TlsConfig:
     ca_file: str | None = None  # listener: require client certs signed by it; upstream: trust it
     verify: bool = True  # upstream: check the SMSC's certificate and host name
     server_hostname: str | None = None  # upstream: name to check instead of the address host
+    # Listener with ca_file: a bind's system_id must be a name of the client's certificate.
+    system_id_in_certificate: bool = False
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +96,10 @@ class ServerConfig:
     max_sessions_per_account: int = 0  # 0: no limit
     bind_timeout_s: float = 10.0  # a connection must send its bind within this
     binds: BindLimits = field(default_factory=BindLimits)  # [server.binds]
+    # Client addresses let in at all (empty: any), and per account the addresses it may bind
+    # from ([server.accounts.ID] allow_networks; accounts keyed as consent.account_match).
+    allow_networks: tuple[Network, ...] = ()
+    account_networks: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +149,7 @@ class StoreConfig:
 class AdminConfig:
     listen: Address | None = None
     token: str | None = None
+    tls: TlsConfig | None = None  # [admin.tls]: HTTPS (ca_file: require client certificates)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,15 +340,55 @@ def _tls(table: _Table | None, *, listener: bool) -> TlsConfig | None:
         ca_file=table.string("ca_file"),
         verify=table.boolean("verify", True),
         server_hostname=table.string("server_hostname"),
+        system_id_in_certificate=listener and table.boolean("system_id_in_certificate", False),
     )
     if listener and not (tls.cert_file and tls.key_file):
         raise ConfigError(f"{table._path}: cert_file and key_file are required for TLS")
+    if tls.system_id_in_certificate and not tls.ca_file:
+        raise ConfigError(
+            f"{table._key('system_id_in_certificate')}: needs ca_file (client certificates)"
+        )
     for key in ("cert_file", "key_file", "ca_file"):
         path = getattr(tls, key)
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{table._key(key)}: no such file: {path}")
     table.finish()
     return tls
+
+
+def _networks(table: _Table, key: str) -> tuple[Network, ...]:
+    out = []
+    for i, text in enumerate(table.strings(key)):
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{table._key(key)}[{i}]: not an address or network: {text!r}"
+            ) from None
+    return tuple(out)
+
+
+def _account_match(root: _Table) -> AccountMatch:
+    """consent.account_match, read early (the server's per-account tables key by it)."""
+    consent = root.raw("consent")
+    value = consent.get("account_match", "fold") if isinstance(consent, dict) else "fold"
+    return AccountMatch(value) if value in ("fold", "exact") else AccountMatch.FOLD
+
+
+def _account_networks(
+    table: _Table | None, match: AccountMatch
+) -> Mapping[str, tuple[Network, ...]]:
+    """``[server.accounts.ID] allow_networks``: where each account may bind from."""
+    out: dict[str, tuple[Network, ...]] = {}
+    if table is None:
+        return out
+    for system_id in list(table._data):
+        sub = table.table(system_id)
+        assert sub is not None
+        out[account_key(system_id, match)] = _networks(sub, "allow_networks")
+        sub.finish()
+    table.finish()
+    return out
 
 
 def _bind_limits(table: _Table | None) -> BindLimits:
@@ -385,6 +436,8 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         ),
         bind_timeout_s=srv.seconds("bind_timeout_s", 10.0),
         binds=_bind_limits(srv.table("binds")),
+        allow_networks=_networks(srv, "allow_networks"),
+        account_networks=_account_networks(srv.table("accounts"), _account_match(root)),
     )
     srv.finish()
 
@@ -442,7 +495,11 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         token = os.environ.get(token_env)
         if not token:
             raise ConfigError(f"admin.token_env: environment variable {token_env} is not set")
-    admin = AdminConfig(listen=adm.address("listen", None, listening=True), token=token)
+    admin = AdminConfig(
+        listen=adm.address("listen", None, listening=True),
+        token=token,
+        tls=_tls(adm.table("tls"), listener=True),
+    )
     adm.finish()
 
     lg = root.table("logging") or _Table({}, "logging")

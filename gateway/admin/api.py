@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
 
@@ -71,8 +72,8 @@ class AdminApi:
             name="admin",
         )
 
-    async def start(self, host: str, port: int) -> None:
-        await self.server.start(host, port)
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
+        await self.server.start(host, port, ssl=ssl)
 
     async def stop(self) -> None:
         await self.server.stop()

@@ -15,6 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -91,8 +92,8 @@ class HttpServer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=ssl)
         log.info(logs.LISTENER_STARTED, component=self.name, listen=f"{host}:{self.port}")
 
     async def stop(self) -> None:

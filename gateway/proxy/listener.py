@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from gateway.config import Network
 from gateway.consent.campaign import AccountMatch, account_key
 from gateway.proxy.binds import BindGuard, Verdict
 from gateway.proxy.bridge import Bridge, ProxySettings
@@ -40,6 +42,11 @@ class ConnectionLimits:
     max_sessions_per_address: int = 0  # 0: no limit
     max_sessions_per_account: int = 0  # 0: no limit
     account_match: AccountMatch = AccountMatch.FOLD
+    # Client addresses let in at all (empty: any); per account key, where it may bind from.
+    allow_networks: tuple[Network, ...] = ()
+    account_networks: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
+    # TLS with client certificates: the bind's system_id must be one of the certificate's names.
+    system_id_in_certificate: bool = False
 
 
 class Listener:
@@ -148,9 +155,21 @@ class Listener:
         connection_lost, so counting at accept would leak a slot per failure). It is unbound
         until it binds; make room among the unbound if a limit is reached."""
         address = _address(bridge.client.peer)
+        self.bridges.add(bridge)
+        if self.limits.allow_networks and not _within(address, self.limits.allow_networks):
+            self.metrics.connections_total.labels("refused").inc()
+            self._refusals.emit(
+                log.warning,
+                "address not allowed",
+                logs.CONNECTION_REFUSED,
+                conn_id=bridge.conn_id,
+                peer=bridge.client.peer,
+                reason="address not allowed (server.allow_networks)",
+            )
+            bridge.client.close("address not allowed")
+            return
         self.metrics.connections_total.labels("accepted").inc()
         log.debug(logs.CONNECTION_ACCEPTED, conn_id=bridge.conn_id, peer=bridge.client.peer)
-        self.bridges.add(bridge)
         at_address = self._unbound_at.setdefault(address, OrderedDict())
         limits = self.limits
         if len(at_address) >= limits.max_unbound_per_address:
@@ -190,7 +209,12 @@ class Listener:
         account = account_key(bridge.client_info.system_id, self.limits.account_match)
         limits = self.limits
         reason = None
-        if len(self._sessions) >= limits.max_sessions:
+        networks = limits.account_networks.get(account)
+        if networks is not None and not _within(address, networks):
+            reason = "address not allowed for this account (server.accounts.*.allow_networks)"
+        elif limits.system_id_in_certificate and not _certificate_names(bridge, account, limits):
+            reason = "the client certificate does not name this system_id"
+        elif len(self._sessions) >= limits.max_sessions:
             reason = "max_sessions"
         elif 0 < limits.max_sessions_per_address <= self._per_address[address]:
             reason = "max_sessions_per_address"
@@ -251,3 +275,27 @@ def _address(peer: str) -> str:
     """The source address of ``host:port`` (IPv6 hosts keep their colons)."""
     host, _, _port = peer.rpartition(":")
     return host or peer
+
+
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            address.strip("[]")
+        )
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+    return any(ip in network for network in networks)
+
+
+def _certificate_names(bridge: Bridge, account: str, limits: ConnectionLimits) -> bool:
+    """Whether the client's (verified) certificate names ``account``: its subject CN or a DNS
+    name of its subjectAltName, compared as system_ids are."""
+    transport = bridge.client.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return False
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    names += [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+    return any(account_key(name, limits.account_match) == account for name in names)

@@ -298,3 +298,23 @@ class TestTrickle:
                 while await reader.read(4096):
                     pass  # answers to the enquire_links above, then end of stream
             writer.close()
+
+
+class TestAllowedNetworks:
+    async def test_only_allowed_networks_get_in(self) -> None:
+        """server.allow_networks closes connections from elsewhere at once; per account,
+        [server.accounts.ID] allow_networks refuses its binds from other addresses."""
+        server = {
+            "allow_networks": ["127.0.0.1/32", "127.0.0.2"],
+            "accounts": {"ACME": {"allow_networks": ["127.0.0.2/32"]}},
+        }
+        async with simulator() as sim, gateway(sim, **server) as gw:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", gw.port, local_addr=("127.0.0.3", 0)
+            )
+            async with asyncio.timeout(5):
+                assert await reader.read(1) == b""  # closed before any bind
+            writer.close()
+            assert await bind_status(gw.port, "acme", "pw", "127.0.0.1") == BIND_FAIL
+            assert await bind_status(gw.port, "acme", "pw", "127.0.0.2") == 0
+            assert await bind_status(gw.port, "other", "pw", "127.0.0.1") == 0

@@ -310,3 +310,53 @@ class TestTls:
                 finally:
                     await known.close()
             assert terminator.handshakes == 1
+
+    async def test_system_id_must_be_named_by_the_client_certificate(self, pki: Pki) -> None:
+        """With system_id_in_certificate, a client may bind only as a name its certificate
+        carries (CN or a DNS subjectAltName): another system_id gets ESME_RBINDFAIL."""
+        sections = gateway_sections(pki, 0)
+        sections["server"]["tls"]["ca_file"] = str(pki.ca)
+        sections["server"]["tls"]["system_id_in_certificate"] = True
+        async with tls_smsc(pki) as (sim, terminator):
+            sections["upstream"]["address"] = f"127.0.0.1:{terminator.port}"
+            async with running_relay(terminator.port, **sections) as gw:
+                for system_id, status in (
+                    ("someone.else", CommandStatus.ESME_RBINDFAIL),
+                    ("CLIENT.TEST", CommandStatus.ESME_ROK),  # compared as system_ids are
+                ):
+                    esme = await tls_client(gw.port, client_context(pki, with_certificate=True))
+                    try:
+                        bound = await esme.request(p.BindTransceiver(system_id=system_id))
+                        assert bound.command_status == status, system_id
+                    finally:
+                        with contextlib.suppress(ssl.SSLError, ConnectionError):
+                            await esme.close()
+                assert [s.system_id for s in sim.bound()] == ["CLIENT.TEST"]
+
+    async def test_admin_api_over_tls(self, pki: Pki) -> None:
+        """[admin.tls] serves the admin API over HTTPS; a plain-text request gets nothing."""
+        sections = gateway_sections(pki, 0)
+        sections["admin"] = {
+            "listen": "127.0.0.1:0",
+            "tls": {"cert_file": str(pki.gateway_cert), "key_file": str(pki.gateway_key)},
+        }
+        async with tls_smsc(pki) as (_sim, terminator):
+            sections["upstream"]["address"] = f"127.0.0.1:{terminator.port}"
+            async with running_relay(terminator.port, **sections) as gw:
+                assert gw.admin is not None
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1",
+                    gw.admin.port,
+                    ssl=client_context(pki),
+                    server_hostname=GATEWAY_NAME,
+                )
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = await asyncio.wait_for(reader.read(), WAIT_S)
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 200")
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.admin.port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                with contextlib.suppress(ConnectionError):
+                    answer = await asyncio.wait_for(reader.read(), WAIT_S)
+                    assert not answer.startswith(b"HTTP/1.1 200")
+                writer.close()
