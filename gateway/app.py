@@ -206,6 +206,8 @@ class Gateway:
                 part_ttl_s=config.text.hold_timeout_s,
             )
             self.listener.set_interceptor(self.enforcer)
+        loop = asyncio.get_running_loop()
+        self.metrics.count_tasks(lambda: len(asyncio.all_tasks(loop)))
         listen = self.config.server.listen
         await self.listener.start(listen.host, listen.port)
         self._accepting = True

@@ -88,6 +88,21 @@ _NO_SENDER = SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
 _NO_SUBSCRIBER = SmsAddress(kind=AddressKind.UNREADABLE, value="")
 
 
+def _mo_event_key(digest: str, records: Mapping[str, ConsentRecord]) -> str:
+    """The event id, and dedup key, of an MO's consent event: the first half of the MO's
+    ``digest`` (words, subscriber, number, time window), then a digest of the subscriber's
+    latest record before it. When that latest record is an event with this MO's first half,
+    nothing changed since this MO was stored: it is the SMSC's resend, and gets that event's
+    key (the store drops it). After any other change the same words make a new key: a new
+    message (a STOP after a START after a STOP is acted on, never taken for a resend)."""
+    head = digest[:16]
+    latest = max(records.values(), key=lambda r: (r.updated_at, r.last_event_id), default=None)
+    if latest is not None and latest.last_event_id.startswith(head):
+        return latest.last_event_id
+    before = "" if latest is None else latest.last_event_id
+    return head + hashlib.sha256(f"{digest}\0{before}".encode()).hexdigest()[:16]
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
@@ -911,7 +926,8 @@ class ConsentEnforcer:
         bound_as = request.client.system_id
         system_id = self._account(bound_as)
         # The SMSC resends an MO whose response it did not get; within the window the same
-        # words from the same subscriber to the same number are that resend, not a new message.
+        # words from the same subscriber to the same number are that resend, not a new message,
+        # as long as no other consent change came in between: STOP, START, STOP are three.
         bucket = int(now // self.config.mo_dedup_window_s)
         digest = hashlib.sha256(
             b"\0".join(
@@ -924,6 +940,7 @@ class ConsentEnforcer:
                 )
             )
         ).hexdigest()[:32]
+        key = _mo_event_key(digest, records)
         return decide_mo(
             text=text,
             subscriber=subscriber,
@@ -933,10 +950,10 @@ class ConsentEnforcer:
             records=records,
             is_receipt=False,
             now=now,
-            new_event_id=new_event_id,
+            new_event_id=lambda: key,  # a decision makes at most one event
             instance=self.instance,
             smsc_message_id=_receipted_id(pdu),
-            dedup_key=digest,
+            dedup_key=key,
             bound_as=bound_as,
         )
 

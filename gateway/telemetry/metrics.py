@@ -6,6 +6,8 @@ one process). Counters on the hot path are incremented per batch where that is p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 STORE_UP = "smppgw_consent_store_up"
@@ -111,7 +113,17 @@ class Metrics:
         self.upstream_window = Gauge(
             "smppgw_upstream_outstanding", "Requests outstanding towards the SMSC", registry=r
         )
+        # Set to a function by the daemon (count_tasks): read at each scrape.
+        self.event_loop_tasks = Gauge(
+            "smppgw_event_loop_tasks",
+            "asyncio tasks not yet done in the gateway's event loop (growing while idle: a leak)",
+            registry=r,
+        )
         self._store_up: Gauge | None = None
+
+    def count_tasks(self, count: Callable[[], int]) -> None:
+        """``smppgw_event_loop_tasks`` reads ``count()`` (the loop's live tasks) when scraped."""
+        self.event_loop_tasks.set_function(count)
 
     def store_up(self) -> Gauge:
         """``smppgw_consent_store_up``: 1 while the consent store answers, 0 while it fails

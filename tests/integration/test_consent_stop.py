@@ -22,6 +22,7 @@ from tests.support.aiosmpp import Inbox
 from tests.support.consent import (
     BYSTANDER,
     NUMBER_1,
+    OPT_IN_REPLY,
     OPT_OUT_REPLY,
     SUBSCRIBER,
     WAIT_S,
@@ -153,6 +154,32 @@ class TestStopOnce:
             await assert_opted_out(rig)
             assert rig.gw.store is not None
             assert len(await rig.gw.store.history(SUBSCRIBER)) == 1
+
+    async def test_same_words_after_another_change_are_a_new_message(self, tmp_path: Path) -> None:
+        """STOP, START, STOP, START in the same words within the dedup window: each is a new
+        message, not the SMSC's resend of the earlier one, so each changes consent and is
+        confirmed; a resend of the last STOP (nothing changed since) is still acted on once."""
+        async with consent_rig(tmp_path) as rig:
+            assert await rig.mo("STOP") == 0
+            assert await rig.mo("START") == 0
+            assert await rig.mt(text="one") == 0
+            assert await rig.mo("STOP") == 0  # was taken for a resend: acknowledged, not stored
+            assert await rig.mo("STOP") == 0  # the SMSC's resend of it
+            assert await rig.mt(text="two") == OPTED_OUT
+            assert await rig.mo("START") == 0
+            assert await rig.mt(text="three") == 0
+            await rig.flows()
+            assert texts_to(rig.sim, SUBSCRIBER) == [
+                OPT_OUT_REPLY,
+                OPT_IN_REPLY,
+                "one",
+                OPT_OUT_REPLY,
+                OPT_IN_REPLY,
+                "three",
+            ]
+            assert rig.gw.store is not None
+            states = [e.state for e in await rig.gw.store.history(SUBSCRIBER)]
+            assert states == [ConsentState.OPTED_OUT, ConsentState.OPTED_IN] * 2
 
     async def test_second_stop_later_gets_no_second_confirmation(self, tmp_path: Path) -> None:
         """A different STOP word from an opted-out subscriber is recorded, not confirmed again."""
