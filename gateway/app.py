@@ -180,10 +180,16 @@ class Gateway:
             self.listener.set_interceptor(self._interceptor_factory(config))
         elif config.consent.enabled:
             # Consent needs its store before the first client binds: open it first.
-            # The daemon alone creates a store that does not exist yet (the CLI never does).
-            self.store = await open_store(
-                config.store.url, instance=config.instance, create=True, metrics=self.metrics
+            # The daemon alone creates a store that does not exist yet (the CLI never does),
+            # and starts on a Redis that is down: failing closed until it answers.
+            store = await open_store(
+                config.store.url,
+                instance=config.instance,
+                create=True,
+                metrics=self.metrics,
+                start_unavailable=True,
             )
+            self.store = store
             if config.upstream.service_bind is not None:
                 self.service = ServiceLink(
                     settings=self.listener.settings, bind=config.upstream.service_bind

@@ -514,9 +514,15 @@ class Bridge:
         if up is None or up.session.closed:
             self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
             return
-        up.session.send_request(
-            frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
-        )
+        try:
+            up.session.send_request(
+                frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
+            )
+        except LocalProtocolError:
+            # The upstream leg is unbinding (the client went away, the SMSC unbound, shutdown)
+            # while a hook was still deciding this request: not sent, and a status clients
+            # retry, as when the leg is closed. (Raising here would leave it unanswered.)
+            self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
 
     def _relay_to_client(self, command_id: int, sequence_number: int, frame: bytes) -> None:
         session = self.client.session

@@ -17,6 +17,8 @@ import asyncio
 import dataclasses
 import itertools
 import secrets
+import socket
+import struct
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +63,7 @@ DEFAULT_SYSTEM_ID: Final = "SIM"
 SUBMIT_COMMANDS: Final = frozenset({CommandId.SUBMIT_SM, CommandId.SUBMIT_MULTI, CommandId.DATA_SM})
 SHORT_MESSAGE_MAX: Final = 254  # SMPP 3.4 section 5.2.22: longer text goes in message_payload
 PENDING_RECEIPTS_MAX: Final = 10_000  # per system_id, while no receiver is bound
+_SILENT: Final = "silent-fault"  # the reason reading is paused while Faults.silent is on
 
 BIND_TYPES: Final[Mapping[int, str]] = {
     CommandId.BIND_TRANSMITTER: "transmitter",
@@ -121,6 +124,11 @@ class Faults:
 
     ``drop_after``: the next N submits are answered; the one after that is recorded, left
     unanswered, and every connection is aborted (no unbind). It then resets to None.
+    ``drop_reset``: ``drop_after`` resets the connections (TCP RST: SO_LINGER 0, as a crashed
+    host or a middlebox does; what was not yet delivered is discarded) instead of closing them.
+    ``silent``: no connection is read any more, new ones included (a hung SMSC: nothing is
+    answered, not even enquire_link, bind or unbind; TCP still accepts what fits its buffers).
+    Switched off, reading resumes and what was sent meanwhile is processed then.
     ``receipt_stat``: the outcome every message gets (``DELIVRD``, ``UNDELIV``, ``REJECTD``,
     ...), reported in receipts and query_sm; registered_delivery 2 asks for receipts of
     outcomes other than DELIVRD only.
@@ -134,6 +142,8 @@ class Faults:
     respond: bool = True
     submit_status: int = CommandStatus.ESME_ROK
     drop_after: int | None = None
+    drop_reset: bool = False
+    silent: bool = False
     refuse_after: int | None = None
     refuse_status: int = CommandStatus.ESME_RSUBMITFAIL
     receipt_delay_s: float = 0.0
@@ -634,6 +644,8 @@ class Simulator:
     def _accept(self) -> SmppConnection:
         assert self._loop is not None
         peer = _Peer(self, f"s{next(self._conn_ids)}", self._loop)
+        if self._faults.silent:
+            peer.conn.pause_reading(_SILENT)
         self._peers[peer.conn_id] = peer
         self._notify()
         return peer.conn
@@ -723,12 +735,20 @@ class Simulator:
         unknown = set(changes) - Faults.field_names()
         if unknown:
             raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
-        self._faults = dataclasses.replace(self._faults, **changes)
-        return self._faults
+        return self._set_faults(dataclasses.replace(self._faults, **changes))
 
     def reset_faults(self) -> Faults:
-        self._faults = Faults()
-        return self._faults
+        return self._set_faults(Faults())
+
+    def _set_faults(self, faults: Faults) -> Faults:
+        """Switch to ``faults``; going silent or coming back applies to every connection now."""
+        self._faults = faults
+        for peer in self._peers.values():
+            if faults.silent:
+                peer.conn.pause_reading(_SILENT)
+            else:
+                peer.conn.resume_reading(_SILENT)
+        return faults
 
     # --- MO ------------------------------------------------------------------------------------
 
@@ -1036,8 +1056,16 @@ class Simulator:
             then()
 
     def _drop_all(self) -> None:
+        reset = self._faults.drop_reset
         for peer in list(self._peers.values()):
-            peer.log.warning(logs.SESSION_CLOSED, reason="drop_after fault: aborting")
+            peer.log.warning(
+                logs.SESSION_CLOSED, reason=f"drop_after fault: {'reset' if reset else 'aborting'}"
+            )
+            transport = peer.conn.transport
+            sock = None if transport is None else transport.get_extra_info("socket")
+            if reset and sock is not None:
+                # Linger on, timeout 0: close() sends RST and drops what is still queued.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             peer.conn.abort()
 
     # --- receipts ------------------------------------------------------------------------------
@@ -1209,7 +1237,7 @@ class Simulator:
             raise HttpError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
         try:
             faults = Faults() if body.pop("reset", False) else self._faults
-            self._faults = dataclasses.replace(faults, **_fault_changes(body))
+            self._set_faults(dataclasses.replace(faults, **_fault_changes(body)))
         except (TypeError, ValueError) as exc:
             raise HttpError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         return json_response(self._faults.to_json())
@@ -1238,6 +1266,8 @@ def _fault_changes(body: Mapping[str, object]) -> dict[str, Any]:
         "respond": (bool,),
         "submit_status": (int,),
         "drop_after": (int, type(None)),
+        "drop_reset": (bool,),
+        "silent": (bool,),
         "refuse_after": (int, type(None)),
         "refuse_status": (int,),
         "bind_status": (int,),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from gateway.store.base import ConsentStore, StoreError
+from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
 from gateway.store.guard import DEFAULT_RECOVERY_INTERVAL_S, FailClosedStore
 from gateway.store.memory import MemoryStore
 from gateway.telemetry.metrics import Metrics
@@ -35,6 +35,7 @@ _SQLITE_PARAMS: dict[str, type[int] | type[float]] = {
     "max_message_ids": int,
 }
 _GUARD_PARAM = "recovery_interval_s"
+_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
 _SECRET_PARAM_WORDS = ("password", "secret", "token")
 
 
@@ -139,18 +140,33 @@ async def open_store(
     instance: str,
     create: bool = False,
     metrics: Metrics | None = None,
+    start_unavailable: bool = False,
 ) -> FailClosedStore:
     """Open the store for ``url`` behind the fail-closed guard.
 
     Raises StoreError (bad URL), StoreNotFoundError (no SQLite file and ``create`` is false)
     or StoreUnavailableError (the backend does not work). ``metrics`` gets the
-    ``smppgw_consent_store_up`` gauge.
+    ``smppgw_consent_store_up`` gauge. ``start_unavailable`` (the daemon): a Redis that does
+    not answer is no error; the store opens in a fault (every call refused) and recovers once
+    the guard's probe reaches Redis.
     """
     backend_url, interval = _split_guard_param(url)
-    inner = await _open_backend(backend_url, instance=instance, create=create)
-    return FailClosedStore(
+    down: StoreUnavailableError | None = None
+    try:
+        inner = await _open_backend(backend_url, instance=instance, create=create)
+    except StoreUnavailableError as exc:
+        if not start_unavailable or urlsplit(backend_url).scheme not in _REDIS_SCHEMES:
+            raise
+        from gateway.store.redis import RedisStore
+
+        inner = await RedisStore.from_url(backend_url, instance=instance, require_up=False)
+        down = exc
+    guard = FailClosedStore(
         inner, name=display_url(url), recovery_interval_s=interval, metrics=metrics
     )
+    if down is not None:
+        guard.fail("open", down)
+    return guard
 
 
 async def count_records(url: str) -> int:

@@ -100,6 +100,11 @@ class FailClosedStore:
             self._start_recovery()
         return StoreUnavailableError(reason)
 
+    def fail(self, operation: str, exc: BaseException) -> None:
+        """Enter the fault now, as if ``operation`` had just failed with ``exc``: the daemon
+        starts this way on a Redis that does not answer yet; the probe clears it."""
+        self._trip(operation, exc)
+
     def _recovered(self) -> None:
         if self._fault is None:
             return

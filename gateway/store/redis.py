@@ -373,8 +373,15 @@ class RedisStore:
         return store
 
     @classmethod
-    async def from_url(cls, url: str, *, instance: str) -> RedisStore:
+    async def from_url(cls, url: str, *, instance: str, require_up: bool = True) -> RedisStore:
+        """The store at ``url``, opened as ``open`` does. ``require_up=False`` skips the check
+        that Redis answers: the invalidation listener keeps subscribing and every call raises
+        StoreUnavailableError until Redis answers (the daemon starts so, behind the guard)."""
         client, options = client_from_url(url, instance=instance)
+        if not require_up:
+            store = cls(client, instance=instance, options=options)
+            store._start_listener()
+            return store
         return await cls.open(client, instance=instance, options=options)
 
     # --- keys ---------------------------------------------------------------------------------

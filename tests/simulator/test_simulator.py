@@ -459,6 +459,52 @@ class TestFaults:
             assert [m.message_id is not None for m in sim.messages] == [True, False]
             assert sim.faults.drop_after is None  # one-shot
 
+    async def test_drop_reset_resets_the_connections(self) -> None:
+        """With drop_reset, drop_after ends every connection with a TCP reset, not a FIN."""
+        async with running_simulator() as sim:
+            sim.set_faults(drop_after=0, drop_reset=True)
+            bystander = await RawEsme.bound(sim.port, "b")
+            esme = await RawEsme.bound(sim.port, "acme")
+            esme.sequence += 1
+            await esme.send(
+                p.SubmitSm(destination_addr="15550001111", short_message=b"x", sequence_number=9)
+            )
+            for client in (esme, bystander):
+                with pytest.raises(ConnectionResetError):
+                    await asyncio.wait_for(client.reader.read(), 5)
+                client.writer.close()
+            assert [m.text for m in sim.messages] == ["x"]
+            assert sim.faults.drop_after is None  # one-shot; drop_reset stays
+            assert sim.faults.drop_reset
+
+    async def test_silent_reads_nothing_until_switched_off(self) -> None:
+        """silent: an enquire_link and a new connection's bind go unanswered (nothing is read);
+        switched off, both are answered and the connection works as before."""
+        async with running_simulator() as sim:
+            esme = await RawEsme.bound(sim.port, "acme")
+            sim.set_faults(silent=True)
+            await esme.send(p.EnquireLink(sequence_number=7))
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+            writer.write(encode(p.BindTransmitter(system_id="late", password="pw")))
+            # Absence of an answer can only be shown by waiting a while for one.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(esme.reader.readexactly(1), 0.3)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.readexactly(1), 0.1)
+            assert not sim.bound("late")
+            sim.set_faults(silent=False)
+            link = await esme.read()
+            late = RawEsme(reader, writer)
+            bind = await late.read()
+            sent = await esme.request(
+                p.SubmitSm(destination_addr="15550001111", short_message=b"y")
+            )
+            await late.close()
+            await esme.close()
+        assert (link.command_id, link.sequence_number) == (CommandId.ENQUIRE_LINK_RESP, 7)
+        assert (bind.command_id, bind.command_status) == (CommandId.BIND_TRANSMITTER_RESP, 0)
+        assert (sent.command_id, sent.command_status) == (CommandId.SUBMIT_SM_RESP, 0)
+
     async def test_refuse_after_refuses_one_submit(self) -> None:
         """refuse_after=1 accepts one submit, refuses the next with refuse_status, then
         accepts again."""

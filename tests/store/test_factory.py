@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from gateway.store.base import MessageIds, StoreError, StoreNotFoundError
+from gateway.store.base import MessageIds, StoreError, StoreNotFoundError, StoreUnavailableError
 from gateway.store.factory import display_url, open_store
 from gateway.store.guard import FailClosedStore
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, redis_server_binary
 
 
 class TestOpenStore:
@@ -114,3 +115,28 @@ class TestOpenStore:
         assert isinstance(store.inner, RedisStore)
         await store.ping()
         await store.close()
+
+    @pytest.mark.redis
+    async def test_redis_down_opens_in_a_fault_only_for_the_daemon(self, tmp_path: Path) -> None:
+        """A Redis that does not answer: StoreUnavailableError, unless start_unavailable (the
+        daemon), which opens the store in a fault (every call refused at once) that clears
+        by itself once Redis is up."""
+        if redis_server_binary() is None:
+            pytest.skip("redis-server is not installed")
+        server = RedisServer(tmp_path / "redis")  # not started
+        url = f"{server.url}?timeout_s=0.5&recovery_interval_s=0.05"
+        with pytest.raises(StoreUnavailableError):
+            await open_store(url, instance="i")
+        store = await open_store(url, instance="i", start_unavailable=True)
+        try:
+            assert isinstance(store.inner, RedisStore)
+            assert store.fault is not None
+            with pytest.raises(StoreUnavailableError):
+                await store.current("15551234567")
+            await asyncio.to_thread(server.start)
+            await store.wait_healthy(10.0)
+            assert await store.current("15551234567") == {}
+            await store.ping()
+        finally:
+            await store.close()
+            await asyncio.to_thread(server.stop)

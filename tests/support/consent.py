@@ -218,7 +218,8 @@ class SmpplibEsme:
 
     Every PDU read is kept: responses by sequence number (``await submit(...)`` returns the
     response to its request), deliver_sm / data_sm in ``received`` (smpplib answers deliver_sm
-    itself; data_sm, which it does not handle, gets data_sm_resp OK here).
+    itself; data_sm, which it does not handle, gets data_sm_resp OK here), and all of them in
+    arrival order in ``pdus`` (a request answered twice shows twice there).
     """
 
     def __init__(self, port: int, system_id: str = "acme", bind: str = "transceiver") -> None:
@@ -229,11 +230,13 @@ class SmpplibEsme:
             "127.0.0.1", port, timeout=60, allow_unknown_opt_params=True
         )
         self.received: list[Any] = []
+        self.pdus: list[Any] = []
         self._responses: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._reader: threading.Thread | None = None
         self._closed = False
+        self._gone = False  # the reader has seen the connection end
 
     # thread side
 
@@ -257,6 +260,7 @@ class SmpplibEsme:
 
         def read_and_keep() -> Any:
             pdu = read_pdu()
+            self.pdus.append(pdu)
             if pdu.command == "data_sm":
                 resp = smpplib.smpp.make_pdu("data_sm_resp", client=client, message_id="")
                 resp.sequence = pdu.sequence
@@ -282,6 +286,7 @@ class SmpplibEsme:
         except (smpplib.exceptions.ConnectionError, OSError):
             pass  # closed (by us, or by the gateway)
         finally:
+            self._gone = True
             self._wake()
 
     # loop side
@@ -294,7 +299,7 @@ class SmpplibEsme:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if not self._reader_alive:
+        if not self._reader_alive or self._gone:  # the connection is gone: nothing to unbind
             await asyncio.to_thread(self._close)
             return
         with contextlib.suppress(TimeoutError, smpplib.exceptions.ConnectionError, OSError):
@@ -304,6 +309,11 @@ class SmpplibEsme:
     @property
     def _reader_alive(self) -> bool:
         return self._reader is not None and self._reader.is_alive()
+
+    @property
+    def connected(self) -> bool:
+        """False once the connection is gone (closed by the gateway, or by us)."""
+        return self._reader is not None and not self._gone
 
     def _close(self) -> None:
         self._closed = True
