@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from gateway import __version__
 from gateway.admin.api import AdminApi
+from gateway.audit.setup import configure_pseudonyms, open_trail
+from gateway.audit.trail import AuditTrail
 from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
 from gateway.eventloop import run_loop
 from gateway.proxy.binds import BindGuard
@@ -32,7 +34,7 @@ from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.service import ServiceLink
 from gateway.smpp.session import SessionConfig
 from gateway.store.base import ConsentStore
-from gateway.store.factory import open_store
+from gateway.store.factory import display_url, open_store
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
 from gateway.text.dcs import Alphabet
@@ -155,6 +157,7 @@ class Gateway:
         self._interceptor_factory = interceptor_factory
         self.store: ConsentStore | None = None
         self.enforcer: ConsentEnforcer | None = None
+        self.audit: AuditTrail | None = None
         self.footers: FooterStage | None = None
         self.listener = Listener(
             settings=proxy_settings(config),
@@ -190,6 +193,17 @@ class Gateway:
                 start_unavailable=True,
             )
             self.store = store
+            # The trail opens after the store (its default place is beside the store's file)
+            # and before any client can change consent.
+            key_source = configure_pseudonyms(config)
+            if key_source == "ephemeral":
+                log.warning(logs.PRIVACY_KEY_EPHEMERAL, reason="no privacy key configured")
+            self.audit = open_trail(config, self.metrics)
+            if self.audit is None:
+                log.warning(logs.AUDIT_DISABLED, store=display_url(config.store.url))
+            else:
+                await self.audit.start()
+                store.on_change = self.audit.consent_changed
             if config.upstream.service_bind is not None:
                 self.service = ServiceLink(
                     settings=self.listener.settings, bind=config.upstream.service_bind
@@ -202,6 +216,7 @@ class Gateway:
                 metrics=self.metrics,
             )
             self.enforcer = ConsentEnforcer(
+                audit=self.audit,
                 service=self.service,
                 config=config.consent,
                 store=self.store,
@@ -221,7 +236,7 @@ class Gateway:
             self.admin = AdminApi(
                 metrics=self.metrics,
                 store=self.store,
-                token=config.admin.token,
+                tokens=config.admin.bearer_tokens(),  # ConfigError (key named) if unreadable
                 instance=config.instance,
                 default_country=config.consent.default_country,
                 ready=lambda: self._accepting,
@@ -309,6 +324,11 @@ class Gateway:
             await self.admin.stop()
         if self.service is not None:
             await self.service.stop()
+        if self.enforcer is not None:
+            # The records of the last auto-replies (answered, or lost with their sessions).
+            await self.enforcer.drain()
+        if self.audit is not None:
+            await self.audit.close()  # the refusals counted last, and the final head
         if self.store is not None:
             await self.store.close()
         log.info(logs.GATEWAY_STOPPED)

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     csub = consent.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (
         ("show", "a number's current state in every scope"),
-        ("history", "a number's consent events, oldest first"),
+        ("history", "a number's consent events and their confirmations, oldest first"),
         ("opt-out", "opt a number out (everything, or one scope)"),
         ("opt-in", "opt a number in (everything, or one scope); never lifts a block"),
         ("block", "block a number: it gets nothing and its MOs are not forwarded"),
@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         cp.add_argument("--json", action="store_true", help="print JSON (for scripts)")
         if name in ("opt-out", "opt-in", "block", "unblock"):
             cp.add_argument("--reason", help="why (recorded in the audit trail)")
+            cp.add_argument(
+                "--actor",
+                metavar="NAME",
+                help="who makes the change, recorded as its 'by' (default: your login name)",
+            )
         if name in ("opt-out", "opt-in"):
             cp.add_argument("--campaign", help="only this campaign")
             cp.add_argument("--list", dest="list_name", help="only this list (with --campaign)")
@@ -65,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
             cp.add_argument("--sender", help="only messages from this sender number")
         if name == "history":
             cp.add_argument("--scope", help="only this scope key (e.g. campaign:acme)")
+            cp.add_argument(
+                "--format",
+                choices=("table", "json", "csv"),
+                help="table (aligned, the default), json (for scripts; --json is the same) or csv",
+            )
+
+    from gateway.staffimport import add_arguments as add_import_arguments
+
+    add_import_arguments(csub)  # consent import FILE / consent export
+
+    from gateway.audit.cli import add_arguments as add_audit_arguments
+
+    add_audit_arguments(sub)  # audit verify / export / head
 
     # Imported here: the simulator's modules are not needed by the other commands.
     from gateway.simulator.cli import add_arguments as add_sim_arguments
@@ -83,8 +101,9 @@ def _load(path: str) -> GatewayConfig | None:
 
 
 def _load_tls(path: str) -> GatewayConfig | None:
-    """_load, then build the TLS contexts: a certificate or key that exists but does not load
-    (not PEM, key not matching) is a config error naming the table, not a start-up traceback."""
+    """_load, then what the daemon needs besides the file: the TLS contexts (a certificate or
+    key that exists but does not load, not PEM, key not matching, is a config error naming the
+    table, not a start-up traceback) and the admin API's token secrets."""
     config = _load(path)
     if config is None:
         return None
@@ -106,6 +125,14 @@ def _load_tls(path: str) -> GatewayConfig | None:
             file=sys.stderr,
         )
         return None
+    if config.admin.listen is not None:
+        # The admin API's token secrets (environment, files) are read only where the API
+        # runs: the staff CLI works without them.
+        try:
+            config.admin.bearer_tokens()
+        except ConfigError as exc:
+            print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+            return None
     return config
 
 
@@ -154,9 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load(args.config)
         if config is None:
             return EXIT_CONFIG
+        if args.action in ("import", "export"):
+            from gateway.staffimport import run as run_import_export
+
+            return run_import_export(args, config)
         from gateway.staffcli import run_consent
 
         return run_consent(args, config)
+    if args.command == "audit":
+        audit_config = None
+        if args.config is not None:
+            audit_config = _load(args.config)
+            if audit_config is None:
+                return EXIT_CONFIG
+        from gateway.audit.cli import run_audit
+
+        return run_audit(args, audit_config)
     if args.command == "smsc-sim":
         from gateway.simulator.cli import run_simulator
 

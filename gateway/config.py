@@ -9,10 +9,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +147,148 @@ class StoreConfig:
     url: str = DEFAULT_STORE_URL
 
 
+class TokenRole(StrEnum):
+    """What an admin API token may do."""
+
+    READ = "read"  # GET the consent endpoints
+    WRITE = "write"  # GET, and change consent (POST)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BearerToken:
+    """An admin API token with its secret read: what the API compares offered tokens with."""
+
+    name: str  # recorded as the ``by`` of every change made with it
+    role: TokenRole
+    secret: bytes = field(repr=False)
+
+
+# Secrets an HTTP client can send as they are: visible ASCII, no spaces.
+_SECRET_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminToken:
+    """One ``[[admin.tokens]]`` entry (or the older ``admin.token`` / ``token_env``) as configured.
+
+    Its secret is read only when the admin API needs it (``secret()``): a variable that is not
+    set or a file the staff CLI's user may not read must not stop the CLI, which never uses it.
+    """
+
+    name: str
+    role: TokenRole
+    key: str  # where it is configured ("admin.tokens[0]", "admin"), named in errors
+    token: str | None = field(default=None, repr=False)  # the secret inline
+    token_env: str | None = None  # the secret in this environment variable
+    token_file: str | None = None  # the secret in this file (stripped), not readable by others
+    strict: bool = True  # visible ASCII only (the older admin.token was not checked)
+
+    def secret(self) -> str:
+        """The secret, read now; ConfigError naming the key when it cannot be used."""
+        if self.token_env is not None:
+            key = f"{self.key}.token_env"
+            value = os.environ.get(self.token_env, "").strip()
+            if not value:
+                raise ConfigError(f"{key}: environment variable {self.token_env} is not set")
+        elif self.token_file is not None:
+            key = f"{self.key}.token_file"
+            path = Path(self.token_file)
+            try:
+                mode = path.stat().st_mode
+                value = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
+            if mode & 0o006:
+                raise ConfigError(
+                    f"{key}: {path} can be read or written by every user; chmod o-rw {path}"
+                )
+            if not value:
+                raise ConfigError(f"{key}: {path} is empty")
+        else:
+            key = f"{self.key}.token"
+            value = self.token or ""
+            if not value:
+                raise ConfigError(f"{key}: must not be empty")
+        if self.strict and not set(value) <= _SECRET_CHARS:
+            raise ConfigError(f"{key}: the token must be visible ASCII characters, no spaces")
+        return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminConfig:
     listen: Address | None = None
-    token: str | None = None
+    tokens: tuple[AdminToken, ...] = ()
     tls: TlsConfig | None = None  # [admin.tls]: HTTPS (ca_file: require client certificates)
+
+    def bearer_tokens(self) -> tuple[BearerToken, ...]:
+        """Every token with its secret read (the admin API calls this once, at start).
+
+        Raises ConfigError naming the key of the first token whose secret cannot be read, or
+        that has the same secret as another (its changes could not be told apart)."""
+        out: list[BearerToken] = []
+        seen: dict[bytes, str] = {}
+        for token in self.tokens:
+            secret = token.secret().encode("utf-8")
+            if secret in seen:
+                raise ConfigError(f"{token.key}: the same secret as {seen[secret]}")
+            seen[secret] = token.key
+            out.append(BearerToken(name=token.name, role=token.role, secret=secret))
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditConfig:
+    """``[audit]``: the tamper-evident trail (gateway.audit). ``path`` None: no trail."""
+
+    path: str | None = None
+    fsync: bool = True
+    head_log_interval_s: float = 60.0
+    refusal_burst: int = 10  # refused MTs of one kind written one by one per interval
+    refusal_interval_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrivacyConfig:
+    """``[privacy]``: how subscriber numbers appear in logs and in the audit trail.
+
+    A number is shown as an HMAC-SHA256 pseudonym under a secret key (``key``, ``key_env`` or
+    ``key_file``; by default a key file created beside the store), with ``show_digits`` of its
+    last digits in clear (0 by default): nobody without the key can turn a pseudonym back into
+    the number by trying every number."""
+
+    key: str | None = field(default=None, repr=False)
+    key_env: str | None = None
+    key_file: str | None = None
+    show_digits: int = 0
+
+    def secret(self) -> bytes | None:
+        """The configured key, read now (None: none configured); ConfigError naming the key."""
+        if self.key_env is not None:
+            value = os.environ.get(self.key_env, "").strip()
+            if not value:
+                raise ConfigError(
+                    f"privacy.key_env: environment variable {self.key_env} is not set"
+                )
+            return value.encode()
+        if self.key_file is not None:
+            path = Path(self.key_file)
+            try:
+                mode = path.stat().st_mode
+                data = path.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(f"privacy.key_file: cannot read {path}: {exc.strerror}") from None
+            if mode & 0o077:
+                raise ConfigError(
+                    f"privacy.key_file: {path} can be read by others; chmod 600 {path}"
+                )
+            if len(data) < 16:
+                raise ConfigError(f"privacy.key_file: {path} holds fewer than 16 bytes")
+            return data
+        if self.key is not None:
+            if len(self.key) < 16:
+                raise ConfigError("privacy.key: at least 16 characters")
+            return self.key.encode()
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +342,8 @@ class GatewayConfig:
     logging: LoggingConfig
     consent: ConsentConfig = field(default_factory=ConsentConfig)
     text: TextConfig = field(default_factory=lambda: TextConfig())  # [text]
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     shutdown_grace_s: float = 10.0
     source: str | None = None  # the file it came from
 
@@ -410,6 +551,71 @@ def _bind_limits(table: _Table | None) -> BindLimits:
     return limits
 
 
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_TOKEN_SECRET_KEYS = ("token", "token_env", "token_file")
+LEGACY_TOKEN_NAME = "admin"  # noqa: S105 (the name of the older admin.token, not a secret)
+
+
+def _admin_tokens(adm: _Table) -> tuple[AdminToken, ...]:
+    """``[[admin.tokens]]``, after the older single ``admin.token`` / ``token_env`` (one write
+    token named "admin"). Secrets are not read here (``AdminToken.secret``)."""
+    tokens: list[AdminToken] = []
+    legacy_token = adm.string("token", None)
+    legacy_env = adm.string("token_env", None)
+    if legacy_env is not None:  # as before: token_env wins over token
+        tokens.append(
+            AdminToken(
+                name=LEGACY_TOKEN_NAME,
+                role=TokenRole.WRITE,
+                key="admin",
+                token_env=legacy_env,
+                strict=False,
+            )
+        )
+    elif legacy_token:  # as before: an empty admin.token means no token
+        tokens.append(
+            AdminToken(
+                name=LEGACY_TOKEN_NAME,
+                role=TokenRole.WRITE,
+                key="admin",
+                token=legacy_token,
+                strict=False,
+            )
+        )
+    for t in adm.tables("tokens"):
+        name = t.string("name", required=True)
+        if not _TOKEN_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{t._key('name')}: expected letters, digits, '.', '_' or '-', got {name!r}"
+            )
+        for other in tokens:
+            if other.name == name:
+                where = "admin.token" if other.key == "admin" else f"{other.key}.name"
+                raise ConfigError(f"{t._key('name')}: {name!r} is already the name of {where}")
+        role = t.string("role", required=True)
+        if role not in ("read", "write"):
+            raise ConfigError(f'{t._key("role")}: expected "read" or "write", got {role!r}')
+        given = [k for k in _TOKEN_SECRET_KEYS if t.has(k)]
+        if len(given) != 1:
+            raise ConfigError(f"{t._path}: give exactly one of token, token_env, token_file")
+        secret = t.string(given[0], required=True)
+        if not secret:
+            raise ConfigError(f"{t._key(given[0])}: must not be empty")
+        token = AdminToken(
+            name=name,
+            role=TokenRole(role),
+            key=t._path,
+            token=secret if given[0] == "token" else None,
+            token_env=secret if given[0] == "token_env" else None,
+            token_file=secret if given[0] == "token_file" else None,
+        )
+        if token.token is not None:
+            token.secret()  # an inline secret is checked now: it is in the file already
+        tokens.append(token)
+        t.finish()
+    return tuple(tokens)
+
+
 def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     """Build the config from parsed TOML; raises ConfigError naming the key."""
     root = _Table(data, "")
@@ -487,17 +693,13 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
             "redis://HOST:PORT/DB, redis+sentinel://... or memory:// (tests only)"
         )
     st.finish()
+    audit = _audit(root.table("audit"), store.url)
+    privacy = _privacy(root.table("privacy"))
 
     adm = root.table("admin") or _Table({}, "admin")
-    token = adm.string("token", None)
-    token_env = adm.string("token_env", None)
-    if token_env is not None:
-        token = os.environ.get(token_env)
-        if not token:
-            raise ConfigError(f"admin.token_env: environment variable {token_env} is not set")
     admin = AdminConfig(
         listen=adm.address("listen", None, listening=True),
-        token=token,
+        tokens=_admin_tokens(adm),
         tls=_tls(adm.table("tls"), listener=True),
     )
     adm.finish()
@@ -524,9 +726,58 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         logging=logging_config,
         consent=consent,
         text=text_config,
+        audit=audit,
+        privacy=privacy,
         shutdown_grace_s=shutdown_grace_s,
         source=source,
     )
+
+
+def sqlite_dir(url: str) -> str | None:
+    """The directory of a ``sqlite:`` store's file (where the trail and key go by default)."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url[len("sqlite:") :].partition("?")[0]
+    if path.startswith("//"):
+        path = path[2:]
+    return os.path.dirname(path) or "."
+
+
+def _audit(table: _Table | None, store_url: str) -> AuditConfig:
+    t = table or _Table({}, "audit")
+    enabled = t.boolean("enabled", True)
+    path = t.string("path", None)
+    if path is not None and not path:
+        raise ConfigError("audit.path: must not be empty (audit.enabled = false turns it off)")
+    if path is None:
+        directory = sqlite_dir(store_url)
+        path = os.path.join(directory, "audit.jsonl") if directory is not None else None
+    config = AuditConfig(
+        path=path if enabled else None,
+        fsync=t.boolean("fsync", True),
+        head_log_interval_s=t.seconds("head_log_interval_s", 60.0),
+        refusal_burst=t.integer("refusal_burst", 10, minimum=1, maximum=1_000_000),
+        refusal_interval_s=t.seconds("refusal_interval_s", 10.0),
+    )
+    t.finish()
+    return config
+
+
+def _privacy(table: _Table | None) -> PrivacyConfig:
+    t = table or _Table({}, "privacy")
+    given = [k for k in ("key", "key_env", "key_file") if t.has(k)]
+    if len(given) > 1:
+        raise ConfigError("privacy: give at most one of key, key_env, key_file")
+    config = PrivacyConfig(
+        key=t.string("key", None),
+        key_env=t.string("key_env", None),
+        key_file=t.string("key_file", None),
+        show_digits=t.integer("show_digits", 0, minimum=0, maximum=4),
+    )
+    if config.key is not None:
+        config.secret()  # an inline key is checked now: it is in the file already
+    t.finish()
+    return config
 
 
 def load(path: str | os.PathLike[str]) -> GatewayConfig:

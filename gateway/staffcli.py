@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import os
 import sys
+from collections.abc import Sequence
 
-from gateway.config import GatewayConfig
+from gateway.audit.setup import configure_pseudonyms
+from gateway.audit.setup import open_file as open_audit_file
+from gateway.audit.trail import AuditError, write_now
+from gateway.config import ConfigError, GatewayConfig
 from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreNotFoundError
+from gateway.store.evidence import history_rows
+from gateway.store.evidence import render as render_history
 from gateway.store.factory import open_store
 from gateway.store.staff import (
+    StaffChange,
     StaffError,
     event_json,
     scope_from,
@@ -31,6 +40,8 @@ from gateway.telemetry import logs
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+CHANGE_ACTIONS = ("opt-out", "opt-in", "block", "unblock")
+MAX_ACTOR_LENGTH = 100
 
 
 def _subscriber(number: str, config: GatewayConfig) -> str | None:
@@ -52,9 +63,101 @@ def _sender(number: str | None, config: GatewayConfig) -> str | None:
     return None if number is None else _subscriber(number, config) or number
 
 
+def history_format(args: argparse.Namespace) -> str:
+    """``consent history``'s output format: ``--format``, or ``--json`` (an alias of
+    ``--format json``), else the table; ``--json`` with another ``--format`` is a usage error."""
+    chosen: str | None = getattr(args, "format", None)
+    if args.json:
+        if chosen not in (None, "json"):
+            raise StaffError(f"--json is --format json; it cannot go with --format {chosen}")
+        return "json"
+    return chosen or "table"
+
+
+async def open_staff_store(config: GatewayConfig, instance: str) -> ConsentStore:
+    """The store of ``config`` as staff tools use it (never created here), with every change
+    it makes written to the instance's audit trail before the command says it is done (the
+    same file as the daemon's: appends take turns under a file lock) and numbers shown under
+    the configured pseudonym key."""
+    try:
+        configure_pseudonyms(config)
+    except ConfigError as exc:
+        raise StaffError(str(exc)) from None
+    store = await open_store(config.store.url, instance=instance)
+    if config.audit.path is not None:
+
+        def write(events: Sequence[ConsentEvent]) -> None:
+            audit_file = open_audit_file(config)
+            if audit_file is None:
+                return
+            try:
+                write_now(audit_file, events)
+            finally:
+                audit_file.close()
+
+        async def record(events: Sequence[ConsentEvent]) -> None:
+            try:
+                await asyncio.to_thread(write, events)
+            except (AuditError, OSError) as exc:
+                # The change stands (the store has it); the command must not say all is well.
+                raise StoreError(
+                    f"the change is stored, but the audit trail failed: {exc}"
+                ) from exc
+
+        store.on_change = record
+    return store
+
+
+def staff_member(actor: str | None) -> str:
+    """Who makes a CLI change: ``--actor``, else the person logged in (the one who ran sudo,
+    when the command runs through sudo as the store's owner), else the uid. A claim, not a
+    proof: whoever may write the store may write any name."""
+    if actor is not None:
+        name = actor.strip()
+        if not name or len(name) > MAX_ACTOR_LENGTH or not name.isprintable():
+            raise StaffError(
+                f"--actor: expected a name of 1 to {MAX_ACTOR_LENGTH} printable characters"
+            )
+        return name
+    sudo_user = os.environ.get("SUDO_USER", "").strip()
+    if sudo_user:
+        return sudo_user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (e.g. a bare container)
+        return str(os.getuid())
+
+
+def _print_change(change: StaffChange, *, as_json: bool) -> None:
+    """A change: the event (``changed``: true); a request that changed nothing: "unchanged"."""
+    event = change.event
+    if event is None:
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "subscriber": change.subscriber,
+                        "changed": False,
+                        "scope": change.scope,
+                        "state": change.state.value,
+                    }
+                )
+            )
+        else:
+            print(f"{change.subscriber}: unchanged ({change.scope} is {change.state.value})")
+    elif as_json:
+        print(json.dumps({**event_json(event), "changed": True}))
+    else:
+        print(
+            f"{event.subscriber}: {event.scope} -> {event.state.value} by {event.by or '-'}"
+            f" (event {event.event_id})"
+        )
+
+
 async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str) -> int:
     instance = f"{config.instance}/cli"
-    store: ConsentStore = await open_store(config.store.url, instance=instance)
+    by = staff_member(args.actor) if args.action in CHANGE_ACTIONS else None
+    store: ConsentStore = await open_staff_store(config, instance)
     try:
         action = args.action
         if action == "show":
@@ -72,22 +175,8 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                     print(f"  {row['scope']:<40} {row['state']:<10} {row['updated_at']}")
             return EXIT_OK
         if action == "history":
-            events = await store.history(subscriber, args.scope)
-            if args.json:
-                print(json.dumps([event_json(e) for e in events]))
-            else:
-                for e in events:
-                    if not e.words:
-                        words = ""
-                    elif e.actor is Actor.KEYWORD:
-                        words = f" words={e.words!r}"
-                    else:
-                        words = f" reason={e.words!r}"
-                    print(
-                        f"{utc_stamp(e.at)} {e.scope} -> {e.state.value} by {e.actor.value}"
-                        f"{words} campaign={e.campaign or '-'} system_id={e.system_id or '-'}"
-                        f" instance={e.instance or '-'}"
-                    )
+            rows = await history_rows(store, subscriber, args.scope)
+            sys.stdout.write(render_history(rows, history_format(args)))
             return EXIT_OK
         if action in ("opt-out", "opt-in"):
             scope = scope_from(
@@ -98,7 +187,7 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 account_match=config.consent.account_match,
             )
             state = ConsentState.OPTED_OUT if action == "opt-out" else ConsentState.OPTED_IN
-            event: ConsentEvent | None = await set_state(
+            change = await set_state(
                 store,
                 subscriber=subscriber,
                 scope=scope,
@@ -106,23 +195,21 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 actor=Actor.ADMIN,
                 reason=args.reason,
                 instance=instance,
+                by=by,
             )
-        else:
-            event = await set_blocked(
+        elif action in ("block", "unblock"):
+            change = await set_blocked(
                 store,
                 subscriber=subscriber,
                 blocked=action == "block",
                 actor=Actor.ADMIN,
                 reason=args.reason,
                 instance=instance,
+                by=by,
             )
-        if event is None:
-            print(f"{subscriber}: not blocked, nothing changed", file=sys.stderr)
-            return EXIT_OK
-        if args.json:
-            print(json.dumps(event_json(event)))
         else:
-            print(f"{subscriber}: {event.scope} -> {event.state.value} (event {event.event_id})")
+            raise AssertionError(action)  # argparse offers no other action
+        _print_change(change, as_json=args.json)
         return EXIT_OK
     finally:
         await store.close()

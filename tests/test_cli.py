@@ -20,6 +20,7 @@ import structlog
 
 from gateway import __version__
 from gateway.cli import main
+from gateway.store.evidence import CSV_COLUMNS
 from gateway.store.factory import open_store
 from tests.support.redis_server import RedisServer
 
@@ -286,10 +287,10 @@ class TestConsentCommands:
         assert staff.json("show", NUMBER)["state"] == "opted_in"
 
     def test_unblock_when_not_blocked_changes_nothing(self, staff: Staff) -> None:
-        """Unblocking a number that is not blocked records no event and says so."""
-        code, _, err = staff("unblock", NUMBER)
+        """Unblocking a number that is not blocked records no event and says "unchanged"."""
+        code, out, _ = staff("unblock", NUMBER)
         assert code == 0
-        assert "nothing changed" in err
+        assert out == f"{NUMBER}: unchanged (global:* is unknown)\n"
         assert staff.json("history", NUMBER) == []
 
     def test_history_lists_admin_events_with_reasons(self, staff: Staff) -> None:
@@ -304,10 +305,34 @@ class TestConsentCommands:
         assert all(e["instance"].endswith("/cli") for e in history)
         code, out, _ = staff("history", NUMBER)
         assert code == 0
-        lines = out.splitlines()
+        header, *lines = out.splitlines()
+        assert header.split()[:3] == ["TIME", "(UTC)", "SCOPE"]
         assert len(lines) == 2
-        assert "opted_out by admin reason='asked by phone'" in lines[0]
-        assert "blocked by admin reason='fraud ticket 42'" in lines[1]
+        column = header.index("WORDS / REASON")
+        assert lines[0][column:].startswith("asked by phone")
+        assert lines[1][column:].startswith("fraud ticket 42")
+        assert lines[0][header.index("STATE") :].startswith("opted_out")
+        assert lines[1][header.index("ACTOR") :].startswith("admin")
+
+    def test_history_formats(self, staff: Staff) -> None:
+        """--format json is --json; csv has a header and a line per event; --json with another
+        --format is a usage error (exit 2); an empty history is a header alone."""
+        code, out, _ = staff("history", NUMBER, "--format", "csv")
+        assert (code, out) == (0, ",".join(CSV_COLUMNS) + "\r\n")
+        code, out, _ = staff("history", NUMBER)
+        assert (code, len(out.splitlines())) == (0, 1)
+        staff("opt-out", NUMBER, "--reason", "=HYPERLINK(1)")
+        code, out, _ = staff("history", NUMBER, "--format", "json")
+        assert code == 0
+        assert json.loads(out) == staff.json("history", NUMBER)
+        code, out, _ = staff("history", NUMBER, "--format", "csv")
+        assert code == 0
+        header, line = out.splitlines()
+        assert header.startswith("at,scope,state,actor,by,words,")
+        assert ",'=HYPERLINK(1)," in line  # a spreadsheet does not run it
+        code, out, err = staff("history", NUMBER, "--json", "--format", "csv")
+        assert (code, out) == (2, "")
+        assert "--json" in err
 
     @pytest.mark.parametrize("action", ["show", "history", "opt-out", "block"])
     def test_not_a_number_is_refused(self, staff: Staff, action: str) -> None:
@@ -354,6 +379,186 @@ class TestConsentCommands:
         config = write_config(tmp_path, '[upstream]\naddress = "x"\n')
         assert main(["consent", "show", "--config", str(config), NUMBER]) == 2
         assert "upstream.address" in capsys.readouterr().err
+
+
+def consent_changed_lines(err: str) -> list[dict[str, Any]]:
+    """The consent_changed log lines a command wrote on stderr (JSON lines)."""
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "consent_changed"]
+
+
+class TestStaffAttribution:
+    """Who made a change: the login name, the sudo caller, or --actor; shown and stored."""
+
+    def test_login_name_by_default(self, staff: Staff, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without --actor the change is recorded as made by the login name."""
+        monkeypatch.delenv("SUDO_USER", raising=False)
+        monkeypatch.setenv("LOGNAME", "alice-ops")
+        code, out, _ = staff("opt-out", NUMBER, "--reason", "asked by phone")
+        assert code == 0
+        assert " by alice-ops (event " in out
+        (event,) = staff.json("history", NUMBER)
+        assert (event["by"], event["actor"]) == ("alice-ops", "admin")
+        assert event["instance"].endswith("/cli")
+
+    def test_actor_overrides(self, staff: Staff, monkeypatch: pytest.MonkeyPatch) -> None:
+        """--actor names the staff member instead (a shared service account, a ticket)."""
+        monkeypatch.setenv("LOGNAME", "alice-ops")
+        monkeypatch.setenv("SUDO_USER", "bob")
+        assert staff.json("block", NUMBER, "--actor", "Carol (ticket 7)")["by"] == (
+            "Carol (ticket 7)"
+        )
+        assert staff.json("unblock", NUMBER, "--actor", "dave")["by"] == "dave"
+        history = staff.json("history", NUMBER)
+        assert [(e["state"], e["by"]) for e in history] == [
+            ("blocked", "Carol (ticket 7)"),
+            ("opted_out", "dave"),
+        ]
+
+    def test_sudo_caller_is_recorded(self, staff: Staff, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Run through sudo as the store's owner, the change is the sudo caller's."""
+        monkeypatch.setenv("LOGNAME", "smpp-gateway")
+        monkeypatch.setenv("SUDO_USER", "erin")
+        assert staff.json("opt-in", NUMBER, "--campaign", "acme")["by"] == "erin"
+
+    def test_uid_when_there_is_no_name(self, staff: Staff, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without a login name or passwd entry, the uid is recorded."""
+        import getpass
+
+        def no_name() -> str:
+            raise KeyError("getpwuid(): uid not found")
+
+        monkeypatch.delenv("SUDO_USER", raising=False)
+        monkeypatch.setattr(getpass, "getuser", no_name)
+        assert staff.json("opt-out", NUMBER)["by"] == str(os.getuid())
+
+    @pytest.mark.parametrize("actor", ["", "   ", "a\nb", "x" * 101])
+    def test_bad_actor_is_refused(self, staff: Staff, actor: str) -> None:
+        """An empty, multi-line or overlong --actor is a usage error; nothing is recorded."""
+        code, out, err = staff("opt-out", NUMBER, "--actor", actor)
+        assert (code, out) == (2, "")
+        assert "--actor" in err
+        assert staff.json("history", NUMBER) == []
+
+    def test_change_is_logged_with_who(self, staff: Staff, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every real change writes one consent_changed line (subscriber masked) with by;
+        a repeat writes none."""
+        monkeypatch.setenv("LOGNAME", "alice-ops")
+        monkeypatch.delenv("SUDO_USER", raising=False)
+        code, _, err = staff("opt-out", NUMBER, "--campaign", "acme")
+        assert code == 0
+        (line,) = consent_changed_lines(err)
+        (event,) = staff.json("history", NUMBER)
+        assert line["event_id"] == event["event_id"]
+        assert (line["scope"], line["state"], line["actor"], line["by"]) == (
+            "campaign:acme",
+            "opted_out",
+            "admin",
+            "alice-ops",
+        )
+        assert line["instance"].endswith("/cli")
+        assert NUMBER not in err
+        assert consent_changed_lines(staff("opt-out", NUMBER, "--campaign", "acme")[2]) == []
+
+
+class TestStaffIdempotency:
+    """A change to the state the number already has adds no event and says "unchanged"."""
+
+    def test_repeated_opt_out(self, staff: Staff) -> None:
+        """A second opt-out: exit 0, "unchanged", still one event."""
+        first = staff.json("opt-out", NUMBER)
+        assert first["changed"] is True
+        code, out, _ = staff("opt-out", NUMBER)
+        assert (code, out) == (0, f"{NUMBER}: unchanged (global:* is opted_out)\n")
+        assert staff.json("opt-out", NUMBER) == {
+            "subscriber": NUMBER,
+            "changed": False,
+            "scope": "global:*",
+            "state": "opted_out",
+        }
+        assert [e["event_id"] for e in staff.json("history", NUMBER)] == [first["event_id"]]
+
+    def test_repeated_block_and_opt_out_of_a_blocked_number(self, staff: Staff) -> None:
+        """Blocking twice is one event; an opt-out of a blocked number is unchanged and leaves
+        it blocked (it must never replace the block)."""
+        assert staff.json("block", NUMBER)["changed"] is True
+        assert staff.json("block", NUMBER)["changed"] is False
+        for scope in ((), ("--campaign", "acme")):
+            answer = staff.json("opt-out", NUMBER, *scope)
+            assert (answer["changed"], answer["state"]) == (False, "blocked")
+        assert [e["state"] for e in staff.json("history", NUMBER)] == ["blocked"]
+        assert staff.json("show", NUMBER)["state"] == "blocked"
+
+    def test_opt_in_at_another_scope_is_a_change(self, staff: Staff) -> None:
+        """Opted out everywhere, an opt-in for one campaign is a real change (it wins there)."""
+        staff("opt-out", NUMBER)
+        assert staff.json("opt-in", NUMBER, "--campaign", "acme")["changed"] is True
+        assert staff.json("opt-in", NUMBER, "--campaign", "acme")["changed"] is False
+        # The opt-in is newer: repeating the global opt-out stops that campaign again.
+        assert staff.json("opt-out", NUMBER)["changed"] is True
+        assert [(e["scope"], e["state"]) for e in staff.json("history", NUMBER)] == [
+            ("global:*", "opted_out"),
+            ("campaign:acme", "opted_in"),
+            ("global:*", "opted_out"),
+        ]
+
+
+class TestStaffWithoutAdminToken:
+    """The CLI talks to the store, not the API: the API's token secrets are not its business."""
+
+    @pytest.mark.parametrize(
+        "admin",
+        [
+            '[admin]\nlisten = "127.0.0.1:0"\ntoken_env = "SMPP_GW_TEST_UNSET_TOKEN"\n',
+            '[admin]\nlisten = "127.0.0.1:0"\n[[admin.tokens]]\nname = "ops"\nrole = "write"\n'
+            'token_env = "SMPP_GW_TEST_UNSET_TOKEN"\n',
+            '[admin]\nlisten = "127.0.0.1:0"\n[[admin.tokens]]\nname = "ops"\nrole = "write"\n'
+            'token_file = "/nonexistent/smpp-gateway/admin.token"\n',
+        ],
+        ids=["admin.token_env", "tokens.token_env", "tokens.token_file"],
+    )
+    def test_consent_commands_work_without_the_secret(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        admin: str,
+    ) -> None:
+        """With the token's variable unset (or its file unreadable) every consent command
+        works; check-config, which checks what ``run`` needs, fails naming the key."""
+        monkeypatch.delenv("SMPP_GW_TEST_UNSET_TOKEN", raising=False)
+        create_store(tmp_path / "consent.db")
+        config = sqlite_config(tmp_path)
+        config.write_text(config.read_text(encoding="utf-8") + admin, encoding="utf-8")
+        staff = Staff(config, capsys)
+        assert staff.json("opt-out", NUMBER)["changed"] is True
+        assert staff.json("show", NUMBER)["state"] == "opted_out"
+        assert len(staff.json("history", NUMBER)) == 1
+        code, out, err = staff.run("check-config")
+        assert code == 2
+        key = "admin.token_env" if "tokens" not in admin else "admin.tokens[0].token_"
+        assert f"config error: {key}" in err
+        assert out == ""
+
+    def test_run_refuses_to_start_without_the_secret(self, tmp_path: Path) -> None:
+        """``run`` with the admin API on and its token variable unset: exit 2, key named."""
+        config = write_config(
+            tmp_path,
+            '[upstream]\naddress = "127.0.0.1:9"\n[server]\nlisten = "127.0.0.1:0"\n'
+            '[admin]\nlisten = "127.0.0.1:0"\n[[admin.tokens]]\nname = "ops"\n'
+            'role = "read"\ntoken_env = "SMPP_GW_TEST_UNSET_TOKEN"\n',
+        )
+        env_before = os.environ.pop("SMPP_GW_TEST_UNSET_TOKEN", None)
+        try:
+            result = run_cli("run", "--config", str(config))
+        finally:
+            if env_before is not None:
+                os.environ["SMPP_GW_TEST_UNSET_TOKEN"] = env_before
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "smpp-gateway: config error: admin.tokens[0].token_env: "
+            "environment variable SMPP_GW_TEST_UNSET_TOKEN is not set"
+        ]
 
 
 # --- the daemon ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ConfigError, load, parse
+from gateway.config import BearerToken, ConfigError, TokenRole, load, parse
 from gateway.consent.model import ScopeKind
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES
 
@@ -329,12 +329,153 @@ class TestErrorsNameTheKey:
         )
 
     def test_admin_token_env_must_be_set(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """admin.token_env names an environment variable that must exist."""
+        """admin.token_env names an environment variable that must be set for the admin API;
+        the file still loads without it (the staff CLI needs no token)."""
         monkeypatch.delenv("SMPP_GATEWAY_TEST_TOKEN", raising=False)
         data = with_value(example(), "admin", {"token_env": "SMPP_GATEWAY_TEST_TOKEN"})
-        assert error_of(data).startswith("admin.token_env:")
+        config = parse(data)
+        with pytest.raises(ConfigError) as info:
+            config.admin.bearer_tokens()
+        assert str(info.value) == (
+            "admin.token_env: environment variable SMPP_GATEWAY_TEST_TOKEN is not set"
+        )
         monkeypatch.setenv("SMPP_GATEWAY_TEST_TOKEN", "s3cret")
-        assert parse(data).admin.token == "s3cret"
+        assert parse(data).admin.bearer_tokens() == (
+            BearerToken(name="admin", role=TokenRole.WRITE, secret=b"s3cret"),
+        )
+
+
+def tokens_config(*tokens: dict[str, Any], **admin: Any) -> dict[str, Any]:
+    return {"upstream": {"address": "127.0.0.1:2776"}, "admin": {**admin, "tokens": list(tokens)}}
+
+
+class TestAdminTokens:
+    """[[admin.tokens]]: name, role and exactly one source of the secret; errors name the key."""
+
+    def test_tokens_with_each_kind_of_secret(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Inline, environment and file secrets (the file stripped), in order, after the older
+        admin.token (a write token named admin)."""
+        secret = tmp_path / "ops.token"
+        secret.write_text("  from-a-file\n")
+        secret.chmod(0o640)
+        monkeypatch.setenv("SMPP_GW_TEST_TOKEN", "from-the-env")
+        config = parse(
+            tokens_config(
+                {"name": "support", "role": "write", "token": "inline-1"},
+                {"name": "audit.team-2", "role": "read", "token_env": "SMPP_GW_TEST_TOKEN"},
+                {"name": "ops_cron", "role": "write", "token_file": str(secret)},
+                token="legacy",
+            )
+        )
+        assert [(t.name, t.role, t.secret) for t in config.admin.bearer_tokens()] == [
+            ("admin", TokenRole.WRITE, b"legacy"),
+            ("support", TokenRole.WRITE, b"inline-1"),
+            ("audit.team-2", TokenRole.READ, b"from-the-env"),
+            ("ops_cron", TokenRole.WRITE, b"from-a-file"),
+        ]
+        assert "inline-1" not in repr(config.admin)
+        assert "legacy" not in repr(config.admin.bearer_tokens())
+
+    @pytest.mark.parametrize(
+        ("tokens", "message"),
+        [
+            ([{"role": "read", "token": "x"}], "admin.tokens[0].name: required"),
+            ([{"name": "a b", "role": "read", "token": "x"}], "admin.tokens[0].name: expected"),
+            ([{"name": "", "role": "read", "token": "x"}], "admin.tokens[0].name: expected"),
+            ([{"name": 7, "role": "read", "token": "x"}], "admin.tokens[0].name: expected a"),
+            (
+                [{"name": "a", "role": "read", "token": "x"}, {"name": "a", "role": "read"}],
+                "admin.tokens[1].name: 'a' is already the name of admin.tokens[0].name",
+            ),
+            ([{"name": "a", "token": "x"}], "admin.tokens[0].role: required"),
+            (
+                [{"name": "a", "role": "admin", "token": "x"}],
+                """admin.tokens[0].role: expected "read" or "write", got 'admin'""",
+            ),
+            ([{"name": "a", "role": "read"}], "admin.tokens[0]: give exactly one of token,"),
+            (
+                [{"name": "a", "role": "read", "token": "x", "token_env": "X"}],
+                "admin.tokens[0]: give exactly one of token, token_env, token_file",
+            ),
+            ([{"name": "a", "role": "read", "token": ""}], "admin.tokens[0].token: must not be"),
+            ([{"name": "a", "role": "read", "token_env": ""}], "admin.tokens[0].token_env: must"),
+            (
+                [{"name": "a", "role": "read", "token": "has space"}],
+                "admin.tokens[0].token: the token must be visible ASCII",
+            ),
+            (
+                [{"name": "a", "role": "read", "token": "sécret"}],
+                "admin.tokens[0].token: the token must be visible ASCII",
+            ),
+            (
+                [{"name": "a", "role": "read", "token": "x", "scope": "all"}],
+                "admin.tokens[0].scope: unknown key",
+            ),
+            ([{"name": "a", "role": "read", "token": 5}], "admin.tokens[0].token: expected a"),
+        ],
+    )
+    def test_errors_name_the_key(self, tokens: list[dict[str, Any]], message: str) -> None:
+        """Each mistake is a ConfigError starting with the key path."""
+        assert error_of(tokens_config(*tokens)).startswith(message)
+
+    def test_name_admin_is_taken_by_the_older_token(self) -> None:
+        """With admin.token set, no [[admin.tokens]] entry may be named admin too."""
+        data = tokens_config({"name": "admin", "role": "read", "token": "y"}, token="x")
+        assert error_of(data) == "admin.tokens[0].name: 'admin' is already the name of admin.token"
+
+    def test_tokens_not_a_table_array(self) -> None:
+        """admin.tokens must be an array of tables."""
+        data = {"upstream": {"address": "127.0.0.1:2776"}, "admin": {"tokens": "x"}}
+        assert error_of(data).startswith("admin.tokens: expected an array of tables")
+
+    @pytest.mark.parametrize("mode", [0o644, 0o602, 0o606])
+    def test_token_file_open_to_everyone_is_refused(self, tmp_path: Path, mode: int) -> None:
+        """A token file other users may read or write is refused when the API needs it."""
+        secret = tmp_path / "t"
+        secret.write_text("abc\n")
+        secret.chmod(mode)
+        config = parse(tokens_config({"name": "a", "role": "read", "token_file": str(secret)}))
+        with pytest.raises(ConfigError, match=r"^admin.tokens\[0\].token_file: .* every user"):
+            config.admin.bearer_tokens()
+
+    def test_unreadable_empty_or_duplicate_secrets(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A missing or empty file, an unset or empty variable, and two tokens with one
+        secret: each fails bearer_tokens() naming the key, while the file loads."""
+        empty = tmp_path / "empty"
+        empty.write_text("\n")
+        empty.chmod(0o600)
+        monkeypatch.setenv("SMPP_GW_TEST_EMPTY", " ")
+        monkeypatch.setenv("SMPP_GW_TEST_SAME", "same-secret")
+        cases = [
+            ({"token_file": str(tmp_path / "absent")}, "admin.tokens[0].token_file: cannot read"),
+            ({"token_file": str(empty)}, "admin.tokens[0].token_file: "),
+            ({"token_env": "SMPP_GW_TEST_EMPTY"}, "admin.tokens[0].token_env: environment"),
+            ({"token_env": "SMPP_GW_TEST_UNSET_XYZ"}, "admin.tokens[0].token_env: environment"),
+        ]
+        monkeypatch.delenv("SMPP_GW_TEST_UNSET_XYZ", raising=False)
+        for secret, message in cases:
+            config = parse(tokens_config({"name": "a", "role": "read", **secret}))
+            with pytest.raises(ConfigError) as info:
+                config.admin.bearer_tokens()
+            assert str(info.value).startswith(message)
+        config = parse(
+            tokens_config(
+                {"name": "a", "role": "read", "token": "same-secret"},
+                {"name": "b", "role": "write", "token_env": "SMPP_GW_TEST_SAME"},
+            )
+        )
+        with pytest.raises(ConfigError) as info:
+            config.admin.bearer_tokens()
+        assert str(info.value) == "admin.tokens[1]: the same secret as admin.tokens[0]"
+
+    def test_no_tokens(self) -> None:
+        """Without any token the API has none (its consent endpoints answer 403)."""
+        assert parse({"upstream": {"address": "127.0.0.1:2776"}}).admin.bearer_tokens() == ()
+        assert parse(tokens_config(token="")).admin.bearer_tokens() == ()
 
 
 # --- arbitrary input --------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 ``/healthz`` and ``/readyz`` and ``/metrics`` are open (probes and scrapers run without secrets;
 bind the admin listener to loopback or a management network). The consent endpoints need
-``Authorization: Bearer <admin.token>``; without a configured token they answer 403.
+``Authorization: Bearer <token>`` with one of the ``[[admin.tokens]]`` (or ``admin.token``):
+a missing or wrong token is 401, a ``read`` token's change 403; without any token configured
+they answer 403. A change records the token's name as its ``by``; a change to the state the
+subscriber already has records nothing and answers ``"changed": false``.
 
 - ``GET  /v1/consent/{number}``          current state per scope and the deciding state
-- ``GET  /v1/consent/{number}/history``  every event, oldest first (``?scope=KEY`` to filter)
+- ``GET  /v1/consent/{number}/history``  every event, oldest first, with the confirmation sent
+  for it (``?scope=KEY`` to filter; ``?format=csv`` for CSV, as ``consent history`` prints it)
 - ``POST /v1/consent/{number}``          ``{"action": "opt_out" | "opt_in" | "block" | "unblock",
   "reason": "...", "campaign"/"account"/"sender"/"list": "..."}`` (a scope option for opt-out /
   opt-in; none means everything)
@@ -14,18 +18,21 @@ bind the admin listener to loopback or a management network). The consent endpoi
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
 
 from gateway.admin.http import HttpError, HttpServer, Request, Response, json_response
+from gateway.config import LEGACY_TOKEN_NAME, BearerToken, TokenRole
 from gateway.consent.campaign import AccountMatch
-from gateway.consent.model import Actor, ConsentEvent, ConsentState
+from gateway.consent.model import Actor, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreUnavailableError
+from gateway.store.evidence import history_rows, render_csv
 from gateway.store.staff import (
+    StaffChange,
     StaffError,
     event_json,
     scope_from,
@@ -37,6 +44,7 @@ from gateway.store.staff import (
 from gateway.telemetry.metrics import Metrics
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CSV_TEXT = "text/csv; charset=utf-8; header=present"
 
 
 class AdminApi:
@@ -45,7 +53,8 @@ class AdminApi:
         *,
         metrics: Metrics,
         store: ConsentStore | None,
-        token: str | None,
+        tokens: Sequence[BearerToken] = (),
+        token: str | None = None,  # one write token named "admin" (as admin.token configures)
         instance: str,
         default_country: str,
         ready: Callable[[], bool],
@@ -54,7 +63,11 @@ class AdminApi:
     ) -> None:
         self.metrics = metrics
         self.store = store
-        self.token = token
+        self.tokens = tuple(tokens)
+        if token:
+            self.tokens += (
+                BearerToken(name=LEGACY_TOKEN_NAME, role=TokenRole.WRITE, secret=token.encode()),
+            )
         self.instance = instance
         self.default_country = default_country
         self.ready = ready
@@ -118,19 +131,30 @@ class AdminApi:
 
     # --- consent ------------------------------------------------------------------------------
 
-    def _authorise(self, request: Request) -> ConsentStore:
-        if not self.token:
-            raise HttpError(HTTPStatus.FORBIDDEN, "consent API disabled: set admin.token")
+    def _authorise(self, request: Request, *, write: bool) -> tuple[ConsentStore, BearerToken]:
+        """The store and the token the request carries; 401 for a missing or wrong token, 403
+        for a change with a read token."""
+        if not self.tokens:
+            raise HttpError(HTTPStatus.FORBIDDEN, "consent API disabled: configure admin.tokens")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         # Compared as octets: a token with characters outside ASCII is simply wrong (401), it
-        # must not make compare_digest raise (500).
+        # must not make compare_digest raise (500). Every token is compared (no early exit),
+        # so the time taken does not tell which one came closest.
         offered = value.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, self.token.encode()):
+        found: BearerToken | None = None
+        for token in self.tokens:
+            if hmac.compare_digest(offered, token.secret) and found is None:
+                found = token
+        if scheme.lower() != "bearer" or found is None:
             raise HttpError(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        if write and found.role is not TokenRole.WRITE:
+            raise HttpError(
+                HTTPStatus.FORBIDDEN, f"token {found.name!r} may only read (role {found.role})"
+            )
         if self.store is None:
             raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "consent is disabled")
-        return self.store
+        return self.store, found
 
     def _subscriber(self, text: str) -> str:
         ton = 1 if text.startswith("+") else 0
@@ -147,15 +171,11 @@ class AdminApi:
         return self._subscriber(number), tail or None
 
     async def consent_get(self, request: Request) -> Response:
-        store = self._authorise(request)
+        store, _token = self._authorise(request, write=False)
         subscriber, tail = self._parse_path(request.path)
         try:
             if tail == "history":
-                scope = request.query.get("scope", [None])[0]
-                events = await store.history(subscriber, scope)
-                return json_response(
-                    {"subscriber": subscriber, "events": [event_json(e) for e in events]}
-                )
+                return await self._history(store, subscriber, request)
             records = await store.current(subscriber)
         except StoreUnavailableError as exc:
             raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"store unavailable: {exc}") from None
@@ -175,8 +195,18 @@ class AdminApi:
             }
         )
 
+    async def _history(self, store: ConsentStore, subscriber: str, request: Request) -> Response:
+        """The rows of ``consent history`` (gateway.store.evidence): JSON, or CSV."""
+        fmt = request.query.get("format", ["json"])[0]
+        if fmt not in ("json", "csv"):
+            raise HttpError(HTTPStatus.BAD_REQUEST, "format must be json or csv")
+        rows = await history_rows(store, subscriber, request.query.get("scope", [None])[0])
+        if fmt == "csv":
+            return Response(body=render_csv(rows).encode(), content_type=CSV_TEXT)
+        return json_response({"subscriber": subscriber, "events": rows})
+
     async def consent_post(self, request: Request) -> Response:
-        store = self._authorise(request)
+        store, token = self._authorise(request, write=True)
         subscriber, tail = self._parse_path(request.path)
         if tail is not None:
             raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed")
@@ -202,7 +232,7 @@ class AdminApi:
                     account_match=self.account_match,
                 )
                 state = ConsentState.OPTED_OUT if action == "opt_out" else ConsentState.OPTED_IN
-                event: ConsentEvent | None = await set_state(
+                change: StaffChange = await set_state(
                     store,
                     subscriber=subscriber,
                     scope=scope,
@@ -210,15 +240,17 @@ class AdminApi:
                     actor=Actor.API,
                     reason=reason,
                     instance=instance,
+                    by=token.name,
                 )
             elif action in ("block", "unblock"):
-                event = await set_blocked(
+                change = await set_blocked(
                     store,
                     subscriber=subscriber,
                     blocked=action == "block",
                     actor=Actor.API,
                     reason=reason,
                     instance=instance,
+                    by=token.name,
                 )
             else:
                 raise HttpError(
@@ -228,9 +260,12 @@ class AdminApi:
             raise HttpError(HTTPStatus.CONFLICT, str(exc)) from None
         except StoreUnavailableError as exc:
             raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"store unavailable: {exc}") from None
-        if event is None:
-            return json_response({"subscriber": subscriber, "changed": False})
-        return json_response(
-            {"subscriber": subscriber, "changed": True, "event": event_json(event)},
-            HTTPStatus.CREATED,
-        )
+        answer = {
+            "subscriber": subscriber,
+            "changed": change.changed,
+            "scope": change.scope,
+            "state": change.state.value,
+        }
+        if change.event is None:
+            return json_response(answer)
+        return json_response({**answer, "event": event_json(change.event)}, HTTPStatus.CREATED)

@@ -92,6 +92,9 @@ class ConsentEvent:
     system_id: str | None = None  # the client account
     smsc_message_id: str | None = None
     instance: str | None = None  # the gateway instance that recorded it
+    # Who, beyond the actor kind: the staff member (OS user or --actor) for the CLI, the token's
+    # name for the API, ``FILE:LINE`` for an import. None for a subscriber's own keyword.
+    by: str | None = None
     # Idempotency: a second append with the same dedup_key is a no-op (retransmitted MO).
     dedup_key: str | None = None
 

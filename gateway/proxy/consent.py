@@ -8,6 +8,12 @@ carries out its decisions in the one order that never loses a consent change:
 2. then send the auto-reply (only for events that were new: a resent MO gets no second reply),
 3. then answer the SMSC (forward the MO to the client, or acknowledge it ourselves).
 
+Each auto-reply's evidence (its text, when it was submitted, the SMSC's status, message ids and
+when they came, linked to the event it confirms) is recorded in the store once its last part's
+``submit_sm_resp`` came back or was lost (``gateway.proxy.replies``), in the background: that
+write never holds up an answer. HELP answers, which change no consent, are recorded too, with
+no event and the MO's words.
+
 If the store fails at step 1 the SMSC gets ESME_RX_T_APPN (temporary) and delivers the MO again;
 an MT that cannot be checked gets the configured ``store_unavailable`` status, which clients
 retry. The MT fast path does not await: a cache hit is decided and forwarded in the same call.
@@ -25,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
 from gateway.consent.model import AddressKind, ConsentEvent, ConsentRecord, SmsAddress
@@ -46,6 +53,7 @@ from gateway.proxy.content import Content, PartInfo, content_of
 from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
 from gateway.proxy.parts import PartTracker, Route
 from gateway.proxy.receipts import ReceiptIds, receipt_id, rejection_receipt, rewrite_receipt
+from gateway.proxy.replies import ReplyRecorder, ReplyTrack, new_reply_id, reply_kind
 from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode
@@ -57,7 +65,7 @@ from gateway.smpp.constants import (
     status_name,
 )
 from gateway.smpp.errors import SmppError
-from gateway.store.base import ConsentStore, MessageIds, StoreError
+from gateway.store.base import ConsentStore, MessageIds, ReplyOutcome, ReplyRecord, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
@@ -269,8 +277,10 @@ class ConsentEnforcer:
         footers: FooterStage | None = None,
         service: ServiceLink | None = None,
         part_ttl_s: float = 10.0,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.config = config
+        self.audit = audit
         self.footers = footers
         self.service = service
         self.store = store
@@ -289,12 +299,18 @@ class ConsentEnforcer:
         self._unreplied = _Unreplied(config.mo_dedup_window_s)
         self._refusals = logs.Summary(interval_s=REFUSAL_LOG_INTERVAL_S, burst=REFUSAL_LOG_BURST)
         self._reply_ref = 0
+        # The evidence of every auto-reply, written to the store in the background.
+        self.replies = ReplyRecorder(store, metrics)
         # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
         self._mo_turns: dict[str, _Turns] = {}
         if footers is not None:
             footers.set_gate(self._gate)
             footers.set_reporter(self._report_part)
         self._translate_receipts = _has_footers(config)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for the auto-reply records still being written (shutdown)."""
+        await self.replies.drain(timeout_s)
 
     def reconfigure(self, config: ConsentConfig, *, part_ttl_s: float | None = None) -> None:
         """SIGHUP: campaigns and statuses apply from the next message on."""
@@ -610,6 +626,16 @@ class ConsentEnforcer:
         reason and interval, the rest summed up in one line, so a client hammering refused
         numbers cannot flood the log."""
         self.metrics.mt_rejected_total.labels(reason.value).inc()
+        if self.audit is not None:
+            self.audit.mt_refused(
+                subscriber=subscriber.value,
+                reason=reason.value,
+                status=status,
+                account=request.client.system_id or "",
+                campaign=campaign.name,
+                # The sender as the client gave it: the campaign it chose is in its own field.
+                sender=getattr(request.pdu, "source_addr", None) or None,
+            )
         self._refusals.emit(
             log.info,
             (request.client.conn_id, reason),
@@ -656,7 +682,11 @@ class ConsentEnforcer:
         new = await self._store_events(decision.events)
         if new:
             self._send_reply(
-                self._account(request.client.system_id), decision.reply, "opt_in_request", None
+                self._account(request.client.system_id),
+                decision.reply,
+                "opt_in_request",
+                None,
+                event_id=decision.events[0].event_id if decision.events else None,
             )
 
     def _submit_multi(self, request: MtRequest, pdu: p.SubmitMulti) -> None:
@@ -974,9 +1004,11 @@ class ConsentEnforcer:
             self._retry_later(request, held)
             return
         decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
-        await self._mo_act(request, decision, held)
+        await self._mo_act(request, decision, held, text)
 
-    async def _mo_act(self, request: MoRequest, decision: MoDecision, held: _Held | None) -> None:
+    async def _mo_act(
+        self, request: MoRequest, decision: MoDecision, held: _Held | None, text: str | None = None
+    ) -> None:
         new = True
         if decision.events:
             try:
@@ -992,7 +1024,7 @@ class ConsentEnforcer:
             if not new:
                 owed = self._unreplied.take(decision.events)
                 if owed is not None:
-                    self._reply_to(request, owed)
+                    self._reply_to(request, owed, text)
         match = decision.match
         if match is not None:
             self.metrics.mo_keywords_total.labels(match.family.value, match.match.value).inc()
@@ -1010,11 +1042,12 @@ class ConsentEnforcer:
                 duplicate=not new,
             )
         if new:
-            self._reply_to(request, decision)
+            self._reply_to(request, decision, text)
         self._settle_mo(request, decision)
 
-    def _reply_to(self, request: MoRequest, decision: MoDecision) -> None:
-        """Send the decision's auto-reply (an opt-out confirmation always goes, once)."""
+    def _reply_to(self, request: MoRequest, decision: MoDecision, text: str | None) -> None:
+        """Send the decision's auto-reply (an opt-out confirmation always goes, once), recorded
+        against the decision's event (a HELP answer has none: it keeps the MO's ``text``)."""
         if decision.reply is None:
             return
         self._send_reply(
@@ -1023,6 +1056,8 @@ class ConsentEnforcer:
             decision.action.value,
             request,
             always=decision.action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT),
+            event_id=decision.events[0].event_id if decision.events else None,
+            words=None if decision.events else text,
         )
 
     def _settle_mo(self, request: MoRequest, decision: MoDecision) -> None:
@@ -1123,8 +1158,29 @@ class ConsentEnforcer:
         request: MoRequest | None,
         *,
         always: bool = False,
+        event_id: str | None = None,
+        words: str | None = None,
     ) -> None:
+        """Send ``reply`` over a transmit-capable session of the account (or the service bind)
+        and record it, linked to ``event_id``, once the SMSC answered (or it was not sent)."""
         subscriber = reply.destination.value
+        pdus = self._reply_pdus(reply, request)
+        evidence = ReplyRecord(
+            reply_id=new_reply_id(),
+            event_id=event_id,
+            subscriber=subscriber,
+            kind=reply_kind(kind),
+            text=reply.text,
+            source=pdus[0].source_addr,
+            destination=pdus[0].destination_addr,
+            at=time.time(),
+            outcome=ReplyOutcome.NO_ANSWER,
+            parts=len(pdus),
+            campaign=reply.campaign,
+            system_id=system_id,
+            words=words,
+            instance=self.instance,
+        )
         if not always and not self._rate_ok(subscriber):
             self.metrics.auto_replies_total.labels(kind, "rate_limited").inc()
             log.info(
@@ -1134,10 +1190,16 @@ class ConsentEnforcer:
                 subscriber=mask_subscriber(subscriber),
                 system_id=system_id,
             )
+            self.replies.record(
+                dataclasses.replace(
+                    evidence,
+                    outcome=ReplyOutcome.NOT_SENT,
+                    error="rate limit (consent.reply_limit_per_hour)",
+                )
+            )
             return
         if always:
             self._replies.setdefault(subscriber, deque()).append(time.monotonic())
-        pdus = self._reply_pdus(reply, request)
         prefer = request.bridge if request is not None else None
         carriers: list[tuple[str, Callable[[p.Pdu, ResponseCallback], bool]]] = [
             (bridge.conn_id, bridge.originate_upstream)
@@ -1145,13 +1207,17 @@ class ConsentEnforcer:
         ]
         if self.service is not None:
             carriers.append(("service-bind", self.service.send))
-        done = self._reply_done(kind, subscriber)
         for name, send in carriers:
+            track = ReplyTrack(
+                self.replies, dataclasses.replace(evidence, carrier=name, at=time.time())
+            )
+            done = self._reply_done(kind, subscriber, track)
             # The first part picks the carrier; the other parts follow on the same session.
             if not send(pdus[0], done):
                 continue
             for pdu in pdus[1:]:
-                send(pdu, done)
+                if not send(pdu, done):
+                    track.part_not_sent()
             self.metrics.auto_replies_total.labels(kind, "sent").inc()
             log.info(
                 logs.AUTO_REPLY_SENT,
@@ -1171,9 +1237,15 @@ class ConsentEnforcer:
             subscriber=mask_subscriber(subscriber),
             system_id=system_id,
         )
+        self.replies.record(
+            dataclasses.replace(
+                evidence, outcome=ReplyOutcome.NOT_SENT, error="no transmit-capable session"
+            )
+        )
 
-    def _reply_done(self, kind: str, subscriber: str) -> ResponseCallback:
-        def done(pdu: p.Pdu | None, _frame: bytes | None) -> None:
+    def _reply_done(self, kind: str, subscriber: str, track: ReplyTrack) -> ResponseCallback:
+        def done(pdu: p.Pdu | None, frame: bytes | None) -> None:
+            track.answer(pdu, frame)  # the record is written later, in the background
             status = None if pdu is None else pdu.command_status
             if status != 0:
                 self.metrics.auto_replies_total.labels(kind, "failed").inc()

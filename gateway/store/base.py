@@ -19,6 +19,20 @@ Contract (tests/store/test_contract.py runs it against every backend):
 - ``export()`` yields every current record, ordered by (subscriber, scope);
   ``import_events(events)`` appends events in order with the same rules as ``append`` and returns
   how many were new.
+- ``current_many(subscribers)`` / ``history_many(subscribers)`` answer ``current`` /
+  ``history`` for many subscribers at once, read in batches (a query or a pipeline per few
+  hundred subscribers, never a round trip each): every subscriber asked for is a key of the
+  answer, with ``{}`` / ``[]`` where it has nothing. Neither goes through the local cache.
+- ``import_changes(changes)`` is the all-or-nothing import (``consent import``): each
+  ``ImportChange`` is an event (no ``dedup_key``) and the ``last_event_id`` its (subscriber,
+  scope) had when the change was planned (None: no record). Every change whose pair still has
+  that record is appended, in order, and the others are not (their event ids come back as
+  ``conflicts``: the record changed meanwhile, and the newer change stays), all in one step:
+  when the call raises, none of them was appended (Redis: see its docstring for the interval
+  after its commit point, which ``resume_imports`` completes). At most one change per pair.
+  ``resume_imports()`` completes imports that passed their commit point but were cut off
+  before they were applied in full, and returns how many events that appended (always 0 for
+  the backends that commit an import in one transaction).
 - ``put_message_ids(entries, ttl_s)`` / ``get_message_ids(upstream_id)`` keep, for a while,
   which ids the gateway gave a client for a part it sent upstream under another id (the parts
   of a long MT it answered before the SMSC did, and parts it added itself), so delivery
@@ -26,6 +40,17 @@ Contract (tests/store/test_contract.py runs it against every backend):
   the same upstream id replaces the earlier one; ``get`` returns None once ``ttl_s`` has
   passed (entries are also bounded in number, the oldest dropped first). Shared backends
   share them between instances, so a receipt may come back through any of them.
+- ``record_reply(reply)`` keeps one ``ReplyRecord``: an auto-reply the gateway sent (or could
+  not send) to a subscriber, linked to the consent event it confirms (``event_id``; None for a
+  HELP answer, which changes no consent), with the text, the addresses it went to and from,
+  when it was submitted and what the SMSC answered (status, message ids, when), or why it got
+  no answer. Durable like ``append``, but not consent data: it changes no current record,
+  counts in no ``record_count``, publishes no invalidation and drops no cache. It returns
+  False, changing nothing, when a reply of the same subscriber with the same ``reply_id`` is
+  kept already.
+  ``replies(subscriber)`` returns the subscriber's records in the order they were recorded;
+  a backend keeps at least the newest ``MAX_REPLIES_PER_SUBSCRIBER`` of each subscriber
+  (its ``max_replies`` option) and drops older ones beyond that, oldest first.
 - ``record_count()`` is the number of current (subscriber, scope) records, read in O(1) (a
   counter the backend keeps with every write), so an empty store where a full one belongs is
   visible at a glance (``/readyz``, ``check-config``).
@@ -50,7 +75,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from enum import StrEnum
 from typing import Any, Final, Protocol, runtime_checkable
 
 from gateway.consent.model import (
@@ -91,6 +117,95 @@ class MessageIds:
     upstream_id: str
     client_ids: tuple[str, ...]
     account: str
+
+
+# Auto-reply records kept per subscriber by default (the oldest beyond this are dropped).
+MAX_REPLIES_PER_SUBSCRIBER: Final = 1000
+
+
+class ReplyKind(StrEnum):
+    """What an auto-reply was (``ReplyRecord.kind``; stored as text, so new kinds need no
+    migration)."""
+
+    OPT_OUT_CONFIRMATION = "opt_out_confirmation"
+    LIST_OPT_OUT_CONFIRMATION = "list_opt_out_confirmation"
+    ALREADY_OPTED_OUT = "already_opted_out"  # a repeated STOP's answer
+    OPT_IN_CONFIRMATION = "opt_in_confirmation"
+    OPT_IN_REQUEST = "opt_in_request"
+    HELP = "help"
+
+
+class ReplyOutcome(StrEnum):
+    """What became of an auto-reply."""
+
+    ACCEPTED = "accepted"  # the SMSC answered every part with ESME_ROK
+    REFUSED = "refused"  # the SMSC answered (a part) with an error status
+    NO_ANSWER = "no_answer"  # submitted, but no answer came (timeout, session lost)
+    NOT_SENT = "not_sent"  # never submitted: no session could carry it, or the rate limit
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyRecord:
+    """One auto-reply (a confirmation, a HELP answer, an opt-in request) and what the SMSC
+    said to it: the evidence that a subscriber's STOP was confirmed, and when."""
+
+    reply_id: str  # unique (uuid4 hex)
+    event_id: str | None  # the consent event it answers (the MO's); None for HELP
+    subscriber: str  # E.164 digits: whom it was sent to
+    kind: str  # a ReplyKind value
+    text: str  # the text sent, as the gateway wrote it (all parts)
+    source: str  # source_addr as submitted: the number the subscriber wrote to
+    destination: str  # destination_addr as submitted: the subscriber, as the SMSC wrote it
+    at: float  # when it was submitted (for NOT_SENT: when the gateway gave up), epoch seconds
+    outcome: ReplyOutcome
+    command_status: int | None = None  # the SMSC's status (the first error of any part), or None
+    status: str | None = None  # that status by name (ESME_ROK, ESME_RSUBMITFAIL; hex if unnamed)
+    message_ids: tuple[str, ...] = ()  # the SMSC's message id of each part it accepted
+    answered_at: float | None = None  # when the (last) answer came; None without an answer
+    parts: int = 1  # submit_sm PDUs it took
+    campaign: str | None = None
+    system_id: str | None = None  # the client account it was sent for
+    carrier: str | None = None  # the session it went over: a client's conn id, "service-bind"
+    words: str | None = None  # the MO's words, for a reply without an event (HELP)
+    error: str | None = None  # why NOT_SENT / NO_ANSWER, in words
+    instance: str | None = None  # the gateway instance that sent it
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ImportChange:
+    """One event of an all-or-nothing import and the record it was planned against.
+
+    ``expected`` is the ``last_event_id`` of the current record of the event's (subscriber,
+    scope) when the change was decided, None when there was no record: the event is appended
+    only if that is still so (compare and set), so a change made meanwhile (a STOP that
+    arrived during the import) is never overwritten by an older import, and an import run
+    twice, or retried after a failure, appends nothing the second time.
+    """
+
+    event: ConsentEvent
+    expected: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ImportOutcome:
+    """What ``import_changes`` did: events appended, and those refused because their record
+    changed after the change was planned."""
+
+    appended: int
+    conflicts: frozenset[str] = frozenset()  # event ids
+
+
+def check_import_changes(changes: Sequence[ImportChange]) -> None:
+    """The preconditions of ``import_changes``, checked before anything is written."""
+    pairs: set[tuple[str, str]] = set()
+    for change in changes:
+        event = change.event
+        if event.dedup_key is not None:
+            raise StoreError("import_changes: imported events carry no dedup_key")
+        pair = (event.subscriber, event.scope)
+        if pair in pairs:
+            raise StoreError(f"import_changes: two changes of {event.scope} for one subscriber")
+        pairs.add(pair)
 
 
 @runtime_checkable
@@ -135,12 +250,38 @@ class ConsentStore(Protocol):
         """Append many events in order (batched); returns how many were not duplicates."""
         ...
 
+    async def current_many(
+        self, subscribers: Iterable[str]
+    ) -> dict[str, Mapping[str, ConsentRecord]]:
+        """``current`` of many subscribers, read in batches (not through the local cache)."""
+        ...
+
+    async def history_many(self, subscribers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+        """``history`` of many subscribers, read in batches."""
+        ...
+
+    async def import_changes(self, changes: Sequence[ImportChange]) -> ImportOutcome:
+        """Append every change whose record is still the expected one, all or nothing."""
+        ...
+
+    async def resume_imports(self) -> int:
+        """Complete imports cut off after their commit point; events appended."""
+        ...
+
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         """Keep these id mappings for ``ttl_s`` seconds (replacing any for the same upstream id)."""
         ...
 
     async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
         """The mapping kept for ``upstream_id``, or None (never kept, or expired)."""
+        ...
+
+    async def record_reply(self, reply: ReplyRecord) -> bool:
+        """Keep an auto-reply record durably; False when its reply_id was recorded before."""
+        ...
+
+    async def replies(self, subscriber: str) -> list[ReplyRecord]:
+        """The subscriber's auto-reply records in the order recorded (the newest kept)."""
         ...
 
     async def record_count(self) -> int:
@@ -198,6 +339,41 @@ def event_from_json(text: str | bytes) -> ConsentEvent:
         return ConsentEvent(**kwargs)
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreUnavailableError(f"undecodable stored event: {exc}") from exc
+
+
+_REPLY_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ReplyRecord))
+
+
+def reply_to_json(reply: ReplyRecord) -> str:
+    """Serialise an auto-reply record as a JSON object named by field (None fields left out)."""
+    body: dict[str, Any] = {}
+    for name in _REPLY_FIELDS:
+        value = getattr(reply, name)
+        if value is None:
+            continue
+        if name == "outcome":
+            value = value.value
+        elif name == "message_ids":
+            value = list(value)
+        body[name] = value
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def reply_from_json(text: str | bytes) -> ReplyRecord:
+    """Inverse of ``reply_to_json``; unknown keys (written by a newer version) are ignored."""
+    try:
+        raw = json.loads(text)
+        kwargs: dict[str, Any] = {name: raw[name] for name in _REPLY_FIELDS if name in raw}
+        kwargs.setdefault("event_id", None)  # required, but left out of the JSON when None
+        kwargs["outcome"] = ReplyOutcome(kwargs["outcome"])
+        ids = kwargs.get("message_ids", [])
+        kwargs["message_ids"] = tuple(ids) if isinstance(ids, list) else None
+        reply = ReplyRecord(**kwargs)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreUnavailableError(f"undecodable stored auto-reply record: {exc}") from exc
+    if reply.message_ids is None or not all(isinstance(i, str) for i in reply.message_ids):
+        raise StoreUnavailableError("undecodable stored auto-reply record: bad message_ids")
+    return reply
 
 
 def record_of(event: ConsentEvent) -> ConsentRecord:

@@ -5,8 +5,8 @@ Supported URLs:
 - ``sqlite:///var/lib/smpp-gateway/consent.db``: an absolute path (everything after
   ``sqlite://``); ``sqlite:relative/consent.db`` for a path relative to the working directory.
   Query parameters: ``cache_size``, ``busy_timeout_s``, ``change_check_interval_s``,
-  ``max_message_ids`` (see ``gateway.store.sqlite``). ``sqlite:///:memory:`` is refused: it is
-  not durable.
+  ``max_message_ids``, ``max_replies`` (see ``gateway.store.sqlite``). ``sqlite:///:memory:``
+  is refused: it is not durable.
 - ``redis://``, ``rediss://`` and ``redis+sentinel://``: see ``gateway.store.redis``.
 - ``memory://``: the non-durable reference store, for tests and demonstrations only.
 
@@ -33,6 +33,7 @@ _SQLITE_PARAMS: dict[str, type[int] | type[float]] = {
     "busy_timeout_s": float,
     "change_check_interval_s": float,
     "max_message_ids": int,
+    "max_replies": int,
 }
 _GUARD_PARAM = "recovery_interval_s"
 _REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
@@ -109,6 +110,8 @@ def _sqlite_kwargs(query: dict[str, str]) -> dict[str, float]:
             raise StoreError(f"store.url: {key}={value!r} is not a number") from exc
     if kwargs.get("max_message_ids", 1) < 1:
         raise StoreError("store.url: max_message_ids must be at least 1")
+    if kwargs.get("max_replies", 1) < 1:
+        raise StoreError("store.url: max_replies must be at least 1")
     return kwargs
 
 

@@ -27,11 +27,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Final, TypeVar
 
 from gateway.consent.model import ConsentEvent, ConsentRecord
-from gateway.store.base import ConsentStore, MessageIds, StoreError, StoreUnavailableError
+from gateway.store.base import (
+    ConsentStore,
+    ImportChange,
+    ImportOutcome,
+    MessageIds,
+    ReplyRecord,
+    StoreError,
+    StoreUnavailableError,
+)
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
 
@@ -76,6 +92,9 @@ class FailClosedStore:
         self._healthy.set()
         self._recovery: asyncio.Task[None] | None = None
         self._closed = False
+        # Told of every consent change this store object made (the audit trail); awaited
+        # before append returns, so the change is in the trail before it is acknowledged.
+        self.on_change: Callable[[Sequence[ConsentEvent]], Awaitable[None]] | None = None
         self._up = metrics.store_up() if metrics is not None else None
         if self._up is not None:
             self._up.set(1)
@@ -173,7 +192,10 @@ class FailClosedStore:
     # --- ConsentStore ---------------------------------------------------------------------------
 
     async def append(self, event: ConsentEvent) -> bool:
-        return await self._call("append", lambda: self.inner.append(event))
+        added = await self._call("append", lambda: self.inner.append(event))
+        if added and self.on_change is not None:
+            await self.on_change((event,))
+        return added
 
     async def current(self, subscriber: str) -> Mapping[str, ConsentRecord]:
         return await self._call("current", lambda: self.inner.current(subscriber))
@@ -214,6 +236,12 @@ class FailClosedStore:
     async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
         return await self._call("get_message_ids", lambda: self.inner.get_message_ids(upstream_id))
 
+    async def record_reply(self, reply: ReplyRecord) -> bool:
+        return await self._call("record_reply", lambda: self.inner.record_reply(reply))
+
+    async def replies(self, subscriber: str) -> list[ReplyRecord]:
+        return await self._call("replies", lambda: self.inner.replies(subscriber))
+
     async def export(self) -> AsyncIterator[ConsentRecord]:
         self._admit()
         try:
@@ -228,6 +256,24 @@ class FailClosedStore:
         self, events: Iterable[ConsentEvent] | AsyncIterable[ConsentEvent]
     ) -> int:
         return await self._call("import_events", lambda: self.inner.import_events(events))
+
+    async def current_many(
+        self, subscribers: Iterable[str]
+    ) -> dict[str, Mapping[str, ConsentRecord]]:
+        return await self._call("current_many", lambda: self.inner.current_many(subscribers))
+
+    async def history_many(self, subscribers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+        return await self._call("history_many", lambda: self.inner.history_many(subscribers))
+
+    async def import_changes(self, changes: Sequence[ImportChange]) -> ImportOutcome:
+        outcome = await self._call("import_changes", lambda: self.inner.import_changes(changes))
+        if self.on_change is not None:
+            conflicts = outcome.conflicts
+            await self.on_change([c.event for c in changes if c.event.event_id not in conflicts])
+        return outcome
+
+    async def resume_imports(self) -> int:
+        return await self._call("resume_imports", self.inner.resume_imports)
 
     async def record_count(self) -> int:
         return await self._call("record_count", self.inner.record_count)

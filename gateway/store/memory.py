@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from gateway.consent.model import ConsentEvent, ConsentRecord
-from gateway.store.base import MessageIds, StoreError, iterate, record_of
+from gateway.store.base import (
+    MAX_REPLIES_PER_SUBSCRIBER,
+    ImportChange,
+    ImportOutcome,
+    MessageIds,
+    ReplyRecord,
+    StoreError,
+    check_import_changes,
+    iterate,
+    record_of,
+)
 from gateway.store.cache import EMPTY
 
 # Message-id mappings kept at most (the oldest go first).
@@ -23,7 +33,14 @@ MAX_MESSAGE_IDS = 1_000_000
 class MemoryStore:
     """ConsentStore kept in dictionaries."""
 
-    def __init__(self, *, max_message_ids: int = MAX_MESSAGE_IDS) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_ids: int = MAX_MESSAGE_IDS,
+        max_replies: int = MAX_REPLIES_PER_SUBSCRIBER,
+    ) -> None:
+        if max_replies < 1:
+            raise StoreError("memory: max_replies must be at least 1")
         # Each subscriber's mapping is replaced, never mutated, so handed-out answers stay fixed.
         self._current: dict[str, Mapping[str, ConsentRecord]] = {}
         self._history: dict[str, list[ConsentEvent]] = {}
@@ -32,6 +49,9 @@ class MemoryStore:
         self._records = 0
         self._message_ids: OrderedDict[str, tuple[float, MessageIds]] = OrderedDict()
         self._max_message_ids = max_message_ids
+        # subscriber -> reply_id -> record, in the order recorded (the newest max_replies).
+        self._replies: dict[str, OrderedDict[str, ReplyRecord]] = {}
+        self._max_replies = max_replies
         self._closed = False
 
     def _check_open(self) -> None:
@@ -94,6 +114,34 @@ class MemoryStore:
             appended += self._append(event)
         return appended
 
+    async def current_many(
+        self, subscribers: Iterable[str]
+    ) -> dict[str, Mapping[str, ConsentRecord]]:
+        self._check_open()
+        return {s: self._current.get(s, EMPTY) for s in subscribers}
+
+    async def history_many(self, subscribers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+        self._check_open()
+        return {s: list(self._history.get(s, ())) for s in subscribers}
+
+    async def import_changes(self, changes: Sequence[ImportChange]) -> ImportOutcome:
+        """Checked first, then applied with no await in between: nothing can fail midway."""
+        self._check_open()
+        check_import_changes(changes)
+        conflicts: set[str] = set()
+        for change in changes:
+            record = self._current.get(change.event.subscriber, EMPTY).get(change.event.scope)
+            if (None if record is None else record.last_event_id) != change.expected:
+                conflicts.add(change.event.event_id)
+        for change in changes:
+            if change.event.event_id not in conflicts:
+                self._append(change.event)
+        return ImportOutcome(appended=len(changes) - len(conflicts), conflicts=frozenset(conflicts))
+
+    async def resume_imports(self) -> int:
+        self._check_open()
+        return 0  # an import is applied in one step: nothing is ever left half done
+
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         self._check_open()
         expires = time.monotonic() + ttl_s
@@ -113,6 +161,20 @@ class MemoryStore:
             del self._message_ids[upstream_id]
             return None
         return entry
+
+    async def record_reply(self, reply: ReplyRecord) -> bool:
+        self._check_open()
+        kept = self._replies.setdefault(reply.subscriber, OrderedDict())
+        if reply.reply_id in kept:
+            return False
+        kept[reply.reply_id] = reply
+        while len(kept) > self._max_replies:
+            kept.popitem(last=False)
+        return True
+
+    async def replies(self, subscriber: str) -> list[ReplyRecord]:
+        self._check_open()
+        return list(self._replies.get(subscriber, {}).values())
 
     async def record_count(self) -> int:
         self._check_open()

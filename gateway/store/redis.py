@@ -30,9 +30,47 @@ key with ids of 20 characters is about 120 bytes, plus Redis's own per-key overh
 would make room by dropping these, never consent data, but dedup marks too when
 ``dedup_ttl_s`` is set.
 
+Auto-reply records (``record_reply`` / ``replies``): per subscriber, under the same hash tag,
+``gw:{s}:r`` (hash reply_id -> the record as JSON) and ``gw:{s}:ro`` (list of reply ids in
+record order). One Lua script adds a record unless its id is there (``HSETNX``), appends the
+id and trims both to the newest ``max_replies`` (a URL parameter, default 1,000), so a
+subscriber's records are bounded; a second script reads them in order. Like every write, a
+record is followed by ``WAIT`` when ``wait_replicas`` is set. Not consent data: nothing is
+published and nothing is counted. They have no expiry (they are evidence), so size
+``maxmemory`` for them too: a subscriber with one confirmation took about 1.2 KB of
+``used_memory`` (two keys), measured with the default reply texts' length.
+
 Atomicity: one Lua script checks the dedup mark, appends to the history, updates the current
 hash and publishes the invalidation, in one step: no client can see the history without the
 projection, and no write escapes its invalidation.
+
+Imports (``import_changes``, ``consent import``) are staged, then committed, then applied:
+
+1. *Staged*: every change goes into ``gw:import:<run>:changes`` (a list; with the run's hash
+   ``gw:import:<run>``: its size, cursor and counts), which no lookup reads. Both expire after
+   a day, so a run cut off here (a killed process, Redis down) leaves nothing behind that
+   counts, and the store is as it was.
+2. *Committed*: one script checks that every change is staged, marks the run committed,
+   removes the expiry and adds the run to ``gw:imports``. That is the commit point (followed
+   by ``WAIT`` when ``wait_replicas`` is set).
+3. *Applied*: a script applies the next ``_IMPORT_APPLY_CHUNK`` changes (each as ``append``
+   does: history, current, counter, invalidation; a change whose record is no longer the one
+   it was planned against is refused) and advances the run's cursor, in one step; the last
+   one deletes the staged list and takes the run out of ``gw:imports``. Each chunk is a few
+   milliseconds of Redis time, so other clients are never held up for long; one script for a
+   whole large import would block every gateway instance for seconds (about 10 to 16 us per
+   change).
+
+What this gives, and its limits: a failure before the commit point changes nothing; a
+failure after it (the process killed, Redis down midway) leaves a committed run that
+``resume_imports`` (run first by every ``consent import``) applies to the end, never twice
+(the cursor moves with each chunk, in the same script), so the import ends up all there, not
+half. Between the commit point and the end, other clients see the import appear chunk by
+chunk (Redis has no transaction that spans many scripts without blocking everyone). If the
+reply to the commit script is lost, the caller cannot know whether the commit point was
+passed: it reports a failure, and the next ``resume_imports`` completes the run if it was.
+Staging takes Redis memory for each change until it is applied (about 400 bytes for an
+opt-out row); ``maxmemory`` refusing it fails the import before its commit point.
 
 Durability: ``append`` returns after Redis acknowledged the script. What that survives is the
 server's configuration: with ``appendonly yes`` and ``appendfsync always`` the write is on disk
@@ -40,11 +78,13 @@ before the reply, so a crash of Redis loses nothing acknowledged; with ``everyse
 second can be lost. With ``wait_replicas=N`` the script is followed by ``WAIT N`` on the same
 connection, and too few replicas raise StoreUnavailableError (the event may still have been
 applied; a retry with the same dedup_key is then a no-op), which is what keeps acknowledged
-writes across a Sentinel failover. Timeouts (``timeout_s``) and no client-side retries make an
-outage raise StoreUnavailableError within about ``timeout_s``, never hang. Every redis-py error
-is StoreUnavailableError: connection and timeout errors, and also the server refusing a command
-(``OOM`` under ``maxmemory``, ``MISCONF`` after a failed background save, ``READONLY`` on a
-replica, ``NOSCRIPT``...), and stored data that does not decode.
+writes across a Sentinel failover when N is the number of replicas (Sentinel may promote any
+of them, judged by offsets it polled up to 10 s earlier). Timeouts (``timeout_s``) and no
+client-side retries make an outage raise StoreUnavailableError within about ``timeout_s``,
+never hang. Every redis-py error is StoreUnavailableError: connection and timeout errors, and
+also the server refusing a command (``OOM`` under ``maxmemory``, ``MISCONF`` after a failed
+background save, ``READONLY`` on a replica, ``NOSCRIPT``...), and stored data that does not
+decode.
 
 Cache coherence (see ``gateway.store.cache``): each store object keeps a local LRU of
 ``current()`` answers, valid only while its subscription to the invalidation channel is known
@@ -62,6 +102,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -73,6 +114,7 @@ from collections.abc import (
     Coroutine,
     Iterable,
     Mapping,
+    Sequence,
 )
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -90,12 +132,19 @@ from redis.backoff import NoBackoff
 
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
+    MAX_REPLIES_PER_SUBSCRIBER,
+    ImportChange,
+    ImportOutcome,
     MessageIds,
+    ReplyRecord,
     StoreError,
     StoreUnavailableError,
     batches,
+    check_import_changes,
     event_from_json,
     event_to_json,
+    reply_from_json,
+    reply_to_json,
 )
 from gateway.store.cache import EMPTY, ConsentCache, SeenCache
 from gateway.telemetry import logs
@@ -125,6 +174,87 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 _PROBE_TTL_MS: Final = 10_000
+
+# KEYS: records hash, order list. ARGV: reply_id, record JSON, how many to keep.
+_RECORD_REPLY_LUA: Final = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+local excess = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[3])
+for _ = 1, excess do
+  redis.call('HDEL', KEYS[1], redis.call('LPOP', KEYS[2]))
+end
+return 1
+"""
+# KEYS: records hash, order list. The records in order, in one step (no trim in between).
+_REPLIES_LUA: Final = """
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(ids))
+"""
+
+# The import's commit point. KEYS: the run's hash, its staged list, the set of committed runs.
+# ARGV: the run id, the number of changes staged.
+_IMPORT_COMMIT_LUA: Final = """
+if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[2]) then
+  return redis.error_reply('ERR import: not every change was staged')
+end
+redis.call('HSET', KEYS[1], 'state', 'committed')
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+# Applies the next ARGV[5] staged changes of a committed run and moves its cursor past them.
+# KEYS: the run's hash, its staged list, the set of committed runs, the record counter.
+# ARGV: key prefix, invalidation channel, origin, run id, chunk size, TTL (s) of the finished
+# run's hash. A staged change: [subscriber, scope, event_id, expected ('' for no record),
+# record JSON, event JSON]. Returns {appended, changes left, refused event ids}.
+_IMPORT_APPLY_LUA: Final = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'committed' then
+  redis.call('SREM', KEYS[3], ARGV[4])
+  return {0, 0, {}}
+end
+local cursor = tonumber(redis.call('HGET', KEYS[1], 'cursor'))
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+local items = redis.call('LRANGE', KEYS[2], cursor, cursor + tonumber(ARGV[5]) - 1)
+local appended = 0
+local refused = {}
+for _, raw in ipairs(items) do
+  local c = cjson.decode(raw)
+  local tag = ARGV[1] .. ':{' .. c[1] .. '}:'
+  local record = redis.call('HGET', tag .. 'c', c[2])
+  local current = ''
+  if record then current = cjson.decode(record)[3] end
+  if current == c[4] then
+    redis.call('RPUSH', tag .. 'h', c[6])
+    if redis.call('HSET', tag .. 'c', c[2], c[5]) == 1 then
+      redis.call('INCR', KEYS[4])
+    end
+    redis.call('PUBLISH', ARGV[2], c[1] .. ' ' .. ARGV[3])
+    appended = appended + 1
+  else
+    refused[#refused + 1] = c[3]
+  end
+end
+cursor = cursor + #items
+redis.call('HSET', KEYS[1], 'cursor', cursor)
+redis.call('HINCRBY', KEYS[1], 'appended', appended)
+redis.call('HINCRBY', KEYS[1], 'refused', #refused)
+if cursor >= total or #items == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', 'done')
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  return {appended, 0, refused}
+end
+return {appended, total - cursor, refused}
+"""
+_IMPORT_STAGE_CHUNK: Final = 1000  # changes per RPUSH
+_IMPORT_STAGE_PIPELINE: Final = 20  # RPUSHes per round trip
+_IMPORT_APPLY_CHUNK: Final = 1000  # changes per apply script: a few ms of Redis time
+_IMPORT_STAGING_TTL_S: Final = 86_400  # a run cut off before its commit point goes away
+_IMPORT_DONE_TTL_S: Final = 7 * 86_400  # a finished run's hash (its counts) is kept this long
+_MANY_PIPELINE: Final = 1000  # subscribers per pipeline of current_many / history_many
 
 _HASH_TAG: Final = re.compile(r"\{[^{}]*\}")
 
@@ -164,6 +294,7 @@ class RedisOptions:
     # Connections to Redis. A burst of cache misses waits for a free one (up to timeout_s)
     # instead of failing: redis-py's own default pool refuses the 101st concurrent command.
     max_connections: int = 64
+    max_replies: int = MAX_REPLIES_PER_SUBSCRIBER  # auto-reply records kept per subscriber
     # Not a URL parameter: the Sentinel clients to close with the store.
     sentinels: tuple[Redis, ...] = ()
 
@@ -182,6 +313,7 @@ def _options_from_query(query: Mapping[str, str]) -> tuple[RedisOptions, dict[st
         "wait_timeout_s": float,
         "ready_timeout_s": float,
         "max_connections": int,
+        "max_replies": int,
     }
     for key, value in query.items():
         cast = casts.get(key)
@@ -199,6 +331,8 @@ def _options_from_query(query: Mapping[str, str]) -> tuple[RedisOptions, dict[st
         raise StoreError("store.url: timeout_s and heartbeat_s must be > 0")
     if options.max_connections < 2:
         raise StoreError("store.url: max_connections must be at least 2")
+    if options.max_replies < 1:
+        raise StoreError("store.url: max_replies must be at least 1")
     return options, rest
 
 
@@ -347,6 +481,10 @@ class RedisStore:
         self._cache = ConsentCache(options.cache_size, enabled=False)
         self._seen = SeenCache(options.cache_size)
         self._append_script = client.register_script(_APPEND_LUA)
+        self._record_reply_script = client.register_script(_RECORD_REPLY_LUA)
+        self._replies_script = client.register_script(_REPLIES_LUA)
+        self._import_commit_script = client.register_script(_IMPORT_COMMIT_LUA)
+        self._import_apply_script = client.register_script(_IMPORT_APPLY_LUA)
         # Tags our own invalidations: those were applied locally when the write returned.
         self._origin = uuid.uuid4().hex[:16]
         self._probe_key = f"{options.prefix}:probe:{self._origin}"
@@ -657,6 +795,173 @@ class RedisStore:
             appended += sum(await self._run_appends(chunk))
         return appended
 
+    async def current_many(
+        self, subscribers: Iterable[str]
+    ) -> dict[str, Mapping[str, ConsentRecord]]:
+        """Pipelines of ``HGETALL``, a thousand subscribers per round trip."""
+        wanted = list(dict.fromkeys(subscribers))
+        found: dict[str, Mapping[str, ConsentRecord]] = {}
+        for start in range(0, len(wanted), _MANY_PIPELINE):
+            part = wanted[start : start + _MANY_PIPELINE]
+
+            async def load(part: list[str] = part) -> list[Any]:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for subscriber in part:
+                        pipe.hgetall(self._key(subscriber, "c"))
+                    return await pipe.execute()
+
+            values = await self._call(load())
+            for subscriber, raw in zip(part, values, strict=True):
+                found[subscriber] = _decode_current(subscriber, raw)
+        return found
+
+    async def history_many(self, subscribers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+        """Pipelines of ``LRANGE``, a thousand subscribers per round trip."""
+        wanted = list(dict.fromkeys(subscribers))
+        found: dict[str, list[ConsentEvent]] = {}
+        for start in range(0, len(wanted), _MANY_PIPELINE):
+            part = wanted[start : start + _MANY_PIPELINE]
+
+            async def load(part: list[str] = part) -> list[Any]:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for subscriber in part:
+                        pipe.lrange(self._key(subscriber, "h"), 0, -1)
+                    return await pipe.execute()
+
+            values = await self._call(load())
+            for subscriber, raw in zip(part, values, strict=True):
+                found[subscriber] = [event_from_json(item) for item in raw]
+        return found
+
+    def _import_keys(self, run: str) -> list[str]:
+        return [f"{self._p}:import:{run}", f"{self._p}:import:{run}:changes", f"{self._p}:imports"]
+
+    async def import_changes(self, changes: Sequence[ImportChange]) -> ImportOutcome:
+        """Staged, committed, applied in chunks (see the module docstring for what that
+        guarantees and what it does not)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        check_import_changes(changes)
+        if not changes:
+            return ImportOutcome(appended=0)
+        run = uuid.uuid4().hex
+        meta, staged, pending = self._import_keys(run)
+        try:
+            await self._stage_import(meta, staged, changes)
+        except StoreUnavailableError:
+            with contextlib.suppress(StoreError):  # it expires anyway
+                await self._call(self._client.delete(meta, staged))
+            raise
+
+        async def commit() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await self._import_commit_script(
+                    keys=[meta, staged, pending], args=[run, len(changes)], client=pipe
+                )
+                self._wait_replicas(pipe)
+                return await pipe.execute()
+
+        try:
+            results = await self._call(commit())
+            self._check_replicas(results[-1], "import commit")
+            return await self._apply_import(run)
+        finally:
+            for change in changes:
+                self._cache.invalidate(change.event.subscriber)
+
+    async def _stage_import(self, meta: str, staged: str, changes: Sequence[ImportChange]) -> None:
+        """Everything into the run's list; nothing that a lookup reads is touched."""
+        elements = (
+            json.dumps(
+                [
+                    c.event.subscriber,
+                    c.event.scope,
+                    c.event.event_id,
+                    c.expected or "",
+                    _record_to_json(c.event),
+                    event_to_json(c.event),
+                ],
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            for c in changes
+        )
+        ttl = _IMPORT_STAGING_TTL_S
+        header = {
+            "state": "staging",
+            "total": len(changes),
+            "cursor": 0,
+            "appended": 0,
+            "refused": 0,
+            "instance": self.instance,
+        }
+        first = True
+        while True:
+            chunks: list[list[str]] = []
+            for _ in range(_IMPORT_STAGE_PIPELINE):
+                chunk = list(itertools.islice(elements, _IMPORT_STAGE_CHUNK))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            if not chunks:
+                return
+
+            async def push(chunks: list[list[str]] = chunks, first: bool = first) -> None:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    if first:
+                        pipe.hset(meta, mapping=header)  # type: ignore[arg-type]
+                        pipe.expire(meta, ttl)
+                    for chunk in chunks:
+                        pipe.rpush(staged, *chunk)
+                    pipe.expire(staged, ttl)
+                    await pipe.execute()
+
+            await self._call(push())
+            first = False
+
+    async def _apply_import(self, run: str) -> ImportOutcome:
+        """The apply script until the run is done; each call is one chunk, in one step."""
+        keys = [*self._import_keys(run), self._records_key]
+        args: list[str | int] = [
+            self._p,
+            self._channel,
+            self._origin,
+            run,
+            _IMPORT_APPLY_CHUNK,
+            _IMPORT_DONE_TTL_S,
+        ]
+        appended = 0
+        refused: set[str] = set()
+        while True:
+
+            async def apply() -> list[Any]:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    await self._import_apply_script(keys=keys, args=args, client=pipe)
+                    self._wait_replicas(pipe)
+                    return await pipe.execute()
+
+            results = await self._call(apply())
+            self._check_replicas(results[-1], "import")
+            done, left, ids = results[0]
+            appended += int(done)
+            refused.update(str(i) for i in ids)
+            if int(left) <= 0:
+                return ImportOutcome(appended=appended, conflicts=frozenset(refused))
+
+    async def resume_imports(self) -> int:
+        """Apply, to the end, every run that passed its commit point but was cut off."""
+        if self._closed:
+            raise StoreError("store is closed")
+        runs = sorted(await self._call(self._client.smembers(f"{self._p}:imports")))
+        appended = 0
+        try:
+            for run in runs:
+                appended += (await self._apply_import(str(run))).appended
+        finally:
+            if runs:
+                self._cache.clear()  # whose records these were is in the staged lists only
+        return appended
+
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         """One pipeline of ``SET prefix:mid:<upstream_id> json PX ttl`` (``DEL`` when the ttl
         is not positive), then ``WAIT`` for ``wait_replicas`` when set."""
@@ -689,6 +994,27 @@ class RedisStore:
         if raw is None:
             return None
         return _message_ids_from_json(upstream_id, raw)
+
+    async def record_reply(self, reply: ReplyRecord) -> bool:
+        """The record script on ``prefix:{s}:r`` / ``prefix:{s}:ro``, then ``WAIT`` for
+        ``wait_replicas`` when set."""
+        keys = [self._key(reply.subscriber, "r"), self._key(reply.subscriber, "ro")]
+        args: list[str | int] = [reply.reply_id, reply_to_json(reply), self.options.max_replies]
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await self._record_reply_script(keys=keys, args=args, client=pipe)
+                self._wait_replicas(pipe)
+                return await pipe.execute()
+
+        results = await self._call(run())
+        self._check_replicas(results[-1], "write")
+        return bool(int(results[0]))
+
+    async def replies(self, subscriber: str) -> list[ReplyRecord]:
+        keys = [self._key(subscriber, "r"), self._key(subscriber, "ro")]
+        raw: list[str | None] = await self._call(self._replies_script(keys=keys, args=[]))
+        return [reply_from_json(item) for item in raw if item is not None]
 
     async def record_count(self) -> int:
         """The ``prefix:records`` counter (see the module docstring for older stores)."""

@@ -47,7 +47,8 @@ versions live in ``PRAGMA user_version``; ``_MIGRATIONS[n]`` brings version n-1 
 one transaction on open. A file with a newer version than this code knows is refused. Version 2
 adds the record count (``meta`` row ``records``, kept by triggers on ``current``) and the
 ``meta`` row ``probe`` that ``probe()`` writes (no trigger, so it changes no consent data and
-no change counter). Version 3 adds the table ``message_ids``.
+no change counter). Version 3 adds the table ``message_ids``. Version 4 adds the table
+``replies`` (auto-reply records, below).
 
 Message ids (``put_message_ids`` / ``get_message_ids``): the table ``message_ids``
 (``upstream_id`` primary key, ``client_ids`` a JSON list, ``account``, ``expires`` in wall-clock
@@ -62,6 +63,15 @@ deletes takes at most ``_PURGE_BATCH`` rows more than the put writes, found thro
 on ``expires``: no put is a long transaction holding up the opt-outs queued behind it, and a
 bound lowered by the operator is reached over a few puts. A get reads through the reader
 thread and treats a row whose ``expires`` has passed as absent.
+
+Auto-reply records (``record_reply`` / ``replies``): the table ``replies`` (``seq`` in record
+order, ``reply_id`` unique per subscriber, ``event_id``, ``subscriber``, ``at``, ``body``: the
+record as JSON; indexes on (subscriber, seq) and event_id). A trigger refuses UPDATE: a record
+is never changed. They are not consent data: no trigger bumps ``meta.change_seq`` (no
+process's cache is dropped for them) and they are not in ``record_count``. A record is one
+writer job (committed and fsync'ed with the batch it joins); it then deletes that
+subscriber's rows beyond the newest ``max_replies`` (a URL parameter, default 1,000), so
+each insert deletes at most a few rows, found through the index.
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -84,13 +94,20 @@ from typing import Any, Final, Generic, TypeVar
 
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
+    MAX_REPLIES_PER_SUBSCRIBER,
+    ImportChange,
+    ImportOutcome,
     MessageIds,
+    ReplyRecord,
     StoreError,
     StoreNotFoundError,
     StoreUnavailableError,
     batches,
+    check_import_changes,
     event_from_json,
     event_to_json,
+    reply_from_json,
+    reply_to_json,
 )
 from gateway.store.cache import ConsentCache, SeenCache
 from gateway.telemetry import logs
@@ -99,7 +116,7 @@ T = TypeVar("T")
 
 _log = logs.get_logger()
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
@@ -177,8 +194,27 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         """CREATE TRIGGER message_ids_count_delete AFTER DELETE ON message_ids
             BEGIN UPDATE meta SET value = value - 1 WHERE key = 'message_ids'; END""",
     ),
+    4: (
+        # Auto-reply records (confirmations and what the SMSC answered). Not consent data:
+        # nothing here touches change_seq or the record count.
+        """CREATE TABLE replies (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            reply_id TEXT NOT NULL,
+            event_id TEXT,
+            subscriber TEXT NOT NULL,
+            at REAL NOT NULL,
+            body TEXT NOT NULL,
+            UNIQUE (subscriber, reply_id)
+        )""",
+        "CREATE INDEX replies_by_subscriber ON replies (subscriber, seq)",
+        "CREATE INDEX replies_by_event ON replies (event_id)",
+        """CREATE TRIGGER replies_no_update BEFORE UPDATE ON replies
+            BEGIN SELECT RAISE(ABORT, 'auto-reply records are never changed'); END""",
+    ),
 }
 
+# Auto-reply records kept per subscriber by default (``max_replies``; the oldest go).
+MAX_REPLIES: Final = MAX_REPLIES_PER_SUBSCRIBER
 # Message-id mappings kept at most by default (``max_message_ids``; those expiring first go).
 MAX_MESSAGE_IDS: Final = 1_000_000
 # Rows a put deletes at most per statement, beyond the number of entries it writes.
@@ -575,6 +611,88 @@ def _append(conn: sqlite3.Connection, event: ConsentEvent) -> bool:
     return True
 
 
+# --- batched reads and the all-or-nothing import (``consent import``) ---------------------------
+
+_MANY_PER_QUERY: Final = 500  # subscribers per ``IN (...)`` (well below SQLite's variable limit)
+_MANY_PER_JOB: Final = 4000  # subscribers per reader job (a thread hop per few thousand)
+
+
+def _load_current_many(
+    conn: sqlite3.Connection, subscribers: list[str]
+) -> dict[str, Mapping[str, ConsentRecord]]:
+    found: dict[str, dict[str, ConsentRecord]] = {s: {} for s in subscribers}
+    for start in range(0, len(subscribers), _MANY_PER_QUERY):
+        part = subscribers[start : start + _MANY_PER_QUERY]
+        rows = conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM current"  # noqa: S608 - placeholders only
+            f" WHERE subscriber IN ({','.join('?' * len(part))})",
+            part,
+        ).fetchall()
+        for row in rows:
+            found[row[0]][row[1]] = _record(row)
+    return {s: MappingProxyType(records) for s, records in found.items()}
+
+
+def _load_history_many(
+    conn: sqlite3.Connection, subscribers: list[str]
+) -> dict[str, list[ConsentEvent]]:
+    found: dict[str, list[ConsentEvent]] = {s: [] for s in subscribers}
+    for start in range(0, len(subscribers), _MANY_PER_QUERY):
+        part = subscribers[start : start + _MANY_PER_QUERY]
+        rows = conn.execute(
+            "SELECT subscriber, body FROM events"  # noqa: S608 - placeholders only
+            f" WHERE subscriber IN ({','.join('?' * len(part))}) ORDER BY seq",
+            part,
+        ).fetchall()
+        for subscriber, body in rows:
+            found[subscriber].append(event_from_json(body))
+    return found
+
+
+# The import is staged in a table of the writer connection's own temporary database (never in
+# the store file), then moved into ``events`` and ``current`` by set-based statements, in the
+# one transaction of the writer job: it commits whole or not at all.
+_STAGE: Final = "temp.import_stage"
+_STAGE_CONFLICTS: Final = (
+    f"SELECT s.ord, s.event_id FROM {_STAGE} AS s LEFT JOIN current AS c"  # noqa: S608
+    " ON c.subscriber = s.subscriber AND c.scope = s.scope"
+    " WHERE c.last_event_id IS NOT s.expected"
+)
+_STAGE_TO_EVENTS: Final = (
+    "INSERT INTO events (event_id, subscriber, scope, at, state, dedup_key, body)"  # noqa: S608
+    f" SELECT event_id, subscriber, scope, at, state, NULL, body FROM {_STAGE} ORDER BY ord"
+)
+# ``WHERE true``: an upsert after a SELECT needs it (or SQLite reads ON as a join's).
+_STAGE_TO_CURRENT: Final = (
+    "INSERT INTO current (subscriber, scope, state, updated_at, last_event_id)"  # noqa: S608
+    f" SELECT subscriber, scope, state, at, event_id FROM {_STAGE} WHERE true ORDER BY ord"
+    " ON CONFLICT (subscriber, scope) DO UPDATE SET state = excluded.state,"
+    " updated_at = excluded.updated_at, last_event_id = excluded.last_event_id"
+)
+
+
+def _import_changes(
+    conn: sqlite3.Connection, rows: list[tuple[int, str, str, str, float, str, str, str | None]]
+) -> tuple[int, frozenset[str]]:
+    conn.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+    conn.execute(
+        f"CREATE TABLE {_STAGE} (ord INTEGER PRIMARY KEY, subscriber TEXT NOT NULL,"
+        " scope TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL, event_id TEXT NOT NULL,"
+        " body TEXT NOT NULL, expected TEXT)"
+    )
+    conn.executemany(f"INSERT INTO {_STAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)  # noqa: S608
+    refused = conn.execute(_STAGE_CONFLICTS).fetchall()
+    if refused:
+        conn.executemany(
+            f"DELETE FROM {_STAGE} WHERE ord = ?",  # noqa: S608
+            [(ordinal,) for ordinal, _ in refused],
+        )
+    conn.execute(_STAGE_TO_EVENTS)
+    conn.execute(_STAGE_TO_CURRENT)
+    conn.execute(f"DROP TABLE {_STAGE}")
+    return len(rows) - len(refused), frozenset(event_id for _, event_id in refused)
+
+
 _PUT_MESSAGE_IDS: Final = (
     "INSERT INTO message_ids (upstream_id, client_ids, account, expires) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (upstream_id) DO UPDATE SET client_ids = excluded.client_ids,"
@@ -631,6 +749,31 @@ def _get_message_ids(conn: sqlite3.Connection, upstream_id: str) -> MessageIds |
     ):
         raise StoreUnavailableError("sqlite: undecodable message ids: not a list of strings")
     return MessageIds(upstream_id=upstream_id, client_ids=tuple(client_ids), account=account)
+
+
+def _record_reply(conn: sqlite3.Connection, reply: ReplyRecord, max_rows: int) -> bool:
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO replies (reply_id, event_id, subscriber, at, body)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (reply.reply_id, reply.event_id, reply.subscriber, reply.at, reply_to_json(reply)),
+    )
+    if cursor.rowcount == 0:
+        return False
+    # The subscriber's rows beyond the newest max_rows (normally none, or the one just pushed
+    # out): everything up to the seq of the (max_rows + 1)-th newest.
+    conn.execute(
+        "DELETE FROM replies WHERE subscriber = ? AND seq <= (SELECT seq FROM replies"
+        " WHERE subscriber = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+        (reply.subscriber, reply.subscriber, max_rows),
+    )
+    return True
+
+
+def _load_replies(conn: sqlite3.Connection, subscriber: str) -> list[ReplyRecord]:
+    rows = conn.execute(
+        "SELECT body FROM replies WHERE subscriber = ? ORDER BY seq", (subscriber,)
+    ).fetchall()
+    return [reply_from_json(row[0]) for row in rows]
 
 
 def _read_records(conn: sqlite3.Connection) -> int:
@@ -722,9 +865,11 @@ class SqliteStore:
         cache_size: int,
         change_check_interval_s: float,
         max_message_ids: int = MAX_MESSAGE_IDS,
+        max_replies: int = MAX_REPLIES,
     ) -> None:
         self.path = path
         self._max_message_ids = max_message_ids
+        self._max_replies = max_replies
         self.instance = instance
         self._writer = writer
         self._reader = reader
@@ -752,13 +897,15 @@ class SqliteStore:
         busy_timeout_s: float = 5.0,
         change_check_interval_s: float = 0.0,
         max_message_ids: int = MAX_MESSAGE_IDS,
+        max_replies: int = MAX_REPLIES,
     ) -> SqliteStore:
         """Open (migrating) the database file at ``path``.
 
         A missing file raises StoreNotFoundError unless ``create`` is true (the daemon passes
         it; the CLI and the config checker never do), in which case the file and its directory
         are created and ``store_created`` is logged. ``max_message_ids`` bounds the rows of
-        the ``message_ids`` table (see the module docstring).
+        the ``message_ids`` table, ``max_replies`` the auto-reply records kept per subscriber
+        (see the module docstring).
         """
         loop = asyncio.get_running_loop()
         name = str(path)
@@ -766,6 +913,8 @@ class SqliteStore:
             raise StoreError("sqlite: a file path is required (in memory is not durable)")
         if max_message_ids < 1:
             raise StoreError("sqlite: max_message_ids must be at least 1")
+        if max_replies < 1:
+            raise StoreError("sqlite: max_replies must be at least 1")
         absolute, existed = _locate(name, create)
         common: dict[str, Any] = {"path": name, "busy_timeout_s": busy_timeout_s, "loop": loop}
         # Only this first connection may create the file; every later one opens it or fails.
@@ -786,6 +935,7 @@ class SqliteStore:
             cache_size=cache_size,
             change_check_interval_s=change_check_interval_s,
             max_message_ids=max_message_ids,
+            max_replies=max_replies,
         )
         writer.on_commit = store._on_commit
         writer.start()
@@ -966,6 +1116,68 @@ class SqliteStore:
             appended += await self._writer.submit(run, touched=touched)
         return appended
 
+    async def current_many(
+        self, subscribers: Iterable[str]
+    ) -> dict[str, Mapping[str, ConsentRecord]]:
+        """Reader jobs of a few thousand subscribers, ``IN (...)`` queries of 500."""
+        wanted = list(dict.fromkeys(subscribers))
+        found: dict[str, Mapping[str, ConsentRecord]] = {}
+        for start in range(0, len(wanted), _MANY_PER_JOB):
+            part = wanted[start : start + _MANY_PER_JOB]
+
+            def load(conn: sqlite3.Connection, part: list[str] = part) -> Any:
+                return _load_current_many(conn, part)
+
+            found.update(await self._reader.submit(load))
+        return found
+
+    async def history_many(self, subscribers: Iterable[str]) -> dict[str, list[ConsentEvent]]:
+        wanted = list(dict.fromkeys(subscribers))
+        found: dict[str, list[ConsentEvent]] = {}
+        for start in range(0, len(wanted), _MANY_PER_JOB):
+            part = wanted[start : start + _MANY_PER_JOB]
+
+            def load(conn: sqlite3.Connection, part: list[str] = part) -> Any:
+                return _load_history_many(conn, part)
+
+            found.update(await self._reader.submit(load))
+        return found
+
+    async def import_changes(self, changes: Sequence[ImportChange]) -> ImportOutcome:
+        """One writer job, so one transaction: the changes are staged in a temporary table,
+        checked against ``current`` and moved into ``events`` and ``current`` together, or
+        (any failure, a killed process) not at all. The job holds the database's write lock
+        while it runs: other processes' writes wait for it (``busy_timeout_s``)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        check_import_changes(changes)
+        if not changes:
+            return ImportOutcome(appended=0)
+        rows = [
+            (
+                ordinal,
+                c.event.subscriber,
+                c.event.scope,
+                c.event.state.value,
+                c.event.at,
+                c.event.event_id,
+                event_to_json(c.event),
+                c.expected,
+            )
+            for ordinal, c in enumerate(changes)
+        ]
+        touched = tuple(dict.fromkeys(c.event.subscriber for c in changes))
+        appended, conflicts = await self._writer.submit(
+            lambda conn: _import_changes(conn, rows), touched=touched
+        )
+        return ImportOutcome(appended=appended, conflicts=conflicts)
+
+    async def resume_imports(self) -> int:
+        """Nothing to resume: an import commits in one transaction."""
+        if self._closed:
+            raise StoreError("store is closed")
+        return 0
+
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         """One writer job for all ``entries`` (see the module docstring for the bounds)."""
         if self._closed:
@@ -989,6 +1201,14 @@ class SqliteStore:
 
     async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
         return await self._reader.submit(lambda conn: _get_message_ids(conn, upstream_id))
+
+    async def record_reply(self, reply: ReplyRecord) -> bool:
+        """One writer job: the row, then the subscriber's rows beyond ``max_replies``."""
+        max_rows = self._max_replies
+        return await self._writer.submit(lambda conn: _record_reply(conn, reply, max_rows))
+
+    async def replies(self, subscriber: str) -> list[ReplyRecord]:
+        return await self._reader.submit(lambda conn: _load_replies(conn, subscriber))
 
     async def record_count(self) -> int:
         """The ``meta`` counter kept by triggers on ``current`` (schema version 2)."""

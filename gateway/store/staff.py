@@ -1,14 +1,19 @@
 """Consent changes made by staff (CLI, admin API): the same events the relay records.
 
-Every change is an event with actor, reason and instance, appended durably like a subscriber's
-STOP, so the audit trail cannot tell a staff change from any other except by its actor.
+Every change is an event with actor, ``by`` (the staff member or the API token's name), reason
+and instance, appended durably like a subscriber's STOP, so the audit trail cannot tell a staff
+change from any other except by its actor. A request for the state the subscriber already has
+appends nothing and says so (``StaffChange.changed`` is False). Every real change is logged as
+``consent_changed`` (``log_consent_change``), as the relay logs a subscriber's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.consent.campaign import AccountMatch, account_key
@@ -23,6 +28,9 @@ from gateway.consent.model import (
 )
 from gateway.consent.policy import block, effective_state, unblock
 from gateway.store.base import ConsentStore, StoreError
+from gateway.telemetry import logs
+
+log = logs.get_logger()
 
 
 class StaffError(StoreError):
@@ -57,6 +65,64 @@ def scope_from(
     return GLOBAL_SCOPE
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaffChange:
+    """What a staff request did: the event it appended, or none when the subscriber already was
+    in the state asked for ("unchanged")."""
+
+    subscriber: str
+    scope: str  # the scope key the request was for
+    # The state that now applies at ``scope``: the new one, or the one it already had
+    # (``blocked`` for any scope of a blocked subscriber; ``unknown`` where there is no record).
+    state: ConsentState
+    event: ConsentEvent | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.event is not None
+
+
+def _may_share_an_mt(a: Scope, b: Scope) -> bool:
+    """Whether one MT can be checked against both scopes (see policy.scopes_for: one global,
+    one campaign, one number, at most one list, one or two accounts)."""
+    if a.kind is b.kind and a.kind in (ScopeKind.CAMPAIGN, ScopeKind.NUMBER, ScopeKind.LIST):
+        return a == b
+    for lst, other in ((a, b), (b, a)):
+        if lst.kind is ScopeKind.LIST and other.kind is ScopeKind.CAMPAIGN:
+            return lst.name.startswith(f"{other.name}/")  # a list belongs to its campaign
+    return True
+
+
+def _already(records: Mapping[str, ConsentRecord], scope: Scope, state: ConsentState) -> bool:
+    """True when recording ``state`` at ``scope`` now would change no decision.
+
+    The record there must already hold that state, and no record of another scope that an MT
+    can share with it may be as recent with a different state: the most recent record decides
+    (policy.effective_state), so repeating an older opt-out after a newer opt-in elsewhere (a
+    START to one number after STOPALL) is a real change."""
+    current = records.get(scope.key)
+    if current is None or current.state is not state:
+        return False
+    for key, record in records.items():
+        if key == scope.key or record.state in (state, ConsentState.UNKNOWN):
+            continue
+        if record.updated_at >= current.updated_at and _may_share_an_mt(scope, _scope_of(key)):
+            return False
+    return True
+
+
+def _scope_of(key: str) -> Scope:
+    try:
+        return Scope.parse(key)
+    except ValueError:  # not a key this version writes: assume it may apply
+        return GLOBAL_SCOPE
+
+
+def _is_blocked(records: Mapping[str, ConsentRecord]) -> bool:
+    record = records.get(GLOBAL_SCOPE.key)
+    return record is not None and record.state is ConsentState.BLOCKED
+
+
 async def set_state(
     store: ConsentStore,
     *,
@@ -66,15 +132,21 @@ async def set_state(
     actor: Actor,
     reason: str | None,
     instance: str,
-) -> ConsentEvent:
-    """Opt a subscriber out or in at ``scope``. An opt-in never lifts a block."""
+    by: str | None = None,
+) -> StaffChange:
+    """Opt a subscriber out or in at ``scope``; unchanged (no event) where that is already so.
+
+    An opt-in never lifts a block (StaffError); an opt-out of a blocked subscriber is unchanged
+    (blocking opts out of everything, and an opt-out must never replace the block)."""
     if state not in (ConsentState.OPTED_OUT, ConsentState.OPTED_IN):
         raise StaffError("staff set opted_out or opted_in; use block / unblock for blocks")
     records = await store.current(subscriber)
-    if state is ConsentState.OPTED_IN:
-        blocked = records.get(GLOBAL_SCOPE.key)
-        if blocked is not None and blocked.state is ConsentState.BLOCKED:
+    if _is_blocked(records):
+        if state is ConsentState.OPTED_IN:
             raise StaffError(f"{subscriber} is blocked: unblock first (unblocking does not opt in)")
+        return StaffChange(subscriber=subscriber, scope=scope.key, state=ConsentState.BLOCKED)
+    if _already(records, scope, state):
+        return StaffChange(subscriber=subscriber, scope=scope.key, state=state)
     event = ConsentEvent(
         event_id=uuid.uuid4().hex,
         at=time.time(),
@@ -84,9 +156,9 @@ async def set_state(
         actor=actor,
         words=reason,
         instance=instance,
+        by=by,
     )
-    await store.append(event)
-    return event
+    return await _append(store, event)
 
 
 async def set_blocked(
@@ -97,31 +169,64 @@ async def set_blocked(
     actor: Actor,
     reason: str | None,
     instance: str,
-) -> ConsentEvent | None:
-    """Block (which opts out of everything) or unblock (which leaves the subscriber opted out)."""
+    by: str | None = None,
+) -> StaffChange:
+    """Block (which opts out of everything) or unblock (which leaves the subscriber opted out);
+    unchanged (no event) for a block of a blocked subscriber or an unblock of one who is not."""
+    records = await store.current(subscriber)
     now = time.time()
+    event: ConsentEvent | None
     if blocked:
-        event: ConsentEvent | None = block(
-            subscriber=subscriber,
-            now=now,
-            event_id=uuid.uuid4().hex,
-            actor=actor,
-            reason=reason,
-            instance=instance,
-        )
+        event = None
+        if not _is_blocked(records):
+            event = block(
+                subscriber=subscriber,
+                now=now,
+                event_id=uuid.uuid4().hex,
+                actor=actor,
+                reason=reason,
+                instance=instance,
+            )
     else:
         event = unblock(
             subscriber=subscriber,
-            records=await store.current(subscriber),
+            records=records,
             now=now,
             event_id=uuid.uuid4().hex,
             actor=actor,
             reason=reason,
             instance=instance,
         )
-    if event is not None:
-        await store.append(event)
-    return event
+    if event is None:
+        current = records.get(GLOBAL_SCOPE.key)
+        state = ConsentState.UNKNOWN if current is None else current.state
+        return StaffChange(subscriber=subscriber, scope=GLOBAL_SCOPE.key, state=state)
+    return await _append(store, dataclasses.replace(event, by=by))
+
+
+async def _append(store: ConsentStore, event: ConsentEvent) -> StaffChange:
+    if await store.append(event):  # False only for a duplicate dedup_key (staff events have none)
+        log_consent_change(event)
+    return StaffChange(
+        subscriber=event.subscriber, scope=event.scope, state=event.state, event=event
+    )
+
+
+def log_consent_change(event: ConsentEvent) -> None:
+    """``consent_changed`` for one event a staff tool stored (the relay logs its own)."""
+    log.info(
+        logs.CONSENT_CHANGED,
+        event_id=event.event_id,
+        subscriber=logs.mask_subscriber(event.subscriber),
+        scope=event.scope,
+        state=event.state.value,
+        actor=event.actor.value,
+        by=event.by,
+        match=event.match.value,
+        campaign=event.campaign,
+        system_id=event.system_id,
+        instance=event.instance,
+    )
 
 
 def summary(records: Mapping[str, ConsentRecord]) -> ConsentState:
@@ -153,4 +258,5 @@ def event_json(event: ConsentEvent) -> dict[str, Any]:
         "system_id": event.system_id,
         "smsc_message_id": event.smsc_message_id,
         "instance": event.instance,
+        "by": event.by,
     }

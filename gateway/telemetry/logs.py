@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
+import secrets
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Final, TextIO
@@ -46,8 +48,12 @@ MO_KEYWORD_MATCHED: Final = "mo_keyword_matched"
 MO_DROPPED: Final = "mo_dropped"
 MO_SENDER_IGNORED: Final = "mo_sender_ignored"
 CONSENT_CHANGED: Final = "consent_changed"
+# A CSV import finished (``consent import``): one line for the whole file.
+CONSENT_IMPORTED: Final = "consent_imported"
 AUTO_REPLY_SENT: Final = "auto_reply_sent"
 AUTO_REPLY_SUPPRESSED: Final = "auto_reply_suppressed"
+# The record of an auto-reply (its evidence in the consent store) could not be written.
+AUTO_REPLY_RECORD_FAILED: Final = "auto_reply_record_failed"
 STORE_UNAVAILABLE: Final = "store_unavailable"
 # The fail-closed store works again after a fault (its probe passed).
 STORE_RECOVERED: Final = "store_recovered"
@@ -55,6 +61,18 @@ STORE_RECOVERED: Final = "store_recovered"
 STORE_CREATED: Final = "store_created"
 STORE_INVALIDATIONS_LOST: Final = "store_invalidations_lost"
 STORE_LISTENER_FAILED: Final = "store_listener_failed"
+# Audit trail (gateway.audit)
+AUDIT_OPENED: Final = "audit_opened"
+# The chain's last seq and hash, at an interval: a SIEM's copy proves what the file held then.
+AUDIT_CHAIN_HEAD: Final = "audit_chain_head"
+# No [audit] file is configured (a Redis store needs audit.path): nothing is recorded.
+AUDIT_DISABLED: Final = "audit_disabled"
+# No privacy key configured and no place to keep one: pseudonyms change at every start.
+PRIVACY_KEY_EPHEMERAL: Final = "privacy_key_ephemeral"
+AUDIT_WRITE_FAILED: Final = "audit_write_failed"
+AUDIT_WRITE_RECOVERED: Final = "audit_write_recovered"
+# A record torn by a crash before it was durable was cut from the end of the file.
+AUDIT_TAIL_REPAIRED: Final = "audit_tail_repaired"
 # Message text
 MT_HOLD_EXPIRED: Final = "mt_hold_expired"
 # An extra part added to carry a footer was refused by the SMSC after the client had its answer.
@@ -71,10 +89,40 @@ BODY_FIELDS: Final = frozenset({"short_message", "message_payload", "text", "bod
 REDACTED: Final = "[redacted]"
 
 
+class Pseudonyms:
+    """Subscriber numbers as logs and the audit trail show them: an HMAC-SHA256 under a secret
+    key (64 bits of it, as hex), with ``show_digits`` last digits in clear. Stable for one key,
+    so lines about one number correlate; without the key, trying every number gives nothing
+    (an unkeyed hash of a 10-digit space falls to a laptop in seconds)."""
+
+    __slots__ = ("_key", "show_digits")
+
+    def __init__(self, key: bytes, show_digits: int = 0) -> None:
+        self._key = key
+        self.show_digits = show_digits
+
+    def __call__(self, digits: str) -> str:
+        mac = hmac.new(self._key, digits.encode(), hashlib.sha256).hexdigest()[:16]
+        show = self.show_digits
+        # Digits are shown only where most of the number stays hidden.
+        if show and len(digits) >= show + 6:
+            return f"…{digits[-show:]}#{mac}"
+        return f"#{mac}"
+
+
+# Until the daemon or the CLI sets the configured key: a random one, so that nothing is ever
+# logged under a guessable pseudonym.
+_pseudonyms = Pseudonyms(secrets.token_bytes(32))
+
+
+def set_pseudonyms(pseudonyms: Pseudonyms) -> None:
+    global _pseudonyms
+    _pseudonyms = pseudonyms
+
+
 def mask_subscriber(digits: str) -> str:
-    """A stable pseudonym for a number: correlatable across logs, not reversible by eye."""
-    digest = hashlib.sha256(digits.encode()).hexdigest()[:12]
-    return f"{digits[:3]}…{digits[-2:]}#{digest}" if len(digits) > 5 else f"#{digest}"
+    """A stable pseudonym for a number under the configured key (see Pseudonyms)."""
+    return _pseudonyms(digits)
 
 
 class Redactor:

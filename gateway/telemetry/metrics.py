@@ -101,6 +101,26 @@ class Metrics:
             ["kind", "outcome"],
             registry=r,
         )
+        self.auto_reply_records_total = Counter(
+            "smppgw_auto_reply_records_total",
+            "Auto-reply records (confirmation evidence) stored, failed or dropped",
+            ["outcome"],
+            registry=r,
+        )
+        self.audit_records_total = Counter(
+            "smppgw_audit_records_total", "Records written to the audit trail", registry=r
+        )
+        self.audit_write_failures_total = Counter(
+            "smppgw_audit_write_failures_total",
+            "Failed writes of the audit trail (the records are kept and retried)",
+            registry=r,
+        )
+        self.audit_records_lost_total = Counter(
+            "smppgw_audit_records_lost_total",
+            "Refusal records not kept while the audit trail could not be written (counted in "
+            "the chain as records_lost)",
+            registry=r,
+        )
         self.store_errors_total = Counter(
             "smppgw_store_errors_total", "Consent store failures", ["operation"], registry=r
         )

@@ -4,6 +4,7 @@ SQLite behind the fail-closed guard (what ``open_store`` returns)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 import uuid
@@ -22,7 +23,13 @@ from gateway.consent.model import (
     MatchType,
     fold,
 )
-from gateway.store.base import ConsentStore, MessageIds, StoreError
+from gateway.store.base import (
+    ConsentStore,
+    MessageIds,
+    ReplyOutcome,
+    ReplyRecord,
+    StoreError,
+)
 from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
@@ -81,29 +88,35 @@ class Backend:
     def shared(self) -> bool:
         return self.kind != "memory"
 
-    async def _open(self, where: str) -> ConsentStore:
+    async def _open(self, where: str, max_replies: int | None = None) -> ConsentStore:
         store: ConsentStore
+        # Each backend's own way to set the auto-reply records kept per subscriber.
+        option = "" if max_replies is None else f"max_replies={max_replies}"
+        kwargs = {} if max_replies is None else {"max_replies": max_replies}
         if self.kind == "memory":
-            store = MemoryStore()
+            store = MemoryStore(**kwargs)
         elif self.kind == "sqlite":
-            store = await SqliteStore.open(where, instance="test", create=True)
+            store = await SqliteStore.open(where, instance="test", create=True, **kwargs)
         elif self.kind == "guarded-sqlite":
             # What the daemon, the admin API and the CLI get: the backend behind the guard.
-            store = await open_store(f"sqlite://{where}", instance="test", create=True)
+            url = f"sqlite://{where}" + (f"?{option}" if option else "")
+            store = await open_store(url, instance="test", create=True)
         else:
             assert self._redis is not None
             store = await RedisStore.from_url(
-                f"{self._redis.url}?prefix={where}&timeout_s=2", instance="test"
+                f"{self._redis.url}?prefix={where}&timeout_s=2" + (f"&{option}" if option else ""),
+                instance="test",
             )
         self._stores.append(store)
         self._where[id(store)] = where
         return store
 
-    async def new(self) -> ConsentStore:
-        """A store on fresh, empty data."""
+    async def new(self, *, max_replies: int | None = None) -> ConsentStore:
+        """A store on fresh, empty data (``max_replies``: auto-reply records kept each)."""
         name = f"t{uuid.uuid4().hex[:12]}"
         sqlite = self.kind.endswith("sqlite")
-        return await self._open(str(self._tmp / f"{name}.db") if sqlite else name)
+        where = str(self._tmp / f"{name}.db") if sqlite else name
+        return await self._open(where, max_replies)
 
     async def peer(self, store: ConsentStore) -> ConsentStore:
         """A second store object on the same data (another instance or process)."""
@@ -582,3 +595,138 @@ class TestMessageIds:
             await store.put_message_ids([], LONG_TTL_S)
         with pytest.raises(StoreError):
             await store.get_message_ids("up-1")
+
+
+def make_reply(
+    subscriber: str = SUB_A,
+    *,
+    event_id: str | None = "ev-1",
+    reply_id: str | None = None,
+    outcome: ReplyOutcome = ReplyOutcome.ACCEPTED,
+    text: str = "ACME: You are unsubscribed. Reply START to resubscribe.",
+    at: float = 1_700_000_000.5,
+) -> ReplyRecord:
+    accepted = outcome is ReplyOutcome.ACCEPTED
+    return ReplyRecord(
+        reply_id=reply_id or uuid.uuid4().hex,
+        event_id=event_id,
+        subscriber=subscriber,
+        kind="opt_out_confirmation",
+        text=text,
+        source="15550100",
+        destination=f"+{subscriber}",
+        at=at,
+        outcome=outcome,
+        command_status=0 if accepted else 0x45,
+        status="ESME_ROK" if accepted else "ESME_RSUBMITFAIL",
+        message_ids=("m-17", "m-18") if accepted else (),
+        answered_at=at + 0.25,
+        parts=2,
+        campaign="acme",
+        system_id="acme_sys",
+        carrier="conn-7",
+        words=None if event_id else "HELP",
+        error=None if accepted else "refused",
+        instance="test",
+    )
+
+
+class TestReplies:
+    async def test_record_then_read_in_order(self, store: ConsentStore) -> None:
+        """Recorded replies come back equal, in record order, for their subscriber only."""
+        first = make_reply(at=20.0)
+        second = make_reply(event_id=None, outcome=ReplyOutcome.REFUSED, at=10.0)
+        other = make_reply(SUB_B)
+        assert await store.record_reply(first) is True
+        assert await store.record_reply(other) is True
+        assert await store.record_reply(second) is True
+        assert await store.replies(SUB_A) == [first, second]
+        assert await store.replies(SUB_B) == [other]
+        assert await store.replies("15559999999") == []
+
+    async def test_every_field_round_trips(self, store: ConsentStore) -> None:
+        """Odd texts and every optional field absent or present survive exactly."""
+        full = make_reply(text='Ünïcødé "quoted" \\ back\nslash 🙂 ; DROP TABLE replies')
+        bare = ReplyRecord(
+            reply_id="bare",
+            event_id=None,
+            subscriber=SUB_A,
+            kind="help",
+            text="",
+            source="",
+            destination="",
+            at=0.0,
+            outcome=ReplyOutcome.NOT_SENT,
+        )
+        lost = dataclasses.replace(
+            make_reply(), outcome=ReplyOutcome.NO_ANSWER, command_status=None, answered_at=None
+        )
+        for reply in (full, bare, lost):
+            assert await store.record_reply(reply) is True
+        assert await store.replies(SUB_A) == [full, bare, lost]
+        (got_bare,) = [r for r in await store.replies(SUB_A) if r.reply_id == "bare"]
+        assert got_bare.message_ids == ()
+        assert got_bare.command_status is None
+
+    async def test_same_reply_id_is_recorded_once(self, store: ConsentStore) -> None:
+        """A second record with a kept reply_id is refused (False) and changes nothing."""
+        first = make_reply(reply_id="r-1")
+        assert await store.record_reply(first) is True
+        later = dataclasses.replace(first, outcome=ReplyOutcome.REFUSED, text="other")
+        assert await store.record_reply(later) is False
+        assert await store.replies(SUB_A) == [first]
+
+    async def test_newest_are_kept_per_subscriber(self, backend: Backend) -> None:
+        """Beyond max_replies of a subscriber the oldest are dropped; others keep theirs."""
+        store = await backend.new(max_replies=3)
+        mine = [make_reply(at=float(i)) for i in range(5)]
+        theirs = [make_reply(SUB_B, at=float(i)) for i in range(2)]
+        for reply in (*theirs, *mine):
+            assert await store.record_reply(reply) is True
+        assert await store.replies(SUB_A) == mine[2:]
+        assert await store.replies(SUB_B) == theirs
+
+    async def test_not_consent_data(self, store: ConsentStore) -> None:
+        """A reply record changes no current record, history, count or export."""
+        event = make_event()
+        await store.append(event)
+        for i in range(4):
+            await store.record_reply(make_reply(event_id=event.event_id, at=float(i)))
+        assert await store.history(SUB_A) == [event]
+        assert await store.record_count() == 1
+        assert len([r async for r in store.export()]) == 1
+        assert dict(await store.current(SUB_A)) == expected_current([event], SUB_A)
+
+    async def test_record_drops_no_peer_cache(self, backend: Backend) -> None:
+        """A reply record is not a consent change: another store object keeps its cache."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.append(make_event())
+        await settle(second)
+        await second.current(SUB_A)
+        await first.record_reply(make_reply())
+        await settle(second)
+        await asyncio.sleep(0)  # the next turn of the loop (SQLite checks once per turn)
+        assert second.cached_current(SUB_A) is not None
+
+    async def test_peer_reads_and_reopen_keeps(self, backend: Backend) -> None:
+        """Records made through one store object are read through another, and after reopen;
+        a reply_id seen through one is refused through the other."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        reply = make_reply(reply_id="shared-1")
+        await first.record_reply(reply)
+        assert await second.replies(SUB_A) == [reply]
+        assert await second.record_reply(reply) is False
+        reopened = await backend.reopen(first)
+        assert await reopened.replies(SUB_A) == [reply]
+
+    async def test_closed_store_refuses(self, store: ConsentStore) -> None:
+        """After close, record_reply and replies raise StoreError."""
+        await store.close()
+        with pytest.raises(StoreError):
+            await store.record_reply(make_reply())
+        with pytest.raises(StoreError):
+            await store.replies(SUB_A)

@@ -16,7 +16,7 @@ from gateway.consent.model import ConsentState
 from gateway.store.base import StoreError, StoreUnavailableError
 from gateway.store.guard import FailClosedStore
 from gateway.store.redis import RedisStore, client_from_url
-from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event, mids
+from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event, make_reply, mids
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 needs_redis = pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server")
@@ -291,6 +291,7 @@ class TestUrls:
             "redis://h/0?timeout_s=soon",
             "redis+sentinel://s1:26379",
             "redis://h:port/0",
+            "redis://h/0?max_replies=0",
         ],
     )
     def test_bad_urls_are_refused(self, url: str) -> None:
@@ -332,5 +333,62 @@ class TestCacheLease:
             await asyncio.sleep(1.5)
             assert store.cache_ready
             assert store.cached_current(SUB_A) == {}
+        finally:
+            await store.close()
+
+
+@pytest.mark.redis
+@needs_redis
+class TestReplyKeys:
+    async def test_records_live_under_the_subscribers_hash_tag(
+        self, redis_server: RedisServer
+    ) -> None:
+        """Records are PREFIX:{s}:r (reply id -> JSON) and PREFIX:{s}:ro (ids in order), both
+        trimmed to max_replies; no invalidation is published and nothing is counted."""
+        store = await RedisStore.from_url(
+            redis_server.url + "?prefix=rkeys&max_replies=2", instance="t"
+        )
+        raw = Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
+        pubsub = raw.pubsub()
+        try:
+            await pubsub.subscribe("rkeys:invalidate")
+            for i in range(3):
+                await store.record_reply(make_reply(reply_id=f"r{i}", at=float(i)))
+            assert await raw.lrange(f"rkeys:{{{SUB_A}}}:ro", 0, -1) == ["r1", "r2"]
+            kept = await raw.hgetall(f"rkeys:{{{SUB_A}}}:r")
+            assert sorted(kept) == ["r1", "r2"]
+            assert json.loads(kept["r2"])["text"] == make_reply().text
+            assert await store.record_count() == 0
+            messages = []
+            while (message := await pubsub.get_message(timeout=0.05)) is not None:
+                messages.append(message)
+            assert [m["type"] for m in messages] == ["subscribe"]
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await raw.aclose()
+            await store.close()
+
+    async def test_undecodable_value_is_unavailable(self, redis_server: RedisServer) -> None:
+        """A stored record that is not the expected JSON raises StoreUnavailableError."""
+        store = await RedisStore.from_url(redis_server.url + "?prefix=rbad", instance="t")
+        raw = Redis(host=redis_server.host, port=redis_server.port)
+        try:
+            await raw.hset(f"rbad:{{{SUB_A}}}:r", "x", b'{"reply_id": "x"}')
+            await raw.rpush(f"rbad:{{{SUB_A}}}:ro", "x")
+            with pytest.raises(StoreUnavailableError, match="undecodable"):
+                await store.replies(SUB_A)
+        finally:
+            await raw.aclose()
+            await store.close()
+
+    async def test_record_waits_for_replicas(self, redis_server: RedisServer) -> None:
+        """With wait_replicas a record is followed by WAIT: no replica means it fails."""
+        store = await RedisStore.from_url(
+            redis_server.url + "?prefix=rwait&wait_replicas=1&wait_timeout_s=0.05",
+            instance="t",
+        )
+        try:
+            with pytest.raises(StoreUnavailableError, match="0 of 1 replicas"):
+                await store.record_reply(make_reply())
         finally:
             await store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.consent.model import ConsentState
-from gateway.store.base import MessageIds, StoreError, StoreUnavailableError
+from gateway.store.base import MessageIds, StoreError, StoreUnavailableError, event_to_json
 from gateway.store.sqlite import (
     _MIGRATIONS,
     _PURGE_BATCH,
@@ -19,7 +19,7 @@ from gateway.store.sqlite import (
     SqliteStore,
     read_record_count,
 )
-from tests.store.test_contract import SCOPE_NUMBER, SUB_A, make_event, mids
+from tests.store.test_contract import SCOPE_NUMBER, SUB_A, make_event, make_reply, mids
 
 
 @pytest.fixture
@@ -358,3 +358,112 @@ class TestMessageIds:
         """A bound below one row is refused when the store is opened."""
         with pytest.raises(StoreError, match="max_message_ids"):
             await SqliteStore.open(db_path, create=True, max_message_ids=0)
+
+
+class TestReplies:
+    async def test_v3_file_is_upgraded_to_v4(self, db_path: Path) -> None:
+        """A file of schema version 3 (the previous one) with events, records and message ids
+        opens as version 4: all of it intact, the replies table there and empty, and replies
+        recorded from then on; the read-only count still works on it."""
+        write_old_file(db_path, 3, [(SUB_A, SCOPE_NUMBER), ("15550000002", "x")])
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            event = make_event(SUB_A, "campaign:old")
+            conn.execute(
+                "INSERT INTO events (event_id, subscriber, scope, at, state, dedup_key, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    SUB_A,
+                    event.scope,
+                    event.at,
+                    "opted_out",
+                    None,
+                    event_to_json(event),
+                ),
+            )
+            conn.execute(
+                "INSERT INTO message_ids (upstream_id, client_ids, account, expires)"
+                " VALUES ('up-old', '[\"gw-old\"]', 'acme_sys', 4e9)"
+            )
+            assert (
+                conn.execute("SELECT name FROM sqlite_master WHERE name = 'replies'").fetchall()
+                == []
+            )
+        finally:
+            conn.close()
+        assert read_record_count(str(db_path)) == 2  # read-only: not upgraded by this
+        store = await SqliteStore.open(db_path)
+        try:
+            assert await store.history(SUB_A) == [event]
+            assert await store.record_count() == 2
+            assert await store.get_message_ids("up-old") == mids("up-old", "gw-old")
+            assert await store.replies(SUB_A) == []
+            reply = make_reply(event_id=event.event_id)
+            assert await store.record_reply(reply) is True
+            assert await store.replies(SUB_A) == [reply]
+            assert await store.record_count() == 2
+        finally:
+            await store.close()
+        conn = sqlite3.connect(db_path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            assert conn.execute(
+                "SELECT reply_id, event_id, subscriber FROM replies"
+            ).fetchall() == [(reply.reply_id, event.event_id, SUB_A)]
+        finally:
+            conn.close()
+        assert read_record_count(str(db_path)) == 2
+
+    async def test_records_are_never_updated(self, store: SqliteStore, db_path: Path) -> None:
+        """A trigger refuses UPDATE of a reply record, even with plain SQL."""
+        await store.record_reply(make_reply())
+        conn = sqlite3.connect(db_path)
+        try:
+            with pytest.raises(sqlite3.IntegrityError, match="never changed"):
+                conn.execute("UPDATE replies SET body = '{}'")
+        finally:
+            conn.close()
+
+    async def test_records_bump_no_change_counter(self, store: SqliteStore, db_path: Path) -> None:
+        """Recording replies moves neither meta.change_seq (no process drops its cache) nor the
+        record count."""
+        before = meta(db_path)
+        for i in range(3):
+            await store.record_reply(make_reply(at=float(i)))
+        after = meta(db_path)
+        assert after["change_seq"] == before["change_seq"]
+        assert after["records"] == before["records"]
+
+    async def test_trim_deletes_only_that_subscribers_oldest(self, db_path: Path) -> None:
+        """With max_replies=2, rows beyond the newest two of one subscriber are deleted."""
+        store = await SqliteStore.open(db_path, create=True, max_replies=2)
+        try:
+            for i in range(4):
+                await store.record_reply(make_reply(reply_id=f"a{i}", at=float(i)))
+            await store.record_reply(make_reply("15550000002", reply_id="b0"))
+        finally:
+            await store.close()
+        conn = sqlite3.connect(db_path)
+        try:
+            rows = conn.execute("SELECT reply_id FROM replies ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+        assert [r[0] for r in rows] == ["a2", "a3", "b0"]
+
+    async def test_undecodable_row_is_unavailable(self, store: SqliteStore, db_path: Path) -> None:
+        """A row whose JSON does not decode to a record raises StoreUnavailableError."""
+        conn = sqlite3.connect(db_path, isolation_level=None)
+        conn.execute(
+            "INSERT INTO replies (reply_id, event_id, subscriber, at, body)"
+            " VALUES ('x', NULL, ?, 1.0, '{\"reply_id\": \"x\"}')",
+            (SUB_A,),
+        )
+        conn.close()
+        with pytest.raises(StoreUnavailableError, match="undecodable stored auto-reply"):
+            await store.replies(SUB_A)
+
+    async def test_max_replies_must_be_positive(self, db_path: Path) -> None:
+        """A bound below one record is refused when the store is opened."""
+        with pytest.raises(StoreError, match="max_replies"):
+            await SqliteStore.open(db_path, create=True, max_replies=0)

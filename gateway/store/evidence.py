@@ -1,0 +1,274 @@
+"""The evidence for one number: its consent events, each with the confirmation sent for it.
+
+What ``smpp-gateway consent history NUMBER`` and ``GET /v1/consent/NUMBER/history`` show, in
+one place so both show the same: ``history_rows`` reads the subscriber's events
+(``ConsentStore.history``) and auto-reply records (``ConsentStore.replies``) and makes one row
+per event, oldest first, with the record of the confirmation that answered it (linked by
+``event_id``) as its ``confirmation``. Auto-replies no event of the rows answers (a HELP answer,
+which changes no consent; a second reply to one event) are rows of their own (``record``
+``"reply"``), in time order; with a scope filter, only the replies of that scope's events.
+
+Formats: ``render_json`` (the rows as a JSON array, for scripts), ``render_csv`` (one line per
+row under a header, ``confirmation`` flattened into ``confirmation_*`` columns; a cell that a
+spreadsheet would run as a formula, starting with ``=``, ``+``, ``-``, ``@``, tab or CR, gets a
+leading ``'``: subscribers choose their words), ``render_table`` (aligned columns for people;
+control characters shown escaped, so no text can break a line or the alignment).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from gateway.consent.model import ConsentEvent
+from gateway.store.base import ConsentStore, ReplyOutcome, ReplyRecord
+from gateway.store.staff import event_json, utc_stamp
+
+FORMATS: Final = ("table", "json", "csv")
+
+# The keys of every row, in CSV column order (``confirmation`` is flattened below).
+ROW_KEYS: Final = (
+    "at",
+    "scope",
+    "state",
+    "actor",
+    "by",
+    "words",
+    "match",
+    "sender",
+    "campaign",
+    "system_id",
+    "smsc_message_id",
+    "instance",
+    "reason",
+    "record",
+    "event_id",
+    "subscriber",
+)
+CONFIRMATION_KEYS: Final = (
+    "kind",
+    "text",
+    "submitted_at",
+    "outcome",
+    "status",
+    "command_status",
+    "message_ids",
+    "answered_at",
+    "source",
+    "destination",
+    "parts",
+    "carrier",
+    "error",
+    "reply_id",
+)
+CSV_COLUMNS: Final = (*ROW_KEYS, *(f"confirmation_{k}" for k in CONFIRMATION_KEYS))
+
+
+def confirmation_json(reply: ReplyRecord) -> dict[str, Any]:
+    """One auto-reply record as the history shows it (times ISO UTC; status by name)."""
+    status = reply.command_status
+    return {
+        "kind": reply.kind,
+        "text": reply.text,
+        "submitted_at": None if reply.outcome is ReplyOutcome.NOT_SENT else utc_stamp(reply.at),
+        "outcome": reply.outcome.value,
+        "status": reply.status or (None if status is None else f"0x{status:08x}"),
+        "command_status": status,
+        "message_ids": list(reply.message_ids),
+        "answered_at": None if reply.answered_at is None else utc_stamp(reply.answered_at),
+        "source": reply.source,
+        "destination": reply.destination,
+        "parts": reply.parts,
+        "carrier": reply.carrier,
+        "error": reply.error,
+        "reply_id": reply.reply_id,
+    }
+
+
+def _event_row(event: ConsentEvent, reply: ReplyRecord | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"record": "event", **event_json(event)}
+    row.setdefault("by", event.by)
+    row["confirmation"] = None if reply is None else confirmation_json(reply)
+    return row
+
+
+def _reply_row(reply: ReplyRecord) -> dict[str, Any]:
+    """An auto-reply no shown event answers (HELP): what the subscriber wrote, and the answer."""
+    return {
+        "record": "reply",
+        "event_id": reply.event_id,
+        "at": utc_stamp(reply.at),
+        "subscriber": reply.subscriber,
+        "scope": None,
+        "state": None,
+        "actor": None,
+        "by": None,
+        "match": None,
+        "words": reply.words,
+        "reason": None,
+        "sender": reply.source,
+        "campaign": reply.campaign,
+        "system_id": reply.system_id,
+        "smsc_message_id": None,
+        "instance": reply.instance,
+        "confirmation": confirmation_json(reply),
+    }
+
+
+def build_rows(
+    events: Sequence[ConsentEvent], replies: Iterable[ReplyRecord], *, scoped: bool = False
+) -> list[dict[str, Any]]:
+    """The rows for ``events`` (in their order) and ``replies`` (in record order); ``scoped``:
+    the events are one scope's, so replies of no shown event are left out."""
+    shown = {event.event_id for event in events}
+    confirming: dict[str, ReplyRecord] = {}
+    loose: list[ReplyRecord] = []
+    for reply in replies:
+        if reply.event_id in shown and reply.event_id not in confirming:
+            confirming[reply.event_id] = reply
+        elif not scoped or reply.event_id in shown:
+            loose.append(reply)
+    loose.sort(key=lambda r: r.at)  # stable: record order among equal times
+    rows: list[dict[str, Any]] = []
+    i = 0
+    for event in events:
+        while i < len(loose) and loose[i].at < event.at:
+            rows.append(_reply_row(loose[i]))
+            i += 1
+        rows.append(_event_row(event, confirming.get(event.event_id)))
+    rows.extend(_reply_row(reply) for reply in loose[i:])
+    return rows
+
+
+async def history_rows(
+    store: ConsentStore, subscriber: str, scope: str | None = None
+) -> list[dict[str, Any]]:
+    """The subscriber's history with its confirmations (see the module docstring)."""
+    events = await store.history(subscriber, scope)
+    replies = await store.replies(subscriber)
+    return build_rows(events, replies, scoped=scope is not None)
+
+
+# --- formats ----------------------------------------------------------------------------------
+
+
+def render_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(rows)) + "\n"
+
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A header line, then one line per row (RFC 4180 quoting, CRLF line ends)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        confirmation = row.get("confirmation") or {}
+        writer.writerow(
+            [_csv_cell(row.get(key)) for key in ROW_KEYS]
+            + [_csv_cell(confirmation.get(key)) for key in CONFIRMATION_KEYS]
+        )
+    return out.getvalue()
+
+
+# (header, how a row shows in the column); the confirmation's text goes last, it is the
+# longest.
+_TABLE: Final[tuple[tuple[str, str], ...]] = (
+    ("TIME (UTC)", "at"),
+    ("SCOPE", "scope"),
+    ("STATE", "state"),
+    ("ACTOR", "actor"),
+    ("BY", "by"),
+    ("WORDS / REASON", "words"),
+    ("MATCH", "match"),
+    ("SENT TO", "sender"),
+    ("CAMPAIGN", "campaign"),
+    ("ACCOUNT", "system_id"),
+    ("SMSC MSG ID", "smsc_message_id"),
+    ("INSTANCE", "instance"),
+    ("CONFIRMATION", "c:kind"),
+    ("SUBMITTED", "c:submitted_at"),
+    ("OUTCOME", "c:outcome"),
+    ("SMSC STATUS", "c:status"),
+    ("CONF. MSG ID", "c:message_ids"),
+    ("ANSWERED", "c:answered_at"),
+    ("CONFIRMATION TEXT", "c:text"),
+)
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line: control and format characters escaped (``\\n``, ``\\u200b``)."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def _width(text: str) -> int:
+    """Terminal columns ``text`` takes (wide East Asian characters two, combining marks 0)."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def _table_cell(row: Mapping[str, Any], key: str) -> str:
+    if key.startswith("c:"):
+        confirmation = row.get("confirmation")
+        if not confirmation:
+            return "-" if key == "c:kind" else ""
+        value = confirmation.get(key[2:])
+        if key == "c:outcome" and confirmation.get("error"):
+            value = f"{value} ({confirmation['error']})"
+    else:
+        value = row.get(key)
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    return _shown(str(value))
+
+
+def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Aligned columns, a header line first; ``-`` for an empty cell."""
+    lines = [[header for header, _key in _TABLE]]
+    lines += [[_table_cell(row, key) for _header, key in _TABLE] for row in rows]
+    widths = [max(_width(line[i]) for line in lines) for i in range(len(_TABLE))]
+    out = []
+    for line in lines:
+        cells = [cell + " " * (widths[i] - _width(cell)) for i, cell in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+    """``rows`` in one of ``FORMATS``."""
+    if fmt == "json":
+        return render_json(rows)
+    if fmt == "csv":
+        return render_csv(rows)
+    if fmt == "table":
+        return render_table(rows)
+    raise ValueError(f"unknown history format {fmt!r} (table, json, csv)")
