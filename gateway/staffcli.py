@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from gateway.audit.setup import configure_pseudonyms
 from gateway.audit.setup import open_file as open_audit_file
-from gateway.audit.trail import AuditError, write_now
+from gateway.audit.trail import AuditError, consent_body
 from gateway.config import ConfigError, GatewayConfig
 from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
@@ -91,7 +91,7 @@ async def open_staff_store(config: GatewayConfig, instance: str) -> ConsentStore
             if audit_file is None:
                 return
             try:
-                write_now(audit_file, events)
+                audit_file.append(consent_body(e) for e in events)  # read in chunks
             finally:
                 audit_file.close()
 

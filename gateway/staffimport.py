@@ -773,7 +773,7 @@ async def import_rows(
     if not dry_run:
         # An earlier import cut off after its commit point is completed first (Redis), so
         # this one is planned against the records as that import left them.
-        summary.resumed = await store.resume_imports()
+        summary.resumed = (await store.resume_imports()).appended
     subscribers = list(dict.fromkeys(r.subscriber for r in parsed.rows))
     current: dict[str, Mapping[str, ConsentRecord]] = {}
     for start in range(0, len(subscribers), _CHECK_CHUNK):

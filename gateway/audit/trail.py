@@ -23,12 +23,13 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from gateway.audit.chain import EMPTY, FORMAT, Head, encode, head_of_line, seal
+from gateway.audit.chain import EMPTY, FORMAT, Head, head_of_line, seal_line
 from gateway.consent.model import ConsentEvent
 from gateway.errors import GatewayError
 from gateway.store.base import event_to_json
@@ -40,19 +41,10 @@ _log = logs.get_logger()
 CONSENT_WAIT_S: Final = 2.0
 RETRY_S: Final = 1.0
 MAX_QUEUED: Final = 200_000
+WRITE_CHUNK: Final = 4096  # records sealed and written at a time
 _TAIL_READ: Final = 1 << 16
-_CONSENT_FIELDS: Final = (
-    "event_id",
-    "scope",
-    "state",
-    "actor",
-    "by",
-    "match",
-    "campaign",
-    "sender",
-    "system_id",
-    "instance",
-)
+# Fields of a consent event that its audit record carries when set (besides those always set).
+_OPTIONAL_FIELDS: Final = ("by", "campaign", "sender", "system_id", "instance")
 
 
 class AuditError(GatewayError):
@@ -72,11 +64,19 @@ def event_digest(event: ConsentEvent) -> str:
 def consent_body(event: ConsentEvent) -> dict[str, Any]:
     """The audit record of one consent change. The number only as its keyed pseudonym; the
     words stay in the store (bound to this record by ``event``, the event's digest)."""
-    body: dict[str, Any] = {"kind": "consent", "at": utc(event.at)}
-    for name in _CONSENT_FIELDS:
+    body: dict[str, Any] = {
+        "kind": "consent",
+        "at": utc(event.at),
+        "event_id": event.event_id,
+        "scope": event.scope,
+        "state": event.state.value,
+        "actor": event.actor.value,
+        "match": event.match.value,
+    }
+    for name in _OPTIONAL_FIELDS:
         value = getattr(event, name)
         if value is not None:
-            body[name] = getattr(value, "value", value)
+            body[name] = value
     body["subscriber"] = logs.mask_subscriber(event.subscriber)
     body["event"] = event_digest(event)
     return body
@@ -111,9 +111,11 @@ class AuditFile:
     def head(self) -> Head:
         return self._head
 
-    def append(self, bodies: Sequence[Mapping[str, Any]]) -> Head:
+    def append(self, bodies: Iterable[Mapping[str, Any]]) -> Head:
         """Seal and append ``bodies`` after whatever the file ends with now; durable on return
-        (when ``fsync``). Raises OSError when the file cannot be written (nothing was kept)."""
+        (when ``fsync``). Raises OSError when the file cannot be written (nothing was kept).
+        ``bodies`` is read lazily, ``WRITE_CHUNK`` at a time: an import of millions of changes
+        never holds them all as records or lines."""
         if self._fd is None:
             raise AuditError(f"audit.path {self.path}: not open")
         with self._locked():
@@ -140,18 +142,20 @@ class AuditFile:
         assert self._fd is not None
         head = self._head
         now = utc(time.time())
-        chunks = []
-        for body in bodies:
-            record, head = seal(head, {"t": now, **body})
-            chunks.append(encode(record))
-        data = b"".join(chunks)
-        start = os.fstat(self._fd).st_size
+        start = end = os.fstat(self._fd).st_size
+        pending = iter(bodies)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            while chunk := list(itertools.islice(pending, WRITE_CHUNK)):
+                lines = []
+                for body in chunk:
+                    line, head = seal_line(head, {"t": now, **body})
+                    lines.append(line)
+                view = memoryview(b"".join(lines))
+                end += len(view)
+                while view:
+                    view = view[os.write(self._fd, view) :]
             if self.fsync:
-                os.fsync(self._fd)
+                os.fsync(self._fd)  # once for the whole append
         except OSError:
             # Nothing half-written may stay: the next writer would chain onto a torn record.
             with contextlib.suppress(OSError):
@@ -159,7 +163,7 @@ class AuditFile:
             self._end = -1
             raise
         self._head = head
-        self._end = start + len(data)
+        self._end = end
 
     def _resume(self) -> None:
         """Find the head from the file's last record (another process may have appended)."""
@@ -390,9 +394,3 @@ class AuditTrail:
             )
         self.log_head()
         self.file.close()
-
-
-def write_now(file: AuditFile, events: Sequence[ConsentEvent]) -> None:
-    """The staff tools' way: append the records of ``events`` synchronously (CLI, import)."""
-    if events:
-        file.append([consent_body(e) for e in events])

@@ -195,6 +195,17 @@ class ImportOutcome:
     conflicts: frozenset[str] = frozenset()  # event ids
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ResumedImports:
+    """What ``resume_imports`` completed: ``appended`` events applied now, and ``events``, every
+    event of the completed imports that is in the store, those applied before the cut-off
+    included. None of them was reported as a change yet (the import that began them failed):
+    the audit trail records them from here."""
+
+    appended: int = 0
+    events: tuple[ConsentEvent, ...] = ()
+
+
 def check_import_changes(changes: Sequence[ImportChange]) -> None:
     """The preconditions of ``import_changes``, checked before anything is written."""
     pairs: set[tuple[str, str]] = set()
@@ -264,8 +275,8 @@ class ConsentStore(Protocol):
         """Append every change whose record is still the expected one, all or nothing."""
         ...
 
-    async def resume_imports(self) -> int:
-        """Complete imports cut off after their commit point; events appended."""
+    async def resume_imports(self) -> ResumedImports:
+        """Complete imports cut off after their commit point."""
         ...
 
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:

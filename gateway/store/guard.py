@@ -45,6 +45,7 @@ from gateway.store.base import (
     ImportOutcome,
     MessageIds,
     ReplyRecord,
+    ResumedImports,
     StoreError,
     StoreUnavailableError,
 )
@@ -272,8 +273,11 @@ class FailClosedStore:
             await self.on_change([c.event for c in changes if c.event.event_id not in conflicts])
         return outcome
 
-    async def resume_imports(self) -> int:
-        return await self._call("resume_imports", self.inner.resume_imports)
+    async def resume_imports(self) -> ResumedImports:
+        resumed = await self._call("resume_imports", self.inner.resume_imports)
+        if resumed.events and self.on_change is not None:
+            await self.on_change(resumed.events)  # never told before: their import failed
+        return resumed
 
     async def record_count(self) -> int:
         return await self._call("record_count", self.inner.record_count)

@@ -19,6 +19,7 @@ from gateway.store.base import (
     ImportOutcome,
     MessageIds,
     ReplyRecord,
+    ResumedImports,
     StoreError,
     check_import_changes,
     iterate,
@@ -138,9 +139,9 @@ class MemoryStore:
                 self._append(change.event)
         return ImportOutcome(appended=len(changes) - len(conflicts), conflicts=frozenset(conflicts))
 
-    async def resume_imports(self) -> int:
+    async def resume_imports(self) -> ResumedImports:
         self._check_open()
-        return 0  # an import is applied in one step: nothing is ever left half done
+        return ResumedImports()  # an import is applied in one step: never left half done
 
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         self._check_open()

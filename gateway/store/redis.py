@@ -137,6 +137,7 @@ from gateway.store.base import (
     ImportOutcome,
     MessageIds,
     ReplyRecord,
+    ResumedImports,
     StoreError,
     StoreUnavailableError,
     batches,
@@ -948,19 +949,28 @@ class RedisStore:
             if int(left) <= 0:
                 return ImportOutcome(appended=appended, conflicts=frozenset(refused))
 
-    async def resume_imports(self) -> int:
-        """Apply, to the end, every run that passed its commit point but was cut off."""
+    async def resume_imports(self) -> ResumedImports:
+        """Apply, to the end, every run that passed its commit point but was cut off. Its
+        events are read from the staged list first (the last chunk deletes it); those the
+        store then holds are the run's, including chunks applied before the cut-off."""
         if self._closed:
             raise StoreError("store is closed")
         runs = sorted(await self._call(self._client.smembers(f"{self._p}:imports")))
         appended = 0
+        events: list[ConsentEvent] = []
         try:
             for run in runs:
+                _meta, staged, _pending = self._import_keys(str(run))
+                raw = await self._call(self._client.lrange(staged, 0, -1))
+                planned = [event_from_json(json.loads(item)[5]) for item in raw]
                 appended += (await self._apply_import(str(run))).appended
+                stored = await self.history_many({e.subscriber for e in planned})
+                ids = {e.event_id for history in stored.values() for e in history}
+                events.extend(e for e in planned if e.event_id in ids)  # not the refused
         finally:
             if runs:
                 self._cache.clear()  # whose records these were is in the staged lists only
-        return appended
+        return ResumedImports(appended=appended, events=tuple(events))
 
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         """One pipeline of ``SET prefix:mid:<upstream_id> json PX ttl`` (``DEL`` when the ttl

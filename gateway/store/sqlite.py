@@ -99,6 +99,7 @@ from gateway.store.base import (
     ImportOutcome,
     MessageIds,
     ReplyRecord,
+    ResumedImports,
     StoreError,
     StoreNotFoundError,
     StoreUnavailableError,
@@ -256,6 +257,15 @@ def _locate(name: str, create: bool) -> tuple[str, bool]:
         Path(absolute).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"sqlite: cannot create the directory of {name}: {exc}") from exc
+    # Numbers and their words are personal data: the file is the service user's alone, whatever
+    # the umask (SQLite gives its -wal and -shm files the database file's permissions). An
+    # empty file is a valid empty database.
+    try:
+        os.close(os.open(absolute, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process created it meanwhile
+    except OSError as exc:
+        raise StoreError(f"sqlite: cannot create {name}: {exc.strerror}") from exc
     return absolute, False
 
 
@@ -1172,11 +1182,11 @@ class SqliteStore:
         )
         return ImportOutcome(appended=appended, conflicts=conflicts)
 
-    async def resume_imports(self) -> int:
+    async def resume_imports(self) -> ResumedImports:
         """Nothing to resume: an import commits in one transaction."""
         if self._closed:
             raise StoreError("store is closed")
-        return 0
+        return ResumedImports()
 
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:
         """One writer job for all ``entries`` (see the module docstring for the bounds)."""

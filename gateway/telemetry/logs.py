@@ -7,7 +7,6 @@ gateway logs is a constant here, so the catalogue in docs/LOGS.md can be checked
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import secrets
@@ -102,7 +101,7 @@ class Pseudonyms:
         self.show_digits = show_digits
 
     def __call__(self, digits: str) -> str:
-        mac = hmac.new(self._key, digits.encode(), hashlib.sha256).hexdigest()[:16]
+        mac = hmac.digest(self._key, digits.encode(), "sha256")[:8].hex()  # one C call
         show = self.show_digits
         # Digits are shown only where most of the number stays hidden.
         if show and len(digits) >= show + 6:

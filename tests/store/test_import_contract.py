@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ class TestImportChanges:
     async def test_nothing_to_import_and_nothing_to_resume(self, store: ConsentStore) -> None:
         """An empty import appends nothing; with no import cut off, nothing is resumed."""
         assert (await store.import_changes([])).appended == 0
-        assert await store.resume_imports() == 0
+        assert (await store.resume_imports()).appended == 0
         assert await store.record_count() == 0
 
     async def test_own_cache_and_peers_see_the_import(self, backend: Backend) -> None:
@@ -323,7 +323,7 @@ class TestRedisFailureMidway:
         store = await _open(own_redis, prefix)
         try:
             assert await _redis_keys(own_redis, f"{prefix}:import:*:changes")  # staged, inert
-            assert await store.resume_imports() == 0
+            assert (await store.resume_imports()).appended == 0
             assert await snapshot(store, [SUB_A, *subs]) == before
             assert (await store.import_changes(changes)).appended == 5000
             assert await store.record_count() == 5001
@@ -358,8 +358,18 @@ class TestRedisFailureMidway:
         try:
             partial = await store.record_count()
             assert 0 < partial < 5000  # what was applied before the crash shows
-            resumed = await store.resume_imports()
-            assert partial + resumed == 5000
+            told: list[ConsentEvent] = []
+
+            async def on_change(events: Sequence[ConsentEvent]) -> None:
+                told.extend(events)
+
+            guarded = FailClosedStore(store, name="redis")
+            guarded.on_change = on_change
+            resumed = await guarded.resume_imports()
+            assert partial + resumed.appended == 5000
+            # The whole import goes to the audit trail now, the chunks before the crash too.
+            assert sorted(e.event_id for e in told) == sorted(c.event.event_id for c in changes)
+            assert told == list(resumed.events)
             assert await store.record_count() == 5000
             histories = await store.history_many(subs)
             assert all(len(histories[s]) == 1 for s in subs)  # nothing applied twice
@@ -367,7 +377,7 @@ class TestRedisFailureMidway:
             assert sorted(exported, key=lambda r: r.subscriber) == sorted(
                 fold(c.event for c in changes).values(), key=lambda r: r.subscriber
             )
-            assert await store.resume_imports() == 0
+            assert (await store.resume_imports()).appended == 0
             assert await _redis_keys(own_redis, f"{prefix}:import:*:changes") == []
         finally:
             await store.close()

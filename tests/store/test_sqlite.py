@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -58,6 +59,21 @@ class TestSchema:
             assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         finally:
             conn.close()
+
+    async def test_created_files_are_the_owners_alone(self, db_path: Path) -> None:
+        """The numbers and words in the store are personal data: the file, its WAL and its
+        shared memory are 0600 whatever the umask (here the usual 022)."""
+        umask = os.umask(0o022)
+        try:
+            store = await SqliteStore.open(db_path, instance="t", create=True)
+            try:
+                await store.append(make_event())
+                for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+                    assert path.stat().st_mode & 0o777 == 0o600, path
+            finally:
+                await store.close()
+        finally:
+            os.umask(umask)
 
     async def test_newer_schema_is_refused(self, db_path: Path) -> None:
         """A file written by a newer gateway is not opened (no silent downgrade)."""
