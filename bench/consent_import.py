@@ -70,10 +70,16 @@ def _redis(url: str | None, directory: Path) -> Iterator[str]:
         child.stop()
 
 
-def _config(directory: Path, url: str) -> Path:
+def _config(directory: Path, url: str, audit: bool) -> Path:
     path = directory / "gateway.toml"
     text = f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "{url}"\n\n'
-    text += '[logging]\nlevel = "warning"\n'
+    text += '[logging]\nlevel = "warning"\n\n'
+    # With the trail on, every imported change is also a hash-chained record in audit.jsonl.
+    text += (
+        f'[audit]\npath = "{directory / "audit.jsonl"}"\n'
+        if audit
+        else "[audit]\nenabled = false\n"
+    )
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -104,7 +110,9 @@ def _gateway(*args: str) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def measure(store: str, rows: int, directory: Path, redis_url: str | None) -> dict[str, Any]:
+def measure(
+    store: str, rows: int, directory: Path, redis_url: str | None, audit: bool
+) -> dict[str, Any]:
     csv_path = directory / "list.csv"
     write_csv(csv_path, rows)
     with contextlib.ExitStack() as stack:
@@ -114,8 +122,8 @@ def measure(store: str, rows: int, directory: Path, redis_url: str | None) -> di
             base = stack.enter_context(_redis(redis_url, directory))
             url = f"{base}{'&' if '?' in base else '?'}prefix=bench{time.time_ns()}"
         _create(url)
-        config = str(_config(directory, url))
-        result: dict[str, Any] = {"store": store, "rows": rows}
+        config = str(_config(directory, url, audit))
+        result: dict[str, Any] = {"store": store, "audit": audit, "rows": rows}
         for step in ("first import", "second import"):
             seconds, out = _gateway(
                 "consent", "import", str(csv_path), "--config", config, "--json"
@@ -146,19 +154,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--store", default="sqlite,redis", help="sqlite, redis or both (comma-separated)"
     )
+    parser.add_argument(
+        "--audit",
+        default="on,off",
+        help="on (the audit trail records every change, as by default), off, or both",
+    )
     parser.add_argument("--redis-url", help="a Redis to use instead of a throwaway one")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    audits = [a for a in args.audit.split(",") if a]
+    if not audits or set(audits) - {"on", "off"}:
+        raise SystemExit(f"--audit: on, off or on,off, not {args.audit!r}")
     results = []
     for store in [s for s in args.store.split(",") if s]:
         if store not in ("sqlite", "redis"):
             raise SystemExit(f"--store: sqlite or redis, not {store!r}")
-        with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
-            results.append(measure(store, args.rows, Path(tmp), args.redis_url))
+        for audit in audits:
+            with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+                results.append(measure(store, args.rows, Path(tmp), args.redis_url, audit == "on"))
     if args.json:
         print(json.dumps({"results": results, "cpus": os.cpu_count()}))
         return 0
-    print(f"{'store':<7} {'step':<14} {'rows':>10} {'seconds':>8} {'rows/s':>9}  result")
+    print(
+        f"{'store':<7} {'audit':<5} {'step':<14} {'rows':>10} {'seconds':>8} {'rows/s':>9}  result"
+    )
     for result in results:
         for step in ("first import", "second import", "export"):
             row = result[step]
@@ -167,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 what = f"{row['changed']} changed, {row['unchanged']} unchanged, {row['bad']} bad"
             print(
-                f"{result['store']:<7} {step:<14} {result['rows']:>10} {row['seconds']:>8.1f}"
+                f"{result['store']:<7} {'on' if result['audit'] else 'off':<5} {step:<14}"
+                f" {result['rows']:>10} {row['seconds']:>8.1f}"
                 f" {row['rows_per_s']:>9,}  {what}"
             )
     return 0
