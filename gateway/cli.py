@@ -125,14 +125,16 @@ def _load_tls(path: str) -> GatewayConfig | None:
             file=sys.stderr,
         )
         return None
-    if config.admin.listen is not None:
-        # The admin API's token secrets (environment, files) are read only where the API
-        # runs: the staff CLI works without them.
-        try:
+    # The daemon's secrets (environment, files) are read only where the daemon runs: the
+    # staff CLI works without them.
+    try:
+        if config.admin.listen is not None:
             config.admin.bearer_tokens()
-        except ConfigError as exc:
-            print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
-            return None
+        if config.upstream.service_bind is not None:
+            config.upstream.service_bind.password.read()
+    except ConfigError as exc:
+        print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+        return None
     return config
 
 

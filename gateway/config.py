@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import phonenumbers
 
@@ -104,12 +104,81 @@ class ServerConfig:
     account_networks: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
 
 
+CREDENTIALS_VARIABLE: Final = "${CREDENTIALS_DIRECTORY}"
+
+
+def secret_path(key: str, text: str) -> Path:
+    """A ``*_file`` path; ``${CREDENTIALS_DIRECTORY}`` in it is the directory where systemd
+    puts the unit's ``LoadCredential=`` files (set only for the service itself)."""
+    if CREDENTIALS_VARIABLE in text:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+        if not directory:
+            raise ConfigError(
+                f"{key}: {CREDENTIALS_VARIABLE} is not set (only a systemd service with "
+                "LoadCredential= has it)"
+            )
+        text = text.replace(CREDENTIALS_VARIABLE, directory)
+    return Path(text)
+
+
+def read_secret_file(key: str, text: str, *, private: int = 0o006) -> bytes:
+    """A secret file's content, stripped; ConfigError naming ``key`` when it cannot be read,
+    is empty, or has any of the ``private`` mode bits (by default: other users may read or
+    write it)."""
+    path = secret_path(key, text)
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if mode & private:
+        who = "other users" if private == 0o006 else "others"
+        raise ConfigError(f"{key}: {path} can be read or written by {who}; chmod 600 {path}")
+    if not data:
+        raise ConfigError(f"{key}: {path} is empty")
+    return data
+
+
+def read_secret_env(key: str, variable: str) -> str:
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise ConfigError(f"{key}: environment variable {variable} is not set")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret as configured under ``key``: inline (``NAME``), in an environment variable
+    (``NAME_env``) or in a file (``NAME_file``, see ``read_secret_file``). Read when used
+    (``read()``), so a command that never uses it works without access to it."""
+
+    key: str  # "upstream.service_bind.password": errors name key, key_env or key_file
+    value: str | None = field(default=None, repr=False)
+    env: str | None = None
+    file: str | None = None
+
+    def read(self) -> str:
+        """The secret now; ConfigError naming the key when it cannot be read."""
+        if self.env is not None:
+            return read_secret_env(f"{self.key}_env", self.env)
+        if self.file is not None:
+            data = read_secret_file(f"{self.key}_file", self.file)
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{self.key}_file: {self.file} is not UTF-8") from None
+        return self.value or ""
+
+
+NO_SECRET: Final = Secret("")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceBindConfig:
     """A bind of the gateway's own, used for auto-replies when no client session can carry them."""
 
     system_id: str
-    password: str = ""
+    password: Secret = NO_SECRET  # password, password_env or password_file
     system_type: str = ""
 
 
@@ -187,23 +256,13 @@ class AdminToken:
         """The secret, read now; ConfigError naming the key when it cannot be used."""
         if self.token_env is not None:
             key = f"{self.key}.token_env"
-            value = os.environ.get(self.token_env, "").strip()
-            if not value:
-                raise ConfigError(f"{key}: environment variable {self.token_env} is not set")
+            value = read_secret_env(key, self.token_env)
         elif self.token_file is not None:
             key = f"{self.key}.token_file"
-            path = Path(self.token_file)
             try:
-                mode = path.stat().st_mode
-                value = path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
-            if mode & 0o006:
-                raise ConfigError(
-                    f"{key}: {path} can be read or written by every user; chmod o-rw {path}"
-                )
-            if not value:
-                raise ConfigError(f"{key}: {path} is empty")
+                value = read_secret_file(key, self.token_file).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{key}: {self.token_file} is not UTF-8") from None
         else:
             key = f"{self.key}.token"
             value = self.token or ""
@@ -264,25 +323,11 @@ class PrivacyConfig:
     def secret(self) -> bytes | None:
         """The configured key, read now (None: none configured); ConfigError naming the key."""
         if self.key_env is not None:
-            value = os.environ.get(self.key_env, "").strip()
-            if not value:
-                raise ConfigError(
-                    f"privacy.key_env: environment variable {self.key_env} is not set"
-                )
-            return value.encode()
+            return read_secret_env("privacy.key_env", self.key_env).encode()
         if self.key_file is not None:
-            path = Path(self.key_file)
-            try:
-                mode = path.stat().st_mode
-                data = path.read_bytes().strip()
-            except OSError as exc:
-                raise ConfigError(f"privacy.key_file: cannot read {path}: {exc.strerror}") from None
-            if mode & 0o077:
-                raise ConfigError(
-                    f"privacy.key_file: {path} can be read by others; chmod 600 {path}"
-                )
+            data = read_secret_file("privacy.key_file", self.key_file, private=0o077)
             if len(data) < 16:
-                raise ConfigError(f"privacy.key_file: {path} holds fewer than 16 bytes")
+                raise ConfigError(f"privacy.key_file: {self.key_file} holds fewer than 16 bytes")
             return data
         if self.key is not None:
             if len(self.key) < 16:
@@ -616,6 +661,25 @@ def _admin_tokens(adm: _Table) -> tuple[AdminToken, ...]:
     return tuple(tokens)
 
 
+def _secret(t: _Table, name: str) -> Secret | None:
+    """``name``, ``name_env`` or ``name_file`` of table ``t`` (at most one; None: none)."""
+    forms = (name, f"{name}_env", f"{name}_file")
+    given = [k for k in forms if t.has(k)]
+    if len(given) > 1:
+        raise ConfigError(f"{t._key(name)}: give at most one of {', '.join(forms)}")
+    if not given:
+        return None
+    value = t.string(given[0], required=True)
+    if given[0] != name and not value:
+        raise ConfigError(f"{t._key(given[0])}: must not be empty")
+    key = t._key(name)
+    if given[0] == name:
+        return Secret(key, value=value)
+    if given[0].endswith("_env"):
+        return Secret(key, env=value)
+    return Secret(key, file=value)
+
+
 def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     """Build the config from parsed TOML; raises ConfigError naming the key."""
     root = _Table(data, "")
@@ -655,7 +719,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     if service is not None:
         service_bind = ServiceBindConfig(
             system_id=service.string("system_id", required=True),
-            password=service.string("password", ""),
+            password=_secret(service, "password") or NO_SECRET,
             system_type=service.string("system_type", ""),
         )
         service.finish()
@@ -684,7 +748,10 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     ses.finish()
 
     st = root.table("store") or _Table({}, "store")
-    store = StoreConfig(url=st.string("url", DEFAULT_STORE_URL))
+    # A Redis URL may carry a password: the whole URL can come from a variable or a file. It
+    # is read now: every command that loads the config uses the store.
+    url = _secret(st, "url")
+    store = StoreConfig(url=DEFAULT_STORE_URL if url is None else url.read())
     if not store.url.startswith(
         ("sqlite:", "redis://", "rediss://", "redis+sentinel://", "memory:")
     ):

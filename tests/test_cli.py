@@ -189,6 +189,31 @@ class TestCheckConfig:
                 assert f"store {reachable}: 0 consent records" in captured.out
         assert "store redis://***@127.0.0.1:1/0?timeout_s=0.5: redis:" in captured.err
 
+    def test_a_daemon_secret_not_readable_fails_check_config_not_the_staff_cli(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The service bind's password from an unset variable: check-config exits 2 with one
+        line naming the key; the consent commands, which never bind, work."""
+        monkeypatch.delenv("SMPP_GW_TEST_SVC_PW", raising=False)
+        create_store(tmp_path / "consent.db")
+        config = write_config(
+            tmp_path,
+            sqlite_config(tmp_path).read_text()
+            + '\n[upstream.service_bind]\nsystem_id = "gw"\npassword_env = "SMPP_GW_TEST_SVC_PW"\n',
+        )
+        assert main(["check-config", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            "smpp-gateway: config error: upstream.service_bind.password_env: environment "
+            "variable SMPP_GW_TEST_SVC_PW is not set\n"
+        )
+        try:
+            assert main(["consent", "show", "--config", str(config), NUMBER]) == 0
+        finally:
+            structlog.reset_defaults()
+        monkeypatch.setenv("SMPP_GW_TEST_SVC_PW", "pw")
+        assert main(["check-config", "--config", str(config)]) == 0
+
     def test_unknown_command_is_a_usage_error(self) -> None:
         """argparse refuses an unknown command with exit 2."""
         with pytest.raises(SystemExit) as info:

@@ -437,7 +437,7 @@ class TestAdminTokens:
         secret.write_text("abc\n")
         secret.chmod(mode)
         config = parse(tokens_config({"name": "a", "role": "read", "token_file": str(secret)}))
-        with pytest.raises(ConfigError, match=r"^admin.tokens\[0\].token_file: .* every user"):
+        with pytest.raises(ConfigError, match=r"^admin.tokens\[0\].token_file: .* other users"):
             config.admin.bearer_tokens()
 
     def test_unreadable_empty_or_duplicate_secrets(
@@ -638,3 +638,105 @@ class TestText:
         """Zero, negative, infinite or non-numeric values are refused naming the key."""
         message = error_of(with_value(example(), "text.receipt_ids_ttl_s", value))
         assert message.startswith("text.receipt_ids_ttl_s:"), message
+
+
+def service_config(**service: Any) -> dict[str, Any]:
+    return {
+        "upstream": {"address": "127.0.0.1:2776", "service_bind": {"system_id": "gw", **service}}
+    }
+
+
+class TestSecrets:
+    """Every secret inline, from a variable (NAME_env) or from a file (NAME_file, where
+    ${CREDENTIALS_DIRECTORY} is systemd's LoadCredential directory); read when used."""
+
+    def test_service_bind_password_in_each_form(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        secret = tmp_path / "svc.password"
+        secret.write_text("from-a-file\n")
+        secret.chmod(0o600)
+        monkeypatch.setenv("SMPP_GW_TEST_SVC", "from-the-env")
+        forms = [
+            ({}, ""),
+            ({"password": "inline"}, "inline"),
+            ({"password_env": "SMPP_GW_TEST_SVC"}, "from-the-env"),
+            ({"password_file": str(secret)}, "from-a-file"),
+        ]
+        for form, expected in forms:
+            bind = parse(service_config(**form)).upstream.service_bind
+            assert bind is not None
+            assert bind.password.read() == expected
+        assert "inline" not in repr(parse(service_config(password="inline")))
+
+    def test_a_secret_not_readable_fails_when_used_naming_the_key(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The file loads (the staff CLI never needs the daemon's secrets); reading fails."""
+        monkeypatch.delenv("SMPP_GW_TEST_UNSET_XYZ", raising=False)
+        open_file = tmp_path / "open"
+        open_file.write_text("pw\n")
+        open_file.chmod(0o644)
+        cases = [
+            (
+                {"password_env": "SMPP_GW_TEST_UNSET_XYZ"},
+                "upstream.service_bind.password_env: environment variable SMPP_GW_TEST_UNSET_XYZ"
+                " is not set",
+            ),
+            (
+                {"password_file": str(tmp_path / "absent")},
+                "upstream.service_bind.password_file: cannot read",
+            ),
+            (
+                {"password_file": str(open_file)},
+                "upstream.service_bind.password_file: " + f"{open_file} can be read or written",
+            ),
+        ]
+        for form, message in cases:
+            bind = parse(service_config(**form)).upstream.service_bind
+            assert bind is not None
+            with pytest.raises(ConfigError) as info:
+                bind.password.read()
+            assert str(info.value).startswith(message)
+
+    def test_two_forms_of_one_secret_are_refused(self) -> None:
+        assert error_of(service_config(password="a", password_env="B")) == (
+            "upstream.service_bind.password: give at most one of password, password_env, "
+            "password_file"
+        )
+        assert error_of(service_config(password_file="")) == (
+            "upstream.service_bind.password_file: must not be empty"
+        )
+
+    def test_store_url_from_a_variable_or_a_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A Redis URL carries its password: the whole URL may come from elsewhere (read at
+        load: every command uses the store)."""
+        url = "redis://:s3cret@127.0.0.1:6379/0"
+        monkeypatch.setenv("SMPP_GW_TEST_URL", url)
+        data = {"upstream": {"address": "127.0.0.1:2776"}, "store": {"url_env": "SMPP_GW_TEST_URL"}}
+        assert parse(data).store.url == url
+        path = tmp_path / "store.url"
+        path.write_text(url + "\n")
+        path.chmod(0o640)
+        data["store"] = {"url_file": str(path)}
+        assert parse(data).store.url == url
+        monkeypatch.delenv("SMPP_GW_TEST_URL")
+        data["store"] = {"url_env": "SMPP_GW_TEST_URL"}
+        assert error_of(data) == ("store.url_env: environment variable SMPP_GW_TEST_URL is not set")
+
+    def test_credentials_directory(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """${CREDENTIALS_DIRECTORY} in a *_file path is where systemd put LoadCredential=
+        files; outside such a service it is an error naming the key."""
+        (tmp_path / "admin-token").write_text("tok-from-systemd\n")
+        (tmp_path / "admin-token").chmod(0o400)
+        data = tokens_config(
+            {"name": "ops", "role": "write", "token_file": "${CREDENTIALS_DIRECTORY}/admin-token"}
+        )
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        with pytest.raises(ConfigError, match=r"^admin.tokens\[0\].token_file: \$\{CRED"):
+            parse(data).admin.bearer_tokens()
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        (token,) = parse(data).admin.bearer_tokens()
+        assert token.secret == b"tok-from-systemd"

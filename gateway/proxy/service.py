@@ -34,6 +34,8 @@ class ServiceLink:
     def __init__(self, *, settings: ProxySettings, bind: ServiceBindConfig) -> None:
         self.settings = settings
         self.bind = bind
+        # Read once, at start (ConfigError naming the key when it cannot be).
+        self._password = bind.password.read()
         self._conn: SmppConnection | None = None
         self._bound = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +115,7 @@ class ServiceLink:
                 conn.session.send_request(
                     p.BindTransmitter(
                         system_id=self.bind.system_id,
-                        password=self.bind.password,
+                        password=self._password,
                         system_type=self.bind.system_type,
                     ),
                     loop.time(),
