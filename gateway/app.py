@@ -19,9 +19,13 @@ from collections.abc import Callable
 
 from gateway import __version__
 from gateway.admin.api import AdminApi
+from gateway.admin.optout import OptOutPages, link_day
 from gateway.audit.setup import configure_pseudonyms, open_trail
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
+from gateway.consent.campaign import Campaign
+from gateway.consent.link import LinkSigner
+from gateway.consent.model import AddressKind, SmsAddress
 from gateway.eventloop import run_loop
 from gateway.proxy.binds import BindGuard
 from gateway.proxy.bridge import ProxySettings
@@ -58,6 +62,10 @@ def session_config(timers: SessionTimers) -> SessionConfig:
         max_pdu_length=timers.max_pdu_length,
         relay_vendor_pdus=timers.relay_vendor_pdus,
     )
+
+
+def campaign_names(config: GatewayConfig) -> tuple[str, ...]:
+    return tuple(c.name for c in config.consent.directory)
 
 
 def footer_settings(config: GatewayConfig) -> FooterSettings:
@@ -168,6 +176,8 @@ class Gateway:
             ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
         )
         self.admin: AdminApi | None = None
+        self.optout: OptOutPages | None = None
+        self._link_signer: LinkSigner | None = None
         self.service: ServiceLink | None = None
         self._accepting = False
         self._stop = asyncio.Event()
@@ -209,9 +219,16 @@ class Gateway:
                     settings=self.listener.settings, bind=config.upstream.service_bind
                 )
                 self.service.start()
+            if config.optout_link is not None:
+                self._link_signer = LinkSigner(
+                    config.optout_link.secret(),  # ConfigError (key named) if unreadable
+                    ttl_days=config.optout_link.ttl_days,
+                    campaigns=campaign_names(config),
+                )
             self.footers = FooterStage(
                 store=self.store,
                 settings=footer_settings(config),
+                link_for=self._link_for,
                 receipt_ids=ReceiptIds(self.store, ttl_s=config.text.receipt_ids_ttl_s),
                 metrics=self.metrics,
             )
@@ -251,6 +268,17 @@ class Gateway:
                 config.admin.listen.port,
                 ssl=server_ssl_context(admin_tls) if admin_tls is not None else None,
             )
+        if config.optout_link is not None and self._link_signer is not None:
+            assert self.store is not None
+            self.optout = OptOutPages(
+                signer=self._link_signer,
+                store=self.store,
+                campaigns=lambda: self.config.consent.directory,
+                instance=config.instance,
+                metrics=self.metrics,
+            )
+            link_listen = config.optout_link.listen
+            await self.optout.server.start(link_listen.host, link_listen.port)
         log.info(
             logs.GATEWAY_STARTED,
             version=__version__,
@@ -288,6 +316,13 @@ class Gateway:
             self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
         if self.footers is not None:
             self.footers.reconfigure(footer_settings(new))
+        if self._link_signer is not None and new.optout_link is not None:
+            # Campaigns and ttl_days apply now; key, base_url and listen need a restart.
+            self._link_signer = self._link_signer.with_campaigns(
+                campaign_names(new), new.optout_link.ttl_days
+            )
+            if self.optout is not None:
+                self.optout.signer = self._link_signer
         log.info(logs.CONFIG_RELOADED, source=new.source)
 
     async def serve(self) -> None:
@@ -322,6 +357,8 @@ class Gateway:
             await self.footers.drain()  # its last store writes, before the store closes
         if self.admin is not None:
             await self.admin.stop()
+        if self.optout is not None:
+            await self.optout.server.stop()
         if self.service is not None:
             await self.service.stop()
         if self.enforcer is not None:
@@ -332,6 +369,14 @@ class Gateway:
         if self.store is not None:
             await self.store.close()
         log.info(logs.GATEWAY_STOPPED)
+
+    def _link_for(self, campaign: Campaign, subscriber: SmsAddress) -> str | None:
+        """The footer's ``{optout_url}`` for this subscriber and campaign (None: left out, for
+        a recipient that is not a phone number)."""
+        signer, link = self._link_signer, self.config.optout_link
+        if signer is None or link is None or subscriber.kind is not AddressKind.E164:
+            return None
+        return link.base_url + signer.token(campaign.name, subscriber.value, link_day())
 
     async def _watchdog_loop(self) -> None:
         usec = os.environ.get("WATCHDOG_USEC")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import phonenumbers
 
@@ -37,10 +38,12 @@ from gateway.consent.campaign import (
     default_campaign,
 )
 from gateway.consent.keywords import LANGUAGE_PACKS
+from gateway.consent.link import LinkSigner
 from gateway.consent.model import AddressKind, ScopeKind, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
 from gateway.errors import GatewayError
+from gateway.text.footer import has_link
 
 
 class ConfigError(GatewayError):
@@ -337,6 +340,26 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OptOutLinkConfig:
+    """``[optout_link]``: the signed web opt-out link ``{optout_url}`` stands for in footers.
+
+    ``base_url`` is the public address of the pages (the token is appended), ``listen`` where
+    the gateway serves them (behind the reverse proxy that terminates TLS for ``base_url``)."""
+
+    base_url: str
+    listen: Address
+    key: Secret  # key, key_env or key_file: at least 16 bytes
+    ttl_days: int = 90
+
+    def secret(self) -> bytes:
+        """The signing key, read now; ConfigError naming the key."""
+        value = self.key.read().encode("utf-8")
+        if len(value) < 16:
+            raise ConfigError(f"{self.key.key}: at least 16 bytes")
+        return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     level: str = "info"
     format: str = "json"
@@ -389,6 +412,7 @@ class GatewayConfig:
     text: TextConfig = field(default_factory=lambda: TextConfig())  # [text]
     audit: AuditConfig = field(default_factory=AuditConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    optout_link: OptOutLinkConfig | None = None
     shutdown_grace_s: float = 10.0
     source: str | None = None  # the file it came from
 
@@ -781,6 +805,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
 
     consent = _consent(root)
     text_config = _text(root)
+    optout_link = _optout_link(root.table("optout_link"), consent)
 
     root.finish()
     return GatewayConfig(
@@ -795,6 +820,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         text=text_config,
         audit=audit,
         privacy=privacy,
+        optout_link=optout_link,
         shutdown_grace_s=shutdown_grace_s,
         source=source,
     )
@@ -843,6 +869,41 @@ def _privacy(table: _Table | None) -> PrivacyConfig:
     )
     if config.key is not None:
         config.secret()  # an inline key is checked now: it is in the file already
+    t.finish()
+    return config
+
+
+def _optout_link(t: _Table | None, consent: ConsentConfig) -> OptOutLinkConfig | None:
+    uses = [c.name for c in consent.directory if has_link(c.footer_text)]
+    if t is None:
+        if uses:
+            raise ConfigError(
+                f"campaigns: {{optout_url}} in the footer of {uses[0]!r} needs [optout_link] "
+                "(base_url, listen, key)"
+            )
+        return None
+    base_url = t.string("base_url", required=True)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{t._key('base_url')}: expected https://HOST/PATH (the token is appended), "
+            f"got {base_url!r}"
+        )
+    key = _secret(t, "key")
+    if key is None:
+        raise ConfigError(f"{t._key('key')}: required (or key_env, key_file)")
+    config = OptOutLinkConfig(
+        base_url=base_url,
+        listen=t.address("listen", required=True, listening=True),
+        key=key,
+        ttl_days=t.integer("ttl_days", 90, minimum=1, maximum=3650),
+    )
+    if key.value is not None:
+        config.secret()  # an inline key is checked now: it is in the file already
+    try:
+        LinkSigner(b"0" * 16, ttl_days=1, campaigns=tuple(c.name for c in consent.directory))
+    except ValueError as exc:
+        raise ConfigError(f"{t._path}: {exc}; rename one") from None
     t.finish()
     return config
 

@@ -51,6 +51,7 @@ class Response:
     status: int = HTTPStatus.OK
     body: bytes = b""
     content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)  # more headers (names as sent)
 
 
 class HttpError(Exception):
@@ -211,7 +212,8 @@ async def _write(writer: asyncio.StreamWriter, response: Response, *, close: boo
         f"HTTP/1.1 {status.value} {status.phrase}\r\n"
         f"Content-Type: {response.content_type}\r\n"
         f"Content-Length: {len(response.body)}\r\n"
-        f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in response.headers.items())
+        + f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
     )
     writer.write(head.encode("latin-1") + response.body)
     await writer.drain()

@@ -55,7 +55,7 @@ from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
 from gateway.text.dcs import Alphabet, can_encode, decode_as, encode_text, with_alphabet
-from gateway.text.footer import already_has_opt_out, apply_footer, render_footer
+from gateway.text.footer import already_has_opt_out, apply_footer, has_link, render_footer
 from gateway.text.gsm7 import TextError
 from gateway.text.segment import (
     CONCAT_8BIT,
@@ -426,7 +426,7 @@ class FooterStage:
 
     def _render(self, campaign: Campaign, subscriber: SmsAddress) -> str:
         template = campaign.footer_text
-        if self._link_for is not None and "{link}" in template:
+        if self._link_for is not None and has_link(template):
             return render_footer(template, campaign.brand, self._link_for(campaign, subscriber))
         footer = self._footers.get(campaign)
         if footer is None:

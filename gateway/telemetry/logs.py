@@ -60,6 +60,10 @@ STORE_RECOVERED: Final = "store_recovered"
 STORE_CREATED: Final = "store_created"
 STORE_INVALIDATIONS_LOST: Final = "store_invalidations_lost"
 STORE_LISTENER_FAILED: Final = "store_listener_failed"
+# The web opt-out link (gateway.admin.optout): a link that opts nobody out, and a store that
+# failed while recording one that would have.
+OPTOUT_LINK_REFUSED: Final = "optout_link_refused"
+OPTOUT_LINK_FAILED: Final = "optout_link_failed"
 # Audit trail (gateway.audit)
 AUDIT_OPENED: Final = "audit_opened"
 # The chain's last seq and hash, at an interval: a SIEM's copy proves what the file held then.

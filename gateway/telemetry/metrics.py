@@ -107,6 +107,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.optout_link_total = Counter(
+            "smppgw_optout_link_total",
+            "Web opt-out link requests: shown, confirmed, unchanged (already opted out), "
+            "refused (with the reason) or failed (the store)",
+            ["outcome", "reason"],
+            registry=r,
+        )
         self.audit_records_total = Counter(
             "smppgw_audit_records_total", "Records written to the audit trail", registry=r
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.text.dcs import Alphabet, can_encode
 from gateway.text.gsm7 import TextError
@@ -76,15 +77,23 @@ def already_has_opt_out(text: str) -> bool:
     return any(p.search(folded) for p in _OPT_OUT_PATTERNS)
 
 
+LINK_PLACEHOLDERS: Final = ("{optout_url}", "{link}")  # {link}: the older name
+
+
+def has_link(template: str) -> bool:
+    return any(p in template for p in LINK_PLACEHOLDERS)
+
+
 def render_footer(template: str, brand: str, link: str | None = None) -> str:
-    """Fill ``{brand}`` and ``{link}``; without a link, ``{link}`` and the space before it go.
+    """Fill ``{brand}`` and ``{optout_url}`` (or ``{link}``); without a link, the placeholder
+    and the space before it go.
 
     Plain replacement, not ``str.format``: a template may hold other braces.
     """
     out = template.replace("{brand}", brand)
     if link:
-        return out.replace("{link}", link)
-    return re.sub(r"[ \t]*\{link\}", "", out).strip()
+        return out.replace("{optout_url}", link).replace("{link}", link)
+    return re.sub(r"[ \t]*\{(?:optout_url|link)\}", "", out).strip()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
