@@ -13,13 +13,11 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
 
 from gateway.audit.setup import configure_pseudonyms
-from gateway.audit.setup import open_file as open_audit_file
-from gateway.audit.trail import AuditError, consent_body
+from gateway.audit.staff import StaffAudit
 from gateway.config import ConfigError, GatewayConfig
-from gateway.consent.model import Actor, ConsentEvent, ConsentState
+from gateway.consent.model import Actor, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreNotFoundError
 from gateway.store.evidence import history_rows
@@ -77,35 +75,22 @@ def history_format(args: argparse.Namespace) -> str:
 async def open_staff_store(config: GatewayConfig, instance: str) -> ConsentStore:
     """The store of ``config`` as staff tools use it (never created here), with every change
     it makes written to the instance's audit trail before the command says it is done (the
-    same file as the daemon's: appends take turns under a file lock) and numbers shown under
-    the configured pseudonym key."""
+    same file as the daemon's: appends take turns under a file lock; see ``staff_audit``) and
+    numbers shown under the configured pseudonym key."""
     try:
         configure_pseudonyms(config)
     except ConfigError as exc:
         raise StaffError(str(exc)) from None
     store = await open_store(config.store.url, instance=instance)
     if config.audit.path is not None:
-
-        def write(events: Sequence[ConsentEvent]) -> None:
-            audit_file = open_audit_file(config)
-            if audit_file is None:
-                return
-            try:
-                audit_file.append(consent_body(e) for e in events)  # read in chunks
-            finally:
-                audit_file.close()
-
-        async def record(events: Sequence[ConsentEvent]) -> None:
-            try:
-                await asyncio.to_thread(write, events)
-            except (AuditError, OSError) as exc:
-                # The change stands (the store has it); the command must not say all is well.
-                raise StoreError(
-                    f"the change is stored, but the audit trail failed: {exc}"
-                ) from exc
-
-        store.on_change = record
+        store.on_change = StaffAudit(config).record
     return store
+
+
+def staff_audit(store: ConsentStore) -> StaffAudit | None:
+    """The audit writer ``open_staff_store`` gave ``store`` (an import prepares with it)."""
+    writer = getattr(getattr(store, "on_change", None), "__self__", None)
+    return writer if isinstance(writer, StaffAudit) else None
 
 
 def staff_member(actor: str | None) -> str:

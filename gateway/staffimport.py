@@ -767,8 +767,11 @@ async def import_rows(
     now: float,
     dry_run: bool,
     bar: Callable[[str, int, int | None], None] | None = None,
+    before_write: Callable[[Sequence[ConsentEvent]], None] | None = None,
 ) -> Summary:
-    """Plan against the store's records, then apply in one all-or-nothing step."""
+    """Plan against the store's records, then apply in one all-or-nothing step.
+    ``before_write`` is told the events just before the store writes them (the audit trail
+    makes their records meanwhile)."""
     summary = Summary(read=parsed.read, dry_run=dry_run)
     if not dry_run:
         # An earlier import cut off after its commit point is completed first (Redis), so
@@ -786,6 +789,8 @@ async def import_rows(
     if decided.changes and not dry_run:
         if bar is not None:
             bar("writing", 0, len(decided.changes))
+        if before_write is not None:
+            before_write([c.event for c in decided.changes])
         outcome = await store.import_changes(decided.changes)
         conflicts = outcome.conflicts
         if bar is not None:
@@ -917,10 +922,11 @@ def _report_bad(bad: Sequence[BadRow]) -> None:
 async def _run_import(
     args: argparse.Namespace, config: GatewayConfig, parsed: ParsedFile, now: float, bar: _Progress
 ) -> Summary:
-    from gateway.staffcli import open_staff_store  # the staff tools' one way to the store
+    from gateway.staffcli import open_staff_store, staff_audit  # the staff tools' store
 
     instance = f"{config.instance}/cli"
     store = await open_staff_store(config, instance)
+    audit = staff_audit(store)
     try:
         source_name = "stdin" if args.file == "-" else os.path.basename(args.file)
         return await import_rows(
@@ -931,8 +937,11 @@ async def _run_import(
             now=now,
             dry_run=args.dry_run,
             bar=bar,
+            before_write=None if audit is None else audit.prepare,
         )
     finally:
+        if audit is not None:
+            audit.close()
         await store.close()
 
 

@@ -5,12 +5,14 @@ the CLI do the I/O.
 
 A record is one JSON object per line. Every record carries ``seq`` (0, 1, 2, ... in the file),
 ``prev`` (the ``hash`` of the record before it; 64 zeros for the first) and ``hash``: the
-SHA-256 of ``prev`` followed by the record's canonical JSON without ``hash`` (keys sorted, no
-spaces, UTF-8). Changing a byte of a record breaks its own hash; removing, inserting or
-reordering records breaks the ``seq`` sequence and the next record's ``prev``. Rewriting the
-whole file consistently is only caught against a head kept elsewhere: the gateway logs the
-chain head (``audit_chain_head``: seq and hash) at an interval, so a SIEM copy of the logs
-proves what the file held then (``verify(..., heads=...)``).
+SHA-256 of ``PREV\nSEQ\n`` followed by the canonical JSON of the record's other fields (keys
+sorted, no spaces, UTF-8). Those canonical bytes do not depend on the chain, so they can be
+made anywhere (worker processes, for a large import) and sealed in order cheaply. Changing a
+byte of a record breaks its own hash; removing, inserting or reordering records breaks the
+``seq`` sequence and the next record's ``prev``. Rewriting the whole file consistently is only
+caught against a head kept elsewhere: the gateway logs the chain head (``audit_chain_head``:
+seq and hash) at an interval, so a SIEM copy of the logs proves what the file held then
+(``verify(..., heads=...)``).
 """
 
 from __future__ import annotations
@@ -25,27 +27,29 @@ GENESIS: Final = "0" * 64
 FORMAT: Final = 1  # the "v" of the first record; a newer writer may add fields, never change these
 
 
+CHAIN_FIELDS: Final = frozenset({"seq", "prev", "hash"})
+
+
 def canonical(body: Mapping[str, Any]) -> bytes:
-    """The bytes a record's hash covers (everything but ``hash`` itself)."""
-    if "hash" in body:
-        body = {k: v for k, v in body.items() if k != "hash"}
+    """A record body's canonical bytes: its fields but the chain's (``seq``, ``prev``,
+    ``hash``), keys sorted, no spaces, UTF-8."""
+    if not CHAIN_FIELDS.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in CHAIN_FIELDS}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def seal_hash(prev: str, body: Mapping[str, Any]) -> str:
-    return hashlib.sha256(prev.encode() + canonical(body)).hexdigest()
+def seal_hash(prev: str, seq: int, covered: bytes) -> str:
+    return hashlib.sha256(f"{prev}\n{seq}\n".encode() + covered).hexdigest()
 
 
-def seal_line(head: Head, body: Mapping[str, Any]) -> tuple[bytes, Head]:
-    """``body`` as the line of the record that follows ``head``, and the new head: the
-    canonical bytes the hash covers with ``hash`` added last (one JSON encoding per record,
-    which is what large imports spend their time on)."""
-    record = dict(body)
-    record["seq"] = seq = head.next_seq
-    record["prev"] = head.hash
-    covered = canonical(record)
-    digest = hashlib.sha256(head.hash.encode() + covered).hexdigest()
-    return covered[:-1] + b',"hash":"' + digest.encode() + b'"}\n', Head(seq, digest)
+def seal(head: Head, covered: bytes) -> tuple[bytes, Head]:
+    """The line of the record whose body's canonical bytes are ``covered`` (a JSON object),
+    following ``head``; and the new head."""
+    seq = head.next_seq
+    digest = seal_hash(head.hash, seq, covered)
+    comma = "," if len(covered) > 2 else ""  # "{}": no field before the chain's
+    tail = f'{comma}"seq":{seq},"prev":"{head.hash}","hash":"{digest}"}}\n'.encode()
+    return covered[:-1] + tail, Head(seq, digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,7 @@ def verify(lines: Iterable[bytes], heads: Iterable[Head] = ()) -> Verdict:
         if record.get("prev") != head.hash:
             return _bad(count, head, line_no, seq, "prev is not the hash of the record before")
         digest = record.get("hash")
-        if digest != seal_hash(head.hash, record):
+        if digest != seal_hash(head.hash, seq, canonical(record)):
             return _bad(count, head, line_no, seq, "its content does not match its hash (changed)")
         head = Head(seq, str(digest))
         count += 1

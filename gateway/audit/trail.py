@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from gateway.audit.chain import EMPTY, FORMAT, Head, head_of_line, seal_line
+from gateway.audit.chain import EMPTY, FORMAT, Head, canonical, head_of_line, seal
 from gateway.consent.model import ConsentEvent
 from gateway.errors import GatewayError
 from gateway.store.base import event_to_json
@@ -104,7 +104,9 @@ class AuditFile:
         with self._locked():
             self._resume()
             if self._head is EMPTY:
-                self._write([{"kind": "chain_started", "v": FORMAT, "chain_of": self.instance}])
+                now = utc(time.time())
+                first = {"t": now, "kind": "chain_started", "v": FORMAT, "chain_of": self.instance}
+                self._write([canonical(first)])
         return self._head
 
     @property
@@ -112,16 +114,22 @@ class AuditFile:
         return self._head
 
     def append(self, bodies: Iterable[Mapping[str, Any]]) -> Head:
-        """Seal and append ``bodies`` after whatever the file ends with now; durable on return
-        (when ``fsync``). Raises OSError when the file cannot be written (nothing was kept).
-        ``bodies`` is read lazily, ``WRITE_CHUNK`` at a time: an import of millions of changes
-        never holds them all as records or lines."""
+        """Seal and append ``bodies`` (each given its time ``t`` now) after whatever the file
+        ends with now; durable on return (when ``fsync``). Raises OSError when the file cannot
+        be written (nothing was kept)."""
+        now = utc(time.time())
+        return self.append_canonical(canonical({"t": now, **body}) for body in bodies)
+
+    def append_canonical(self, covered: Iterable[bytes]) -> Head:
+        """``append`` for bodies already in their canonical bytes (``t`` included): what a
+        large import prepares in worker processes. Read lazily, ``WRITE_CHUNK`` at a time:
+        millions of records are never held at once."""
         if self._fd is None:
             raise AuditError(f"audit.path {self.path}: not open")
         with self._locked():
             if os.fstat(self._fd).st_size != self._end:
                 self._resume()
-            self._write(bodies)
+            self._write(covered)
         return self._head
 
     def close(self) -> None:
@@ -138,17 +146,16 @@ class AuditFile:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _write(self, bodies: Iterable[Mapping[str, Any]]) -> None:
+    def _write(self, covered: Iterable[bytes]) -> None:
         assert self._fd is not None
         head = self._head
-        now = utc(time.time())
         start = end = os.fstat(self._fd).st_size
-        pending = iter(bodies)
+        pending = iter(covered)
         try:
             while chunk := list(itertools.islice(pending, WRITE_CHUNK)):
                 lines = []
                 for body in chunk:
-                    line, head = seal_line(head, {"t": now, **body})
+                    line, head = seal(head, body)
                     lines.append(line)
                 view = memoryview(b"".join(lines))
                 end += len(view)

@@ -123,6 +123,11 @@ def set_pseudonyms(pseudonyms: Pseudonyms) -> None:
     _pseudonyms = pseudonyms
 
 
+def current_pseudonyms() -> Pseudonyms:
+    """The key in use (for worker processes that must write the same pseudonyms)."""
+    return _pseudonyms
+
+
 def mask_subscriber(digits: str) -> str:
     """A stable pseudonym for a number under the configured key (see Pseudonyms)."""
     return _pseudonyms(digits)
