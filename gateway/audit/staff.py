@@ -82,7 +82,7 @@ class StaffAudit:
         processes; a no-op for few events, or where worker processes cannot start."""
         if len(events) < PREPARE_AT or self._prepared:
             return
-        workers = max(1, (os.cpu_count() or 1) - 1)  # this process writes the store meanwhile
+        workers = os.cpu_count() or 1  # all cores: once the store is written, this one waits
         at = utc(time.time())
         pseudonyms = logs.current_pseudonyms()
         try:
