@@ -25,6 +25,7 @@ import yaml
 
 from gateway.cli import main
 from gateway.config import load, sqlite_dir
+from tests.support.consent import GatewayProcess, free_port, to_toml
 from tests.support.gateway import running_gateway
 from tests.support.sim import running_simulator
 
@@ -197,6 +198,27 @@ class TestSystemdUnit:
         for path in (directory, config.audit.path):
             resolved = os.path.normpath(os.path.join(workdir, path))
             assert within(resolved, workdir), resolved
+
+    async def test_example_runs_in_the_working_directory(self, tmp_path: Path) -> None:
+        """``smpp-gateway run`` on the example (ports made free) started in an empty state
+        directory, as the unit starts it: store, trail and privacy key are made in there,
+        the key and the store owner-only, and SIGTERM ends it with exit 0."""
+        data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+        state = tmp_path / "state"
+        state.mkdir()
+        async with running_simulator(control_port=None) as sim:
+            data["server"]["listen"] = f"127.0.0.1:{free_port()}"
+            data["admin"]["listen"] = f"127.0.0.1:{free_port()}"
+            data["upstream"]["address"] = f"127.0.0.1:{sim.port}"
+            config = tmp_path / "gateway.toml"
+            config.write_text(to_toml(data))
+            gateway = GatewayProcess(config, port_of(data["server"]["listen"]), cwd=state)
+            await gateway.start()
+            assert await gateway.stop() == 0
+        made = {p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file()}
+        assert {"var/consent.db", "var/audit.jsonl", "var/privacy.key"} <= made, made
+        for name in ("var/consent.db", "var/privacy.key"):
+            assert (state / name).stat().st_mode & 0o077 == 0, name
 
     def test_config_file_is_in_the_configuration_directory(self) -> None:
         """ExecStart's --config file, and every absolute path the example names (TLS files,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from typing import Any
 import pytest
 
 from gateway.simulator import Simulator
+from gateway.smpp import pdu as p
+from gateway.smpp.codec import encode
 from tests.support.consent import (
     BYSTANDER,
     UNGROUPED,
@@ -314,3 +317,28 @@ class TestScaleOutExample:
                 await rig.wait_servers(gw_1="UP", gw_2="UP")
                 await stack.enter_async_context(rig.client())
                 assert await rig.totals() == {"gw-1": 5, "gw-2": 1}
+
+    async def test_unready_gateways_get_no_clients(
+        self, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the SMSC gone, both gateways still listen but their /readyz answers 503:
+        HAProxy marks both DOWN by the HTTP status (L7STS) and a client's connection is
+        closed without reaching either gateway (its bind could only have failed)."""
+        async with scale_out(tmp_path, redis_server, monkeypatch) as rig:
+            await rig.sim.stop()
+            servers = await rig.wait_servers(gw_1="DOWN", gw_2="DOWN")
+            assert [servers[n]["check_status"] for n in NAMES] == ["L7STS", "L7STS"]
+            for gw in rig.gateways:
+                status, body = await asyncio.to_thread(get, f"{gw.admin}/readyz")
+                assert status == 503
+                assert "unreachable" in json.loads(body)["checks"]["upstream"]
+            # A bind through HAProxy: no gateway to pass it to, so the connection just closes.
+            reader, writer = await asyncio.open_connection("127.0.0.1", rig.frontend)
+            bind = p.BindTransceiver(system_id="acme", password="pw", sequence_number=1)
+            writer.write(encode(bind))
+            async with asyncio.timeout(WAIT_S):
+                assert await reader.read() == b""
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            assert await rig.totals() == {"gw-1": 0, "gw-2": 0}
