@@ -58,9 +58,8 @@ PRIVACY_KEY = "scale-out-test-key-0123456789"
 
 def haproxy_binary() -> str:
     """The haproxy binary; its absence fails under CI (scripts/test installs it)."""
-    binary = shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None
-    )
+    # Debian installs it in /usr/sbin, which a non-root PATH may lack.
+    binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("haproxy is not installed (scripts/test installs Debian's haproxy)")
@@ -90,8 +89,8 @@ class Instance:
 
 def gateway_config(name: str, *, sim: Simulator, store_url: str) -> tuple[dict[str, Any], str]:
     """The committed config of ``name`` and its text with free ports and loopback hosts."""
-    committed = tomllib.loads((SCALE_OUT / f"gateway-{name[-1]}.toml").read_text())
-    data = tomllib.loads((SCALE_OUT / f"gateway-{name[-1]}.toml").read_text())
+    text = (SCALE_OUT / f"gateway-{name[-1]}.toml").read_text()
+    committed, data = tomllib.loads(text), tomllib.loads(text)
     assert data["gateway"]["instance"] == name
     host, _, _port = data["server"]["listen"].rpartition(":")
     data["server"]["listen"] = f"{host}:{free_port()}"
