@@ -154,14 +154,15 @@ class TestDockerfile:
         assert all(i > last_user for i in entry)
 
     def test_runs_the_daemon_with_the_copied_config(self) -> None:
-        """ENTRYPOINT + CMD start ``smpp-gateway run`` on the config the image copies in."""
+        """ENTRYPOINT + CMD start ``smpp-gateway run`` on the container config the image
+        copies in (config/docker.toml)."""
         text = DOCKERFILE.read_text(encoding="utf-8")
         assert re.search(r'^ENTRYPOINT \["smpp-gateway"\]', text, re.M)
         cmd = re.search(r"^CMD (\[.*\])", text, re.M)
         assert cmd is not None
         args = json.loads(cmd.group(1))  # the exec form is a JSON array
         assert args[:2] == ["run", "--config"]
-        assert re.search(rf"^COPY config/gateway.toml {re.escape(args[2])}$", text, re.M)
+        assert re.search(rf"^COPY (--\S+ )*config/docker.toml {re.escape(args[2])}$", text, re.M)
 
 
 class TestReadme:
@@ -201,8 +202,13 @@ class TestReadme:
             assert re.search(rf"^\s+{re.escape(command)}\s", usage, re.M), command
         files = set(re.findall(r"--config ([\w./-]+\.toml)", text))
         assert "config/gateway.toml" in files
+        # Absolute: where the unit and the image read their config (tests/deploy checks both).
+        installed = {shlex.split(unit_settings()["ExecStart"][0])[3]}
+        cmd = re.search(r"^CMD (\[.*\])", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+        assert cmd is not None
+        installed.add(json.loads(cmd.group(1))[2])
         for name in files:
-            assert (ROOT / name).is_file(), name
+            assert (ROOT / name).is_file() or name in installed, name
 
     def test_quick_start_runs_the_example(self) -> None:
         """The quick start runs the daemon on the shipped example config."""

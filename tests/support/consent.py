@@ -487,9 +487,10 @@ async def consent_show(config: Path, number: str) -> dict[str, Any]:
 class GatewayProcess:
     """``python -m gateway run --config FILE`` in a subprocess; ready once its port answers."""
 
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, *, cwd: Path = ROOT) -> None:
         self.config = config
         self.port = port
+        self.cwd = cwd  # where the config's relative paths (store, audit trail) resolve
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr: list[str] = []
         self._drain: asyncio.Task[None] | None = None
@@ -506,7 +507,7 @@ class GatewayProcess:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=_env(),
-            cwd=ROOT,
+            cwd=self.cwd,
         )
         ready = asyncio.get_running_loop().create_future()
         self._drain = asyncio.create_task(self._read(ready))
