@@ -17,7 +17,7 @@ import ssl
 import sys
 from collections.abc import Callable
 
-from gateway import __version__
+from gateway import __version__, startup
 from gateway.admin.api import AdminApi
 from gateway.audit.setup import configure_pseudonyms, open_trail
 from gateway.audit.trail import AuditTrail
@@ -229,8 +229,14 @@ class Gateway:
             self.listener.set_interceptor(self.enforcer)
         loop = asyncio.get_running_loop()
         self.metrics.count_tasks(lambda: len(asyncio.all_tasks(loop)))
-        listen = self.config.server.listen
-        await self.listener.start(listen.host, listen.port)
+        server = self.config.server
+        listening = startup.listeners(config)
+        try:
+            await self.listener.start(
+                server.listen.host, server.listen.port, reuse_port=server.reuse_port
+            )
+        except OSError as exc:  # taken between check and bind, or not checked (tests)
+            raise startup.error(listening[0], exc) from None
         self._accepting = True
         if config.admin.listen is not None:
             self.admin = AdminApi(
@@ -246,11 +252,14 @@ class Gateway:
                 account_match=config.consent.account_match,
             )
             admin_tls = config.admin.tls
-            await self.admin.start(
-                config.admin.listen.host,
-                config.admin.listen.port,
-                ssl=server_ssl_context(admin_tls) if admin_tls is not None else None,
-            )
+            try:
+                await self.admin.start(
+                    config.admin.listen.host,
+                    config.admin.listen.port,
+                    ssl=server_ssl_context(admin_tls) if admin_tls is not None else None,
+                )
+            except OSError as exc:
+                raise startup.error(listening[1], exc) from None
         log.info(
             logs.GATEWAY_STARTED,
             version=__version__,
@@ -296,7 +305,13 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await self.start()
+        try:
+            await self.start()
+        except startup.StartupError:
+            await self.stop()  # what started before the failure: the store, a listener
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            raise
         sd_notify(
             f"READY=1\nSTATUS=listening on {self.config.server.listen}\nMAINPID={os.getpid()}"
         )
@@ -351,5 +366,9 @@ def run(config: GatewayConfig) -> int:
         json=config.logging.format == "json",
         stream=sys.stderr,
     )
-    run_loop(Gateway(config).serve())
+    try:
+        run_loop(Gateway(config).serve())
+    except startup.StartupError as exc:
+        print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+        return 2
     return 0
