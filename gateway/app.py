@@ -273,31 +273,53 @@ class Gateway:
         self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file; sessions in progress keep their settings."""
-        if self.config.source is None:
+        """SIGHUP: re-read the config file and apply what can change without a restart (see
+        RELOADED_KEYS / RESTART_KEYS); keys that need a restart keep their running value."""
+        old = self.config
+        source = old.source
+        if source is None:
             return
         try:
-            new = load(self.config.source)
+            new = load(source)
+            restart = restart_changes(old, new)
+            new = keep_running(old, new, restart)
+            # Everything the reload builds is built before anything is applied: a file that
+            # fails here (an upstream certificate that does not load) changes nothing.
+            settings = proxy_settings(new)
+            limits = connection_limits(new)
+            footers = footer_settings(new)
         except ConfigError as exc:
-            log.warning(logs.CONFIG_RELOAD_FAILED, error=str(exc))  # the old config stays
+            log.warning(logs.CONFIG_RELOAD_FAILED, source=source, error=str(exc))
             return
-        if (
-            new.store.url != self.config.store.url
-            or new.consent.enabled != self.config.consent.enabled
-        ):
+        except (ssl.SSLError, OSError) as exc:
             log.warning(
                 logs.CONFIG_RELOAD_FAILED,
-                error="store.url and consent.enabled take effect only on restart",
+                source=source,
+                error=f"upstream.tls: cannot load its certificate, key or CA: {exc}",
             )
+            return
         self.config = new
-        self.listener.settings = proxy_settings(new)
-        self.listener.limits = connection_limits(new)
+        self.listener.settings = settings
+        self.listener.limits = limits
         self.listener.binds.limits = new.server.binds  # what it learnt of failed binds stays
+        if self.service is not None:
+            self.service.settings = settings  # its next connection to the SMSC
+        if self.admin is not None:
+            self.admin.default_country = new.consent.default_country
+            self.admin.account_match = new.consent.account_match
+            if new.upstream.address != old.upstream.address:
+                # /readyz checks the SMSC new binds go to.
+                address = new.upstream.address
+                self.admin.upstream = UpstreamProbe(address.host, address.port).check
         if self.enforcer is not None:
             self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
+            self.enforcer.default_alphabet = SMSC_DEFAULT_ALPHABETS[new.upstream.default_alphabet]
         if self.footers is not None:
-            self.footers.reconfigure(footer_settings(new))
-        log.info(logs.CONFIG_RELOADED, source=new.source)
+            self.footers.reconfigure(footers)
+        if restart:
+            log.warning(logs.CONFIG_RELOAD_PARTIAL, source=new.source, restart_needed=restart)
+        else:
+            log.info(logs.CONFIG_RELOADED, source=new.source)
 
     async def serve(self) -> None:
         """Run until SIGTERM / SIGINT, then drain and return."""
@@ -357,6 +379,64 @@ class Gateway:
         while True:
             sd_notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+# What SIGHUP does with each key (the README's table under "Configuration" says the same):
+# every key not in RESTART_KEYS is applied by Gateway.reload, consent and text rules from the
+# next message on (every session, also those bound before the reload), connection and session
+# settings from the next connection or bind.
+# Read once at start (sockets, the store, files, secrets, the log setup): a change is logged
+# as config_reload_partial and the running value stays until the daemon is restarted.
+RESTART_KEYS = (
+    "gateway.instance",
+    "server.listen",
+    "server.reuse_port",
+    "server.tls",
+    "upstream.service_bind",
+    "store.url",
+    "consent.enabled",
+    "consent.mo_dedup_window_s",
+    "consent.mo_reassembly_timeout_s",
+    "text.receipt_ids_ttl_s",
+    "admin.listen",
+    "admin.tls",
+    "admin.tokens",
+    "audit",
+    "privacy",
+    "logging",
+)
+
+
+def _section_and_key(path: str) -> tuple[str, str | None]:
+    """``"server.listen"`` -> ("server", "listen"); ``"audit"`` -> ("audit", None);
+    ``[gateway]`` keys are the config's own fields."""
+    section, _, key = path.partition(".")
+    if section == "gateway":
+        return key, None
+    return section, key or None
+
+
+def _value(config: GatewayConfig, path: str) -> object:
+    section, key = _section_and_key(path)
+    value = getattr(config, section)
+    return value if key is None else getattr(value, key)
+
+
+def restart_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The RESTART_KEYS whose value differs between the running config and the new file."""
+    return [path for path in RESTART_KEYS if _value(old, path) != _value(new, path)]
+
+
+def keep_running(old: GatewayConfig, new: GatewayConfig, paths: list[str]) -> GatewayConfig:
+    """``new`` with the running value of each key in ``paths`` (keys that need a restart)."""
+    for path in paths:
+        section, key = _section_and_key(path)
+        if key is None:
+            new = dataclasses.replace(new, **{section: getattr(old, section)})
+        else:
+            part = dataclasses.replace(getattr(new, section), **{key: _value(old, path)})
+            new = dataclasses.replace(new, **{section: part})
+    return new
 
 
 def run(config: GatewayConfig) -> int:
