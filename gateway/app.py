@@ -17,7 +17,7 @@ import ssl
 import sys
 from collections.abc import Callable
 
-from gateway import __version__
+from gateway import __version__, startup
 from gateway.admin.api import AdminApi
 from gateway.admin.optout import OptOutPages, link_day
 from gateway.audit.setup import configure_pseudonyms, open_trail
@@ -246,8 +246,14 @@ class Gateway:
             self.listener.set_interceptor(self.enforcer)
         loop = asyncio.get_running_loop()
         self.metrics.count_tasks(lambda: len(asyncio.all_tasks(loop)))
-        listen = self.config.server.listen
-        await self.listener.start(listen.host, listen.port)
+        server = self.config.server
+        listening = startup.listeners(config)
+        try:
+            await self.listener.start(
+                server.listen.host, server.listen.port, reuse_port=server.reuse_port
+            )
+        except OSError as exc:  # taken between check and bind, or not checked (tests)
+            raise startup.error(listening[0], exc) from None
         self._accepting = True
         if config.admin.listen is not None:
             self.admin = AdminApi(
@@ -263,11 +269,14 @@ class Gateway:
                 account_match=config.consent.account_match,
             )
             admin_tls = config.admin.tls
-            await self.admin.start(
-                config.admin.listen.host,
-                config.admin.listen.port,
-                ssl=server_ssl_context(admin_tls) if admin_tls is not None else None,
-            )
+            try:
+                await self.admin.start(
+                    config.admin.listen.host,
+                    config.admin.listen.port,
+                    ssl=server_ssl_context(admin_tls) if admin_tls is not None else None,
+                )
+            except OSError as exc:
+                raise startup.error(listening[1], exc) from None
         if config.optout_link is not None and self._link_signer is not None:
             assert self.store is not None
             self.optout = OptOutPages(
@@ -278,7 +287,10 @@ class Gateway:
                 metrics=self.metrics,
             )
             link_listen = config.optout_link.listen
-            await self.optout.server.start(link_listen.host, link_listen.port)
+            try:
+                await self.optout.server.start(link_listen.host, link_listen.port)
+            except OSError as exc:
+                raise startup.error(listening[-1], exc) from None
         log.info(
             logs.GATEWAY_STARTED,
             version=__version__,
@@ -292,38 +304,60 @@ class Gateway:
         self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file; sessions in progress keep their settings."""
-        if self.config.source is None:
+        """SIGHUP: re-read the config file and apply what can change without a restart (see
+        RELOADED_KEYS / RESTART_KEYS); keys that need a restart keep their running value."""
+        old = self.config
+        source = old.source
+        if source is None:
             return
         try:
-            new = load(self.config.source)
+            new = load(source)
+            restart = restart_changes(old, new)
+            new = keep_running(old, new, restart)
+            # Everything the reload builds is built before anything is applied: a file that
+            # fails here (an upstream certificate that does not load) changes nothing.
+            settings = proxy_settings(new)
+            limits = connection_limits(new)
+            footers = footer_settings(new)
         except ConfigError as exc:
-            log.warning(logs.CONFIG_RELOAD_FAILED, error=str(exc))  # the old config stays
+            log.warning(logs.CONFIG_RELOAD_FAILED, source=source, error=str(exc))
             return
-        if (
-            new.store.url != self.config.store.url
-            or new.consent.enabled != self.config.consent.enabled
-        ):
+        except (ssl.SSLError, OSError) as exc:
             log.warning(
                 logs.CONFIG_RELOAD_FAILED,
-                error="store.url and consent.enabled take effect only on restart",
+                source=source,
+                error=f"upstream.tls: cannot load its certificate, key or CA: {exc}",
             )
+            return
         self.config = new
-        self.listener.settings = proxy_settings(new)
-        self.listener.limits = connection_limits(new)
+        self.listener.settings = settings
+        self.listener.limits = limits
         self.listener.binds.limits = new.server.binds  # what it learnt of failed binds stays
+        if self.service is not None:
+            self.service.settings = settings  # its next connection to the SMSC
+        if self.admin is not None:
+            self.admin.default_country = new.consent.default_country
+            self.admin.account_match = new.consent.account_match
+            if new.upstream.address != old.upstream.address:
+                # /readyz checks the SMSC new binds go to.
+                address = new.upstream.address
+                self.admin.upstream = UpstreamProbe(address.host, address.port).check
         if self.enforcer is not None:
             self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
+            self.enforcer.default_alphabet = SMSC_DEFAULT_ALPHABETS[new.upstream.default_alphabet]
         if self.footers is not None:
-            self.footers.reconfigure(footer_settings(new))
+            self.footers.reconfigure(footers)
         if self._link_signer is not None and new.optout_link is not None:
-            # Campaigns and ttl_days apply now; key, base_url and listen need a restart.
+            # Links follow the campaigns now ([optout_link] itself needs a restart).
             self._link_signer = self._link_signer.with_campaigns(
                 campaign_names(new), new.optout_link.ttl_days
             )
             if self.optout is not None:
                 self.optout.signer = self._link_signer
-        log.info(logs.CONFIG_RELOADED, source=new.source)
+        if restart:
+            log.warning(logs.CONFIG_RELOAD_PARTIAL, source=new.source, restart_needed=restart)
+        else:
+            log.info(logs.CONFIG_RELOADED, source=new.source)
 
     async def serve(self) -> None:
         """Run until SIGTERM / SIGINT, then drain and return."""
@@ -331,7 +365,13 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await self.start()
+        try:
+            await self.start()
+        except startup.StartupError:
+            await self.stop()  # what started before the failure: the store, a listener
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            raise
         sd_notify(
             f"READY=1\nSTATUS=listening on {self.config.server.listen}\nMAINPID={os.getpid()}"
         )
@@ -389,6 +429,65 @@ class Gateway:
             await asyncio.sleep(interval)
 
 
+# What SIGHUP does with each key (the README's table under "Configuration" says the same):
+# every key not in RESTART_KEYS is applied by Gateway.reload, consent and text rules from the
+# next message on (every session, also those bound before the reload), connection and session
+# settings from the next connection or bind.
+# Read once at start (sockets, the store, files, secrets, the log setup): a change is logged
+# as config_reload_partial and the running value stays until the daemon is restarted.
+RESTART_KEYS = (
+    "gateway.instance",
+    "server.listen",
+    "server.reuse_port",
+    "server.tls",
+    "upstream.service_bind",
+    "store.url",
+    "consent.enabled",
+    "consent.mo_dedup_window_s",
+    "consent.mo_reassembly_timeout_s",
+    "text.receipt_ids_ttl_s",
+    "admin.listen",
+    "admin.tls",
+    "admin.tokens",
+    "optout_link",
+    "audit",
+    "privacy",
+    "logging",
+)
+
+
+def _section_and_key(path: str) -> tuple[str, str | None]:
+    """``"server.listen"`` -> ("server", "listen"); ``"audit"`` -> ("audit", None);
+    ``[gateway]`` keys are the config's own fields."""
+    section, _, key = path.partition(".")
+    if section == "gateway":
+        return key, None
+    return section, key or None
+
+
+def _value(config: GatewayConfig, path: str) -> object:
+    section, key = _section_and_key(path)
+    value = getattr(config, section)
+    return value if key is None else getattr(value, key)
+
+
+def restart_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The RESTART_KEYS whose value differs between the running config and the new file."""
+    return [path for path in RESTART_KEYS if _value(old, path) != _value(new, path)]
+
+
+def keep_running(old: GatewayConfig, new: GatewayConfig, paths: list[str]) -> GatewayConfig:
+    """``new`` with the running value of each key in ``paths`` (keys that need a restart)."""
+    for path in paths:
+        section, key = _section_and_key(path)
+        if key is None:
+            new = dataclasses.replace(new, **{section: getattr(old, section)})
+        else:
+            part = dataclasses.replace(getattr(new, section), **{key: _value(old, path)})
+            new = dataclasses.replace(new, **{section: part})
+    return new
+
+
 def run(config: GatewayConfig) -> int:
     logs.configure(
         level=config.logging.level,
@@ -396,5 +495,9 @@ def run(config: GatewayConfig) -> int:
         json=config.logging.format == "json",
         stream=sys.stderr,
     )
-    run_loop(Gateway(config).serve())
+    try:
+        run_loop(Gateway(config).serve())
+    except startup.StartupError as exc:
+        print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -9,6 +9,11 @@ SQLite file, a schema from a newer gateway) is exit 1: the config is valid, but 
 started with it would not start or would refuse every message, and a deployment check
 should stop there. Exit 1 is distinct from 2, so a script that checks only the syntax (on a
 build host that cannot reach the store) can accept it. Passwords in the URL are never printed.
+
+Listening addresses are tried by ``check-config`` and ``run`` alike (gateway.startup): one that
+does not resolve, is not this machine's, or may not be bound is exit 2; a port in use is exit 2
+for ``run`` and a note for ``check-config``. An SMSC name that does not resolve is exit 1 for
+``check-config`` only: the daemon starts without it and fails binds until it resolves.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from gateway import __version__
+from gateway import __version__, startup
 from gateway.config import ConfigError, GatewayConfig, load
 
 EXIT_OK = 0
@@ -138,6 +143,22 @@ def _load_tls(path: str) -> GatewayConfig | None:
     return config
 
 
+def _check_listeners(config: GatewayConfig, *, check: bool) -> list[str] | None:
+    """Try every listening address before anything starts; None (after printing the one-line
+    error) when one cannot be used. For ``check-config`` (``check``) a port in use now is a
+    note, returned, not an error: it is most often the running daemon the check is for."""
+    notes = []
+    for item in startup.listeners(config):
+        try:
+            startup.try_bind(item)
+        except startup.StartupError as exc:
+            if not (check and exc.in_use):
+                print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+                return None
+            notes.append(f"note: {exc}; run fails while it is")
+    return notes
+
+
 def _check_store(config: GatewayConfig) -> int:
     """Report the configured store (never creating it); EXIT_OK or EXIT_STORE."""
     import asyncio
@@ -168,13 +189,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load_tls(args.config)
         if config is None:
             return EXIT_CONFIG
+        in_use = _check_listeners(config, check=True)
+        if in_use is None:
+            return EXIT_CONFIG
         print(
             f"{args.config}: OK (listen {config.server.listen}, upstream {config.upstream.address})"
         )
-        return _check_store(config)
+        for note in in_use:
+            print(note)
+        code = _check_store(config)
+        problem = startup.resolve_upstream(config)
+        if problem is not None:
+            print(f"smpp-gateway: {problem}", file=sys.stderr)
+            return EXIT_STORE
+        return code
     if args.command == "run":
         config = _load_tls(args.config)
-        if config is None:
+        if config is None or _check_listeners(config, check=False) is None:
             return EXIT_CONFIG
         from gateway.app import run
 

@@ -92,6 +92,9 @@ class BindLimits:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     listen: Address = field(default_factory=lambda: Address("0.0.0.0", 2775))  # noqa: S104
+    # Share the listening port with other processes (SO_REUSEPORT), only when asked: by
+    # default a second gateway on the same port fails to start instead of splitting traffic.
+    reuse_port: bool = False
     max_sessions: int = 1000
     tls: TlsConfig | None = None
     # Connections that have not bound yet have limits of their own (gateway.proxy.listener).
@@ -538,7 +541,44 @@ def parse_address(text: str, key: str, *, listening: bool = False) -> Address:
     lowest = 0 if listening else 1
     if not sep or not host or not port_text.isdigit() or not lowest <= int(port_text) < 65536:
         raise ConfigError(f'{key}: expected "host:port", got {text!r}')
+    if _DOTTED_QUAD.fullmatch(host):
+        # Four dotted numbers are an IPv4 address or nothing (a resolver would only say
+        # "not known" later, at start or at the first bind).
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ConfigError(f"{key}: {host!r} is not an IPv4 address") from None
     return Address(host, int(port_text))
+
+
+_DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+
+# The placeholders templates support: footers {brand} and {optout_url} ({link}, its older name;
+# gateway.text.footer; they need [optout_link]), replies {brand} and, in the list opt-out reply,
+# {list} (gateway.consent.campaign.render).
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+FOOTER_PLACEHOLDERS = ("brand", "optout_url", "link")
+REPLY_PLACEHOLDERS = ("brand",)
+LIST_REPLY_PLACEHOLDERS = ("brand", "list")
+# Asked for where they are not filled: the message says why rather than "unknown".
+_NOT_HERE = {
+    "optout_url": "the web opt-out link goes in footers only",
+}
+
+
+def check_placeholders(template: str, key: str, allowed: tuple[str, ...]) -> None:
+    """ConfigError naming ``key`` for the first ``{name}`` in ``template`` not in ``allowed``:
+    templates are filled by plain replacement, so any other ``{name}`` would reach subscribers
+    as written. Braces around anything but a name (``{ }``, ``{1}``) stay text."""
+    for match in _PLACEHOLDER.finditer(template):
+        name = match.group(1)
+        if name in allowed:
+            continue
+        supported = ", ".join(f"{{{a}}}" for a in allowed)
+        why = _NOT_HERE.get(name)
+        if why is None:
+            why = "unknown placeholder" if name != "list" else "only list_opt_out has a list"
+        raise ConfigError(f"{key}: {{{name}}}: {why}; supported here: {supported}")
 
 
 def _tls(table: _Table | None, *, listener: bool) -> TlsConfig | None:
@@ -716,6 +756,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     srv = root.table("server") or _Table({}, "server")
     server = ServerConfig(
         listen=srv.address("listen", Address("0.0.0.0", 2775), listening=True),  # noqa: S104
+        reuse_port=srv.boolean("reuse_port", False),
         max_sessions=srv.integer("max_sessions", 1000, minimum=1, maximum=1_000_000),
         tls=_tls(srv.table("tls"), listener=True),
         max_unbound=srv.integer("max_unbound", 100, minimum=1, maximum=1_000_000),
@@ -805,7 +846,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
 
     consent = _consent(root)
     text_config = _text(root)
-    optout_link = _optout_link(root.table("optout_link"), consent)
+    optout_link = _optout_link(root, consent)
 
     root.finish()
     return GatewayConfig(
@@ -873,13 +914,25 @@ def _privacy(table: _Table | None) -> PrivacyConfig:
     return config
 
 
-def _optout_link(t: _Table | None, consent: ConsentConfig) -> OptOutLinkConfig | None:
+def _footer_key(root: _Table, consent: ConsentConfig, name: str) -> str:
+    """The key a campaign's footer_text came from (an error names it)."""
+    if name == consent.directory.default.name:
+        return "consent.default.footer_text"
+    tables = root._data.get("campaigns")
+    for index, table in enumerate(tables if isinstance(tables, list) else []):
+        if isinstance(table, dict) and table.get("name") == name:
+            return f"campaigns[{index}].footer_text"
+    return f"campaigns ({name}).footer_text"
+
+
+def _optout_link(root: _Table, consent: ConsentConfig) -> OptOutLinkConfig | None:
+    t = root.table("optout_link")
     uses = [c.name for c in consent.directory if has_link(c.footer_text)]
     if t is None:
         if uses:
             raise ConfigError(
-                f"campaigns: {{optout_url}} in the footer of {uses[0]!r} needs [optout_link] "
-                "(base_url, listen, key)"
+                f"{_footer_key(root, consent, uses[0])}: {{optout_url}} needs [optout_link] "
+                "(base_url, listen, key): the signed web opt-out link"
             )
         return None
     base_url = t.string("base_url", required=True)
@@ -923,6 +976,7 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
 # --- consent ------------------------------------------------------------------------------------
 
 _CAMPAIGN_SCOPES = ("number", "campaign", "account")
+REPLY_NAMES = ("opt_out", "opt_in", "help", "opt_in_request", "list_opt_out", "already_opted_out")
 
 
 def _word_list(table: _Table | None, key: str) -> WordList:
@@ -966,6 +1020,7 @@ def _campaign_values(
         values["footer"] = FooterMode(t.choice("footer", "never", ("always", "first", "never")))
     if t.has("footer_text"):
         values["footer_text"] = t.string("footer_text")
+        check_placeholders(values["footer_text"], t._key("footer_text"), FOOTER_PLACEHOLDERS)
     if t.has("outbound_unknown"):
         values["outbound_unknown"] = OutboundUnknown(
             t.choice("outbound_unknown", "allow", ("allow", "require_opt_in", "block"))
@@ -986,18 +1041,11 @@ def _campaign_values(
     if replies is not None:
         defaults = Replies()
         values["replies"] = Replies(
-            **{
-                name: replies.string(name, getattr(defaults, name))
-                for name in (
-                    "opt_out",
-                    "opt_in",
-                    "help",
-                    "opt_in_request",
-                    "list_opt_out",
-                    "already_opted_out",
-                )
-            }
+            **{name: replies.string(name, getattr(defaults, name)) for name in REPLY_NAMES}
         )
+        for name in REPLY_NAMES:
+            allowed = LIST_REPLY_PLACEHOLDERS if name == "list_opt_out" else REPLY_PLACEHOLDERS
+            check_placeholders(getattr(values["replies"], name), replies._key(name), allowed)
         replies.finish()
     keywords = t.table("keywords")
     if keywords is not None:

@@ -95,11 +95,12 @@ class Listener:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        # reuse_port: several gateway processes (one per core) can share one listening port.
+        # reuse_port (server.reuse_port): several gateway processes share one listening port;
+        # only when asked, or a second instance would silently take half the connections.
         self._server = await loop.create_server(
-            self._accept, host, port, ssl=self.ssl_context, reuse_port=True, backlog=1024
+            self._accept, host, port, ssl=self.ssl_context, reuse_port=reuse_port, backlog=1024
         )
         log.info(
             logs.LISTENER_STARTED, listen=f"{host}:{self.port}", tls=self.ssl_context is not None

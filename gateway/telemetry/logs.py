@@ -23,6 +23,7 @@ GATEWAY_STOPPING: Final = "gateway_stopping"
 GATEWAY_STOPPED: Final = "gateway_stopped"
 CONFIG_RELOADED: Final = "config_reloaded"
 CONFIG_RELOAD_FAILED: Final = "config_reload_failed"
+CONFIG_RELOAD_PARTIAL: Final = "config_reload_partial"
 LISTENER_STARTED: Final = "listener_started"
 # Connections and sessions
 CONNECTION_ACCEPTED: Final = "connection_accepted"

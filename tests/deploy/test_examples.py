@@ -134,11 +134,16 @@ class TestDockerfile:
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """``smpp-gateway check-config`` passes the container config (its store does not
-        exist yet: the daemon creates it on first start)."""
-        assert main(["check-config", "--config", str(DOCKER_CONFIG)]) == 0
-        out = capsys.readouterr().out
-        assert "OK (listen 0.0.0.0:2775" in out
-        assert "does not exist yet" in out
+        exist yet: the daemon creates it on first start). Its SMSC, ``smsc``, is a host name of
+        the container's network: outside it, that name alone is reported (exit 1)."""
+        code = main(["check-config", "--config", str(DOCKER_CONFIG)])
+        captured = capsys.readouterr()
+        assert "OK (listen 0.0.0.0:2775" in captured.out
+        assert "does not exist yet" in captured.out
+        if code != 0:
+            assert code == 1
+            assert captured.err.startswith("smpp-gateway: upstream.address: cannot resolve 'smsc'")
+            assert captured.err.count("\n") == 1
 
     def test_runs_as_its_own_user(self) -> None:
         """The last USER is the unprivileged account the image creates."""

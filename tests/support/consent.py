@@ -494,6 +494,7 @@ class GatewayProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr: list[str] = []
         self._drain: asyncio.Task[None] | None = None
+        self._line = asyncio.Event()  # set and replaced on every line read
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -526,8 +527,33 @@ class GatewayProcess:
             self.stderr.append(line)
             if not ready.done() and '"gateway_started"' in line:
                 ready.set_result(None)
+            line_read, self._line = self._line, asyncio.Event()
+            line_read.set()
+        self._line.set()
         if not ready.done():
             ready.set_exception(AssertionError("gateway exited:\n" + "".join(self.stderr[-20:])))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines logged so far with this event name."""
+        out = []
+        for line in self.stderr:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("event") == name:
+                    out.append(record)
+        return out
+
+    async def wait_for(self, name: str, count: int = 1) -> dict[str, Any]:
+        """The ``count``-th log line with this event name, once logged."""
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                line_read = self._line
+                found = self.events(name)
+                if len(found) >= count:
+                    return found[count - 1]
+                if self._drain is None or self._drain.done():
+                    raise AssertionError(f"gateway ended before {name!r}:\n" + "".join(self.stderr))
+                await line_read.wait()
 
     async def kill(self) -> None:
         """SIGKILL: nothing runs after it, no flush, no unbind."""
