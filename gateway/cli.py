@@ -137,6 +137,8 @@ def _load_tls(path: str) -> GatewayConfig | None:
             config.admin.bearer_tokens()
         if config.upstream.service_bind is not None:
             config.upstream.service_bind.password.read()
+        if config.optout_link is not None:
+            config.optout_link.secret()
     except ConfigError as exc:
         print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
         return None

@@ -166,3 +166,24 @@ class TestOptOutLink:
         }
         with pytest.raises(ConfigError, match=r"needs \[optout_link\]"):
             parse(data)
+
+
+def test_check_config_reads_the_link_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link key from an unset variable: check-config exits 2 naming the key."""
+    from gateway.cli import main
+
+    monkeypatch.delenv("SMPP_GW_TEST_LINK_KEY", raising=False)
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        '[upstream]\naddress = "127.0.0.1:2776"\n\n'
+        f'[store]\nurl = "sqlite:{tmp_path}/consent.db"\n\n'
+        '[optout_link]\nbase_url = "https://o.example/o/"\nlisten = "127.0.0.1:0"\n'
+        'key_env = "SMPP_GW_TEST_LINK_KEY"\n'
+    )
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        "smpp-gateway: config error: optout_link.key_env: environment variable "
+        "SMPP_GW_TEST_LINK_KEY is not set\n"
+    )
