@@ -22,6 +22,7 @@ import itertools
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from gateway.proxy.binds import Verdict
@@ -30,7 +31,13 @@ from gateway.proxy.hooks import ClientInfo, Interceptor, MoRequest, MtRequest, R
 from gateway.smpp import events as ev
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, error_response
-from gateway.smpp.constants import CommandId, CommandStatus, command_name, status_name
+from gateway.smpp.constants import (
+    RESPONSE_BIT,
+    CommandId,
+    CommandStatus,
+    command_name,
+    status_name,
+)
 from gateway.smpp.errors import LocalProtocolError
 from gateway.smpp.session import Role, Session, SessionConfig
 from gateway.smpp.state import BindState
@@ -51,6 +58,14 @@ _conn_ids = itertools.count(1)
 _BOUND = frozenset({BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX})
 # How long before the client leg's bind deadline a bind still in progress upstream is answered.
 _BIND_ANSWER_MARGIN_S = 0.05
+# Metric label for a command id: spec names, and the hex of the (bounded) vendor range.
+_command_label = lru_cache(maxsize=1024)(command_name)
+
+
+def _command_id(pdu_or_frame: p.Pdu | bytes) -> int:
+    if isinstance(pdu_or_frame, bytes):
+        return int.from_bytes(pdu_or_frame[4:8], "big")
+    return pdu_or_frame.command_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +188,12 @@ class Bridge:
         self._idle = asyncio.Event()
         self._done = asyncio.Event()
         self._log = log.bind(conn_id=self.conn_id)
+        # PDUs counted since the last flush: (leg, direction, command_id) -> how many, added to
+        # smppgw_pdus_total once per flush rather than once per PDU.
+        self._pdus: dict[tuple[str, str, int], int] = {}
+        # Client requests not yet answered: sequence_number -> (command_id, when it came), for
+        # smppgw_relay_latency_seconds. A peer reusing a number keeps the earlier arrival.
+        self._arrived: dict[int, tuple[int, float]] = {}
 
     def refuse_binds(self, status: int) -> None:
         """Answer any bind on this connection with ``status`` and close (over max_sessions)."""
@@ -185,11 +206,28 @@ class Bridge:
         # writes what they queued, one write per leg.
         self._in_batch = True
         try:
+            counts = self._pdus
             if conn is self.client:
+                now = self.loop.time()
+                arrived = self._arrived
                 for event in events:
+                    if isinstance(event, ev.RequestReceived):
+                        pdu = event.pdu
+                        key = ("client", "in", pdu.command_id)
+                        counts[key] = counts.get(key, 0) + 1
+                        arrived.setdefault(pdu.sequence_number, (pdu.command_id, now))
+                    elif isinstance(event, ev.ResponseReceived):
+                        key = ("client", "in", _command_id(event.frame))
+                        counts[key] = counts.get(key, 0) + 1
                     self._client_event(event)
             else:
                 for event in events:
+                    if isinstance(event, ev.RequestReceived):
+                        key = ("upstream", "in", event.pdu.command_id)
+                        counts[key] = counts.get(key, 0) + 1
+                    elif isinstance(event, ev.ResponseReceived):
+                        key = ("upstream", "in", _command_id(event.frame))
+                        counts[key] = counts.get(key, 0) + 1
                     self._upstream_event(event)
         finally:
             self._in_batch = False
@@ -197,6 +235,17 @@ class Bridge:
         self._update_backpressure()
         if self.draining:
             self._check_idle()
+
+    def _count_sent(self, leg: str, command_id: int) -> None:
+        key = (leg, "out", command_id)
+        counts = self._pdus
+        counts[key] = counts.get(key, 0) + 1
+
+    def _publish_counts(self) -> None:
+        tally = self.metrics.pdus_total
+        for (leg, direction, command_id), n in self._pdus.items():
+            tally.add((leg, direction, _command_label(command_id)), n)
+        self._pdus.clear()
 
     def connection_lost(self, conn: SmppConnection, exc: Exception | None) -> None:
         if conn is not self.client and conn is not self.upstream:
@@ -476,6 +525,7 @@ class Bridge:
             self.bound = True
             self.metrics.binds_total.labels(bind_type, "ok").inc()
             self.metrics.sessions.labels(bind_type).inc()
+            self.metrics.account_sessions.labels(self.client_info.system_id).inc()
             self._log.info(logs.BIND_COMPLETED, peer=self.client.peer)
             self.interceptor.on_bound(self)
         else:
@@ -518,6 +568,7 @@ class Bridge:
             up.session.send_request(
                 frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
             )
+            self._count_sent("upstream", command_id)
         except LocalProtocolError:
             # The upstream leg is unbinding (the client went away, the SMSC unbound, shutdown)
             # while a hook was still deciding this request: not sent, and a status clients
@@ -533,6 +584,7 @@ class Bridge:
             session.send_request(
                 frame, self.loop.time(), _FromUpstream(command_id, sequence_number)
             )
+            self._count_sent("client", command_id)
         except LocalProtocolError:
             # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter),
             # or the client is unbinding: then the SMSC must deliver it again later.
@@ -546,8 +598,14 @@ class Bridge:
     def respond_client(self, response: p.Pdu | bytes, sequence_number: int) -> None:
         frame = response if isinstance(response, bytes) else encode(response)
         session = self.client.session
+        arrived = self._arrived.pop(sequence_number, None)
         if not session.closed:
-            session.send_response(frame, self.loop.time(), sequence_number)
+            now = self.loop.time()
+            session.send_response(frame, now, sequence_number)
+            if arrived is not None:
+                command_id, at = arrived
+                self.metrics.relay_latency.observe(_command_label(command_id), now - at)
+                self._count_sent("client", command_id | RESPONSE_BIT)
             self._flush_soon()
 
     def reject_client(self, command_id: int, sequence_number: int, status: int) -> None:
@@ -557,6 +615,7 @@ class Bridge:
         up = self.upstream
         if up is not None and not up.session.closed:
             up.session.send_response(frame, self.loop.time(), sequence_number)
+            self._count_sent("upstream", _command_id(frame))
             self._flush_soon()
 
     def respond_upstream(self, response: p.Pdu | bytes, sequence_number: int) -> None:
@@ -575,6 +634,7 @@ class Bridge:
             up.session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
+        self._count_sent("upstream", _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -587,6 +647,7 @@ class Bridge:
             session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
+        self._count_sent("client", _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -602,6 +663,8 @@ class Bridge:
     # --- flushing and back-pressure ---------------------------------------------------------
 
     def _flush_both(self) -> None:
+        if self._pdus:
+            self._publish_counts()
         self.client.flush()
         if self.upstream is not None:
             self.upstream.flush()
@@ -694,7 +757,10 @@ class Bridge:
                 self._bind_guard = None
             if self.bound:
                 self.metrics.sessions.labels(self.client_info.bind_type).dec()
+                self.metrics.account_sessions.labels(self.client_info.system_id).dec()
                 self.bound = False
+            self._publish_counts()
+            self._arrived.clear()
             for task in list(self._tasks):
                 task.cancel()
             self.interceptor.on_closed(self)
