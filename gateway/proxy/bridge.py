@@ -439,6 +439,7 @@ class Bridge:
         conn.session.send_request(
             frame, self.loop.time(), _BindFromClient(pdu.command_id, pdu.sequence_number)
         )
+        self._count_sent("upstream", pdu.command_id)
         self._flush_both()
 
     # --- upstream leg -----------------------------------------------------------------------
