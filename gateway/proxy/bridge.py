@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+import struct
+from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,11 +62,27 @@ _BOUND = frozenset({BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX}
 _BIND_ANSWER_MARGIN_S = 0.05
 # Metric label for a command id: spec names, and the hex of the (bounded) vendor range.
 _command_label = lru_cache(maxsize=1024)(command_name)
+# smppgw_pdus_total is counted under command_id + one of these (an int key: no tuple per PDU).
+_CLIENT_IN, _CLIENT_OUT, _UPSTREAM_IN, _UPSTREAM_OUT = (n << 32 for n in range(4))
+_LEGS = (("client", "in"), ("client", "out"), ("upstream", "in"), ("upstream", "out"))
+_U32_AT_4 = struct.Struct(">I").unpack_from
+
+
+def pdu_labels(key: object) -> tuple[str, str, str]:
+    """The (leg, direction, command) labels of a smppgw_pdus_total key."""
+    assert isinstance(key, int)
+    leg, direction = _LEGS[key >> 32]
+    return leg, direction, _command_label(key & 0xFFFFFFFF)
+
+
+def command_labels(key: object) -> tuple[str]:
+    assert isinstance(key, int)
+    return (_command_label(key),)
 
 
 def _command_id(pdu_or_frame: p.Pdu | bytes) -> int:
     if isinstance(pdu_or_frame, bytes):
-        return int.from_bytes(pdu_or_frame[4:8], "big")
+        return int(_U32_AT_4(pdu_or_frame, 4)[0])
     return pdu_or_frame.command_id
 
 
@@ -188,9 +206,11 @@ class Bridge:
         self._idle = asyncio.Event()
         self._done = asyncio.Event()
         self._log = log.bind(conn_id=self.conn_id)
-        # PDUs counted since the last flush: (leg, direction, command_id) -> how many, added to
-        # smppgw_pdus_total once per flush rather than once per PDU.
-        self._pdus: dict[tuple[str, str, int], int] = {}
+        # The hot-path metrics are updated in place (see gateway.telemetry.metrics.Tally).
+        metrics.pdus_total.labels_of = pdu_labels
+        metrics.relay_latency.labels_of = command_labels
+        self._pdus = metrics.pdus_total.counts
+        self._latency = metrics.relay_latency
         # Client requests not yet answered: sequence_number -> (command_id, when it came), for
         # smppgw_relay_latency_seconds. A peer reusing a number keeps the earlier arrival.
         self._arrived: dict[int, tuple[int, float]] = {}
@@ -213,20 +233,23 @@ class Bridge:
                 for event in events:
                     if isinstance(event, ev.RequestReceived):
                         pdu = event.pdu
-                        key = ("client", "in", pdu.command_id)
-                        counts[key] = counts.get(key, 0) + 1
-                        arrived.setdefault(pdu.sequence_number, (pdu.command_id, now))
+                        cid = pdu.command_id
+                        counts[cid] = counts.get(cid, 0) + 1  # _CLIENT_IN is 0
+                        if pdu.sequence_number not in arrived:
+                            arrived[pdu.sequence_number] = (cid, now)
                     elif isinstance(event, ev.ResponseReceived):
-                        key = ("client", "in", _command_id(event.frame))
+                        # Named after the request it answers (a generic_nack too): reading the
+                        # frame's own id would cost more than the rest of the counting.
+                        key = _CLIENT_IN + (event.request_command_id | RESPONSE_BIT)
                         counts[key] = counts.get(key, 0) + 1
                     self._client_event(event)
             else:
                 for event in events:
                     if isinstance(event, ev.RequestReceived):
-                        key = ("upstream", "in", event.pdu.command_id)
+                        key = _UPSTREAM_IN + event.pdu.command_id
                         counts[key] = counts.get(key, 0) + 1
                     elif isinstance(event, ev.ResponseReceived):
-                        key = ("upstream", "in", _command_id(event.frame))
+                        key = _UPSTREAM_IN + (event.request_command_id | RESPONSE_BIT)
                         counts[key] = counts.get(key, 0) + 1
                     self._upstream_event(event)
         finally:
@@ -236,16 +259,10 @@ class Bridge:
         if self.draining:
             self._check_idle()
 
-    def _count_sent(self, leg: str, command_id: int) -> None:
-        key = (leg, "out", command_id)
+    def _count_sent(self, leg_out: int, command_id: int) -> None:
+        key = leg_out + command_id
         counts = self._pdus
         counts[key] = counts.get(key, 0) + 1
-
-    def _publish_counts(self) -> None:
-        tally = self.metrics.pdus_total
-        for (leg, direction, command_id), n in self._pdus.items():
-            tally.add((leg, direction, _command_label(command_id)), n)
-        self._pdus.clear()
 
     def connection_lost(self, conn: SmppConnection, exc: Exception | None) -> None:
         if conn is not self.client and conn is not self.upstream:
@@ -439,7 +456,7 @@ class Bridge:
         conn.session.send_request(
             frame, self.loop.time(), _BindFromClient(pdu.command_id, pdu.sequence_number)
         )
-        self._count_sent("upstream", pdu.command_id)
+        self._count_sent(_UPSTREAM_OUT, pdu.command_id)
         self._flush_both()
 
     # --- upstream leg -----------------------------------------------------------------------
@@ -569,7 +586,9 @@ class Bridge:
             up.session.send_request(
                 frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
             )
-            self._count_sent("upstream", command_id)
+            counts = self._pdus
+            key = _UPSTREAM_OUT + command_id
+            counts[key] = counts.get(key, 0) + 1
         except LocalProtocolError:
             # The upstream leg is unbinding (the client went away, the SMSC unbound, shutdown)
             # while a hook was still deciding this request: not sent, and a status clients
@@ -585,7 +604,7 @@ class Bridge:
             session.send_request(
                 frame, self.loop.time(), _FromUpstream(command_id, sequence_number)
             )
-            self._count_sent("client", command_id)
+            self._count_sent(_CLIENT_OUT, command_id)
         except LocalProtocolError:
             # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter),
             # or the client is unbinding: then the SMSC must deliver it again later.
@@ -605,8 +624,13 @@ class Bridge:
             session.send_response(frame, now, sequence_number)
             if arrived is not None:
                 command_id, at = arrived
-                self.metrics.relay_latency.observe(_command_label(command_id), now - at)
-                self._count_sent("client", command_id | RESPONSE_BIT)
+                latency = self._latency
+                series = latency.all.get(command_id) or latency.series(command_id)
+                series[bisect_left(latency.bounds, now - at)] += 1
+                series[-1] += now - at
+                key = _CLIENT_OUT + (command_id | RESPONSE_BIT)
+                counts = self._pdus
+                counts[key] = counts.get(key, 0) + 1
             self._flush_soon()
 
     def reject_client(self, command_id: int, sequence_number: int, status: int) -> None:
@@ -616,7 +640,7 @@ class Bridge:
         up = self.upstream
         if up is not None and not up.session.closed:
             up.session.send_response(frame, self.loop.time(), sequence_number)
-            self._count_sent("upstream", _command_id(frame))
+            self._count_sent(_UPSTREAM_OUT, _command_id(frame))
             self._flush_soon()
 
     def respond_upstream(self, response: p.Pdu | bytes, sequence_number: int) -> None:
@@ -635,7 +659,7 @@ class Bridge:
             up.session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
-        self._count_sent("upstream", _command_id(pdu))
+        self._count_sent(_UPSTREAM_OUT, _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -648,7 +672,7 @@ class Bridge:
             session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
-        self._count_sent("client", _command_id(pdu))
+        self._count_sent(_CLIENT_OUT, _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -664,8 +688,6 @@ class Bridge:
     # --- flushing and back-pressure ---------------------------------------------------------
 
     def _flush_both(self) -> None:
-        if self._pdus:
-            self._publish_counts()
         self.client.flush()
         if self.upstream is not None:
             self.upstream.flush()
@@ -760,7 +782,6 @@ class Bridge:
                 self.metrics.sessions.labels(self.client_info.bind_type).dec()
                 self.metrics.account_sessions.labels(self.client_info.system_id).dec()
                 self.bound = False
-            self._publish_counts()
             self._arrived.clear()
             for task in list(self._tasks):
                 task.cancel()

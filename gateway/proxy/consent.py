@@ -444,7 +444,7 @@ class ConsentEnforcer:
                 if isinstance(decision, RequestOptIn):
                     request.spawn(self._request_opt_in(request, decision))
                 return
-            self.metrics.mt_allowed_total.add((mt.campaign.name,))
+            self.metrics.mt_allowed_total.add(mt.campaign.name)
             if decision.add_footer and self.footers is not None:
                 self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
             else:
@@ -454,7 +454,7 @@ class ConsentEnforcer:
         if earlier is not None and earlier.refusal is not None and isinstance(decision, Allow):
             decision = Reject(reason=earlier.refusal)
         if isinstance(decision, Allow):
-            self.metrics.mt_allowed_total.add((mt.campaign.name,))
+            self.metrics.mt_allowed_total.add(mt.campaign.name)
             if earlier is not None:
                 footer = earlier.route is Route.FOOTER
             else:
@@ -742,7 +742,7 @@ class ConsentEnforcer:
                     instance=self.instance,
                 )
             if isinstance(decision, Allow):
-                self.metrics.mt_allowed_total.add((campaign.name,))
+                self.metrics.mt_allowed_total.add(campaign.name)
                 kept.append(dest)
                 continue
             status = self.config.statuses.status(decision.reason)

@@ -10,7 +10,7 @@ campaign names from the config, accounts the SMSC accepted; never a subscriber o
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -27,21 +27,38 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
-class Tally(Collector):
-    """A counter whose hot-path increment is a dict update (``add``), read at each scrape.
+Key = Hashable
+LabelsOf = Callable[[Key], Sequence[str]]
 
-    The event loop is the only writer and the scrape runs on it too, so no lock is needed."""
+
+def _as_labels(key: Key) -> Sequence[str]:
+    return key if isinstance(key, tuple) else (str(key),)
+
+
+class Tally(Collector):
+    """A counter whose hot-path increment is a dict update, turned into samples at each scrape.
+
+    Writers update ``counts`` directly (``counts[key] = counts.get(key, 0) + n``); a key is
+    the label values (a tuple, or one string), or anything ``labels_of`` turns into them (the
+    bridge counts PDUs under ints, so that counting builds no tuple). The event loop is the
+    only writer and the scrape runs on it too, so no lock is needed."""
 
     def __init__(
-        self, name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        registry: CollectorRegistry,
+        labels_of: LabelsOf = _as_labels,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labels = labels
-        self.counts: dict[tuple[str, ...], float] = {}
+        self.labels_of = labels_of
+        self.counts: dict[Key, float] = {}
         registry.register(self)
 
-    def add(self, key: tuple[str, ...], amount: float = 1) -> None:
+    def add(self, key: Key, amount: float = 1) -> None:
         counts = self.counts
         counts[key] = counts.get(key, 0) + amount
 
@@ -50,13 +67,21 @@ class Tally(Collector):
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key, value in sorted(self.counts.items()):
-            family.add_metric(key, value)
+        # Distinct keys may name the same labels (e.g. two ints for one command name).
+        merged: dict[tuple[str, ...], float] = {}
+        for key, value in self.counts.items():
+            labels = tuple(self.labels_of(key))
+            merged[labels] = merged.get(labels, 0) + value
+        for labels, value in sorted(merged.items()):
+            family.add_metric(labels, value)
         yield family
 
 
 class LatencyTally(Collector):
-    """A histogram by one label whose ``observe`` is a bisect and two list updates."""
+    """A histogram by one label whose observation is a bisect and two list updates.
+
+    ``series(key)`` is the key's list: a count per bucket (``bounds``, then +Inf) and, last,
+    the sum of the observations; writers update it directly. ``labels_of`` as for Tally."""
 
     def __init__(
         self,
@@ -65,36 +90,45 @@ class LatencyTally(Collector):
         label: str,
         registry: CollectorRegistry,
         buckets: tuple[float, ...] = LATENCY_BUCKETS,
+        labels_of: LabelsOf = _as_labels,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.label = label
         self.bounds = buckets
-        # label value -> [count per bucket ..., +Inf count], and the sum of the observations.
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: dict[str, float] = {}
+        self.labels_of = labels_of
+        self.all: dict[Key, list[float]] = {}
         registry.register(self)
 
-    def observe(self, value: str, seconds: float) -> None:
-        counts = self.buckets.get(value)
-        if counts is None:
-            counts = self.buckets[value] = [0] * (len(self.bounds) + 1)
-            self.sums[value] = 0.0
-        counts[bisect_left(self.bounds, seconds)] += 1
-        self.sums[value] += seconds
+    def series(self, key: Key) -> list[float]:
+        found = self.all.get(key)
+        if found is None:
+            found = self.all[key] = [0.0] * (len(self.bounds) + 2)
+        return found
+
+    def observe(self, key: Key, seconds: float) -> None:
+        series = self.series(key)
+        series[bisect_left(self.bounds, seconds)] += 1
+        series[-1] += seconds
 
     def describe(self) -> Iterable[Metric]:
         return [HistogramMetricFamily(self.name, self.documentation, labels=[self.label])]
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
-        for value, counts in sorted(self.buckets.items()):
-            cumulative = 0
+        merged: dict[str, list[float]] = {}
+        for key, series in self.all.items():
+            (value,) = self.labels_of(key)
+            into = merged.setdefault(value, [0.0] * len(series))
+            for i, n in enumerate(series):
+                into[i] += n
+        for value, series in sorted(merged.items()):
+            cumulative = 0.0
             buckets: list[tuple[str, float]] = []
-            for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            for bound, n in zip((*self.bounds, float("inf")), series, strict=False):
                 cumulative += n
                 buckets.append((_bound_text(bound), cumulative))
-            family.add_metric([value], buckets, self.sums[value])
+            family.add_metric([value], buckets, series[-1])
         yield family
 
 
@@ -127,7 +161,7 @@ class Metrics:
             ["bind_type", "result"],
             registry=r,
         )
-        # Added to per batch by the bridge (gateway.proxy.bridge: PduCounts).
+        # Counted by the bridge under int keys; the listener sets labels_of (gateway.proxy.bridge).
         self.pdus_total = Tally(
             "smppgw_pdus_total",
             "PDUs the relay received (in) from and sent (out) to each leg's peer, by command",
@@ -248,6 +282,7 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        # Observed by the bridge under command ids; the listener sets labels_of.
         self.relay_latency = LatencyTally(
             "smppgw_relay_latency_seconds",
             "From a client's request to the gateway's answer to it, by command",
