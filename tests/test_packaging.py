@@ -89,6 +89,12 @@ class TestWheel:
         assert not [n for n in names if n.startswith(("tests/", "bench/"))]
         assert not [n for n in names if "__pycache__" in n]
 
+    def test_contains_the_openapi_document(self, wheel: Path) -> None:
+        """gateway/admin/openapi.json ships in the wheel (the admin API serves it from there)."""
+        with zipfile.ZipFile(wheel) as archive:
+            document = json.loads(archive.read("gateway/admin/openapi.json"))
+        assert document["openapi"].startswith("3.1")
+
     def test_console_script(self, wheel: Path) -> None:
         """The wheel declares ``smpp-gateway = gateway.cli:main``."""
         with zipfile.ZipFile(wheel) as archive:

@@ -1,11 +1,14 @@
 """The admin HTTP API: health, readiness, Prometheus metrics, consent read/write.
 
-``/healthz`` and ``/readyz`` and ``/metrics`` are open (probes and scrapers run without secrets;
-bind the admin listener to loopback or a management network). The consent endpoints need
-``Authorization: Bearer <token>`` with one of the ``[[admin.tokens]]`` (or ``admin.token``):
-a missing or wrong token is 401, a ``read`` token's change 403; without any token configured
-they answer 403. A change records the token's name as its ``by``; a change to the state the
-subscriber already has records nothing and answers ``"changed": false``.
+``openapi.json`` beside this module describes every endpoint (served at ``/openapi.json``;
+tests/admin/test_openapi.py holds it to what the endpoints answer).
+
+``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json`` are open (probes and scrapers run
+without secrets; bind the admin listener to loopback or a management network). The consent
+endpoints need ``Authorization: Bearer <token>`` with one of the ``[[admin.tokens]]`` (or
+``admin.token``): a missing or wrong token is 401, a ``read`` token's change 403; without any
+token configured they answer 403. A change records the token's name as its ``by``; a change to the
+state the subscriber already has records nothing and answers ``"changed": false``.
 
 - ``GET  /v1/consent/{number}``          current state per scope and the deciding state
 - ``GET  /v1/consent/{number}/history``  every event, oldest first, with the confirmation sent
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
+from importlib import resources
 from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
@@ -45,6 +49,11 @@ from gateway.telemetry.metrics import Metrics
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 CSV_TEXT = "text/csv; charset=utf-8; header=present"
+
+
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 description of this API, as shipped in the package."""
+    return resources.files("gateway.admin").joinpath("openapi.json").read_bytes()
 
 
 class AdminApi:
@@ -74,11 +83,13 @@ class AdminApi:
         # None, or the reason the SMSC cannot be reached (gateway.proxy.probe, via the app).
         self.upstream = upstream
         self.account_match = account_match
+        self._openapi = openapi_document()
         self.server = HttpServer(
             {
                 ("GET", "/healthz"): self.healthz,
                 ("GET", "/readyz"): self.readyz,
                 ("GET", "/metrics"): self.metrics_text,
+                ("GET", "/openapi.json"): self.openapi,
                 ("GET", "/v1/consent/*"): self.consent_get,
                 ("POST", "/v1/consent/*"): self.consent_post,
             },
@@ -128,6 +139,9 @@ class AdminApi:
 
     async def metrics_text(self, _request: Request) -> Response:
         return Response(body=self.metrics.render(), content_type=PROMETHEUS_TEXT)
+
+    async def openapi(self, _request: Request) -> Response:
+        return Response(body=self._openapi, content_type="application/json")
 
     # --- consent ------------------------------------------------------------------------------
 

@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+import struct
+from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from gateway.proxy.binds import Verdict
@@ -30,7 +33,13 @@ from gateway.proxy.hooks import ClientInfo, Interceptor, MoRequest, MtRequest, R
 from gateway.smpp import events as ev
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, error_response
-from gateway.smpp.constants import CommandId, CommandStatus, command_name, status_name
+from gateway.smpp.constants import (
+    RESPONSE_BIT,
+    CommandId,
+    CommandStatus,
+    command_name,
+    status_name,
+)
 from gateway.smpp.errors import LocalProtocolError
 from gateway.smpp.session import Role, Session, SessionConfig
 from gateway.smpp.state import BindState
@@ -51,6 +60,30 @@ _conn_ids = itertools.count(1)
 _BOUND = frozenset({BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX})
 # How long before the client leg's bind deadline a bind still in progress upstream is answered.
 _BIND_ANSWER_MARGIN_S = 0.05
+# Metric label for a command id: spec names, and the hex of the (bounded) vendor range.
+_command_label = lru_cache(maxsize=1024)(command_name)
+# smppgw_pdus_total is counted under command_id + one of these (an int key: no tuple per PDU).
+_CLIENT_IN, _CLIENT_OUT, _UPSTREAM_IN, _UPSTREAM_OUT = (n << 32 for n in range(4))
+_LEGS = (("client", "in"), ("client", "out"), ("upstream", "in"), ("upstream", "out"))
+_U32_AT_4 = struct.Struct(">I").unpack_from
+
+
+def pdu_labels(key: object) -> tuple[str, str, str]:
+    """The (leg, direction, command) labels of a smppgw_pdus_total key."""
+    assert isinstance(key, int)
+    leg, direction = _LEGS[key >> 32]
+    return leg, direction, _command_label(key & 0xFFFFFFFF)
+
+
+def command_labels(key: object) -> tuple[str]:
+    assert isinstance(key, int)
+    return (_command_label(key),)
+
+
+def _command_id(pdu_or_frame: p.Pdu | bytes) -> int:
+    if isinstance(pdu_or_frame, bytes):
+        return int(_U32_AT_4(pdu_or_frame, 4)[0])
+    return pdu_or_frame.command_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +206,14 @@ class Bridge:
         self._idle = asyncio.Event()
         self._done = asyncio.Event()
         self._log = log.bind(conn_id=self.conn_id)
+        # The hot-path metrics are updated in place (see gateway.telemetry.metrics.Tally).
+        metrics.pdus_total.labels_of = pdu_labels
+        metrics.relay_latency.labels_of = command_labels
+        self._pdus = metrics.pdus_total.counts
+        self._latency = metrics.relay_latency
+        # Client requests not yet answered: sequence_number -> (command_id, when it came), for
+        # smppgw_relay_latency_seconds. A peer reusing a number keeps the earlier arrival.
+        self._arrived: dict[int, tuple[int, float]] = {}
 
     def refuse_binds(self, status: int) -> None:
         """Answer any bind on this connection with ``status`` and close (over max_sessions)."""
@@ -185,11 +226,31 @@ class Bridge:
         # writes what they queued, one write per leg.
         self._in_batch = True
         try:
+            counts = self._pdus
             if conn is self.client:
+                now = self.loop.time()
+                arrived = self._arrived
                 for event in events:
+                    if isinstance(event, ev.RequestReceived):
+                        pdu = event.pdu
+                        cid = pdu.command_id
+                        counts[cid] = counts.get(cid, 0) + 1  # _CLIENT_IN is 0
+                        if pdu.sequence_number not in arrived:
+                            arrived[pdu.sequence_number] = (cid, now)
+                    elif isinstance(event, ev.ResponseReceived):
+                        # Named after the request it answers (a generic_nack too): reading the
+                        # frame's own id would cost more than the rest of the counting.
+                        key = _CLIENT_IN + (event.request_command_id | RESPONSE_BIT)
+                        counts[key] = counts.get(key, 0) + 1
                     self._client_event(event)
             else:
                 for event in events:
+                    if isinstance(event, ev.RequestReceived):
+                        key = _UPSTREAM_IN + event.pdu.command_id
+                        counts[key] = counts.get(key, 0) + 1
+                    elif isinstance(event, ev.ResponseReceived):
+                        key = _UPSTREAM_IN + (event.request_command_id | RESPONSE_BIT)
+                        counts[key] = counts.get(key, 0) + 1
                     self._upstream_event(event)
         finally:
             self._in_batch = False
@@ -197,6 +258,11 @@ class Bridge:
         self._update_backpressure()
         if self.draining:
             self._check_idle()
+
+    def _count_sent(self, leg_out: int, command_id: int) -> None:
+        key = leg_out + command_id
+        counts = self._pdus
+        counts[key] = counts.get(key, 0) + 1
 
     def connection_lost(self, conn: SmppConnection, exc: Exception | None) -> None:
         if conn is not self.client and conn is not self.upstream:
@@ -390,6 +456,7 @@ class Bridge:
         conn.session.send_request(
             frame, self.loop.time(), _BindFromClient(pdu.command_id, pdu.sequence_number)
         )
+        self._count_sent(_UPSTREAM_OUT, pdu.command_id)
         self._flush_both()
 
     # --- upstream leg -----------------------------------------------------------------------
@@ -476,6 +543,7 @@ class Bridge:
             self.bound = True
             self.metrics.binds_total.labels(bind_type, "ok").inc()
             self.metrics.sessions.labels(bind_type).inc()
+            self.metrics.account_sessions.labels(self.client_info.system_id).inc()
             self._log.info(logs.BIND_COMPLETED, peer=self.client.peer)
             self.interceptor.on_bound(self)
         else:
@@ -518,6 +586,9 @@ class Bridge:
             up.session.send_request(
                 frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
             )
+            counts = self._pdus
+            key = _UPSTREAM_OUT + command_id
+            counts[key] = counts.get(key, 0) + 1
         except LocalProtocolError:
             # The upstream leg is unbinding (the client went away, the SMSC unbound, shutdown)
             # while a hook was still deciding this request: not sent, and a status clients
@@ -533,6 +604,7 @@ class Bridge:
             session.send_request(
                 frame, self.loop.time(), _FromUpstream(command_id, sequence_number)
             )
+            self._count_sent(_CLIENT_OUT, command_id)
         except LocalProtocolError:
             # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter),
             # or the client is unbinding: then the SMSC must deliver it again later.
@@ -546,8 +618,19 @@ class Bridge:
     def respond_client(self, response: p.Pdu | bytes, sequence_number: int) -> None:
         frame = response if isinstance(response, bytes) else encode(response)
         session = self.client.session
+        arrived = self._arrived.pop(sequence_number, None)
         if not session.closed:
-            session.send_response(frame, self.loop.time(), sequence_number)
+            now = self.loop.time()
+            session.send_response(frame, now, sequence_number)
+            if arrived is not None:
+                command_id, at = arrived
+                latency = self._latency
+                series = latency.all.get(command_id) or latency.series(command_id)
+                series[bisect_left(latency.bounds, now - at)] += 1
+                series[-1] += now - at
+                key = _CLIENT_OUT + (command_id | RESPONSE_BIT)
+                counts = self._pdus
+                counts[key] = counts.get(key, 0) + 1
             self._flush_soon()
 
     def reject_client(self, command_id: int, sequence_number: int, status: int) -> None:
@@ -557,6 +640,7 @@ class Bridge:
         up = self.upstream
         if up is not None and not up.session.closed:
             up.session.send_response(frame, self.loop.time(), sequence_number)
+            self._count_sent(_UPSTREAM_OUT, _command_id(frame))
             self._flush_soon()
 
     def respond_upstream(self, response: p.Pdu | bytes, sequence_number: int) -> None:
@@ -575,6 +659,7 @@ class Bridge:
             up.session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
+        self._count_sent(_UPSTREAM_OUT, _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -587,6 +672,7 @@ class Bridge:
             session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
+        self._count_sent(_CLIENT_OUT, _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -694,7 +780,9 @@ class Bridge:
                 self._bind_guard = None
             if self.bound:
                 self.metrics.sessions.labels(self.client_info.bind_type).dec()
+                self.metrics.account_sessions.labels(self.client_info.system_id).dec()
                 self.bound = False
+            self._arrived.clear()
             for task in list(self._tasks):
                 task.cancel()
             self.interceptor.on_closed(self)

@@ -443,7 +443,9 @@ class ConsentEnforcer:
                 self._mt_refuse(request, mt, decision.reason, decision)
                 if isinstance(decision, RequestOptIn):
                     request.spawn(self._request_opt_in(request, decision))
-            elif decision.add_footer and self.footers is not None:
+                return
+            self.metrics.mt_allowed_total.add(mt.campaign.name)
+            if decision.add_footer and self.footers is not None:
                 self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
             else:
                 request.forward()
@@ -452,6 +454,7 @@ class ConsentEnforcer:
         if earlier is not None and earlier.refusal is not None and isinstance(decision, Allow):
             decision = Reject(reason=earlier.refusal)
         if isinstance(decision, Allow):
+            self.metrics.mt_allowed_total.add(mt.campaign.name)
             if earlier is not None:
                 footer = earlier.route is Route.FOOTER
             else:
@@ -625,7 +628,7 @@ class ConsentEnforcer:
         """Every refused send is counted; logged (mt_rejected) up to a burst per session and
         reason and interval, the rest summed up in one line, so a client hammering refused
         numbers cannot flood the log."""
-        self.metrics.mt_rejected_total.labels(reason.value).inc()
+        self.metrics.mt_rejected_total.labels(reason.value, campaign.name).inc()
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
@@ -739,6 +742,7 @@ class ConsentEnforcer:
                     instance=self.instance,
                 )
             if isinstance(decision, Allow):
+                self.metrics.mt_allowed_total.add(campaign.name)
                 kept.append(dest)
                 continue
             status = self.config.statuses.status(decision.reason)
@@ -1042,8 +1046,24 @@ class ConsentEnforcer:
                 duplicate=not new,
             )
         if new:
+            self._count_opt(decision)
             self._reply_to(request, decision, text)
         self._settle_mo(request, decision)
+
+    def _count_opt(self, decision: MoDecision) -> None:
+        """smppgw_opt_outs_total / smppgw_opt_ins_total: a subscriber's opt-out or opt-in that
+        was stored now (not a resend's duplicate), by campaign and keyword family."""
+        action = decision.action
+        if action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT):
+            counter = self.metrics.opt_outs_total
+        elif action in (MoAction.OPTED_IN, MoAction.REOPTED_IN):
+            counter = self.metrics.opt_ins_total
+        else:
+            return
+        match = decision.match
+        family = match.family.value if match is not None else "any_message"
+        campaign = decision.events[0].campaign if decision.events else None
+        counter.labels(campaign or "none", family).inc()
 
     def _reply_to(self, request: MoRequest, decision: MoDecision, text: str | None) -> None:
         """Send the decision's auto-reply (an opt-out confirmation always goes, once), recorded

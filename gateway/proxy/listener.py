@@ -78,6 +78,16 @@ class Listener:
         self._throttles = logs.Summary(interval_s=10.0, burst=5)
         self._evictions = logs.Summary(interval_s=10.0, burst=1)
         self._refusals = logs.Summary(interval_s=10.0, burst=5)
+        metrics.upstream_window.set_function(self._upstream_outstanding)
+
+    def _upstream_outstanding(self) -> int:
+        """smppgw_upstream_outstanding, summed at each scrape (nothing on the relay's path)."""
+        total = 0
+        for bridge in self.bridges:
+            up = bridge.upstream
+            if up is not None and not up.session.closed:
+                total += up.session.outstanding
+        return total
 
     @property
     def max_sessions(self) -> int:

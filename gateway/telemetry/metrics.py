@@ -1,16 +1,139 @@
 """Prometheus metrics, owned here so proxy and store never import admin.
 
 Each gateway instance builds one ``Metrics`` with its own registry (tests run several gateways in
-one process). Counters on the hot path are incremented per batch where that is possible.
+one process). Counters on the hot path are incremented per batch where that is possible; what
+is counted per PDU (``Tally``, ``LatencyTally``) is a plain dict or list update, turned into
+Prometheus samples only when scraped. Labels come from bounded sets only: enums, command names,
+campaign names from the config, accounts the SMSC accepted; never a subscriber or free text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 STORE_UP = "smppgw_consent_store_up"
+
+# Relay latency: a cache-hit MT takes some 100 us through the gateway, a STOP waits for a
+# durable write, a slow SMSC for seconds.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+Key = Hashable
+LabelsOf = Callable[[Key], Sequence[str]]
+
+
+def _as_labels(key: Key) -> Sequence[str]:
+    return key if isinstance(key, tuple) else (str(key),)
+
+
+class Tally(Collector):
+    """A counter whose hot-path increment is a dict update, turned into samples at each scrape.
+
+    Writers update ``counts`` directly (``counts[key] = counts.get(key, 0) + n``); a key is
+    the label values (a tuple, or one string), or anything ``labels_of`` turns into them (the
+    bridge counts PDUs under ints, so that counting builds no tuple). The event loop is the
+    only writer and the scrape runs on it too, so no lock is needed."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...],
+        registry: CollectorRegistry,
+        labels_of: LabelsOf = _as_labels,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.labels_of = labels_of
+        self.counts: dict[Key, float] = {}
+        registry.register(self)
+
+    def add(self, key: Key, amount: float = 1) -> None:
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + amount
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        # Distinct keys may name the same labels (e.g. two ints for one command name).
+        merged: dict[tuple[str, ...], float] = {}
+        for key, value in self.counts.items():
+            labels = tuple(self.labels_of(key))
+            merged[labels] = merged.get(labels, 0) + value
+        for labels, value in sorted(merged.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
+class LatencyTally(Collector):
+    """A histogram by one label whose observation is a bisect and two list updates.
+
+    ``series(key)`` is the key's list: a count per bucket (``bounds``, then +Inf) and, last,
+    the sum of the observations; writers update it directly. ``labels_of`` as for Tally."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        registry: CollectorRegistry,
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+        labels_of: LabelsOf = _as_labels,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.bounds = buckets
+        self.labels_of = labels_of
+        self.all: dict[Key, list[float]] = {}
+        registry.register(self)
+
+    def series(self, key: Key) -> list[float]:
+        found = self.all.get(key)
+        if found is None:
+            found = self.all[key] = [0.0] * (len(self.bounds) + 2)
+        return found
+
+    def observe(self, key: Key, seconds: float) -> None:
+        series = self.series(key)
+        series[bisect_left(self.bounds, seconds)] += 1
+        series[-1] += seconds
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=[self.label])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        merged: dict[str, list[float]] = {}
+        for key, series in self.all.items():
+            (value,) = self.labels_of(key)
+            into = merged.setdefault(value, [0.0] * len(series))
+            for i, n in enumerate(series):
+                into[i] += n
+        for value, series in sorted(merged.items()):
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self.bounds, float("inf")), series, strict=False):
+                cumulative += n
+                buckets.append((_bound_text(bound), cumulative))
+            family.add_metric([value], buckets, series[-1])
+        yield family
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Metrics:
@@ -19,6 +142,12 @@ class Metrics:
         r = self.registry
         self.sessions = Gauge(
             "smppgw_sessions", "Open client sessions by bind type", ["bind_type"], registry=r
+        )
+        self.account_sessions = Gauge(
+            "smppgw_account_sessions",
+            "Bound client sessions by account (the system_id the SMSC accepted)",
+            ["account"],
+            registry=r,
         )
         self.connections_total = Counter(
             "smppgw_connections_total",
@@ -32,11 +161,12 @@ class Metrics:
             ["bind_type", "result"],
             registry=r,
         )
-        self.pdus_total = Counter(
+        # Counted by the bridge under int keys; the listener sets labels_of (gateway.proxy.bridge).
+        self.pdus_total = Tally(
             "smppgw_pdus_total",
-            "PDUs relayed by leg, direction and command",
-            ["leg", "direction", "command"],
-            registry=r,
+            "PDUs the relay received (in) from and sent (out) to each leg's peer, by command",
+            ("leg", "direction", "command"),
+            r,
         )
         self.pdus_rejected_total = Counter(
             "smppgw_pdus_rejected_total",
@@ -57,7 +187,16 @@ class Metrics:
             registry=r,
         )
         self.mt_rejected_total = Counter(
-            "smppgw_mt_rejected_total", "MT refused by consent policy", ["reason"], registry=r
+            "smppgw_mt_rejected_total",
+            "MT (each part, each submit_multi destination) refused, by reason and campaign",
+            ["reason", "campaign"],
+            registry=r,
+        )
+        self.mt_allowed_total = Tally(
+            "smppgw_mt_allowed_total",
+            "MT (each part, each submit_multi destination) the consent decision let through",
+            ("campaign",),
+            r,
         )
         self.mt_parts_answered_early_total = Counter(
             "smppgw_mt_parts_answered_early_total",
@@ -87,6 +226,19 @@ class Metrics:
             "smppgw_mo_keywords_total",
             "MO recognised as keywords",
             ["family", "match"],
+            registry=r,
+        )
+        self.opt_outs_total = Counter(
+            "smppgw_opt_outs_total",
+            "Opt-outs stored from subscribers' MO, by campaign and keyword family",
+            ["campaign", "family"],
+            registry=r,
+        )
+        self.opt_ins_total = Counter(
+            "smppgw_opt_ins_total",
+            "Opt-ins stored from subscribers' MO, by campaign and keyword family (any_message: "
+            "a re-opt-in by any message)",
+            ["campaign", "family"],
             registry=r,
         )
         self.consent_changes_total = Counter(
@@ -137,8 +289,18 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
+        # Observed by the bridge under command ids; the listener sets labels_of.
+        self.relay_latency = LatencyTally(
+            "smppgw_relay_latency_seconds",
+            "From a client's request to the gateway's answer to it, by command",
+            "command",
+            r,
+        )
+        # Set to a function by the listener: read at each scrape.
         self.upstream_window = Gauge(
-            "smppgw_upstream_outstanding", "Requests outstanding towards the SMSC", registry=r
+            "smppgw_upstream_outstanding",
+            "Requests of the relay's upstream legs awaiting the SMSC's answer",
+            registry=r,
         )
         # Set to a function by the daemon (count_tasks): read at each scrape.
         self.event_loop_tasks = Gauge(

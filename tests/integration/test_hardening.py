@@ -164,7 +164,7 @@ class TestRefusalFlood:
             rejected = [e for e in logs if e["event"] == "mt_rejected"]
             assert len(rejected) == 101
             assert rejected[-1]["repeats"] == 2900
-            counted = gw.metrics.mt_rejected_total.labels("opted_out")._value.get()
+            counted = gw.metrics.mt_rejected_total.labels("opted_out", "acme")._value.get()
             assert counted == 3000
             assert sim.messages == []
 
