@@ -155,11 +155,12 @@ class TestAddresses:
 
 
 async def unprivileged(command: str, config: Path) -> tuple[int, str]:
-    """``python -m gateway COMMAND`` as a user without privileges: nobody, when the tests run
-    as root (through setpriv, which drops the capabilities at exec), else the tests' user."""
+    """``python -m gateway COMMAND`` without the privilege to bind low ports: when the tests
+    run as root, root without CAP_NET_BIND_SERVICE (setpriv drops it from the bounding set at
+    exec; the user stays, so a checkout only root may read still works), else the tests' user."""
     argv = [sys.executable, "-m", "gateway", command, "--config", str(config)]
     if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+        argv = ["setpriv", "--bounding-set=-net_bind_service", *argv]
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdout=asyncio.subprocess.PIPE,
