@@ -85,6 +85,8 @@ def run_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 async def _send(args: argparse.Namespace, host: str, port: int) -> int:
     try:
         client = await SmppClient.connect(host, port)
+    except ConnectionRefusedError:
+        raise OSError("cannot connect: connection refused") from None
     except OSError as exc:
         raise OSError(f"cannot connect: {exc.strerror or exc}") from exc
     except TimeoutError:
@@ -95,7 +97,8 @@ async def _send(args: argparse.Namespace, host: str, port: int) -> int:
             print(f"bind_{args.bind}_resp: {status_text(bound.status)}")
             return EXIT_REFUSED
         answer = await client.submit(args.source, args.destination, args.text)
-        print(f"submit_sm_resp: {status_text(answer.status)} message_id={answer.message_id or ''}")
+        shown = f" message_id={answer.message_id}" if answer.message_id else ""
+        print(f"submit_sm_resp: {status_text(answer.status)}{shown}")
         sys.stdout.flush()
         if args.wait_mo is not None:
             await _print_mos(client, args.wait_mo)
