@@ -6,6 +6,7 @@ import asyncio
 import os
 import pty
 import re
+import socket
 import sys
 import time
 import uuid
@@ -34,12 +35,12 @@ FOOTER = "Reply STOP to opt out"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-async def run_demo(tmp_path: Path, **env: str) -> tuple[int, str, str]:
-    """``python -m gateway demo`` with its output piped and TMPDIR in ``tmp_path``."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), **env}
+async def run_demo(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """``python -m gateway demo ARGS`` with its output piped and TMPDIR in ``tmp_path``."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
     environment.pop("NO_COLOR", None)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "demo",
+        sys.executable, "-m", "gateway", "demo", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environment, cwd=ROOT,
     )  # fmt: skip
     async with asyncio.timeout(60):
@@ -109,6 +110,18 @@ class TestDemo:
         code, out, _ = await run_demo(tmp_path)
         assert code == 0, out
         assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+    async def test_port_in_use_exits_2_with_one_line(self, tmp_path: Path) -> None:
+        """--port naming a port that is taken: one line on stderr, no traceback, exit 2."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            code, out, err = await run_demo(tmp_path, "--port", str(port))
+        assert (code, out) == (2, "")
+        assert err.startswith("smpp-gateway demo: ")
+        assert "address already in use" in err
+        assert err.count("\n") == 1
 
     def test_coloured_on_a_terminal_unless_no_color(self, tmp_path: Path) -> None:
         """On a terminal the transcript is coloured; NO_COLOR makes it plain, same text."""
