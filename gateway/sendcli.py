@@ -16,6 +16,7 @@ from gateway.client import ClientError, SmppClient, status_text
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130  # the shell's code for SIGINT
 DEFAULT_ADDRESS: Final = "127.0.0.1:2775"
 
 
@@ -76,6 +77,8 @@ def run_send(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     port = args.port or port
     try:
         return asyncio.run(_send(args, host, port))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # Ctrl-C while waiting for MOs: no traceback
     except (OSError, TimeoutError, ClientError) as exc:
         reason = str(exc) or type(exc).__name__
         print(f"smpp-gateway send: {host}:{port}: {reason}", file=sys.stderr)
