@@ -132,8 +132,7 @@ class SmppClient:
         """Unbind (if bound) and wait for the session to close; bounded by unbind_timeout_s."""
         self._handle(self._session.start_unbind(self._loop.time()))
         self._flush()
-        with contextlib.suppress(ClientError):
-            await asyncio.shield(self._closed)
+        await asyncio.shield(self._closed)
 
     async def close(self) -> None:
         """Close the connection (after unbind, or at once); idempotent."""
