@@ -17,14 +17,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
-from gateway.app import Gateway
 from gateway.client import SmppClient, status_text
 from gateway.config import GatewayConfig, parse
 from gateway.simulator import ReceivedRequest, Simulator
 from gateway.smpp.constants import CommandStatus
 from gateway.telemetry import logs
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -209,6 +211,9 @@ class Demo:
 
 
 async def _run(args: argparse.Namespace, directory: Path, out: TextIO) -> int:
+    # Imported here: the parser of every command imports this module, the daemon only this run.
+    from gateway.app import Gateway
+
     t = Transcript(out=out, style=Style(out))
     s = t.style
     async with Simulator(host="127.0.0.1", port=args.smsc_port) as sim:
