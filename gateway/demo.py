@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from gateway.client import SmppClient, status_text
 from gateway.config import GatewayConfig, parse
 from gateway.simulator import ReceivedRequest, Simulator
 from gateway.smpp.constants import CommandStatus
+from gateway.startup import StartupError
 from gateway.telemetry import logs
 
 if TYPE_CHECKING:
@@ -252,6 +254,12 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="smpp-gateway-demo-") as tmp:
         try:
             return asyncio.run(_run(args, Path(tmp), stream))
-        except OSError as exc:
-            print(f"smpp-gateway demo: {exc}", file=sys.stderr)
+        except StartupError as exc:  # the gateway's port (the message names server.listen)
+            what = f"--port {args.port}: address already in use" if exc.in_use else str(exc)
+            print(f"smpp-gateway demo: {what}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:  # the simulator's port
+            taken = exc.errno == errno.EADDRINUSE and args.smsc_port
+            what = f"--smsc-port {args.smsc_port}: address already in use" if taken else str(exc)
+            print(f"smpp-gateway demo: {what}", file=sys.stderr)
             return EXIT_USAGE

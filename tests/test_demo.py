@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from gateway.app import Gateway
 from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.simulator import Simulator
@@ -111,16 +113,16 @@ class TestDemo:
         assert code == 0, out
         assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
 
-    async def test_port_in_use_exits_2_with_one_line(self, tmp_path: Path) -> None:
-        """--port naming a port that is taken: one line on stderr, no traceback, exit 2."""
+    @pytest.mark.parametrize("option", ["--port", "--smsc-port"])
+    async def test_port_in_use_exits_2_with_one_line(self, tmp_path: Path, option: str) -> None:
+        """A port given that is taken: one line on stderr naming the option, exit 2."""
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            code, out, err = await run_demo(tmp_path, "--port", str(port))
+            code, out, err = await run_demo(tmp_path, option, str(port))
         assert (code, out) == (2, "")
-        assert err.startswith("smpp-gateway demo: ")
-        assert "address already in use" in err
+        assert err == f"smpp-gateway demo: {option} {port}: address already in use\n"
         assert err.count("\n") == 1
 
     def test_coloured_on_a_terminal_unless_no_color(self, tmp_path: Path) -> None:
