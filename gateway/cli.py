@@ -1,4 +1,5 @@
-"""``smpp-gateway``: the daemon, the config checker, the SMSC simulator and the staff CLI.
+"""``smpp-gateway``: the daemon, the config checker, the SMSC simulator, the staff CLI, a test
+client (``send``) and a scripted tour (``demo``).
 
 ``check-config`` exit codes: 2 when the file is not a valid config (the error names the key);
 otherwise it also reports the consent store the config names, without creating, migrating or
@@ -94,6 +95,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("smsc-sim", help="run the bundled SMSC simulator in the foreground")
     add_sim_arguments(sim)
+
+    from gateway.sendcli import add_arguments as add_send_arguments
+
+    send = sub.add_parser("send", help="bind, send one message, print the answer (a test client)")
+    add_send_arguments(send)
+    send.set_defaults(subparser=send)
+
+    from gateway.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="a scripted tour: SMSC, gateway and client"))
     return parser
 
 
@@ -236,4 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.simulator.cli import run_simulator
 
         return run_simulator(args)
+    if args.command == "send":
+        from gateway.sendcli import run_send
+
+        return run_send(args, args.subparser)
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        return run_demo(args)
     raise AssertionError(args.command)  # argparse rejects unknown commands
