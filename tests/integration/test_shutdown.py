@@ -172,7 +172,10 @@ class TestSigterm:
     ) -> None:
         """Under SIGTERM the daemon answers all 50 in-flight submits, refuses new ones with a
         temporary status, unbinds the client and exits 0 within the grace period."""
-        sim.set_faults(response_delay_s=1.0)
+        # The SMSC holds the 50 for 3 s: long enough that the late submits, sent after the
+        # gateway says it is stopping, arrive while it drains even on a loaded machine (at 1 s
+        # they sometimes came after the drain had ended and the client was unbound).
+        sim.set_faults(response_delay_s=3.0)
         async with daemon(_config(tmp_path, sim.port)) as child:
             started = await child.wait_for_event("listener_started")
             port = int(started["listen"].rsplit(":", 1)[1])
