@@ -24,7 +24,7 @@ from gateway.admin.http import HttpServer, Request, Response
 from gateway.consent.campaign import CampaignDirectory
 from gateway.consent.link import Claim, LinkSigner, Refusal, day_number
 from gateway.consent.model import Actor, ConsentState, Scope, ScopeKind
-from gateway.store.base import ConsentStore, StoreUnavailableError
+from gateway.store.base import ConsentStore, StoreError
 from gateway.store.staff import set_state
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
@@ -155,7 +155,7 @@ class OptOutPages:
                 instance=f"{self.instance}/link",
                 by="optout-link",
             )
-        except StoreUnavailableError as exc:
+        except StoreError as exc:
             # Fail closed and say so: nothing was recorded; the person can try again.
             self._count("failed", "store")
             log.warning(logs.OPTOUT_LINK_FAILED, error=str(exc))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -62,11 +63,14 @@ async def page(url: str, method: str = "GET") -> Page:
 
 
 @asynccontextmanager
-async def link_rig(tmp_path: Path, **link: object) -> AsyncIterator[tuple[Rig, str]]:
+async def link_rig(
+    tmp_path: Path, store_url: str | None = None, **link: object
+) -> AsyncIterator[tuple[Rig, str]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}/o/"
     async with consent_rig(
         tmp_path,
+        store_url=store_url,
         campaigns=acme_campaigns(footer="always", footer_text=FOOTER),
         optout_link={"base_url": base, "listen": f"127.0.0.1:{port}", "key": KEY, **link},
     ) as rig:
@@ -141,6 +145,40 @@ class TestOptOutLink:
             assert rig.gw.store is not None
             assert await rig.gw.store.history(SUBSCRIBER) == []
             assert await rig.mt(SUBSCRIBER, text="still subscribed") == 0
+
+    async def test_a_store_that_fails_records_nothing_and_says_try_again(
+        self, tmp_path: Path
+    ) -> None:
+        """The store's write lock held elsewhere past its busy timeout: the confirmation is a
+        503 page asking to try again and nothing is recorded; once the store answers again,
+        MTs go (the number is still subscribed) and the same link opts out."""
+        db = tmp_path / "consent.db"
+        async with link_rig(tmp_path, store_url=f"sqlite:{db}?busy_timeout_s=0.3") as (rig, _b):
+            url = await link_of(rig)
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                failed = await page(url, "POST")
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert failed.status == 503
+            assert "Please try again" in failed.text
+            assert "reply <b>STOP</b>" in failed.text
+            assert rig.gw.store is not None
+            await rig.gw.store.wait_healthy(10)  # fails closed until its probe succeeds
+            assert await rig.gw.store.history(SUBSCRIBER) == []
+            failures = rig.gw.metrics.registry.get_sample_value(
+                "smppgw_optout_link_total", {"outcome": "failed", "reason": "store"}
+            )
+            assert failures == 1
+            assert await rig.mt(SUBSCRIBER, text="not recorded, still subscribed") == 0
+
+            done = await page(url, "POST")
+            assert done.status == 200
+            assert "You are unsubscribed" in done.text
+            assert [e.actor for e in await rig.gw.store.history(SUBSCRIBER)] == [Actor.LINK]
+            assert await rig.mt(SUBSCRIBER, text="after") == OPTED_OUT
 
     async def test_the_link_counts_in_the_segments(self, tmp_path: Path) -> None:
         """120 characters fit one part alone and need two with the footer and its link: the
