@@ -8,8 +8,6 @@ import pty
 import re
 import socket
 import sys
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from gateway.app import Gateway
-from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.simulator import Simulator
 from gateway.smpp.constants import CommandStatus
 from tests.support.consent import (
@@ -30,6 +27,7 @@ from tests.support.consent import (
     consent_gateway,
     free_port,
     run_cli,
+    staff_opt_out,
 )
 from tests.support.sim import running_simulator
 
@@ -174,12 +172,7 @@ class TestSend:
         """A submit to an opted-out number prints the refusal status, name and value, exits 1."""
         async with rig(tmp_path) as (sim, gw):
             assert gw.store is not None
-            await gw.store.append(
-                ConsentEvent(
-                    event_id=uuid.uuid4().hex, at=time.time(), subscriber=SUBSCRIBER,
-                    scope="global:*", state=ConsentState.OPTED_OUT, actor=Actor.ADMIN,
-                )
-            )  # fmt: skip
+            await gw.store.append(staff_opt_out(SUBSCRIBER))
             code, out, err = await run_cli(*send_args(gw))
             assert (code, out, err) == (1, "submit_sm_resp: ESME_RSUBMITFAIL (0x00000045)\n", "")
             assert gw.config.consent.statuses.opted_out == CommandStatus.ESME_RSUBMITFAIL

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import smpplib.exceptions
 from structlog.testing import capture_logs
 
 from gateway.app import Gateway
-from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode
@@ -29,6 +27,7 @@ from tests.support.consent import (
     RawEsme,
     acme_campaigns,
     simulator,
+    staff_opt_out,
 )
 from tests.support.gateway import running_gateway
 from tests.support.sim import running_simulator
@@ -146,12 +145,7 @@ class TestRefusalFlood:
         ):
             assert gw.store is not None
             assert gw.enforcer is not None
-            await gw.store.append(
-                ConsentEvent(
-                    event_id=uuid.uuid4().hex, at=time.time(), subscriber=SUBSCRIBER,
-                    scope="global:*", state=ConsentState.OPTED_OUT, actor=Actor.ADMIN,
-                )
-            )  # fmt: skip
+            await gw.store.append(staff_opt_out(SUBSCRIBER))
             mt = p.SubmitSm(
                 source_addr_ton=1, source_addr=NUMBER_1, dest_addr_ton=1,
                 destination_addr=SUBSCRIBER, short_message=b"again",

@@ -19,6 +19,8 @@ import socket
 import struct
 import sys
 import threading
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import smpplib.exceptions
 import smpplib.smpp
 
 from gateway.app import Gateway
+from gateway.consent.model import Actor, ConsentEvent, ConsentState
 from gateway.consent.numbers import normalise
 from gateway.simulator import Simulator
 from gateway.simulator.server import ReceivedRequest
@@ -70,6 +73,18 @@ def e164(address: str, ton: int = 1) -> str:
 
 
 # --- config -------------------------------------------------------------------------------------
+
+
+def staff_opt_out(subscriber: str, scope: str = "global:*") -> ConsentEvent:
+    """A staff opt-out of ``subscriber`` now, as the store records one."""
+    return ConsentEvent(
+        event_id=uuid.uuid4().hex,
+        at=time.time(),
+        subscriber=subscriber,
+        scope=scope,
+        state=ConsentState.OPTED_OUT,
+        actor=Actor.ADMIN,
+    )
 
 
 def campaign(name: str, numbers: Sequence[str], **rules: Any) -> dict[str, Any]:
