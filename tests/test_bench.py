@@ -363,3 +363,36 @@ class TestLongMessagesBench:
         results = json.loads(done.stdout)
         assert len(results) == 6
         assert all(row["parts"] > 0 and row["max_ms"] >= row["p50_ms"] for row in results.values())
+
+
+class TestProfile:
+    """bench.profile's reading of py-spy's collapsed stacks (root first, a count per line)."""
+
+    RAW = (
+        'process 7:"python -m gateway";thread (0x1);<module> (gateway/__main__.py:3);'
+        "flush (gateway/proxy/connection.py:187) 30\n"
+        'process 7:"python -m gateway";thread (0x1);<module> (gateway/__main__.py:3);'
+        "decode_body (gateway/smpp/codec.py:40);_short (gateway/smpp/codec.py:90) 10\n"
+        'process 7:"python -m gateway";thread (0x1);<module> (gateway/__main__.py:3);'
+        "decode_body (gateway/smpp/codec.py:41) 5\n"
+        "a line that is not a stack\n"
+    )
+
+    def test_own_and_inclusive_by_function(self) -> None:
+        from bench.profile import parse_raw
+
+        profile = parse_raw(self.RAW.splitlines())
+        assert profile.total == 45
+        assert profile.own == {
+            "connection.py:flush": 30,
+            "codec.py:_short": 10,
+            "codec.py:decode_body": 5,  # two lines of one function: one entry
+        }
+        assert profile.inclusive["codec.py:decode_body"] == 15
+        assert profile.inclusive["__main__.py:<module>"] == 45
+
+    def test_areas_are_the_packages_of_the_frames(self) -> None:
+        from bench.profile import by_area, parse_raw
+
+        areas = by_area(parse_raw(self.RAW.splitlines()))
+        assert areas == {"proxy: bridge, enforcer, footer": 30, "smpp codec and session": 15}

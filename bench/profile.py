@@ -1,0 +1,244 @@
+"""``python -m bench.profile``: where the gateway's CPU goes per submit_sm.
+
+Runs one configuration of ``python -m bench`` (sink, gateway, warm-up, one throughput run) with
+``py-spy record`` attached to the gateway for the throughput run only, then divides the samples
+by the messages sent: microseconds of gateway CPU per message, by function (own time: the
+function's own lines, not what it calls) and by area of the code (the package a frame is in).
+
+py-spy samples from outside the process (no instrumentation in the measured code) and counts
+only samples where a thread is running Python or native code, not waiting on the loop's
+selector. It needs ``pip install py-spy`` and the right to ptrace the gateway (root, or
+``kernel.yama.ptrace_scope = 0``); it is a tool for measuring, not a dependency of the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from bench.__main__ import (
+    HOST,
+    READY_TIMEOUT_S,
+    BenchError,
+    Child,
+    Configuration,
+    JsonDict,
+    Options,
+    redis_service,
+    run_load,
+    select_configs,
+    start_middle,
+    wait_port,
+)
+
+RATE_HZ: Final = 997  # prime, so the sampling does not beat with a periodic timer
+# A frame as py-spy's raw format writes it: "function (path/to/file.py:line)".
+_FRAME: Final = re.compile(r"^(?P<function>.*?) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
+# Areas, first match wins: the package a frame's file is in.
+AREAS: Final[tuple[tuple[str, str], ...]] = (
+    ("gateway/smpp/", "smpp codec and session"),
+    ("gateway/text/", "text: encodings, segments"),
+    ("gateway/consent/", "consent policy and numbers"),
+    ("gateway/proxy/", "proxy: bridge, enforcer, footer"),
+    ("gateway/store/", "store"),
+    ("gateway/telemetry/", "metrics and logs"),
+    ("gateway/", "gateway, other"),
+    ("phonenumbers/", "phonenumbers"),
+    ("prometheus_client/", "prometheus_client"),
+    ("structlog/", "structlog"),
+    ("uvloop/", "uvloop"),
+    ("asyncio/", "asyncio"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Samples per leaf frame and per frame anywhere on the stack."""
+
+    own: Counter[str]
+    inclusive: Counter[str]
+    total: int
+    files: dict[str, str]  # function name -> the file it is in
+
+
+def _frame_name(frame: str) -> tuple[str, str]:
+    """(``module.py:function``, file) of a raw frame; native frames keep their text."""
+    found = _FRAME.match(frame.strip())
+    if found is None:
+        return frame.strip(), ""
+    path = found["file"]
+    return f"{Path(path).name}:{found['function']}", path
+
+
+def parse_raw(lines: Iterable[str]) -> Profile:
+    """Collapsed stacks (``frame;frame;...;leaf COUNT`` per line, root first) into counts."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    files: dict[str, str] = {}
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rstrip("\n").rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [f for f in frames if not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += count
+        # By function, not by line: a function on the stack at two lines counts once.
+        own[_frame_name(frames[-1])[0]] += count
+        for name in {_frame_name(f)[0] for f in frames}:
+            inclusive[name] += count
+        for frame in frames:
+            name, path = _frame_name(frame)
+            files.setdefault(name, path)
+    return Profile(own=own, inclusive=inclusive, total=total, files=files)
+
+
+def area_of(path: str) -> str:
+    for marker, area in AREAS:
+        if marker in path:
+            return area
+    return "other (interpreter, stdlib, native)"
+
+
+def by_area(profile: Profile) -> Counter[str]:
+    """Own samples summed per area."""
+    areas: Counter[str] = Counter()
+    for name, count in profile.own.items():
+        areas[area_of(profile.files.get(name, ""))] += count
+    return areas
+
+
+def report(profile: Profile, messages: int, top: int, label: str, command: str) -> str:
+    def us(samples: int) -> str:
+        return f"{samples / RATE_HZ / messages * 1e6:7.2f}"
+
+    lines = [
+        f"{label}: {messages:,} submit_sm, {profile.total:,} samples at {RATE_HZ} Hz",
+        f"gateway CPU per message: {us(profile.total).strip()} us",
+        "",
+        "by area (own time)      us/msg  share",
+    ]
+    for area, count in by_area(profile).most_common():
+        lines.append(f"  {area:<34} {us(count)}  {count / profile.total:5.1%}")
+    lines += ["", f"top {top} functions, own time              us/msg  share"]
+    for name, count in profile.own.most_common(top):
+        lines.append(f"  {name[:40]:<40} {us(count)}  {count / profile.total:5.1%}")
+    lines += ["", f"top {top} functions, with what they call   us/msg  share"]
+    # The frames every sample has (runpy, cli, the loop's run) say nothing: left out.
+    below = [(n, c) for n, c in profile.inclusive.most_common() if c < 0.95 * profile.total]
+    for name, count in below[:top]:
+        lines.append(f"  {name[:40]:<40} {us(count)}  {count / profile.total:5.1%}")
+    lines += ["", f"command: {command}"]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--config", default="gateway-footer", help="one row of python -m bench")
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5_000)
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def record(
+    spy: str, config: Configuration, opts: Options, keep: Path | None
+) -> tuple[Profile, JsonDict]:
+    """Sink and gateway up, the warm-up, then the throughput run under py-spy: its samples and
+    the load generator's result. BenchError when a part fails."""
+    with (
+        tempfile.TemporaryDirectory(prefix="smpp-profile-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        log_dir = Path(tmp)
+        sink = Child(
+            "sink", [sys.executable, "-m", "bench.sink", "--host", HOST, "--port", "0"], log_dir,
+            control=True,
+        )  # fmt: skip
+        stack.callback(sink.stop)
+        sink_port = int(sink.read_json(READY_TIMEOUT_S)["port"])
+        wait_port(sink_port, sink)
+        services: dict[str, str] = {}
+        if "redis" in config.needs:
+            services["redis_url"] = stack.enter_context(redis_service(log_dir))
+        middle = start_middle(config, sink_port, log_dir, opts, services)
+        assert middle.child is not None
+        stack.callback(middle.child.stop)
+        run_load(middle.port, log_dir, opts, messages=opts.warmup, window=opts.window,
+                 latency=False, tag="warmup")  # fmt: skip
+        raw = keep or log_dir / "profile.txt"
+        recorder = subprocess.Popen(
+            [spy, "record", "--pid", str(middle.child.pid), "--rate", str(RATE_HZ),
+             "--format", "raw", "--output", str(raw), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        # py-spy attaches within a few ms; the load's own start-up (a new process, its bind)
+        # takes longer, so the recorder is running when the first submit goes.
+        result = run_load(middle.port, log_dir, opts, messages=opts.messages,
+                          window=opts.window, latency=False, tag=config.name)  # fmt: skip
+        recorder.send_signal(signal.SIGINT)
+        _, err = recorder.communicate(timeout=60)
+        if not raw.exists():
+            raise BenchError(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
+        return parse_raw(raw.read_text().splitlines()), result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        print("python -m bench.profile: py-spy not found (pip install py-spy)", file=sys.stderr)
+        return 2
+    (config,) = select_configs(args.config)
+    if config.route != "gateway":
+        print(f"python -m bench.profile: {config.name} runs no gateway", file=sys.stderr)
+        return 2
+    opts = Options(
+        messages=args.messages,
+        window=args.window,
+        latency_messages=0,
+        warmup=args.warmup,
+        rounds=1,
+        destinations=1000,
+        run_timeout_s=300.0,
+        bind="transmitter",
+        gateway_args=(),
+    )
+    try:
+        profile, result = record(spy, config, opts, args.raw)
+    except BenchError as exc:
+        print(f"python -m bench.profile: {exc}", file=sys.stderr)
+        return 1
+    command = "python -m bench.profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.json:
+        print(json.dumps({
+            "config": config.name, "messages": args.messages, "samples": profile.total,
+            "rate_hz": RATE_HZ, "submit_per_s": result.get("rate"),
+            "areas": dict(by_area(profile)),
+            "own": dict(profile.own.most_common(args.top)),
+        }, indent=2))  # fmt: skip
+    else:
+        print(report(profile, args.messages, args.top, config.label, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
