@@ -44,7 +44,7 @@ READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 MIN_CPU_SPAN_S = 0.5  # shorter throughput runs get no CPU share for the middle and the sink
 
-Route = Literal["direct", "relay", "gateway"]
+Route = Literal["direct", "relay", "parsing-relay", "gateway"]
 
 
 class BenchError(Exception):
@@ -81,6 +81,10 @@ footer_text = "Reply STOP to opt out"
 CONFIGURATIONS: tuple[Configuration, ...] = (
     Configuration(name="direct", label="direct (load -> sink)", route="direct"),
     Configuration(name="relay", label="plain TCP relay", route="relay"),
+    # What Python costs per message at the least (bench/parsing_relay.py): a second reference.
+    Configuration(
+        name="parsing-relay", label="minimal parsing relay (Python)", route="parsing-relay"
+    ),
     Configuration(
         name="gateway-passthrough",
         label="gateway, consent off",
@@ -110,7 +114,7 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"'),
     ),
 )
-REFERENCES = ("direct", "relay")
+REFERENCES = ("direct", "relay", "parsing-relay")
 
 
 def base_gateway_config(
@@ -478,13 +482,13 @@ def start_middle(
 ) -> Middle:
     if config.route == "direct":
         return Middle(None, sink_port)
-    if config.route == "relay":
+    if config.route in ("relay", "parsing-relay"):
         relay = Child(
-            "relay",
+            config.name,
             [
                 sys.executable,
                 "-m",
-                "bench.relay",
+                "bench.relay" if config.route == "relay" else "bench.parsing_relay",
                 "--host",
                 HOST,
                 "--port",

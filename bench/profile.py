@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from bench import JsonDict
 from bench.__main__ import (
     HOST,
     READY_TIMEOUT_S,
     BenchError,
     Child,
     Configuration,
-    JsonDict,
     Options,
     redis_service,
     run_load,

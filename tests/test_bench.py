@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from bench.relay import RelayStats, start_relay
 from bench.sink import MESSAGE_ID, SinkStats, start_sink
 from gateway.config import parse
 from gateway.smpp import codec
-from gateway.smpp.constants import CommandStatus
+from gateway.smpp.constants import CommandStatus, Tag
 from gateway.smpp.framing import FrameBuffer
 from gateway.smpp.pdu import (
     BindTransmitter,
@@ -43,6 +44,7 @@ from gateway.smpp.pdu import (
     RawPdu,
     SubmitSm,
     SubmitSmResp,
+    Tlv,
     Unbind,
     UnbindResp,
 )
@@ -233,6 +235,71 @@ class TestRelay:
         unbind, unbind_resp = 16, 16
         assert relay_stats.bytes_up == sum(len(f) for f in frames) + unbind
         assert relay_stats.bytes_down == sum(len(a) for a in answers) + unbind_resp
+
+
+class TestParsingRelay:
+    async def test_remaps_sequences_adds_the_footer_and_refuses_the_opted_out(
+        self, sink: tuple[int, SinkStats]
+    ) -> None:
+        """Through the parsing relay: each answer carries the client's sequence number, the
+        SMSC sees the text with the footer (decoded by the gateway's codec), and a submit to
+        the relay's one opted-out number is answered ESME_RSUBMITFAIL and never forwarded."""
+        from bench.parsing_relay import OPTED_OUT, Stats, start
+
+        sink_port, sink_stats = sink
+        stats = Stats()
+        relay = await start(HOST, 0, HOST, sink_port, stats)
+        (refused,) = OPTED_OUT
+        try:
+            reader, writer = await asyncio.open_connection(HOST, relay.sockets[0].getsockname()[1])
+            requests = [
+                SubmitSm(
+                    sequence_number=1000 + n, source_addr="15550100",
+                    destination_addr=refused.decode() if n == 7 else f"1202555{n:04d}",
+                    short_message=b"hello %d" % n, registered_delivery=1,
+                )
+                for n in range(20)
+            ]  # fmt: skip
+            writer.write(b"".join(codec.encode(r) for r in requests))
+            answers = [codec.decode(a) for a in await _read_frames(reader, 20)]
+            await _unbind_and_wait_for_close(reader, writer)
+        finally:
+            relay.close()
+            await relay.wait_closed()
+        statuses = {a.sequence_number: a.command_status for a in answers}
+        assert sorted(statuses) == [1000 + n for n in range(20)]
+        assert statuses.pop(1007) == CommandStatus.ESME_RSUBMITFAIL
+        assert set(statuses.values()) == {CommandStatus.ESME_ROK}
+        assert sink_stats.submit_sm == 19
+        assert (stats.submits, stats.refused) == (20, 1)
+
+    def test_rewrite_keeps_every_field_and_appends_the_footer(self) -> None:
+        from bench.parsing_relay import FOOTER, rewrite_submit
+
+        pdu = SubmitSm(
+            sequence_number=5, service_type="CMT", source_addr="15550100",
+            destination_addr="12025550123", esm_class=0, registered_delivery=1,
+            validity_period="000001000000000R", short_message=b"Your code is 1234",
+            tlvs=(Tlv(tag=Tag.SAR_MSG_REF_NUM, value=b"\x00\x01"),),
+        )  # fmt: skip
+        frame = codec.encode(pdu)
+        destination, body = rewrite_submit(frame[16:])
+        assert destination == b"12025550123"
+        length = 16 + len(body)
+        rewritten = codec.decode(length.to_bytes(4, "big") + frame[4:16] + body)
+        assert isinstance(rewritten, SubmitSm)
+        assert rewritten.short_message == b"Your code is 1234" + FOOTER
+        assert rewritten == dataclasses.replace(pdu, short_message=rewritten.short_message)
+
+    def test_rewrite_leaves_what_does_not_fit_or_is_not_gsm(self) -> None:
+        from bench.parsing_relay import rewrite_submit
+
+        for pdu in (
+            SubmitSm(destination_addr="1", short_message=b"x" * 150),
+            SubmitSm(destination_addr="1", short_message=b"\x00h\x00i", data_coding=8),
+        ):
+            body = codec.encode(pdu)[16:]
+            assert rewrite_submit(body) == (b"1", body)
 
 
 _scalars = (

@@ -1,0 +1,236 @@
+"""A minimal parsing relay: the least per-message work a consent proxy does, in plain Python.
+
+A second reference beside the byte relay (bench/relay.py). It frames the client's stream,
+gives every request a sequence number of its own towards the SMSC (and restores the client's
+on the response), reads the destination of each submit_sm, looks it up in a dict of
+opted-out numbers (answering ESME_RSUBMITFAIL itself for one), and appends a footer to the
+short_message when it fits in one GSM 7-bit part. It does nothing else: no validation, no
+session state, no store, no metrics, no logs, no concatenation, no timers. What the gateway
+spends above this is the price of doing the job properly; what this spends above the byte
+relay is the price of Python touching every message at all.
+
+Run as ``python -m bench.parsing_relay --upstream HOST:PORT [--port 0]``: prints
+``{"port": N}``, answers ``stats`` on stdin; exits when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import struct
+from collections.abc import Sequence
+from typing import Final, cast
+
+from bench import JsonDict, emit, loop_name, run_loop, serve_control
+
+SUBMIT_SM: Final = 0x00000004
+SUBMIT_SM_RESP: Final = 0x80000004
+ESME_RSUBMITFAIL: Final = 0x45
+FOOTER: Final = b" Reply STOP to opt out"
+MAX_OCTETS: Final = 160  # one GSM 7-bit part, one octet per character unpacked
+_HEADER: Final = struct.Struct(">IIII")
+# The numbers this relay refuses; the load generator's destinations are not among them, so
+# every message pays the lookup and goes through.
+OPTED_OUT: Final[dict[bytes, bool]] = {b"19995550000": True}
+
+
+class Stats:
+    __slots__ = ("connections", "refused", "submits")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.submits = 0
+        self.refused = 0
+
+    def as_dict(self) -> JsonDict:
+        return {
+            "connections": self.connections,
+            "submits": self.submits,
+            "refused": self.refused,
+            "cpu_s": sum(os.times()[:2]),
+        }
+
+
+def _cstring_end(body: bytes, start: int) -> int:
+    """The index just past the NUL ending the C-octet string at ``start``."""
+    return body.index(b"\x00", start) + 1
+
+
+def rewrite_submit(body: bytes) -> tuple[bytes, bytes]:
+    """(destination_addr, body with the footer appended when it fits) of a submit_sm body."""
+    at = _cstring_end(body, 0) + 2  # service_type, source TON and NPI
+    at = _cstring_end(body, at) + 2  # source_addr, destination TON and NPI
+    dest_end = _cstring_end(body, at)
+    destination = body[at : dest_end - 1]
+    at = dest_end + 3  # esm_class, protocol_id, priority_flag
+    at = _cstring_end(body, at)  # schedule_delivery_time
+    at = _cstring_end(body, at) + 4  # validity_period, registered_delivery .. sm_default_msg_id
+    data_coding = body[at - 2]
+    length = body[at]
+    if data_coding != 0 or length + len(FOOTER) > MAX_OCTETS:
+        return destination, body
+    end = at + 1 + length
+    rewritten = body[:at] + bytes((length + len(FOOTER),)) + body[at + 1 : end] + FOOTER
+    return destination, rewritten + body[end:]
+
+
+class _Side(asyncio.Protocol):
+    """One side of a relayed connection."""
+
+    def __init__(self, stats: Stats, *, upstream: bool) -> None:
+        self.stats = stats
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.buffer = b""
+        self.pending: list[bytes] = []  # written before the peer connected
+        # Shared by both sides of one connection: our sequence -> the client's.
+        self.sequences: dict[int, int] = {}
+        self.next_sequence = 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def attach(self, peer: _Side) -> None:
+        self.peer = peer
+        if self.pending:
+            self._write_peer(b"".join(self.pending))
+            self.pending.clear()
+
+    def _write_peer(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            self.pending.append(data)
+        else:
+            peer.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        forward: list[bytes] = []
+        back: list[bytes] = []
+        at = 0
+        while len(buffer) - at >= 16:
+            length, command, status, sequence = _HEADER.unpack_from(buffer, at)
+            if len(buffer) - at < length:
+                break
+            frame = buffer[at : at + length]
+            at += length
+            if self.upstream:
+                forward.append(self._from_smsc(frame, command, status, sequence))
+            else:
+                self._from_client(frame, command, status, sequence, forward, back)
+        self.buffer = buffer[at:]
+        if forward:
+            self._write_peer(b"".join(forward))
+        if back and self.transport is not None:
+            self.transport.write(b"".join(back))
+
+    def _from_client(
+        self,
+        frame: bytes,
+        command: int,
+        status: int,
+        sequence: int,
+        forward: list[bytes],
+        back: list[bytes],
+    ) -> None:
+        if command & 0x80000000:  # a response to the SMSC's request: as it is
+            forward.append(frame)
+            return
+        body = frame[16:]
+        if command == SUBMIT_SM:
+            self.stats.submits += 1
+            destination, body = rewrite_submit(body)
+            if OPTED_OUT.get(destination):
+                self.stats.refused += 1
+                back.append(_HEADER.pack(17, SUBMIT_SM_RESP, ESME_RSUBMITFAIL, sequence) + b"\0")
+                return
+        ours = self.next_sequence
+        self.next_sequence = ours + 1 if ours < 0x7FFFFFFF else 1
+        self.sequences[ours] = sequence
+        forward.append(_HEADER.pack(16 + len(body), command, status, ours) + body)
+
+    def _from_smsc(self, frame: bytes, command: int, status: int, sequence: int) -> bytes:
+        if not command & 0x80000000:  # the SMSC's own request: as it is
+            return frame
+        theirs = self.sequences.pop(sequence, None)
+        if theirs is None:
+            return frame
+        return _HEADER.pack(len(frame), command, status, theirs) + frame[16:]
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+
+async def start(
+    host: str, port: int, upstream_host: str, upstream_port: int, stats: Stats
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    connecting: set[asyncio.Task[None]] = set()
+
+    def accept() -> _Side:
+        stats.connections += 1
+        client = _Side(stats, upstream=False)
+        task = loop.create_task(connect(client))
+        connecting.add(task)
+        task.add_done_callback(connecting.discard)
+        return client
+
+    async def connect(client: _Side) -> None:
+        try:
+            _, server = await loop.create_connection(
+                lambda: _Side(stats, upstream=True), upstream_host, upstream_port
+            )
+        except OSError:
+            if client.transport is not None:
+                client.transport.close()
+            return
+        if client.transport is None:
+            assert server.transport is not None
+            server.transport.close()
+            return
+        server.sequences = client.sequences  # one map per relayed connection
+        server.attach(client)
+        client.attach(server)
+
+    return await loop.create_server(accept, host, port, backlog=1024)
+
+
+async def serve(host: str, port: int, upstream_host: str, upstream_port: int) -> None:
+    stats = Stats()
+    srv = await start(host, port, upstream_host, upstream_port, stats)
+    emit({"port": srv.sockets[0].getsockname()[1], "pid": os.getpid(), "loop": loop_name()})
+    try:
+        await serve_control({"stats": stats.as_dict})
+    finally:
+        srv.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.parsing_relay", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--upstream", required=True, metavar="HOST:PORT")
+    args = parser.parse_args(argv)
+    up_host, _, up_port = args.upstream.rpartition(":")
+    run_loop(serve(args.host, args.port, up_host, int(up_port)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
