@@ -7,6 +7,9 @@ URLs (query parameters are optional; see ``RedisOptions`` for their meaning and 
     redis+sentinel://[[user]:password@]host1[:26379][,host2[:26379]...]/service_name[/db][?...]
                                                   (sentinel_password= for the sentinels)
 
+(Redis Cluster, ``redis+cluster://``: ``gateway.store.rediscluster``, which routes this store's
+commands per slot.)
+
 Keys, per subscriber, all sharing the hash tag ``{subscriber}`` so one append touches one
 cluster slot: ``gw:{s}:c`` (hash scope -> current record), ``gw:{s}:h`` (list: the append-only
 history), ``gw:{s}:f`` (hash campaign -> time the footer was first sent), ``gw:{s}:d:<key>``
