@@ -243,6 +243,7 @@ class RedisClusterStore(RedisStore):
         seed = self._node(*self._seeds[0])
         super().__init__(seed, instance=instance, options=options)
         self._map: ClusterMap | None = None
+        slot_tags()  # built once per process (about 0.1 s): now, not on the first write
         self._listening: tuple[str, ...] = ()  # the masters the listener subscribes on
         self._share_commit_script = seed.register_script(_SHARE_COMMIT_LUA)
         self._run_commit_script = seed.register_script(_RUN_COMMIT_LUA)

@@ -16,7 +16,13 @@ from gateway.consent.model import ConsentState
 from gateway.store.base import ImportChange, StoreError, StoreUnavailableError
 from gateway.store.factory import count_records, open_store
 from gateway.store.redis import RedisStore
-from gateway.store.rediscluster import SLOTS, RedisClusterStore, key_slot, slot_tags
+from gateway.store.rediscluster import (
+    SLOTS,
+    RedisClusterStore,
+    key_slot,
+    parse_cluster_url,
+    slot_tags,
+)
 from tests.store.test_contract import SCOPE_CAMPAIGN, SCOPE_NUMBER, make_event, make_reply
 from tests.support.redis_server import RedisClusterServers, RedisServer
 
@@ -278,3 +284,34 @@ async def test_single_redis_key_names_are_unchanged(redis_server: RedisServer) -
         assert await store.record_count() == 1
     finally:
         await store.close()
+
+
+def test_cluster_url_seeds_options_and_tls() -> None:
+    """Seeds in order (default port 6379), our options, credentials and TLS from the URL."""
+    seeds, options, pool = parse_cluster_url(
+        "rediss+cluster://u:p%40ss@h1:7000,h2,[::1]:7002?prefix=x&timeout_s=0.3"
+        "&wait_replicas=1&ssl_cert_reqs=none"
+    )
+    assert seeds == [("h1", 7000), ("h2", 6379), ("::1", 7002)]
+    assert (options.prefix, options.timeout_s, options.wait_replicas) == ("x", 0.3, 1)
+    assert (pool["username"], pool["password"]) == ("u", "p@ss")
+    assert pool["connection_class"].__name__ == "SSLConnection"
+    assert pool["ssl_cert_reqs"] == "none"
+    _seeds, _options, plain = parse_cluster_url("redis+cluster://h1:7000")
+    assert plain["connection_class"].__name__ == "Connection"
+    assert "ssl_cert_reqs" not in plain
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://",
+        "redis+cluster://h:7000/1",
+        "redis+cluster://h:port",
+        "redis+cluster://h:7000?timeout_s=soon",
+        "redis+cluster://h:7000?prefix=a:b",
+    ],
+)
+def test_bad_cluster_urls_are_refused(url: str) -> None:
+    with pytest.raises(StoreError, match=r"store\.url"):
+        parse_cluster_url(url)
