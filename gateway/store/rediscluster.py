@@ -23,7 +23,8 @@ subscriber stays in that slot. What is global on one Redis is per slot here:
 
 - the record counter: ``gw:records:{t}`` per slot, ``t`` a short tag of that slot (the first of
   ``n0``, ``n1``, ... that hashes to it), incremented by the append script in the subscriber's
-  slot; ``record_count()`` adds up all 16,384 (one pipeline per master);
+  slot; ``record_count()`` adds up all 16,384 with one script per master (about 25 ms for
+  three masters; the script reads several slots of its node, which needs Redis 7.0 or newer);
 - ``gw:mid:<id>`` (message ids): one key each, any slot; a put is one pipeline per master;
 - ``probe()``: ``gw:probe:{t}:<origin>`` on every master (a slot of each), so a probe passes
   only when every master takes a write;
@@ -148,6 +149,21 @@ end
 if state == false then return '[]' end
 return nil
 """
+# The record counters of one master's slots, added up in one step on that master. ARGV: the
+# counter keys (of that master's slots only). Reading keys of several slots of one node needs
+# Redis 7's allow-cross-slot-keys; keys a node does not serve are an error (fail closed).
+_COUNT_LUA: Final = """#!lua flags=allow-cross-slot-keys,no-writes
+local total = 0
+for _, key in ipairs(ARGV) do
+  local value = redis.call('GET', key)
+  if value then
+    local n = tonumber(value)
+    if n == nil then return redis.error_reply('ERR undecodable record counter') end
+    total = total + n
+  end
+end
+return total
+"""
 
 
 def key_slot(key: str) -> int:
@@ -248,6 +264,7 @@ class RedisClusterStore(RedisStore):
         self._share_commit_script = seed.register_script(_SHARE_COMMIT_LUA)
         self._run_commit_script = seed.register_script(_RUN_COMMIT_LUA)
         self._run_abort_script = seed.register_script(_RUN_ABORT_LUA)
+        self._count_script = seed.register_script(_COUNT_LUA)
 
     @classmethod
     async def from_url(
@@ -452,25 +469,14 @@ class RedisClusterStore(RedisStore):
     # --- what spans slots ---------------------------------------------------------------------
 
     async def record_count(self) -> int:
-        """The per-slot counters added up: one pipeline of GETs per master."""
+        """The per-slot counters added up: one script per master over its slots' counters
+        (a pipeline of 16,384 GETs would cost the event loop about 0.2 s of Python)."""
         cmap = self._current_map()
         total = 0
         for name in dict.fromkeys(cmap.owners):
-            slots = cmap.slots_of(name)
-
-            async def load(client: Redis, slots: list[int]) -> list[Any]:
-                async with client.pipeline(transaction=False) as pipe:
-                    for slot in slots:
-                        pipe.get(self._slot_records_key(slot))
-                    return await pipe.execute()
-
-            for raw in await self._call(load(self._nodes[name], slots)):
-                try:
-                    total += int(raw or 0)
-                except ValueError as exc:
-                    raise StoreUnavailableError(
-                        f"redis: undecodable record counter: {raw!r}"
-                    ) from exc
+            keys = [self._slot_records_key(slot) for slot in cmap.slots_of(name)]
+            raw = await self._call(self._count_script(keys=[], args=keys, client=self._nodes[name]))
+            total += int(raw)
         return total
 
     async def ping(self) -> None:

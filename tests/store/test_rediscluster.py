@@ -5,6 +5,7 @@ single-Redis key names are still the ones older releases wrote."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -315,3 +316,70 @@ def test_cluster_url_seeds_options_and_tls() -> None:
 def test_bad_cluster_urls_are_refused(url: str) -> None:
     with pytest.raises(StoreError, match=r"store\.url"):
         parse_cluster_url(url)
+
+
+async def test_a_run_abandoned_while_staging_is_swept_after_a_day(
+    redis_cluster: RedisClusterServers,
+    opened: list[RedisClusterStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An importer that died between staging and its commit point leaves staged shares that no
+    lookup reads; a day later the next resume marks the run aborted and deletes them, and a
+    commit of that run is refused from then on."""
+    first, second = await open_pair(redis_cluster, opened)
+    subscribers = subscribers_on_every_master(first, per_master=2)
+    changes = [ImportChange(event=make_event(s), expected=None) for s in subscribers]
+
+    async def die(key: str, script: Any, keys: list[str], args: list[Any]) -> Any:
+        raise StoreUnavailableError("redis: the importer died here")
+
+    async def no_cleanup(run: str) -> None:
+        return None  # a killed process cleans nothing up
+
+    monkeypatch.setattr(first, "_on_run_node", die)
+    monkeypatch.setattr(first, "_abort_run", no_cleanup)
+    with pytest.raises(StoreUnavailableError):
+        await first.import_changes(changes)
+
+    async def staged_keys() -> list[str]:
+        found: list[str] = []
+        for server in redis_cluster.servers:
+            client = Redis(host=server.host, port=server.port, decode_responses=True)
+            try:
+                found.extend([k async for k in client.scan_iter(match=f"{first._p}:import:*")])
+            finally:
+                await client.aclose()
+        return found
+
+    assert await staged_keys()  # left behind, counted nowhere
+    assert (await second.resume_imports()).appended == 0  # not a day old yet: kept
+    assert await staged_keys()
+    _committed, staging = second._run_keys()
+    run = str((await second._call(second._client_for(staging).zrange(staging, 0, -1)))[0])
+    later = time.time() + 2 * 86_400
+    monkeypatch.setattr("gateway.store.rediscluster.time.time", lambda: later)
+    assert (await second.resume_imports()).appended == 0
+    assert await staged_keys() == []
+    assert await second.record_count() == 0
+    record = second._run_key(run)
+    with pytest.raises(StoreUnavailableError, match="abandoned"):
+        await RedisClusterStore._on_run_node(
+            second, record, second._run_commit_script, [record, *second._run_keys()], [run]
+        )
+
+
+async def test_daemon_start_on_a_cluster_that_does_not_answer_fails_closed() -> None:
+    """The daemon's way in (start_unavailable): a cluster whose seeds do not answer opens in a
+    fault; every call is refused, nothing raises anything else."""
+    url = "redis+cluster://127.0.0.1:1,127.0.0.1:2?timeout_s=0.2&recovery_interval_s=0.1"
+    with pytest.raises(StoreUnavailableError):
+        await open_store(url, instance="t")
+    guarded = await open_store(url, instance="t", start_unavailable=True)
+    try:
+        assert guarded.fault is not None
+        with pytest.raises(StoreUnavailableError):
+            await guarded.current("15550000001")
+        with pytest.raises(StoreUnavailableError):
+            await guarded.append(make_event("15550000001"))
+    finally:
+        await guarded.close()
