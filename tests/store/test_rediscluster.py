@@ -383,3 +383,16 @@ async def test_daemon_start_on_a_cluster_that_does_not_answer_fails_closed() -> 
             await guarded.append(make_event("15550000001"))
     finally:
         await guarded.close()
+
+
+async def test_wait_replicas_waits_on_the_master_that_took_the_write(
+    redis_cluster: RedisClusterServers, opened: list[RedisClusterStore]
+) -> None:
+    """wait_replicas=1 on masters without replicas: an append on each master and the probe
+    are reported unavailable, as WAIT on the master that took the write answers 0."""
+    first, _second = await open_pair(redis_cluster, opened, "&wait_replicas=1&wait_timeout_s=0.05")
+    for subscriber in subscribers_on_every_master(first):
+        with pytest.raises(StoreUnavailableError, match="reached 0 of 1 replicas"):
+            await first.append(make_event(subscriber))
+    with pytest.raises(StoreUnavailableError, match="reached 0 of 1 replicas"):
+        await first.probe()
