@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from gateway.consent.model import ConsentState
@@ -396,3 +397,66 @@ async def test_wait_replicas_waits_on_the_master_that_took_the_write(
             await first.append(make_event(subscriber))
     with pytest.raises(StoreUnavailableError, match="reached 0 of 1 replicas"):
         await first.probe()
+
+
+def move_slot(
+    cluster: RedisClusterServers, slot: int, source: RedisServer, target: RedisServer
+) -> None:
+    """Move one slot, with its keys, from ``source`` to ``target`` (what resharding does)."""
+    src = SyncRedis(host=source.host, port=source.port, decode_responses=True)
+    dst = SyncRedis(host=target.host, port=target.port, decode_responses=True)
+    try:
+        src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+        for node in (dst, src):
+            node.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+        for server in cluster.servers:
+            if server not in (source, target):
+                other = SyncRedis(host=server.host, port=server.port)
+                try:
+                    other.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+                finally:
+                    other.close()
+    finally:
+        src.close()
+        dst.close()
+    cluster.wait_ok()
+
+
+async def test_a_slot_moved_away_fails_closed_then_the_new_map_is_used(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """A subscriber's slot moved to another master under a running store: the old master's
+    MOVED is a refusal (never followed), the probe reads the new map, and the store recovers
+    with the subscriber's data, now on the new master; its changes still reach a peer."""
+    url = f"{redis_cluster.url}?prefix={prefix()}&timeout_s=1&recovery_interval_s=0.1"
+    guarded = await open_store(url, instance="t")
+    peer = await RedisClusterStore.from_url(url.partition("&recovery")[0], instance="p")
+    try:
+        inner = guarded.inner
+        assert isinstance(inner, RedisClusterStore)
+        subscriber = subscribers_on_every_master(inner)[0]
+        await guarded.append(make_event(subscriber, state=ConsentState.OPTED_IN))
+        slot = key_slot(inner._key(subscriber, "c"))
+        by_name = {f"{s.host}:{s.port}": s for s in redis_cluster.servers}
+        source = by_name[inner._current_map().owners[slot]]
+        target = next(s for s in redis_cluster.servers if s is not source)
+        move_slot(redis_cluster, slot, source, target)
+        with pytest.raises(StoreUnavailableError):
+            await guarded.history(subscriber)  # sent to the old master: MOVED
+        await guarded.wait_healthy(10)
+        assert inner._current_map().owners[slot] == f"{target.host}:{target.port}"
+        assert [e.state for e in await guarded.history(subscriber)] == [ConsentState.OPTED_IN]
+        await inner.wait_cache_ready(10)
+        assert (await guarded.current(subscriber))[SCOPE_NUMBER].state is ConsentState.OPTED_IN
+        await peer.refresh_map()
+        await peer.append(make_event(subscriber, state=ConsentState.OPTED_OUT))
+        await inner.sync()
+        assert (await guarded.current(subscriber))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+        assert await guarded.record_count() == 1
+    finally:
+        await peer.close()
+        await guarded.close()
