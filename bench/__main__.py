@@ -56,8 +56,9 @@ class Configuration:
     """One row of the table.
 
     ``fragment`` is TOML merged over the generated gateway config (tables merge key by key,
-    anything else replaces); ``$tmpdir`` and, when ``needs`` has "redis", ``$redis_url`` are
-    substituted first. ``needs`` names services the runner starts for this row ("redis").
+    anything else replaces); ``$tmpdir`` and, when ``needs`` has "redis", ``$redis_url`` (or
+    "redis-cluster", ``$redis_cluster_url``) are substituted first. ``needs`` names services
+    the runner starts for this row ("redis", "redis-cluster").
     """
 
     name: str
@@ -106,6 +107,15 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         route="gateway",
         fragment=_CAMPAIGN + '[store]\nurl = "$redis_url"\n',
         needs=("redis",),
+    ),
+    # Three masters on loopback, no replicas: the same host's cores, so this shows the cost
+    # of routing and of the per-master subscriptions, not a cluster's added capacity.
+    Configuration(
+        name="gateway-cluster",
+        label="gateway, consent + campaign (Redis Cluster, 3 masters)",
+        route="gateway",
+        fragment=_CAMPAIGN + '[store]\nurl = "$redis_cluster_url"\n',
+        needs=("redis-cluster",),
     ),
     Configuration(
         name="gateway-footer",
@@ -393,6 +403,53 @@ def redis_service(log_dir: Path) -> Iterator[str]:
         yield f"redis://{HOST}:{port}/0"
     finally:
         child.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster_service(log_dir: Path, masters: int = 3) -> Iterator[str]:
+    """Throwaway cluster-enabled redis-servers on loopback ports (no persistence, no
+    replicas), joined by ``redis-cli --cluster create``; yields the ``redis+cluster://`` URL
+    once every node reports ``cluster_state:ok``."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise BenchError("redis-server and redis-cli are needed for a cluster")
+    children: list[Child] = []
+    ports: list[int] = []
+    try:
+        for index in range(masters):
+            port = free_port()
+            data = log_dir / f"redis-cluster-{index}"
+            data.mkdir(exist_ok=True)
+            argv = [binary, "--bind", HOST, "--port", str(port), "--save", ""]
+            argv += ["--appendonly", "no", "--dir", str(data), "--cluster-enabled", "yes"]
+            argv += ["--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())]
+            children.append(Child(f"redis-cluster-{index}", argv, log_dir, control=False))
+            ports.append(port)
+            wait_port(port, children[-1])
+        create = [cli, "--cluster", "create", *(f"{HOST}:{p}" for p in ports)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        done = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        for port in ports:
+            while True:
+                info = subprocess.run(
+                    [cli, "-h", HOST, "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError("the bench cluster did not reach cluster_state:ok")
+                time.sleep(0.05)  # polling the cluster's own state
+        yield "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in ports)
+    finally:
+        for child in children:
+            child.stop()
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -839,6 +896,10 @@ def run_all(configs: Sequence[Configuration], opts: Options) -> list[Row]:
                 try:
                     if "redis" in config.needs and "redis_url" not in services:
                         services["redis_url"] = stack.enter_context(redis_service(log_dir))
+                    if "redis-cluster" in config.needs and "redis_cluster_url" not in services:
+                        services["redis_cluster_url"] = stack.enter_context(
+                            redis_cluster_service(log_dir)
+                        )
                     row = measure(config, sink, sink_port, log_dir, opts, services)
                 except BenchError as exc:
                     row = Row(config=config, error=str(exc))

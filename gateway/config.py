@@ -818,11 +818,20 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     url = _secret(st, "url")
     store = StoreConfig(url=DEFAULT_STORE_URL if url is None else url.read())
     if not store.url.startswith(
-        ("sqlite:", "redis://", "rediss://", "redis+sentinel://", "memory:")
+        (
+            "sqlite:",
+            "redis://",
+            "rediss://",
+            "redis+sentinel://",
+            "redis+cluster://",
+            "rediss+cluster://",
+            "memory:",
+        )
     ):
         raise ConfigError(
             "store.url: expected sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, "
-            "redis://HOST:PORT/DB, redis+sentinel://... or memory:// (tests only)"
+            "redis://HOST:PORT/DB, redis+sentinel://..., redis+cluster://HOST:PORT,... "
+            "or memory:// (tests only)"
         )
     st.finish()
     audit = _audit(root.table("audit"), store.url)

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.support.redis_server import RedisServer, redis_server_binary
+from tests.support.redis_server import (
+    RedisClusterServers,
+    RedisServer,
+    redis_cli_binary,
+    redis_server_binary,
+)
 
 # CI runs the same examples every time (a red build must be reproducible, never a lottery);
 # local runs explore new ones.
@@ -26,3 +31,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A real three-master Redis Cluster on loopback for the whole session (about 2 s to
+    start; skips where redis-server or redis-cli is missing). Tests keep apart by prefix."""
+    if redis_server_binary() is None or redis_cli_binary() is None:
+        pytest.skip("redis-server and redis-cli are needed for a cluster")
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -337,7 +337,10 @@ class TestConfigFiles:
         self, config: Any, tmp_path: Path
     ) -> None:
         """The generated config of each gateway row passes the gateway's own strict parser."""
-        services = {"redis_url": "redis://127.0.0.1:6379/0"}
+        services = {
+            "redis_url": "redis://127.0.0.1:6379/0",
+            "redis_cluster_url": "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        }
         data = gateway_config(
             config, listen_port=1, sink_port=2, window=100, tmpdir=tmp_path, services=services
         )

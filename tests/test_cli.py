@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,9 @@ from gateway import __version__
 from gateway.cli import main
 from gateway.store.evidence import CSV_COLUMNS
 from gateway.store.factory import open_store
-from tests.support.redis_server import RedisServer
+from gateway.store.rediscluster import RedisClusterStore
+from tests.store.test_contract import make_event
+from tests.support.redis_server import RedisClusterServers, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "gateway.toml"
@@ -188,6 +191,43 @@ class TestCheckConfig:
             if code == 0:
                 assert f"store {reachable}: 0 consent records" in captured.out
         assert "store redis://***@127.0.0.1:1/0?timeout_s=0.5: redis:" in captured.err
+
+    @pytest.mark.redis
+    def test_cluster_store_is_counted(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        redis_cluster: RedisClusterServers,
+    ) -> None:
+        """A Redis Cluster store is counted like the others (its records over every slot); a
+        cluster URL with a database path is a config error naming store.url (exit 2)."""
+        prefix = f"checkcfg{time.time_ns()}"
+        events = [make_event(f"1555000{i:04d}") for i in range(30)]
+
+        async def fill() -> None:
+            store = await RedisClusterStore.from_url(
+                f"{redis_cluster.url}?prefix={prefix}", instance="t"
+            )
+            try:
+                await store.import_events(events)
+            finally:
+                await store.close()
+
+        asyncio.run(fill())
+        url = f"{redis_cluster.url}?prefix={prefix}"
+        config = write_config(
+            tmp_path, f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "{url}"\n'
+        )
+        assert main(["check-config", "--config", str(config)]) == 0
+        assert f"store {url}: 30 consent records" in capsys.readouterr().out
+        bad = write_config(
+            tmp_path,
+            f'[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "{redis_cluster.url}/0"\n',
+        )
+        assert main(["check-config", "--config", str(bad)]) in (1, 2)
+        err = capsys.readouterr().err
+        assert "store.url" in err
+        assert "database 0 only" in err
 
     def test_a_daemon_secret_not_readable_fails_check_config_not_the_staff_cli(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

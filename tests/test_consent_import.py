@@ -38,7 +38,7 @@ from gateway.staffimport import (
     read_csv,
 )
 from gateway.store.factory import open_store
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisClusterServers, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_750_000_000.0
@@ -598,13 +598,19 @@ def test_import_killed_midway_leaves_the_store_as_it_was(
 
 @pytest.mark.redis
 class TestRedis:
+    @pytest.mark.parametrize("server", ["redis_server", "redis_cluster"])
     def test_round_trip_and_second_import(
-        self, redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self,
+        server: str,
+        request: pytest.FixtureRequest,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
-        """The same round trip on a real Redis: bad rows skipped, export, import elsewhere,
-        a second import that changes nothing."""
-        url_a = f"{redis_server.url}?prefix=imp{os.getpid()}a{time.time_ns()}"
-        url_b = f"{redis_server.url}?prefix=imp{os.getpid()}b{time.time_ns()}"
+        """The same round trip on a real Redis and on a real three-master cluster: bad rows
+        skipped, export, import elsewhere, a second import that changes nothing."""
+        running: RedisServer | RedisClusterServers = request.getfixturevalue(server)
+        url_a = f"{running.url}?prefix=imp{os.getpid()}a{time.time_ns()}"
+        url_b = f"{running.url}?prefix=imp{os.getpid()}b{time.time_ns()}"
         first = Cli(write_config(tmp_path, url_a), capsys)
         path = tmp_path / "list.csv"
         path.write_text(LIST, encoding="utf-8")

@@ -8,6 +8,8 @@ Supported URLs:
   ``max_message_ids``, ``max_replies`` (see ``gateway.store.sqlite``). ``sqlite:///:memory:``
   is refused: it is not durable.
 - ``redis://``, ``rediss://`` and ``redis+sentinel://``: see ``gateway.store.redis``.
+- ``redis+cluster://`` and ``rediss+cluster://`` (Redis Cluster): see
+  ``gateway.store.rediscluster``.
 - ``memory://``: the non-durable reference store, for tests and demonstrations only.
 
 Every URL also takes ``recovery_interval_s`` (default 0.5): how often the fail-closed guard
@@ -36,7 +38,9 @@ _SQLITE_PARAMS: dict[str, type[int] | type[float]] = {
     "max_replies": int,
 }
 _GUARD_PARAM = "recovery_interval_s"
-_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", *_CLUSTER_SCHEMES)
+_SCHEMES_HINT = "sqlite, redis, rediss, redis+sentinel, redis+cluster, rediss+cluster, memory"
 _SECRET_PARAM_WORDS = ("password", "secret", "token")
 
 
@@ -130,11 +134,15 @@ async def _open_backend(url: str, *, instance: str, create: bool) -> ConsentStor
             create=create,
             **kwargs,  # type: ignore[arg-type]
         )
+    if scheme in _CLUSTER_SCHEMES:
+        from gateway.store.rediscluster import RedisClusterStore
+
+        return await RedisClusterStore.from_url(url, instance=instance)
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from gateway.store.redis import RedisStore
 
         return await RedisStore.from_url(url, instance=instance)
-    raise StoreError(f"store.url: unsupported scheme {scheme!r} (sqlite, redis, memory)")
+    raise StoreError(f"store.url: unsupported scheme {scheme!r} ({_SCHEMES_HINT})")
 
 
 async def open_store(
@@ -161,8 +169,14 @@ async def open_store(
         if not start_unavailable or urlsplit(backend_url).scheme not in _REDIS_SCHEMES:
             raise
         from gateway.store.redis import RedisStore
+        from gateway.store.rediscluster import RedisClusterStore
 
-        inner = await RedisStore.from_url(backend_url, instance=instance, require_up=False)
+        opener = (
+            RedisClusterStore.from_url
+            if urlsplit(backend_url).scheme in _CLUSTER_SCHEMES
+            else RedisStore.from_url
+        )
+        inner = await opener(backend_url, instance=instance, require_up=False)
         down = exc
     guard = FailClosedStore(
         inner, name=display_url(url), recovery_interval_s=interval, metrics=metrics
@@ -185,8 +199,12 @@ async def count_records(url: str) -> int:
         path, query = sqlite_path(backend_url)
         _sqlite_kwargs(query)  # the same refusals as open_store
         return await asyncio.to_thread(read_record_count, path)
+    if scheme in _CLUSTER_SCHEMES:
+        from gateway.store.rediscluster import read_record_count as cluster_record_count
+
+        return await cluster_record_count(backend_url)
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from gateway.store.redis import read_record_count as redis_record_count
 
         return await redis_record_count(backend_url)
-    raise StoreError(f"store.url: unsupported scheme {scheme!r} (sqlite, redis, memory)")
+    raise StoreError(f"store.url: unsupported scheme {scheme!r} ({_SCHEMES_HINT})")

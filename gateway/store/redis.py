@@ -7,6 +7,9 @@ URLs (query parameters are optional; see ``RedisOptions`` for their meaning and 
     redis+sentinel://[[user]:password@]host1[:26379][,host2[:26379]...]/service_name[/db][?...]
                                                   (sentinel_password= for the sentinels)
 
+(Redis Cluster, ``redis+cluster://``: ``gateway.store.rediscluster``, which routes this store's
+commands per slot.)
+
 Keys, per subscriber, all sharing the hash tag ``{subscriber}`` so one append touches one
 cluster slot: ``gw:{s}:c`` (hash scope -> current record), ``gw:{s}:h`` (list: the append-only
 history), ``gw:{s}:f`` (hash campaign -> time the footer was first sent), ``gw:{s}:d:<key>``
@@ -111,6 +114,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Awaitable,
+    Callable,
     Coroutine,
     Iterable,
     Mapping,
@@ -531,6 +535,20 @@ class RedisStore:
     def _mid_key(self, upstream_id: str) -> str:
         return f"{self._p}:mid:{upstream_id}"
 
+    # --- routing (one Redis here; the cluster store sends each key to the node of its slot) ----
+
+    def _client_for(self, key: str) -> Redis:
+        """The client that serves ``key``."""
+        return self._client
+
+    def _records_key_for(self, subscriber: str) -> str:
+        """The record counter that a new record of ``subscriber`` increments."""
+        return self._records_key
+
+    def _group(self, items: Sequence[T], key: Callable[[T], str]) -> list[tuple[Redis, list[T]]]:
+        """``items`` split by the client that serves ``key(item)``, each group in order."""
+        return [(self._client, list(items))] if items else []
+
     # --- plumbing -----------------------------------------------------------------------------
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
@@ -557,7 +575,7 @@ class RedisStore:
         keys = [
             self._key(event.subscriber, "c"),
             self._key(event.subscriber, "h"),
-            self._records_key,
+            self._records_key_for(event.subscriber),
         ]
         if event.dedup_key is not None:
             keys.append(self._key(event.subscriber, "d:" + event.dedup_key))
@@ -586,22 +604,30 @@ class RedisStore:
             raise StoreUnavailableError(f"redis: {what} reached {reached} of {wanted} replicas")
 
     async def _run_appends(self, events: list[ConsentEvent]) -> list[bool]:
-        async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for event in events:
+        indexed = list(enumerate(events))
+
+        async def run(client: Redis, part: list[tuple[int, ConsentEvent]]) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for _index, event in part:
                     keys, args = self._append_args(event)
                     await self._append_script(keys=keys, args=args, client=pipe)
                 self._wait_replicas(pipe)
                 return await pipe.execute()
 
+        fresh: dict[int, bool] = {}
         try:
-            results = await self._call(run())
+            for client, part in self._group(
+                indexed, lambda item: self._key(item[1].subscriber, "c")
+            ):
+                results = await self._call(run(client, part))
+                self._check_replicas(results[-1], "write")
+                for (index, _event), result in zip(part, results, strict=False):
+                    fresh[index] = bool(int(result))
         finally:
             # Whatever happened, the local entries may be out of date now.
             for event in events:
                 self._cache.invalidate(event.subscriber)
-        self._check_replicas(results[-1], "write")
-        return [bool(int(r)) for r in results[: len(events)]]
+        return [fresh[index] for index in range(len(events))]
 
     # --- invalidation listener ----------------------------------------------------------------
 
@@ -726,17 +752,19 @@ class RedisStore:
         if hit is not None:
             return hit
         ticket = self._cache.begin(subscriber)
+        key = self._key(subscriber, "c")
         try:
             raw: Mapping[str, str] = await self._call(
-                self._client.hgetall(self._key(subscriber, "c"))  # type: ignore[arg-type]
+                self._client_for(key).hgetall(key)  # type: ignore[arg-type]
             )
             return self._cache.fill(ticket, _decode_current(subscriber, raw))
         finally:
             self._cache.release(ticket)
 
     async def history(self, subscriber: str, scope: str | None = None) -> list[ConsentEvent]:
+        key = self._key(subscriber, "h")
         raw: list[str] = await self._call(
-            self._client.lrange(self._key(subscriber, "h"), 0, -1)  # type: ignore[arg-type]
+            self._client_for(key).lrange(key, 0, -1)  # type: ignore[arg-type]
         )
         events = [event_from_json(item) for item in raw]
         return [e for e in events if scope is None or e.scope == scope]
@@ -747,13 +775,15 @@ class RedisStore:
     async def footer_seen(self, subscriber: str, campaign: str) -> bool:
         if self._seen.get(subscriber, campaign):
             return True
-        seen = bool(await self._call(self._client.hexists(self._key(subscriber, "f"), campaign)))
+        key = self._key(subscriber, "f")
+        seen = bool(await self._call(self._client_for(key).hexists(key, campaign)))
         if seen:
             self._seen.add(subscriber, campaign)
         return seen
 
     async def mark_footer_seen(self, subscriber: str, campaign: str, at: float) -> None:
-        await self._call(self._client.hsetnx(self._key(subscriber, "f"), campaign, repr(at)))
+        key = self._key(subscriber, "f")
+        await self._call(self._client_for(key).hsetnx(key, campaign, repr(at)))
         self._seen.add(subscriber, campaign)
 
     async def export(self) -> AsyncIterator[ConsentRecord]:
@@ -805,13 +835,17 @@ class RedisStore:
         for start in range(0, len(wanted), _MANY_PIPELINE):
             part = wanted[start : start + _MANY_PIPELINE]
 
-            async def load(part: list[str] = part) -> list[Any]:
-                async with self._client.pipeline(transaction=False) as pipe:
+            async def load(client: Redis, part: list[str]) -> list[Any]:
+                async with client.pipeline(transaction=False) as pipe:
                     for subscriber in part:
                         pipe.hgetall(self._key(subscriber, "c"))
                     return await pipe.execute()
 
-            values = await self._call(load())
+            values: list[Any] = []
+            grouped = self._group(part, lambda s: self._key(s, "c"))
+            for client, members in grouped:
+                values.extend(await self._call(load(client, members)))
+            part = [s for _client, members in grouped for s in members]
             for subscriber, raw in zip(part, values, strict=True):
                 found[subscriber] = _decode_current(subscriber, raw)
         return found
@@ -823,13 +857,17 @@ class RedisStore:
         for start in range(0, len(wanted), _MANY_PIPELINE):
             part = wanted[start : start + _MANY_PIPELINE]
 
-            async def load(part: list[str] = part) -> list[Any]:
-                async with self._client.pipeline(transaction=False) as pipe:
+            async def load(client: Redis, part: list[str]) -> list[Any]:
+                async with client.pipeline(transaction=False) as pipe:
                     for subscriber in part:
                         pipe.lrange(self._key(subscriber, "h"), 0, -1)
                     return await pipe.execute()
 
-            values = await self._call(load())
+            values: list[Any] = []
+            grouped = self._group(part, lambda s: self._key(s, "h"))
+            for client, members in grouped:
+                values.extend(await self._call(load(client, members)))
+            part = [s for _client, members in grouped for s in members]
             for subscriber, raw in zip(part, values, strict=True):
                 found[subscriber] = [event_from_json(item) for item in raw]
         return found
@@ -870,8 +908,18 @@ class RedisStore:
             for change in changes:
                 self._cache.invalidate(change.event.subscriber)
 
-    async def _stage_import(self, meta: str, staged: str, changes: Sequence[ImportChange]) -> None:
-        """Everything into the run's list; nothing that a lookup reads is touched."""
+    async def _stage_import(
+        self,
+        meta: str,
+        staged: str,
+        changes: Sequence[ImportChange],
+        *,
+        client: Redis | None = None,
+        ttl: int | None = _IMPORT_STAGING_TTL_S,
+    ) -> None:
+        """Everything into the run's list; nothing that a lookup reads is touched. ``ttl``:
+        the staged keys' expiry (None: none; the cluster store removes abandoned runs itself)."""
+        target = self._client if client is None else client
         elements = (
             json.dumps(
                 [
@@ -887,7 +935,6 @@ class RedisStore:
             )
             for c in changes
         )
-        ttl = _IMPORT_STAGING_TTL_S
         header = {
             "state": "staging",
             "total": len(changes),
@@ -908,13 +955,15 @@ class RedisStore:
                 return
 
             async def push(chunks: list[list[str]] = chunks, first: bool = first) -> None:
-                async with self._client.pipeline(transaction=False) as pipe:
+                async with target.pipeline(transaction=False) as pipe:
                     if first:
                         pipe.hset(meta, mapping=header)  # type: ignore[arg-type]
-                        pipe.expire(meta, ttl)
+                        if ttl is not None:
+                            pipe.expire(meta, ttl)
                     for chunk in chunks:
                         pipe.rpush(staged, *chunk)
-                    pipe.expire(staged, ttl)
+                    if ttl is not None:
+                        pipe.expire(staged, ttl)
                     await pipe.execute()
 
             await self._call(push())
@@ -984,9 +1033,9 @@ class RedisStore:
             return
         ttl_ms = math.ceil(ttl_s * 1000) if ttl_s > 0 else 0  # PX takes whole milliseconds
 
-        async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for entry in batch:
+        async def run(client: Redis, part: list[MessageIds]) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for entry in part:
                     key = self._mid_key(entry.upstream_id)
                     if ttl_ms:
                         pipe.set(key, _message_ids_to_json(entry), px=ttl_ms)
@@ -995,12 +1044,14 @@ class RedisStore:
                 self._wait_replicas(pipe)
                 return await pipe.execute()
 
-        results = await self._call(run())
-        self._check_replicas(results[-1], "write")
+        for client, part in self._group(batch, lambda e: self._mid_key(e.upstream_id)):
+            results = await self._call(run(client, part))
+            self._check_replicas(results[-1], "write")
 
     async def get_message_ids(self, upstream_id: str) -> MessageIds | None:
         """``GET prefix:mid:<upstream_id>``: Redis drops the key when its TTL has passed."""
-        raw = await self._call(self._client.get(self._mid_key(upstream_id)))
+        key = self._mid_key(upstream_id)
+        raw = await self._call(self._client_for(key).get(key))
         if raw is None:
             return None
         return _message_ids_from_json(upstream_id, raw)
@@ -1012,7 +1063,7 @@ class RedisStore:
         args: list[str | int] = [reply.reply_id, reply_to_json(reply), self.options.max_replies]
 
         async def run() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._client_for(keys[0]).pipeline(transaction=False) as pipe:
                 await self._record_reply_script(keys=keys, args=args, client=pipe)
                 self._wait_replicas(pipe)
                 return await pipe.execute()
@@ -1023,7 +1074,9 @@ class RedisStore:
 
     async def replies(self, subscriber: str) -> list[ReplyRecord]:
         keys = [self._key(subscriber, "r"), self._key(subscriber, "ro")]
-        raw: list[str | None] = await self._call(self._replies_script(keys=keys, args=[]))
+        raw: list[str | None] = await self._call(
+            self._replies_script(keys=keys, args=[], client=self._client_for(keys[0]))
+        )
         return [reply_from_json(item) for item in raw if item is not None]
 
     async def record_count(self) -> int:

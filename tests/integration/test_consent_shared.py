@@ -1,5 +1,6 @@
-"""Two gateway instances sharing one real redis-server: a change made through one is enforced by
-the other at once, although the other had the subscriber in its local cache."""
+"""Two gateway instances sharing one real redis-server, and sharing a real three-master Redis
+Cluster: a change made through one is enforced by the other at once, although the other had the
+subscriber in its local cache."""
 
 from __future__ import annotations
 
@@ -25,18 +26,25 @@ from tests.support.consent import (
     texts_to,
     wait_texts,
 )
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisClusterServers, RedisServer
 
 pytestmark = pytest.mark.redis
 OPTED_OUT = 0x45
 
 
+@pytest.fixture(params=["redis_server", "redis_cluster"])
+def shared(request: pytest.FixtureRequest) -> RedisServer | RedisClusterServers:
+    """The shared store's servers: one Redis, or a cluster (its URL names every master)."""
+    server: RedisServer | RedisClusterServers = request.getfixturevalue(request.param)
+    return server
+
+
 @asynccontextmanager
 async def two_gateways(
-    redis_server: RedisServer,
+    shared: RedisServer | RedisClusterServers,
 ) -> AsyncIterator[tuple[Simulator, Gateway, Gateway]]:
     # A key prefix of its own keeps this test's records apart from other tests on the server.
-    url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}"
+    url = f"{shared.url}?prefix=t{uuid.uuid4().hex[:12]}"
     async with (
         simulator() as sim,
         consent_gateway(sim.port, url, campaigns=acme_campaigns(), instance="gw-a") as a,
@@ -47,12 +55,12 @@ async def two_gateways(
 
 class TestTwoInstances:
     async def test_stop_through_one_is_enforced_by_the_other(
-        self, redis_server: RedisServer
+        self, shared: RedisServer | RedisClusterServers
     ) -> None:
         """STOP received by gateway A refuses gateway B's next MT (0x45); START through A lets
         B's MTs through again."""
         async with (
-            two_gateways(redis_server) as (sim, a, b),
+            two_gateways(shared) as (sim, a, b),
             SmpplibEsme(a.port, "acme"),
             SmpplibEsme(b.port, "acme", bind="transmitter") as via_b,  # MOs go through A only
         ):
@@ -86,11 +94,11 @@ class TestTwoInstances:
             ]
 
     async def test_resent_stop_through_the_other_instance_is_not_confirmed_again(
-        self, redis_server: RedisServer
+        self, shared: RedisServer | RedisClusterServers
     ) -> None:
         """The SMSC's resend of a STOP, delivered through the other instance, is acknowledged
         and recorded once, and gets no second confirmation."""
-        async with two_gateways(redis_server) as (sim, a, b):
+        async with two_gateways(shared) as (sim, a, b):
             for gw in (a, b):  # one receiving session at a time: the MO goes through ``gw``
                 async with SmpplibEsme(gw.port, "acme") as esme:
                     status = await sim.send_mo(

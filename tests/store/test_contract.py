@@ -33,8 +33,9 @@ from gateway.store.base import (
 from gateway.store.factory import open_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
+from gateway.store.rediscluster import RedisClusterStore
 from gateway.store.sqlite import SqliteStore
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisClusterServers, RedisServer
 
 SUB_A = "15550000001"
 SUB_B = "15550000002"
@@ -77,7 +78,12 @@ def expected_current(events: list[ConsentEvent], subscriber: str) -> dict[str, C
 class Backend:
     """Opens fresh stores of one kind, peers on the same data, and reopens them."""
 
-    def __init__(self, kind: str, tmp_path: Path, redis_server: RedisServer | None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        tmp_path: Path,
+        redis_server: RedisServer | RedisClusterServers | None,
+    ) -> None:
         self.kind = kind
         self._tmp = tmp_path
         self._redis = redis_server
@@ -101,6 +107,12 @@ class Backend:
             # What the daemon, the admin API and the CLI get: the backend behind the guard.
             url = f"sqlite://{where}" + (f"?{option}" if option else "")
             store = await open_store(url, instance="test", create=True)
+        elif self.kind == "cluster":
+            assert isinstance(self._redis, RedisClusterServers)
+            store = await RedisClusterStore.from_url(
+                f"{self._redis.url}?prefix={where}&timeout_s=2" + (f"&{option}" if option else ""),
+                instance="test",
+            )
         else:
             assert self._redis is not None
             store = await RedisStore.from_url(
@@ -132,7 +144,13 @@ class Backend:
 
 
 @pytest.fixture(
-    params=["memory", "sqlite", "guarded-sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+    params=[
+        "memory",
+        "sqlite",
+        "guarded-sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
 )
 def backend_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
@@ -143,7 +161,7 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 async def backend(
     backend_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Backend]:
-    server = request.getfixturevalue("redis_server") if backend_kind == "redis" else None
+    server = server_for(backend_kind, request)
     backend = Backend(backend_kind, tmp_path, server)
     yield backend
     await backend.close()
@@ -152,6 +170,19 @@ async def backend(
 @pytest.fixture
 async def store(backend: Backend) -> ConsentStore:
     return await backend.new()
+
+
+def server_for(
+    kind: str, request: pytest.FixtureRequest
+) -> RedisServer | RedisClusterServers | None:
+    """The Redis (or the cluster) that a backend of ``kind`` runs on, started once a session."""
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server
+    if kind == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        return cluster
+    return None
 
 
 def need_shared(backend: Backend) -> None:

@@ -20,7 +20,14 @@ from gateway.store import redis as redis_module
 from gateway.store.base import ConsentStore, ImportChange, StoreError, StoreUnavailableError
 from gateway.store.guard import FailClosedStore
 from gateway.store.redis import RedisStore
-from tests.store.test_contract import SCOPE_CAMPAIGN, SCOPE_NUMBER, SUB_A, SUB_B, Backend
+from tests.store.test_contract import (
+    SCOPE_CAMPAIGN,
+    SCOPE_NUMBER,
+    SUB_A,
+    SUB_B,
+    Backend,
+    server_for,
+)
 from tests.store.test_contract import make_event as contract_event
 from tests.support.redis_server import RedisServer, redis_server_binary
 
@@ -41,11 +48,17 @@ def new(event: ConsentEvent) -> ImportChange:
 
 
 @pytest.fixture(
-    params=["memory", "sqlite", "guarded-sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+    params=[
+        "memory",
+        "sqlite",
+        "guarded-sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
 )
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     kind: str = request.param
-    server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    server = server_for(kind, request)
     backend = Backend(kind, tmp_path, server)
     yield backend
     await backend.close()

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class RedisServer:
         replica_of: tuple[str, int] | None = None,
         down_after_ms: int = 5000,
         failover_timeout_ms: int = 180_000,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.directory = directory
         self.host = "127.0.0.1"
@@ -58,6 +60,7 @@ class RedisServer:
         self.replica_of = replica_of
         self.down_after_ms = down_after_ms  # Sentinel: silence before the master is down
         self.failover_timeout_ms = failover_timeout_ms
+        self.extra_args = tuple(extra_args)  # e.g. cluster mode's options
         self._process: subprocess.Popen[str] | None = None
         self._output: list[str] = []
 
@@ -90,6 +93,7 @@ class RedisServer:
                 "--repl-diskless-sync-delay",
                 "0",
                 *replica,
+                *self.extra_args,
             ]
         config = self.directory / "sentinel.conf"
         if not config.exists():  # a sentinel rewrites its config; keep it across restarts
@@ -161,3 +165,98 @@ class RedisServer:
         """Start again on the same port and data directory."""
         self.stop()
         self.start()
+
+
+def redis_cli_binary() -> str | None:
+    return shutil.which("redis-cli")
+
+
+class RedisClusterServers:
+    """Three cluster-enabled masters on loopback, joined with ``redis-cli --cluster create``.
+
+    No replicas: a master killed takes its slots away until it is started again (on the same
+    port and directory, so it rejoins with its data). ``cluster-node-timeout`` is short so the
+    cluster notices a node down in about a second.
+    """
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, directory: Path, *, masters: int = 3) -> None:
+        self.servers = [
+            RedisServer(
+                directory / f"node{i}",
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    str(self.NODE_TIMEOUT_MS),
+                    # The bus port is port + 10000 unless set: a free one of its own.
+                    "--cluster-port",
+                    str(free_port()),
+                ),
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(f"{s.host}:{s.port}" for s in self.servers)
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{self.hosts}"
+
+    def _cli(self, *args: str, port: int | None = None, timeout_s: float = 30.0) -> str:
+        cli = redis_cli_binary()
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed")
+        target = ["-h", "127.0.0.1", "-p", str(port)] if port is not None else []
+        done = subprocess.run(
+            [cli, *target, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def cluster_ok(self) -> bool:
+        """Every running node reports ``cluster_state:ok``."""
+        for server in self.servers:
+            if not server.running:
+                continue
+            try:
+                info = self._cli("cluster", "info", port=server.port, timeout_s=5)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                return False
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def wait_ok(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.cluster_ok():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.05)  # polling the cluster's own state, not waiting for luck
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        self._cli(
+            "--cluster",
+            "create",
+            *(f"{s.host}:{s.port}" for s in self.servers),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        )
+        self.wait_ok()
+
+    def flushall(self) -> None:
+        for server in self.servers:
+            self._cli("flushall", port=server.port)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
