@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import time
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
-from gateway.consent.model import AddressKind, ConsentEvent, ConsentRecord, SmsAddress
+from gateway.consent.model import ConsentEvent, ConsentRecord, SmsAddress
 from gateway.consent.numbers import cached_normalise
 from gateway.consent.policy import (
     Allow,
@@ -49,36 +48,37 @@ from gateway.consent.policy import (
     decide_mt,
     is_delivery_receipt,
 )
+from gateway.messages import mo as mo_path
+from gateway.messages import multi
+from gateway.messages.mt import (
+    NO_SENDER,
+    Answer,
+    Mt,
+    Refuse,
+    accepted_response,
+    may_be_part,
+    read_mt,
+    refusal_answer,
+    settle,
+    wants_receipt,
+)
+from gateway.messages.parts import PartTracker
+from gateway.messages.receipts import receipt_id, receipted_id, rejection_receipt, rewrite_receipt
+from gateway.messages.replies import ReplyLimiter, reply_pdus
 from gateway.proxy.content import Content, PartInfo, content_of
 from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
-from gateway.proxy.parts import PartTracker, Route
-from gateway.proxy.receipts import ReceiptIds, receipt_id, rejection_receipt, rewrite_receipt
+from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.replies import ReplyRecorder, ReplyTrack, new_reply_id, reply_kind
 from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
-from gateway.smpp.codec import decode, encode
-from gateway.smpp.constants import (
-    CommandStatus,
-    DataCoding,
-    EsmClass,
-    command_name,
-    status_name,
-)
-from gateway.smpp.errors import SmppError
+from gateway.smpp.codec import encode
+from gateway.smpp.constants import CommandStatus, command_name, status_name
 from gateway.store.base import ConsentStore, MessageIds, ReplyOutcome, ReplyRecord, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
-from gateway.text import gsm7
 from gateway.text.dcs import Alphabet
-from gateway.text.segment import (
-    CONCAT_8BIT,
-    AddStatus,
-    Assembly,
-    Reassembler,
-    frame_parts,
-    split,
-)
+from gateway.text.segment import AddStatus, Assembly, Reassembler
 
 if TYPE_CHECKING:
     from gateway.proxy.bridge import Bridge
@@ -90,29 +90,30 @@ RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
 # mt_rejected lines per session and reason in one interval; the rest are summed up.
 REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
-# An MT without a source (the SMSC fills in the account's default), or an MO to no address.
-_NO_SENDER = SmsAddress(kind=AddressKind.ALPHANUMERIC, value="")
-# An MT to no address at all: refused like an unreadable one.
-_NO_SUBSCRIBER = SmsAddress(kind=AddressKind.UNREADABLE, value="")
-
-
-def _mo_event_key(digest: str, records: Mapping[str, ConsentRecord]) -> str:
-    """The event id, and dedup key, of an MO's consent event: the first half of the MO's
-    ``digest`` (words, subscriber, number, time window), then a digest of the subscriber's
-    latest record before it. When that latest record is an event with this MO's first half,
-    nothing changed since this MO was stored: it is the SMSC's resend, and gets that event's
-    key (the store drops it). After any other change the same words make a new key: a new
-    message (a STOP after a START after a STOP is acted on, never taken for a resend)."""
-    head = digest[:16]
-    latest = max(records.values(), key=lambda r: (r.updated_at, r.last_event_id), default=None)
-    if latest is not None and latest.last_event_id.startswith(head):
-        return latest.last_event_id
-    before = "" if latest is None else latest.last_event_id
-    return head + hashlib.sha256(f"{digest}\0{before}".encode()).hexdigest()[:16]
 
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
+
+
+class Clock(Protocol):
+    """The enforcer's one source of time: wall-clock seconds for what is recorded (events,
+    reply evidence, receipts), monotonic seconds for what expires (memos, limits, latency)."""
+
+    def wall(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The process's clocks (the C functions themselves: no Python frame per reading)."""
+
+    __slots__ = ()
+    wall = staticmethod(time.time)
+    monotonic = staticmethod(time.monotonic)
+
+
+SYSTEM_CLOCK: Clock = SystemClock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,90 +122,6 @@ class _Held:
 
     assembly: Assembly[None]
     seq: int
-
-
-class _Mt:
-    """What an MT's decision needs, read once from the PDU and the client (a plain slotted
-    class: built for every MT, so no dataclass machinery)."""
-
-    __slots__ = (
-        "account",
-        "bound_as",
-        "campaign",
-        "part",
-        "part_key",
-        "pdu",
-        "sender",
-        "subscriber",
-    )
-
-    def __init__(
-        self,
-        pdu: p.SubmitSm | p.DataSm,
-        subscriber: SmsAddress,
-        sender: SmsAddress,
-        campaign: Campaign,
-        account: str,
-        bound_as: str,
-        part: PartInfo | None,
-        part_key: tuple[object, ...] | None,
-    ) -> None:
-        self.pdu = pdu
-        self.subscriber = subscriber
-        self.sender = sender
-        self.campaign = campaign
-        self.account = account  # the client's account key (config.account_match)
-        self.bound_as = bound_as  # its system_id as bound
-        self.part = part
-        self.part_key = part_key
-
-    def with_pdu(self, pdu: p.SubmitSm | p.DataSm) -> _Mt:
-        """The same message seen through another of its parts."""
-        return _Mt(
-            pdu,
-            self.subscriber,
-            self.sender,
-            self.campaign,
-            self.account,
-            self.bound_as,
-            self.part,
-            self.part_key,
-        )
-
-
-class _Unreplied:
-    """MOs whose events may have been stored although the store reported a failure, so their
-    reply was never sent. When the SMSC's retry turns out a duplicate (its decision may even
-    differ now: a repeat STOP), the original decision's reply is sent then. Bounded in count
-    and age (the dedup window); per process."""
-
-    __slots__ = ("_decisions", "_max_age_s", "_max_entries")
-
-    def __init__(self, max_age_s: float, max_entries: int = 10_000) -> None:
-        self._max_age_s = max_age_s
-        self._max_entries = max_entries
-        self._decisions: OrderedDict[tuple[str, str], tuple[float, MoDecision]] = OrderedDict()
-
-    def add(self, decision: MoDecision) -> None:
-        now = time.monotonic()
-        for event in decision.events:
-            if event.dedup_key is not None:
-                self._decisions[(event.subscriber, event.dedup_key)] = (now, decision)
-        while len(self._decisions) > self._max_entries:
-            self._decisions.popitem(last=False)
-
-    def take(self, events: tuple[ConsentEvent, ...]) -> MoDecision | None:
-        """The decision whose reply one of ``events`` still owes (once), or None."""
-        oldest = time.monotonic() - self._max_age_s
-        while self._decisions and next(iter(self._decisions.values()))[0] < oldest:
-            self._decisions.popitem(last=False)
-        found = None
-        for event in events:
-            key = (event.subscriber, event.dedup_key or "")
-            entry = self._decisions.pop(key, None) if event.dedup_key is not None else None
-            if entry is not None:
-                found = entry[1]
-        return found
 
 
 class _Turns:
@@ -278,8 +195,10 @@ class ConsentEnforcer:
         service: ServiceLink | None = None,
         part_ttl_s: float = 10.0,
         audit: AuditTrail | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.audit = audit
         self.footers = footers
         self.service = service
@@ -291,12 +210,12 @@ class ConsentEnforcer:
         self._account_keys: dict[str, str] = {}
         self._country = config.default_country
         self._short_max = config.short_code_max_length
-        # The parts of one long MT share one answer (gateway.proxy.parts); they live no longer
+        # The parts of one long MT share one answer (gateway.messages.parts); they live no longer
         # than the footer stage holds a message.
         self._parts = PartTracker(part_ttl_s)
         self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
-        self._replies: dict[str, deque[float]] = {}
-        self._unreplied = _Unreplied(config.mo_dedup_window_s)
+        self._reply_limits = ReplyLimiter()
+        self._unreplied = mo_path.Unreplied(config.mo_dedup_window_s)
         self._refusals = logs.Summary(interval_s=REFUSAL_LOG_INTERVAL_S, burst=REFUSAL_LOG_BURST)
         self._reply_ref = 0
         # The evidence of every auto-reply, written to the store in the background.
@@ -365,32 +284,29 @@ class ConsentEnforcer:
         policy = self.config.accounts.get(account)
         if policy is not None and policy.default_sender is not None:
             return policy.default_sender
-        return _NO_SENDER
+        return NO_SENDER
 
-    def _read_mt(self, request: MtRequest, pdu: p.SubmitSm | p.DataSm) -> _Mt:
+    def _read_mt(self, request: MtRequest, pdu: p.SubmitSm | p.DataSm) -> Mt:
         """What the MT's decision needs, read from the PDU and the client."""
-        bound_as = request.client.system_id
+        client = request.client
+        bound_as = client.system_id
         account = self._account(bound_as)
-        country, short_max = self._country, self._short_max
-        subscriber = cached_normalise(
-            pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi, country, short_max, False
-        )
-        sender = cached_normalise(
-            pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, country, short_max, False
-        ) or self._default_sender(account)
-        campaign = self.config.directory.lookup(sender.value)
         part: PartInfo | None = None
-        key: tuple[object, ...] | None = None
-        if pdu.esm_class & EsmClass.UDHI or pdu.tlv(0x020C) is not None:
+        if may_be_part(pdu):
             part = content_of(pdu, self.default_alphabet).part
-        if subscriber is None:
-            subscriber = _NO_SUBSCRIBER
-        elif part is not None:
-            key = (request.client.conn_id, sender.value, subscriber.value, part.reference)
-            key += (part.total,)
-        return _Mt(pdu, subscriber, sender, campaign, account, bound_as, part, key)
+        return read_mt(
+            pdu,
+            conn_id=client.conn_id,
+            account=account,
+            bound_as=bound_as,
+            default_sender=self._default_sender(account),
+            directory=self.config.directory,
+            country=self._country,
+            short_max=self._short_max,
+            part=part,
+        )
 
-    def _refused_address(self, request: MtRequest, mt: _Mt) -> bool:
+    def _refused_address(self, request: MtRequest, mt: Mt) -> bool:
         """Refuse the MT if its addresses alone forbid it (``address_refusal``)."""
         refused = address_refusal(mt.campaign, mt.subscriber, mt.sender, mt.account)
         if refused is None:
@@ -416,7 +332,7 @@ class ConsentEnforcer:
             return
         self._mt_decide(request, mt, records, footer_seen)
 
-    async def _mt_slow(self, request: MtRequest, mt: _Mt) -> None:
+    async def _mt_slow(self, request: MtRequest, mt: Mt) -> None:
         try:
             records = await self.store.current(mt.subscriber.value)
             footer_seen = mt.campaign.footer is FooterMode.FIRST and await self.store.footer_seen(
@@ -431,66 +347,37 @@ class ConsentEnforcer:
     def _mt_decide(
         self,
         request: MtRequest,
-        mt: _Mt,
+        mt: Mt,
         records: Mapping[str, ConsentRecord],
         footer_seen: bool,
     ) -> None:
-        """Decide on the current records; a part of a long MT also gets its message's answer
-        (one refusal refuses the parts after it; the route stays the first part's)."""
+        """Decide on the current records and carry out the answer (``gateway.messages.mt``)."""
         decision = self._policy(request, mt, records, footer_seen)
-        if mt.part_key is None:  # one PDU, one message: the common case
-            if not isinstance(decision, Allow):
-                self._mt_refuse(request, mt, decision.reason, decision)
-                if isinstance(decision, RequestOptIn):
-                    request.spawn(self._request_opt_in(request, decision))
-                return
+        footers = self.footers
+        # Only a part consults the memo, so only a part needs the time.
+        now = 0.0 if mt.part_key is None else self.clock.monotonic()
+        outcome = settle(decision, mt, self._parts, now, footers=footers is not None)
+        if not isinstance(outcome, Refuse):
             self.metrics.mt_allowed_total.add(mt.campaign.name)
-            if decision.add_footer and self.footers is not None:
-                self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
+            if outcome.footer:
+                assert footers is not None  # settle sends to the footer stage only if there is one
+                footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
             else:
                 request.forward()
             return
-        earlier = self._parts.get(mt.part_key, time.monotonic())
-        if earlier is not None and earlier.refusal is not None and isinstance(decision, Allow):
-            decision = Reject(reason=earlier.refusal)
-        if isinstance(decision, Allow):
-            self.metrics.mt_allowed_total.add(mt.campaign.name)
-            if earlier is not None:
-                footer = earlier.route is Route.FOOTER
-            else:
-                footer = decision.add_footer and self.footers is not None
-            self._record_part(mt, Route.FOOTER if footer else Route.PLAIN, None)
-            if footer:
-                assert self.footers is not None
-                self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
-            else:
-                request.forward()
-            return
-        self._record_part(
-            mt, earlier.route if earlier is not None else Route.PLAIN, decision.reason
-        )
-        self._mt_refuse(request, mt, decision.reason, decision)
-        if earlier is not None and earlier.route is Route.FOOTER and self.footers is not None:
-            # Parts held for the footer were allowed before the change: they go nowhere now.
-            reason = decision.reason
-            self.footers.abandon(
+        reason = outcome.reason
+        self._mt_refuse(request, mt, reason, outcome.decision)
+        if outcome.abandon_held and footers is not None:
+            footers.abandon(
                 request,
                 mt.pdu,
                 mt.subscriber,
                 lambda held: self._mt_refuse(held, self._reread(held, mt), reason),
             )
-        if isinstance(decision, RequestOptIn):
-            request.spawn(self._request_opt_in(request, decision))
+        if isinstance(outcome.decision, RequestOptIn):
+            request.spawn(self._request_opt_in(request, outcome.decision))
 
-    def _record_part(self, mt: _Mt, route: Route, refusal: RejectReason | None) -> None:
-        part = mt.part
-        assert mt.part_key is not None
-        assert part is not None
-        self._parts.record(
-            mt.part_key, part.seq, part.total, time.monotonic(), route=route, refusal=refusal
-        )
-
-    def _reread(self, request: MtRequest, like: _Mt) -> _Mt:
+    def _reread(self, request: MtRequest, like: Mt) -> Mt:
         """``like`` for another part of the same message (its own PDU)."""
         pdu = request.pdu
         assert isinstance(pdu, p.SubmitSm | p.DataSm)
@@ -518,7 +405,7 @@ class ConsentEnforcer:
     async def _gate_slow(
         self,
         requests: list[MtRequest],
-        mt: _Mt,
+        mt: Mt,
         go: Callable[[], None],
         stop: Callable[[], None],
     ) -> None:
@@ -533,7 +420,7 @@ class ConsentEnforcer:
     def _gate_decide(
         self,
         requests: list[MtRequest],
-        mt: _Mt,
+        mt: Mt,
         records: Mapping[str, ConsentRecord],
         go: Callable[[], None],
         stop: Callable[[], None],
@@ -547,7 +434,7 @@ class ConsentEnforcer:
     def _refuse_held(
         self,
         requests: list[MtRequest],
-        mt: _Mt,
+        mt: Mt,
         reason: RejectReason,
         decision: Reject | RequestOptIn | None,
         stop: Callable[[], None],
@@ -559,7 +446,7 @@ class ConsentEnforcer:
     def _mt_refuse(
         self,
         request: MtRequest,
-        mt: _Mt,
+        mt: Mt,
         reason: RejectReason,
         decision: Reject | RequestOptIn | None = None,
     ) -> int:
@@ -567,11 +454,12 @@ class ConsentEnforcer:
         pdu = mt.pdu
         # A held part the footer stage answered early is settled already: it is not sent, and
         # the client hears of it by receipt (the stage's report); the refusal is logged alike.
-        answered = request.settled
         account = self.config.accounts.get(mt.account)
-        report = answered or (account is not None and account.accept_and_report)
-        if reason is RejectReason.STORE_UNAVAILABLE and not answered:
-            report = False  # a temporary refusal must stay visible so the client retries
+        answer = refusal_answer(
+            reason,
+            answered=request.settled,
+            accept_and_report=account is not None and account.accept_and_report,
+        )
         self._log_refusal(
             request,
             mt.campaign,
@@ -581,14 +469,14 @@ class ConsentEnforcer:
             command_id=command_name(pdu.command_id),
             scope=decision.scope if isinstance(decision, Reject) else None,
             service_type=pdu.service_type,
-            reported=report,
+            reported=answer is not Answer.REJECT,
         )
-        if answered:
+        if answer is Answer.NONE:
             return status
-        if report:
+        if answer is Answer.REPORT:
             message_id = uuid.uuid4().hex[:16]
-            request.respond(_resp_for(pdu, message_id))
-            if pdu.registered_delivery & 0x03:
+            request.respond(accepted_response(pdu, message_id))
+            if wants_receipt(pdu):
                 self._report_rejected(mt.account, pdu, message_id)
             return status
         request.reject(status)
@@ -597,7 +485,7 @@ class ConsentEnforcer:
     def _policy(
         self,
         request: MtRequest,
-        mt: _Mt,
+        mt: Mt,
         records: Mapping[str, ConsentRecord],
         footer_seen: bool,
     ) -> Allow | Reject | RequestOptIn:
@@ -609,7 +497,7 @@ class ConsentEnforcer:
             bound_as=mt.bound_as,
             service_type=mt.pdu.service_type,
             records=records,
-            now=time.time(),
+            now=self.clock.wall(),
             new_event_id=new_event_id,
             instance=self.instance,
             footer_seen=footer_seen,
@@ -663,7 +551,7 @@ class ConsentEnforcer:
     ) -> None:
         """A delivery receipt of the gateway's own (accept and report; a part that did not
         go after the client had its answer) to a receiving session of the account."""
-        receipt = rejection_receipt(pdu, message_id, stat)
+        receipt = rejection_receipt(pdu, message_id, stat, self.clock.wall())
         for bridge in self._receiving(account, prefer):
             if bridge.originate_to_client(receipt, lambda _pdu, _frame: None):
                 return
@@ -704,22 +592,20 @@ class ConsentEnforcer:
         account = self._account(bound_as)
         sender = self._sender(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, account)
         campaign = self.config.directory.lookup(sender.value)
-        kept: list[p.SmeAddress | p.DistributionList] = []
+        kept: list[multi.Destination] = []
         refused: list[p.UnsuccessSme] = []
-        for dest in pdu.dest_addresses:
-            if isinstance(dest, p.SmeAddress):
-                subscriber = self._address(
-                    dest.destination_addr, dest.dest_addr_ton, dest.dest_addr_npi
-                )
-                ton, npi, addr = dest.dest_addr_ton, dest.dest_addr_npi, dest.destination_addr
-            else:
-                subscriber = None
-                ton, npi, addr = 0, 0, dest.dl_name
-            subscriber = subscriber or _NO_SUBSCRIBER
+        for dest in multi.destinations(
+            pdu,
+            campaign=campaign,
+            sender=sender,
+            account=account,
+            country=self._country,
+            short_max=self._short_max,
+        ):
+            subscriber = dest.subscriber
             decision: Allow | Reject | RequestOptIn
-            reason = address_refusal(campaign, subscriber, sender, account)
-            if reason is not None:
-                decision = Reject(reason=reason)
+            if dest.refusal is not None:
+                decision = Reject(reason=dest.refusal)
             else:
                 try:
                     records = self.store.cached_current(subscriber.value)
@@ -737,7 +623,7 @@ class ConsentEnforcer:
                     bound_as=bound_as,
                     service_type=pdu.service_type,
                     records=records,
-                    now=time.time(),
+                    now=self.clock.wall(),
                     new_event_id=new_event_id,
                     instance=self.instance,
                 )
@@ -756,30 +642,16 @@ class ConsentEnforcer:
                 scope=decision.scope if isinstance(decision, Reject) else None,
                 service_type=pdu.service_type,
             )
-            refused.append(
-                p.UnsuccessSme(
-                    dest_addr_ton=ton,
-                    dest_addr_npi=npi,
-                    destination_addr=addr,
-                    error_status_code=status,
-                )
-            )
-        if not refused:
+            refused.append(dest.unsuccess(status))
+        planned = multi.plan(pdu, kept, refused)
+        if planned is None:
             request.forward()
-            return
-        if not kept:
-            # Nothing left to send: answer with the first refusal and the full list.
-            request.respond(
-                p.SubmitMultiResp(
-                    command_status=refused[0].error_status_code,
-                    sequence_number=pdu.sequence_number,
-                    message_id="",
-                    unsuccess_smes=tuple(refused),
-                )
+        elif isinstance(planned, p.SubmitMultiResp):
+            request.respond(planned)
+        else:
+            request.forward(
+                encode(planned), transform=partial(multi.add_unsuccess, refused=tuple(refused))
             )
-            return
-        reduced = encode(dataclasses.replace(pdu, dest_addresses=tuple(kept)))
-        request.forward(reduced, transform=_add_unsuccess(tuple(refused)))
 
     # --- MO -----------------------------------------------------------------------------------
 
@@ -814,7 +686,7 @@ class ConsentEnforcer:
             return
         recipient = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
         # To no readable number: the default campaign's rules (an account-wide STOP by default).
-        recipient = recipient or _NO_SENDER
+        recipient = recipient or NO_SENDER
         content = content_of(pdu, self.default_alphabet)
         text, held = self._mo_text(request, content, subscriber, recipient)
         key = subscriber.value
@@ -870,7 +742,7 @@ class ConsentEnforcer:
     ) -> None:
         if not found.client_ids:
             self.metrics.receipts_translated_total.labels("dropped").inc()
-            request.respond(_mo_resp_for(pdu))
+            request.respond(mo_path.mo_response(pdu))
             return
         self.metrics.receipts_translated_total.labels("translated").inc()
         first, *others = found.client_ids
@@ -888,15 +760,18 @@ class ConsentEnforcer:
         part = content.part
         if part is None:
             return content.text(), None
+        now = self.clock.monotonic()
         result = self._mo_parts.add(
-            (request.client.conn_id, subscriber.value, recipient.value, part.reference),
+            mo_path.mo_part_key(
+                request.client.conn_id, subscriber.value, recipient.value, part.reference
+            ),
             seq=part.seq,
             total=part.total,
             body=content.body,
-            now=time.monotonic(),
+            now=now,
             context=None,
         )
-        self._mo_parts.expire(time.monotonic())
+        self._mo_parts.expire(now)
         if result.status is AddStatus.COMPLETE and result.assembly is not None:
             return result.assembly.text(content.alphabet), _Held(result.assembly, part.seq)
         return None, None
@@ -908,7 +783,7 @@ class ConsentEnforcer:
         acknowledged already, so they are held again for the resend to complete the message
         (else a STOP split over two parts would be lost to a store outage)."""
         if held is not None:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             assembly = held.assembly
             for fragment in assembly.fragments:
                 if fragment.seq != held.seq:
@@ -956,25 +831,21 @@ class ConsentEnforcer:
         recipient: SmsAddress,
         records: Mapping[str, ConsentRecord],
     ) -> MoDecision:
-        now = time.time()
+        now = self.clock.wall()
         bound_as = request.client.system_id
         system_id = self._account(bound_as)
         # The SMSC resends an MO whose response it did not get; within the window the same
         # words from the same subscriber to the same number are that resend, not a new message,
         # as long as no other consent change came in between: STOP, START, STOP are three.
-        bucket = int(now // self.config.mo_dedup_window_s)
-        digest = hashlib.sha256(
-            b"\0".join(
-                (
-                    system_id.encode(),
-                    subscriber.value.encode(),
-                    recipient.value.encode(),
-                    text.encode("utf-8", "surrogatepass"),
-                    str(bucket).encode(),
-                )
-            )
-        ).hexdigest()[:32]
-        key = _mo_event_key(digest, records)
+        digest = mo_path.mo_digest(
+            system_id=system_id,
+            subscriber=subscriber.value,
+            recipient=recipient.value,
+            text=text,
+            now=now,
+            window_s=self.config.mo_dedup_window_s,
+        )
+        key = mo_path.mo_event_key(digest, records)
         return decide_mo(
             text=text,
             subscriber=subscriber,
@@ -986,7 +857,7 @@ class ConsentEnforcer:
             now=now,
             new_event_id=lambda: key,  # a decision makes at most one event
             instance=self.instance,
-            smsc_message_id=_receipted_id(pdu),
+            smsc_message_id=receipted_id(pdu),
             dedup_key=key,
             bound_as=bound_as,
         )
@@ -1022,11 +893,11 @@ class ConsentEnforcer:
                 # landed all the same (a commit reported failed): its retry is then a duplicate,
                 # which must still get the reply this attempt never sent.
                 if decision.reply is not None:
-                    self._unreplied.add(decision)
+                    self._unreplied.add(decision, self.clock.monotonic())
                 self._retry_later(request, held)
                 return
             if not new:
-                owed = self._unreplied.take(decision.events)
+                owed = self._unreplied.take(decision.events, self.clock.monotonic())
                 if owed is not None:
                     self._reply_to(request, owed, text)
         match = decision.match
@@ -1092,7 +963,7 @@ class ConsentEnforcer:
             system_id=request.client.system_id,
             decision=decision.action.value,
         )
-        request.respond(_mo_resp_for(request.pdu))
+        request.respond(mo_path.mo_response(request.pdu))
 
     # --- store ---------------------------------------------------------------------------------
 
@@ -1102,7 +973,7 @@ class ConsentEnforcer:
         """Append durably; True if any event was new (not a resend's duplicate)."""
         new = False
         for event in events:
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             try:
                 added = await self.store.append(event)
             except StoreError as exc:
@@ -1110,7 +981,7 @@ class ConsentEnforcer:
                 if raise_unavailable:
                     raise
                 return False
-            self.metrics.store_latency.observe(time.perf_counter() - started)
+            self.metrics.store_latency.observe(self.clock.monotonic() - started)
             if added:
                 new = True
                 self.metrics.consent_changes_total.labels(
@@ -1156,20 +1027,6 @@ class ConsentEnforcer:
             bridges.insert(0, prefer)
         return bridges
 
-    def _rate_ok(self, subscriber: str) -> bool:
-        limit = self.config.reply_limit_per_hour
-        now = time.monotonic()
-        sent = self._replies.setdefault(subscriber, deque())
-        while sent and sent[0] < now - 3600:
-            sent.popleft()
-        if len(sent) >= limit:
-            return False
-        sent.append(now)
-        if len(self._replies) > 100_000:  # bounded: forget the quietest subscribers
-            for key in [k for k, v in self._replies.items() if not v][:10_000]:
-                del self._replies[key]
-        return True
-
     def _send_reply(
         self,
         system_id: str,
@@ -1184,7 +1041,13 @@ class ConsentEnforcer:
         """Send ``reply`` over a transmit-capable session of the account (or the service bind)
         and record it, linked to ``event_id``, once the SMSC answered (or it was not sent)."""
         subscriber = reply.destination.value
-        pdus = self._reply_pdus(reply, request)
+        self._reply_ref = (self._reply_ref + 1) % 256
+        pdus = reply_pdus(
+            reply,
+            request.pdu if request is not None else None,
+            default_alphabet=self.default_alphabet,
+            reference=self._reply_ref,
+        )
         evidence = ReplyRecord(
             reply_id=new_reply_id(),
             event_id=event_id,
@@ -1193,7 +1056,7 @@ class ConsentEnforcer:
             text=reply.text,
             source=pdus[0].source_addr,
             destination=pdus[0].destination_addr,
-            at=time.time(),
+            at=self.clock.wall(),
             outcome=ReplyOutcome.NO_ANSWER,
             parts=len(pdus),
             campaign=reply.campaign,
@@ -1201,7 +1064,10 @@ class ConsentEnforcer:
             words=words,
             instance=self.instance,
         )
-        if not always and not self._rate_ok(subscriber):
+        limits = self._reply_limits
+        if not always and not limits.allow(
+            subscriber, self.clock.monotonic(), self.config.reply_limit_per_hour
+        ):
             self.metrics.auto_replies_total.labels(kind, "rate_limited").inc()
             log.info(
                 logs.AUTO_REPLY_SUPPRESSED,
@@ -1219,7 +1085,7 @@ class ConsentEnforcer:
             )
             return
         if always:
-            self._replies.setdefault(subscriber, deque()).append(time.monotonic())
+            limits.note(subscriber, self.clock.monotonic())
         prefer = request.bridge if request is not None else None
         carriers: list[tuple[str, Callable[[p.Pdu, ResponseCallback], bool]]] = [
             (bridge.conn_id, bridge.originate_upstream)
@@ -1229,7 +1095,7 @@ class ConsentEnforcer:
             carriers.append(("service-bind", self.service.send))
         for name, send in carriers:
             track = ReplyTrack(
-                self.replies, dataclasses.replace(evidence, carrier=name, at=time.time())
+                self.replies, dataclasses.replace(evidence, carrier=name, at=self.clock.wall())
             )
             done = self._reply_done(kind, subscriber, track)
             # The first part picks the carrier; the other parts follow on the same session.
@@ -1278,83 +1144,6 @@ class ConsentEnforcer:
                 )
 
         return done
-
-    def _reply_pdus(self, reply: AutoReply, request: MoRequest | None) -> list[p.SubmitSm]:
-        mo = request.pdu if request is not None else None
-        if isinstance(mo, p.DeliverSm | p.DataSm):
-            # Answer from the address the subscriber wrote to, as they wrote it (TON/NPI kept).
-            src = (mo.dest_addr_ton, mo.dest_addr_npi, mo.destination_addr)
-            dst = (mo.source_addr_ton, mo.source_addr_npi, mo.source_addr)
-        else:
-            src = _ton_npi(reply.source)
-            dst = _ton_npi(reply.destination)
-        text = reply.text
-        if self.default_alphabet is Alphabet.GSM7 and gsm7.can_encode(text):
-            alphabet, data_coding = Alphabet.GSM7, DataCoding.SMSC_DEFAULT
-        elif all(ord(c) < 256 for c in text):
-            alphabet, data_coding = Alphabet.LATIN1, DataCoding.LATIN1
-        else:
-            alphabet, data_coding = Alphabet.UCS2, DataCoding.UCS2
-        bodies = split(text, alphabet, CONCAT_8BIT)
-        self._reply_ref = (self._reply_ref + 1) % 256
-        parts = frame_parts(bodies, CONCAT_8BIT, reference=self._reply_ref)
-        return [
-            p.SubmitSm(
-                source_addr_ton=src[0],
-                source_addr_npi=src[1],
-                source_addr=src[2],
-                dest_addr_ton=dst[0],
-                dest_addr_npi=dst[1],
-                destination_addr=dst[2],
-                esm_class=EsmClass.UDHI if part.udhi else 0,
-                data_coding=data_coding,
-                short_message=part.short_message,
-            )
-            for part in parts
-        ]
-
-
-def _ton_npi(address: SmsAddress) -> tuple[int, int, str]:
-    if address.kind is AddressKind.E164:
-        return (1, 1, address.value)
-    return (0, 0, address.value)
-
-
-def _receipted_id(pdu: p.DeliverSm | p.DataSm) -> str | None:
-    value = pdu.tlv(0x001E)
-    return value.rstrip(b"\0").decode("latin-1") if value else None
-
-
-def _resp_for(pdu: p.SubmitSm | p.DataSm, message_id: str) -> p.Pdu:
-    if isinstance(pdu, p.DataSm):
-        return p.DataSmResp(sequence_number=pdu.sequence_number, message_id=message_id)
-    return p.SubmitSmResp(sequence_number=pdu.sequence_number, message_id=message_id)
-
-
-def _mo_resp_for(pdu: p.Pdu) -> p.Pdu:
-    if isinstance(pdu, p.DataSm):
-        return p.DataSmResp(sequence_number=pdu.sequence_number, message_id="")
-    return p.DeliverSmResp(sequence_number=pdu.sequence_number, message_id="")
-
-
-def _add_unsuccess(refused: tuple[p.UnsuccessSme, ...]) -> Callable[[bytes], bytes]:
-    """The client's submit_multi_resp lists the destinations the gateway refused, too."""
-
-    def transform(frame: bytes) -> bytes:
-        try:
-            resp = decode(frame)
-        except SmppError:
-            return frame  # not ours to repair; the client gets what the SMSC said
-        if not isinstance(resp, p.SubmitMultiResp):
-            return frame
-        merged = dataclasses.replace(
-            resp,
-            message_id=resp.message_id or "",
-            unsuccess_smes=(*resp.unsuccess_smes, *refused),
-        )
-        return encode(merged)
-
-    return transform
 
 
 def _has_footers(config: ConsentConfig) -> bool:

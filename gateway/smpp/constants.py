@@ -232,6 +232,14 @@ class EsmClass:
     INTERMEDIATE_NOTIFICATION = 0x20
 
 
+class RegisteredDelivery:
+    """registered_delivery bit masks (SMPP 3.4 5.2.17)."""
+
+    # Any of these bits asks for an SMSC delivery receipt (01: on the final outcome, 10: on
+    # failure only).
+    SMSC_RECEIPT_MASK = 0x03
+
+
 # Kannel re-queues these for ever: consent refusals must never use them, while "store
 # unavailable" should, so the message is retried rather than lost.
 RETRIED_BY_CLIENTS = frozenset(

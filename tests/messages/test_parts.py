@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.consent.policy import RejectReason
-from gateway.proxy.parts import PartTracker, Route
+from gateway.messages.parts import PartTracker, Route
 
 KEY = ("c1", "15550100", "15551234567", 7, 3)
 
