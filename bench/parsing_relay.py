@@ -20,9 +20,10 @@ import asyncio
 import os
 import struct
 from collections.abc import Sequence
-from typing import Final, cast
+from typing import Final
 
 from bench import JsonDict, emit, loop_name, run_loop, serve_control
+from bench.relay import Side, start_pairs
 
 SUBMIT_SM: Final = 0x00000004
 SUBMIT_SM_RESP: Final = 0x80000004
@@ -75,35 +76,23 @@ def rewrite_submit(body: bytes) -> tuple[bytes, bytes]:
     return destination, rewritten + body[end:]
 
 
-class _Side(asyncio.Protocol):
-    """One side of a relayed connection."""
+class _Side(Side):
+    """One side of a relayed connection, reading frame by frame."""
 
     def __init__(self, stats: Stats, *, upstream: bool) -> None:
+        super().__init__(upstream=upstream)
         self.stats = stats
-        self.upstream = upstream
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None
+        if not upstream:
+            stats.connections += 1
         self.buffer = b""
-        self.pending: list[bytes] = []  # written before the peer connected
         # Shared by both sides of one connection: our sequence -> the client's.
         self.sequences: dict[int, int] = {}
         self.next_sequence = 1
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def attach(self, peer: _Side) -> None:
-        self.peer = peer
-        if self.pending:
-            self._write_peer(b"".join(self.pending))
-            self.pending.clear()
-
-    def _write_peer(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is None or peer.transport is None:
-            self.pending.append(data)
-        else:
-            peer.transport.write(data)
+    def attach(self, peer: Side) -> None:
+        if self.upstream and isinstance(peer, _Side):
+            self.sequences = peer.sequences  # the client's map: one per relayed connection
+        super().attach(peer)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data if self.buffer else data
@@ -122,7 +111,7 @@ class _Side(asyncio.Protocol):
                 self._from_client(frame, command, status, sequence, forward, back)
         self.buffer = buffer[at:]
         if forward:
-            self._write_peer(b"".join(forward))
+            self.write_peer(b"".join(forward))
         if back and self.transport is not None:
             self.transport.write(b"".join(back))
 
@@ -159,56 +148,13 @@ class _Side(asyncio.Protocol):
             return frame
         return _HEADER.pack(len(frame), command, status, theirs) + frame[16:]
 
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.close()
-
-    def pause_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
 
 async def start(
     host: str, port: int, upstream_host: str, upstream_port: int, stats: Stats
 ) -> asyncio.Server:
-    loop = asyncio.get_running_loop()
-    connecting: set[asyncio.Task[None]] = set()
-
-    def accept() -> _Side:
-        stats.connections += 1
-        client = _Side(stats, upstream=False)
-        task = loop.create_task(connect(client))
-        connecting.add(task)
-        task.add_done_callback(connecting.discard)
-        return client
-
-    async def connect(client: _Side) -> None:
-        try:
-            _, server = await loop.create_connection(
-                lambda: _Side(stats, upstream=True), upstream_host, upstream_port
-            )
-        except OSError:
-            if client.transport is not None:
-                client.transport.close()
-            return
-        if client.transport is None:
-            assert server.transport is not None
-            server.transport.close()
-            return
-        server.sequences = client.sequences  # one map per relayed connection
-        server.attach(client)
-        client.attach(server)
-
-    return await loop.create_server(accept, host, port, backlog=1024)
+    return await start_pairs(
+        host, port, upstream_host, upstream_port, lambda up: _Side(stats, upstream=up)
+    )
 
 
 async def serve(host: str, port: int, upstream_host: str, upstream_port: int) -> None:

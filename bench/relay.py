@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from bench import JsonDict, emit, loop_name, run_loop, serve_control
@@ -36,37 +36,34 @@ class RelayStats:
         }
 
 
-class _Half(asyncio.Protocol):
-    """One side of a relayed connection; writes what it reads to its peer."""
+class Side(asyncio.Protocol):
+    """One side of a relayed connection: holds what it must write until its peer connects,
+    closes the peer when it goes, and pauses the peer's reading while its own writes back up.
+    Subclasses say what reading does (``data_received``)."""
 
-    def __init__(self, stats: RelayStats, upstream: bool) -> None:
-        self.stats = stats
+    def __init__(self, *, upstream: bool) -> None:
         self.upstream = upstream  # True for the side facing the server
         self.transport: asyncio.Transport | None = None
-        self.peer: _Half | None = None
-        self.pending: list[bytes] = []  # read before the peer connected
+        self.peer: Side | None = None
+        self.pending: list[bytes] = []  # for the peer, read before it connected
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop transports are not asyncio.Transport subclasses, so no isinstance.
         self.transport = cast(asyncio.Transport, transport)
 
-    def attach(self, peer: _Half) -> None:
+    def attach(self, peer: Side) -> None:
         self.peer = peer
         assert peer.transport is not None
         if self.pending:
             peer.transport.write(b"".join(self.pending))
             self.pending.clear()
 
-    def data_received(self, data: bytes) -> None:
-        if self.upstream:
-            self.stats.bytes_down += len(data)
-        else:
-            self.stats.bytes_up += len(data)
+    def write_peer(self, data: bytes) -> None:
         peer = self.peer
         if peer is None or peer.transport is None:
             self.pending.append(data)
-            return
-        peer.transport.write(data)
+        else:
+            peer.transport.write(data)
 
     def eof_received(self) -> bool:
         # SMPP has no use for half-closed connections: returning False closes this side, and
@@ -89,25 +86,55 @@ class _Half(asyncio.Protocol):
             self.peer.transport.resume_reading()
 
 
+class _Half(Side):
+    """A side of the byte relay: writes what it reads to its peer, counting the bytes."""
+
+    def __init__(self, stats: RelayStats, upstream: bool) -> None:
+        super().__init__(upstream=upstream)
+        self.stats = stats
+        if not upstream:
+            stats.connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream:
+            self.stats.bytes_down += len(data)
+        else:
+            self.stats.bytes_up += len(data)
+        self.write_peer(data)
+
+
 async def start_relay(
     host: str, port: int, upstream_host: str, upstream_port: int, stats: RelayStats
 ) -> asyncio.Server:
     """A listening relay towards ``upstream_host:upstream_port`` (in-process)."""
+    return await start_pairs(
+        host, port, upstream_host, upstream_port, lambda upstream: _Half(stats, upstream)
+    )
+
+
+async def start_pairs(
+    host: str,
+    port: int,
+    upstream_host: str,
+    upstream_port: int,
+    side: Callable[[bool], Side],
+) -> asyncio.Server:
+    """A listener whose every connection gets one to ``upstream_host:upstream_port``, the two
+    joined as ``side(False)`` (the client's) and ``side(True)`` (the server's)."""
     loop = asyncio.get_running_loop()
     connecting: set[asyncio.Task[None]] = set()  # strong references while they run
 
-    def accept() -> _Half:
-        client = _Half(stats, upstream=False)
-        stats.connections += 1
+    def accept() -> Side:
+        client = side(False)
         task = loop.create_task(connect(client))
         connecting.add(task)
         task.add_done_callback(connecting.discard)
         return client
 
-    async def connect(client: _Half) -> None:
+    async def connect(client: Side) -> None:
         try:
             _, server = await loop.create_connection(
-                lambda: _Half(stats, upstream=True), upstream_host, upstream_port
+                lambda: side(True), upstream_host, upstream_port
             )
         except OSError:
             if client.transport is not None:
