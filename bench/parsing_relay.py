@@ -15,15 +15,14 @@ Run as ``python -m bench.parsing_relay --upstream HOST:PORT [--port 0]``: prints
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
-from bench import JsonDict, emit, loop_name, run_loop, serve_control
-from bench.relay import Side, start_pairs
+from bench import JsonDict
+from bench.relay import Side, relay_main, start_pairs
 
 SUBMIT_SM: Final = 0x00000004
 SUBMIT_SM_RESP: Final = 0x80000004
@@ -157,25 +156,15 @@ async def start(
     )
 
 
-async def serve(host: str, port: int, upstream_host: str, upstream_port: int) -> None:
+async def _start(
+    host: str, port: int, upstream_host: str, upstream_port: int
+) -> tuple[asyncio.Server, Callable[[], JsonDict]]:
     stats = Stats()
-    srv = await start(host, port, upstream_host, upstream_port, stats)
-    emit({"port": srv.sockets[0].getsockname()[1], "pid": os.getpid(), "loop": loop_name()})
-    try:
-        await serve_control({"stats": stats.as_dict})
-    finally:
-        srv.close()
+    return await start(host, port, upstream_host, upstream_port, stats), stats.as_dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.parsing_relay", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--upstream", required=True, metavar="HOST:PORT")
-    args = parser.parse_args(argv)
-    up_host, _, up_port = args.upstream.rpartition(":")
-    run_loop(serve(args.host, args.port, up_host, int(up_port)))
-    return 0
+    return relay_main(argv, "python -m bench.parsing_relay", __doc__ or "", _start)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 from bench import JsonDict, emit, loop_name, run_loop, serve_control
@@ -150,25 +150,40 @@ async def start_pairs(
     return await loop.create_server(accept, host, port, backlog=1024)
 
 
-async def serve(host: str, port: int, upstream_host: str, upstream_port: int) -> None:
-    stats = RelayStats()
-    srv = await start_relay(host, port, upstream_host, upstream_port, stats)
+# Starts the listener towards the upstream address; returns it and the stats to report.
+Starter = Callable[[str, int, str, int], Awaitable[tuple[asyncio.Server, Callable[[], JsonDict]]]]
+
+
+async def serve(starter: Starter, host: str, port: int, upstream: tuple[str, int]) -> None:
+    srv, stats = await starter(host, port, *upstream)
     emit({"port": srv.sockets[0].getsockname()[1], "pid": os.getpid(), "loop": loop_name()})
     try:
-        await serve_control({"stats": stats.as_dict})
+        await serve_control({"stats": stats})
     finally:
         srv.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
+def relay_main(argv: Sequence[str] | None, prog: str, description: str, starter: Starter) -> int:
+    """The command line of a relay: ``--upstream HOST:PORT [--host H] [--port 0]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--upstream", required=True, metavar="HOST:PORT")
     args = parser.parse_args(argv)
     up_host, _, up_port = args.upstream.rpartition(":")
-    run_loop(serve(args.host, args.port, up_host, int(up_port)))
+    run_loop(serve(starter, args.host, args.port, (up_host, int(up_port))))
     return 0
+
+
+async def _start(
+    host: str, port: int, upstream_host: str, upstream_port: int
+) -> tuple[asyncio.Server, Callable[[], JsonDict]]:
+    stats = RelayStats()
+    return await start_relay(host, port, upstream_host, upstream_port, stats), stats.as_dict
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return relay_main(argv, "python -m bench.relay", __doc__ or "", _start)
 
 
 if __name__ == "__main__":
