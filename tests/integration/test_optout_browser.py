@@ -43,7 +43,8 @@ def browser() -> Iterator[webdriver.Chrome]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=480,800"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
+    # Generous: a loaded CI machine once took Chromium's renderer past 20 s on the answer page.
+    driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
