@@ -415,9 +415,9 @@ def client_from_url(url: str, *, instance: str) -> tuple[Redis, RedisOptions]:
             }
             if "sentinel_password" in rest:
                 sentinel_kwargs["password"] = rest["sentinel_password"]
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                sentinels, sentinel_kwargs=sentinel_kwargs, **common
-            )
+            # Any: redis-py before 8 leaves Sentinel's constructor unannotated.
+            make_sentinel: Any = Sentinel
+            sentinel = make_sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **common)
             client: Redis = sentinel.master_for(
                 path[0], db=db, max_connections=options.max_connections
             )
@@ -425,6 +425,12 @@ def client_from_url(url: str, *, instance: str) -> tuple[Redis, RedisOptions]:
     except ValueError as exc:
         raise StoreError(f"store.url: {exc}") from exc
     raise StoreError(f"store.url: unsupported scheme {parts.scheme!r}")
+
+
+async def close_pubsub(pubsub: PubSub) -> None:
+    # Any: redis-py before 8 leaves PubSub.aclose unannotated (strict mypy calls it untyped).
+    close: Any = pubsub.aclose
+    await close()
 
 
 def _record_to_json(event: ConsentEvent) -> str:
@@ -661,7 +667,7 @@ class RedisStore:
                     self._subscribed.clear()
                     self._cache.disable()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_pubsub(pubsub)
             # Not a synchronisation sleep: back-off between reconnection attempts.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)

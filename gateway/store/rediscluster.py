@@ -101,6 +101,7 @@ from gateway.store.redis import (
     _describe,
     _options_from_query,
     _parse_hostport,
+    close_pubsub,
 )
 from gateway.telemetry import logs
 
@@ -444,7 +445,7 @@ class RedisClusterStore(RedisStore):
                     self._on_message(message)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await close_pubsub(pubsub)
 
     async def sync(self) -> None:
         """One token through each master, each awaited on that master's own connection."""
