@@ -98,7 +98,11 @@ answered heartbeat ping renews. A lost or silent connection disables and empties
 invalidation lost with a connection can never leave a stale entry behind. Loads that raced an
 invalidation are not cached (tickets). Pub/sub delivers messages in order, so ``sync()``
 (publish a token, wait for it to come back) proves that every change acknowledged anywhere
-before the call has reached this cache.
+before the call has reached this cache. And the cache does not answer while an invalidation
+has reached this process unread (``gateway.store.inbox``: bytes in the subscription
+connection's buffer or socket): a client that heard of a change made through another instance
+(a STOP's confirmation) and sends an MT through this one at once gets a decision read from
+Redis, not one from the state before the change.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ from gateway.store.base import (
     reply_to_json,
 )
 from gateway.store.cache import EMPTY, ConsentCache, SeenCache
+from gateway.store.inbox import Inbox
 from gateway.telemetry import logs
 
 T = TypeVar("T")
@@ -504,6 +509,8 @@ class RedisStore:
         self._subscribed = asyncio.Event()
         self._sync_waiters: dict[str, asyncio.Future[None]] = {}
         self._lease_s = 3 * options.heartbeat_s
+        # The subscription connections, so the cache is not asked while invalidations wait.
+        self._inbox = Inbox()
         self._closed = False
 
     @classmethod
@@ -642,11 +649,13 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         while not self._closed:
             pubsub: PubSub = self._client.pubsub()
+            watched: int | None = None
             try:
                 # Pooled connections idle since before an outage are dead; drop them now, so the
                 # first command after Redis comes back does not fail on one.
                 await self._client.connection_pool.disconnect(inuse_connections=False)
                 await pubsub.subscribe(self._channel)
+                watched = self._watch(pubsub)
                 last_heard = loop.time()
                 while not self._closed:
                     message = await pubsub.get_message(timeout=self.options.heartbeat_s)
@@ -666,11 +675,21 @@ class RedisStore:
                 if asyncio.current_task() is self._listener:  # not a retired listener
                     self._subscribed.clear()
                     self._cache.disable()
+                if watched is not None:
+                    self._inbox.forget(watched)  # before the close frees the descriptor
                 with contextlib.suppress(Exception):
                     await close_pubsub(pubsub)
             # Not a synchronisation sleep: back-off between reconnection attempts.
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _watch(self, pubsub: PubSub) -> int:
+        """Watch the subscription's connection for unread invalidations (gateway.store.inbox)."""
+        handle, problem = self._inbox.watch(pubsub)
+        if problem is not None:
+            # The cache is not asked while blind: every lookup goes to Redis. Slower, never stale.
+            _log.error(logs.STORE_CACHE_UNSAFE, error=problem)
+        return handle
 
     def _start_listener(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="consent-invalidations")
@@ -751,10 +770,12 @@ class RedisStore:
         return (await self._run_appends([event]))[0]
 
     def cached_current(self, subscriber: str) -> Mapping[str, ConsentRecord] | None:
+        if self._inbox.pending():
+            return None  # an invalidation is on its way in: ask Redis
         return self._cache.get(subscriber)
 
     async def current(self, subscriber: str) -> Mapping[str, ConsentRecord]:
-        hit = self._cache.get(subscriber)
+        hit = self.cached_current(subscriber)
         if hit is not None:
             return hit
         ticket = self._cache.begin(subscriber)

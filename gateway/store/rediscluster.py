@@ -417,8 +417,10 @@ class RedisClusterStore(RedisStore):
     async def _listen_node(self, name: str, confirmed: set[str], total: int) -> None:
         loop = asyncio.get_running_loop()
         pubsub: PubSub = self._nodes[name].pubsub()
+        watched: int | None = None
         try:
             await pubsub.subscribe(self._channel)
+            watched = self._watch(pubsub)
             last_heard = loop.time()
             while not self._closed:
                 message = await pubsub.get_message(timeout=self.options.heartbeat_s)
@@ -444,6 +446,8 @@ class RedisClusterStore(RedisStore):
                 else:
                     self._on_message(message)
         finally:
+            if watched is not None:
+                self._inbox.forget(watched)  # before the close frees the descriptor
             with contextlib.suppress(Exception):
                 await close_pubsub(pubsub)
 

@@ -61,6 +61,7 @@ STORE_RECOVERED: Final = "store_recovered"
 STORE_CREATED: Final = "store_created"
 STORE_INVALIDATIONS_LOST: Final = "store_invalidations_lost"
 STORE_LISTENER_FAILED: Final = "store_listener_failed"
+STORE_CACHE_UNSAFE: Final = "store_cache_unsafe"
 # The web opt-out link (gateway.admin.optout): a link that opts nobody out, and a store that
 # failed while recording one that would have.
 OPTOUT_LINK_REFUSED: Final = "optout_link_refused"

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from gateway.consent.model import ConsentState
+from gateway.consent.model import ConsentEvent, ConsentState
 from gateway.store.base import StoreError, StoreUnavailableError
 from gateway.store.guard import FailClosedStore
+from gateway.store.inbox import Inbox
 from gateway.store.redis import RedisStore, client_from_url
 from tests.store.test_contract import SCOPE_NUMBER, SUB_A, SUB_B, make_event, make_reply, mids
 from tests.support.redis_server import RedisServer, redis_server_binary
@@ -392,3 +396,94 @@ class TestReplyKeys:
                 await store.record_reply(make_reply())
         finally:
             await store.close()
+
+
+def change_elsewhere(url: str, event: ConsentEvent) -> None:
+    """Append ``event`` through a store of another instance, on a thread and loop of its own,
+    while the caller's event loop gets no turn (its listener task cannot run meanwhile)."""
+
+    async def write() -> None:
+        other = await RedisStore.from_url(url, instance="elsewhere")
+        try:
+            await other.append(event)
+        finally:
+            await other.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(write(),))
+    thread.start()
+    thread.join()
+
+
+async def wait_unread(store: RedisStore, timeout_s: float = 5.0) -> bool:
+    """Block the loop until a subscription connection of ``store`` has bytes in the kernel,
+    then end the turn (the inbox polls once per turn) before the listener can read them."""
+    fds = [fd for fd, _buffer in store._inbox._watched.values()]
+    readable, _w, _x = select.select(fds, [], [], timeout_s)
+    await asyncio.sleep(0)
+    return bool(readable)
+
+
+@pytest.mark.redis
+@needs_redis
+class TestInvalidationInFlight:
+    """A change committed elsewhere whose invalidation has reached this process but not yet
+    its listener task: the loop may run an MT's callback first, and the cache must not answer
+    it from the state before the change (gateway.store.inbox)."""
+
+    async def test_an_unread_invalidation_sends_the_lookup_to_redis(
+        self, own_server: RedisServer
+    ) -> None:
+        """Cached as allowed, opted out elsewhere, invalidation unread: cached_current is None
+        and current() reads the opt-out from Redis; once read, the cache answers again."""
+        store = await RedisStore.from_url(own_server.url, instance="here")
+        try:
+            assert await store.current(SUB_A) == {}
+            assert store.cached_current(SUB_A) == {}  # the empty answer is cached
+            change_elsewhere(own_server.url, make_event(state=ConsentState.OPTED_OUT))
+            assert await wait_unread(store)
+            assert store._inbox.pending()
+            assert store.cached_current(SUB_A) is None
+            assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+            await store.sync()
+            assert not store._inbox.pending()
+            assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+            assert store.cached_current(SUB_A) is not None  # answered from the cache again
+        finally:
+            await store.close()
+
+    async def test_a_connection_that_cannot_be_watched_turns_the_cache_off(
+        self, own_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """redis-py internals not as expected: store_cache_unsafe is logged and every lookup
+        goes to Redis (never a cached answer), yet lookups work."""
+
+        watch = Inbox.watch
+
+        def blind(self: Inbox, pubsub: object) -> tuple[int, str | None]:
+            return watch(self, object())  # as if redis-py had no such attributes
+
+        monkeypatch.setattr(Inbox, "watch", blind)
+        with structlog.testing.capture_logs() as logged:
+            store = await RedisStore.from_url(own_server.url, instance="here")
+        try:
+            assert [e for e in logged if e["event"] == "store_cache_unsafe"]
+            assert await store.current(SUB_A) == {}
+            assert store.cached_current(SUB_A) is None
+            await store.append(make_event(state=ConsentState.OPTED_OUT))
+            assert (await store.current(SUB_A))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+            assert store.cached_current(SUB_A) is None
+        finally:
+            await store.close()
+
+
+def test_an_inbox_watching_nothing_is_pending() -> None:
+    """With no connection watched (not yet subscribed, or between reconnections) the inbox
+    never lets the cache answer; a watch that fails leaves it blind until forgotten."""
+    inbox = Inbox()
+    assert inbox.pending()
+    handle, problem = inbox.watch(object())
+    assert problem is not None
+    assert "cannot watch" in problem
+    assert inbox.pending()
+    inbox.forget(handle)
+    assert inbox.pending()

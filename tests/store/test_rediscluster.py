@@ -5,6 +5,8 @@ single-Redis key names are still the ones older releases wrote."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ from gateway.store.rediscluster import (
     slot_tags,
 )
 from tests.store.test_contract import SCOPE_CAMPAIGN, SCOPE_NUMBER, make_event, make_reply
+from tests.store.test_redis import wait_unread
 from tests.support.redis_server import RedisClusterServers, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -460,3 +463,40 @@ async def test_a_slot_moved_away_fails_closed_then_the_new_map_is_used(
     finally:
         await peer.close()
         await guarded.close()
+
+
+async def test_an_unread_invalidation_from_any_master_sends_the_lookup_to_redis(
+    redis_cluster: RedisClusterServers, opened: list[RedisClusterStore]
+) -> None:
+    """Subscribers on every master, cached as allowed; each opted out through another
+    instance while this loop gets no turn: with the invalidation unread, nothing is answered
+    from the cache, and the lookup reads the opt-out (gateway.store.inbox, one per master)."""
+    url = f"{redis_cluster.url}?prefix={prefix()}&timeout_s=1"
+    store = await RedisClusterStore.from_url(url, instance="here")
+    opened.append(store)
+    for subscriber in subscribers_on_every_master(store, per_master=1):
+        assert await store.current(subscriber) == {}
+        assert store.cached_current(subscriber) == {}
+
+        async def write(subscriber: str = subscriber) -> None:
+            other = await RedisClusterStore.from_url(url, instance="elsewhere")
+            try:
+                await other.append(make_event(subscriber, state=ConsentState.OPTED_OUT))
+            finally:
+                await other.close()
+
+        thread = threading.Thread(target=asyncio.run, args=(write(),))
+        thread.start()
+        thread.join()  # this loop (and so the listener) gets no turn meanwhile
+        assert await wait_unread(store)
+        assert store._inbox.pending()
+        assert store.cached_current(subscriber) is None
+        assert (await store.current(subscriber))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+        await store.sync()
+        # Every master relays every message to every subscriber: the other copies of sync's
+        # tokens may still be unread on the other connections for a turn or two.
+        for _ in range(1000):
+            if not store._inbox.pending():
+                break
+            await asyncio.sleep(0.001)
+        assert not store._inbox.pending()
