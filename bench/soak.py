@@ -125,7 +125,7 @@ RECEIPT_ID_RE = re.compile(r"\bid:(\S+)")
 REPLY_PREFIXES = {  # the default auto-replies (brand ACME)
     "opt_out": "ACME: You are unsubscribed",
     "opt_in": "ACME: You are subscribed again",
-    "help": "ACME: Msg & data rates may apply. Reply STOP",
+    "help": "ACME: Msg frequency varies. Msg & data rates may apply. Reply STOP",
 }
 # Errors the gateway logs when the store goes away (and comes back): expected in this run.
 EXPECTED_ERROR_EVENTS = frozenset({logs.STORE_UNAVAILABLE})

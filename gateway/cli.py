@@ -10,6 +10,8 @@ SQLite file, a schema from a newer gateway) is exit 1: the config is valid, but 
 started with it would not start or would refuse every message, and a deployment check
 should stop there. Exit 1 is distinct from 2, so a script that checks only the syntax (on a
 build host that cannot reach the store) can accept it. Passwords in the URL are never printed.
+What a campaign's HELP or opt-out reply lacks of what CTIA asks (gateway.consent.ctia) is
+printed as ``warning: KEY: ...`` lines and never changes the exit status.
 
 Listening addresses are tried by ``check-config`` and ``run`` alike (gateway.startup): one that
 does not resolve, is not this machine's, or may not be bound is exit 2; a port in use is exit 2
@@ -25,7 +27,8 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__, startup
-from gateway.config import ConfigError, GatewayConfig, load
+from gateway.config import ConfigError, GatewayConfig, campaign_keys, load
+from gateway.consent.ctia import Finding, campaign_findings
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -172,6 +175,19 @@ def _check_listeners(config: GatewayConfig, *, check: bool) -> list[str] | None:
     return notes
 
 
+def _reply_findings(config: GatewayConfig) -> list[Finding]:
+    """What the campaigns' HELP and opt-out replies lack of what CTIA and the CWTA ask, and
+    the keyword languages a campaign does not answer in its own words: warnings, which never
+    change the exit status (only the campaign's registration can say what the text must be)."""
+    if not config.consent.enabled:
+        return []
+    return [
+        finding
+        for key, campaign in campaign_keys(config.consent)
+        for finding in campaign_findings(campaign, key)
+    ]
+
+
 def _check_store(config: GatewayConfig) -> int:
     """Report the configured store (never creating it); EXIT_OK or EXIT_STORE."""
     import asyncio
@@ -210,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for note in in_use:
             print(note)
+        for finding in _reply_findings(config):
+            print(f"warning: {finding}")
         code = _check_store(config)
         problem = startup.resolve_upstream(config)
         if problem is not None:

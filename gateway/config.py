@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from gateway.consent.campaign import (
+    DEFAULT_REPLIES,
+    LOCAL_REPLY_NAMES,
+    REPLY_NAMES,
     AccountMatch,
     Campaign,
     CampaignDirectory,
@@ -29,20 +32,25 @@ from gateway.consent.campaign import (
     InboundUnknown,
     Keywords,
     ListMode,
+    LocalReplies,
     MessageList,
     OutboundUnknown,
     ReOptIn,
     Replies,
+    ReplyOrigin,
     WordList,
     account_key,
     default_campaign,
 )
-from gateway.consent.keywords import LANGUAGE_PACKS
+from gateway.consent.ctia import LANGUAGE_NAMES, reply_key
+from gateway.consent.keywords import ENGLISH, LANGUAGE_PACKS
 from gateway.consent.link import LinkSigner
 from gateway.consent.model import AddressKind, ScopeKind, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
 from gateway.errors import GatewayError
+from gateway.messages.replies import one_part_problem
+from gateway.text.dcs import Alphabet
 from gateway.text.footer import has_link
 
 
@@ -558,8 +566,8 @@ _DOTTED_QUAD = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 # {list} (gateway.consent.campaign.render).
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 FOOTER_PLACEHOLDERS = ("brand", "optout_url", "link")
-REPLY_PLACEHOLDERS = ("brand",)
-LIST_REPLY_PLACEHOLDERS = ("brand", "list")
+REPLY_PLACEHOLDERS = ("brand", "contact")
+LIST_REPLY_PLACEHOLDERS = ("brand", "contact", "list")
 # Asked for where they are not filled: the message says why rather than "unknown".
 _NOT_HERE = {
     "optout_url": "the web opt-out link goes in footers only",
@@ -854,6 +862,8 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     lg.finish()
 
     consent = _consent(root)
+    for key, campaign in campaign_keys(consent):
+        _check_replies(key, campaign, upstream.default_alphabet)
     text_config = _text(root)
     optout_link = _optout_link(root, consent)
 
@@ -985,7 +995,6 @@ def load(path: str | os.PathLike[str]) -> GatewayConfig:
 # --- consent ------------------------------------------------------------------------------------
 
 _CAMPAIGN_SCOPES = ("number", "campaign", "account")
-REPLY_NAMES = ("opt_out", "opt_in", "help", "opt_in_request", "list_opt_out", "already_opted_out")
 
 
 def _word_list(table: _Table | None, key: str) -> WordList:
@@ -1048,14 +1057,7 @@ def _campaign_values(
         values["forward_keywords"] = t.boolean("forward_keywords", True)
     replies = t.table("replies")
     if replies is not None:
-        defaults = Replies()
-        values["replies"] = Replies(
-            **{name: replies.string(name, getattr(defaults, name)) for name in REPLY_NAMES}
-        )
-        for name in REPLY_NAMES:
-            allowed = LIST_REPLY_PLACEHOLDERS if name == "list_opt_out" else REPLY_PLACEHOLDERS
-            check_placeholders(getattr(values["replies"], name), replies._key(name), allowed)
-        replies.finish()
+        values["replies"] = _replies(replies)
     keywords = t.table("keywords")
     if keywords is not None:
         languages = keywords.strings("languages")
@@ -1100,6 +1102,80 @@ def _campaign_values(
     if numbers:
         values["numbers"] = tuple(numbers)
     return values
+
+
+def _replies(table: _Table) -> Replies:
+    """``[campaigns.replies]`` (English) with ``contact`` and a ``[campaigns.replies.<lang>]``
+    table per language pack (``Replies.choose`` says which text answers which keyword)."""
+    texts = {name: table.string(name, getattr(DEFAULT_REPLIES, name)) for name in REPLY_NAMES}
+    for name, text in texts.items():
+        allowed = LIST_REPLY_PLACEHOLDERS if name == "list_opt_out" else REPLY_PLACEHOLDERS
+        check_placeholders(text, table._key(name), allowed)
+    contact: str = table.string("contact", "")
+    local: list[LocalReplies] = []
+    for language in [k for k, v in table._data.items() if isinstance(v, dict)]:
+        if language not in LANGUAGE_PACKS:
+            raise ConfigError(
+                f"{table._key(language)}: unknown language {language!r}; "
+                f"known: {', '.join(sorted(LANGUAGE_PACKS))}"
+            )
+        sub = table.table(language)
+        assert sub is not None
+        for name in REPLY_NAMES:
+            if name not in LOCAL_REPLY_NAMES and sub.has(name):
+                raise ConfigError(
+                    f"{sub._key(name)}: answers no keyword of a language, so it is sent in "
+                    f"English only: set it in {table._key(name)}"
+                )
+        given = {name: sub.string(name, None) for name in LOCAL_REPLY_NAMES}
+        for name, text in given.items():
+            if text is not None:
+                check_placeholders(text, sub._key(name), REPLY_PLACEHOLDERS)
+        sub.finish()
+        local.append(LocalReplies(language=language, **given))
+    table.finish()
+    return Replies(**texts, contact=contact, languages=tuple(local))
+
+
+def campaign_keys(consent: ConsentConfig) -> list[tuple[str, Campaign]]:
+    """Each campaign with the config key its table has: ``consent.default``, ``campaigns[0]``..."""
+    default = consent.directory.default
+    others = [c for c in consent.directory if c is not default]
+    return [("consent.default", default), *((f"campaigns[{i}]", c) for i, c in enumerate(others))]
+
+
+_REPLY_ALPHABETS = {"gsm7": Alphabet.GSM7, "latin1": Alphabet.LATIN1, "ascii": Alphabet.IA5}
+
+
+def _check_replies(key: str, campaign: Campaign, default_alphabet: str) -> None:
+    """ConfigError for a reply in a language the campaign hears no keyword of, and for a reply
+    that is not one segment once filled in (the longest list name for ``{list}``): the CWTA
+    asks keyword replies to be at most 160 characters, and a reply in parts may arrive
+    incomplete or out of order."""
+    heard = campaign.keywords.languages
+    for local in campaign.replies.languages:
+        if local.language not in heard:
+            raise ConfigError(
+                f"{key}.replies.{local.language}: the campaign hears no "
+                f"{LANGUAGE_NAMES.get(local.language, local.language)} keywords: add "
+                f'"{local.language}" to {key}.keywords.languages'
+            )
+    longest_list = max((lst.name for lst in campaign.lists), key=len, default="")
+    alphabet = _REPLY_ALPHABETS[default_alphabet]
+    seen: set[str] = set()
+    for language in (ENGLISH, *heard):
+        for name in REPLY_NAMES:
+            choice = campaign.replies.choose(name, language)
+            where = reply_key(key, name, choice)
+            if where in seen:
+                continue
+            seen.add(where)
+            text = campaign.reply(choice.template, longest_list if name == "list_opt_out" else "")
+            problem = one_part_problem(text, alphabet) if text else None
+            if problem is not None:
+                if choice.origin is ReplyOrigin.BUNDLED:
+                    problem += " (the bundled text with this brand and contact: set a shorter one)"
+                raise ConfigError(f"{where}: {problem}")
 
 
 def _status(t: _Table, key: str, default: int) -> int:

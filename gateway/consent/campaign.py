@@ -8,6 +8,7 @@ in no campaign belong to the account-level default campaign (``default_campaign(
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from gateway.consent.keywords import (
     DEFAULT_HELP,
     DEFAULT_OPT_IN,
     DEFAULT_OPT_OUT,
+    ENGLISH,
     LANGUAGE_PACKS,
     KeywordRules,
 )
@@ -109,12 +111,46 @@ class Keywords:
     languages: tuple[str, ...] = ()  # names of LANGUAGE_PACKS, e.g. ("fr", "es")
 
 
+# The replies that answer a keyword, and so are written in the keyword's language; the opt-in
+# request and the list opt-out answer no word of a language pack and are in English only.
+LOCAL_REPLY_NAMES = ("opt_out", "opt_in", "help", "already_opted_out")
+REPLY_NAMES = (*LOCAL_REPLY_NAMES, "opt_in_request", "list_opt_out")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalReplies:
+    """``[campaigns.replies.<language>]``: reply texts in one language; None: not given."""
+
+    language: str
+    opt_out: str | None = None
+    opt_in: str | None = None
+    help: str | None = None
+    already_opted_out: str | None = None
+
+
+class ReplyOrigin(StrEnum):
+    """Where the text a keyword of some language gets comes from."""
+
+    CONFIGURED = "configured"  # the campaign's own text in that language
+    BUNDLED = "bundled"  # the gateway's default text in that language
+    ENGLISH = "english"  # the campaign's own English text ([campaigns.replies]), a fallback
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyChoice:
+    template: str
+    language: str  # the language the template is written in
+    origin: ReplyOrigin
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Replies:
-    """Auto-reply texts. ``{brand}`` is replaced by the campaign's brand, ``{list}`` by a list name.
+    """Auto-reply texts. ``{brand}`` is replaced by the campaign's brand, ``{contact}`` by
+    ``contact`` and ``{list}`` by a list name.
 
     An empty string switches that reply off. ``already_opted_out`` is off by default: a repeated
-    STOP is recorded but gets no second confirmation (FCC 24-24 allows one).
+    STOP is recorded but gets no second confirmation (FCC 24-24 allows one). The texts here are
+    English; ``languages`` holds texts in other languages (``choose``).
     """
 
     opt_out: str = (
@@ -125,7 +161,10 @@ class Replies:
         "{brand}: You are subscribed again. Msg & data rates may apply. "
         "Reply HELP for help, STOP to opt out."
     )
-    help: str = "{brand}: Msg & data rates may apply. Reply STOP to opt out."
+    help: str = (
+        "{brand}: Help at {contact}. Msg frequency varies. Msg & data rates may apply. "
+        "Reply STOP to opt out."
+    )
     opt_in_request: str = (
         "{brand}: Reply YES to receive our messages. Msg & data rates may apply. "
         "Reply STOP to opt out."
@@ -134,6 +173,99 @@ class Replies:
         "{brand}: You will receive no more {list} messages. Reply STOP to opt out of all."
     )
     already_opted_out: str = ""
+    # The support contact the HELP reply names (CTIA): a toll-free number, an e-mail or a web
+    # address. A sentence holding {contact} is left out while it is empty.
+    contact: str = ""
+    languages: tuple[LocalReplies, ...] = ()
+
+    def local(self, language: str) -> LocalReplies | None:
+        """The campaign's own texts in ``language``, if it has a table for it."""
+        for local in self.languages:
+            if local.language == language:
+                return local
+        return None
+
+    def choose(self, name: str, language: str = ENGLISH) -> ReplyChoice:
+        """The template that answers a keyword of ``language``.
+
+        English, and the replies that answer no language pack's word (``REPLY_NAMES`` beyond
+        ``LOCAL_REPLY_NAMES``): this table. Another language: the campaign's text in that
+        language; where it has none, its own English text when it changed the default (what
+        the operator wrote, and the campaign registered, wins over the bundled text; check-
+        config warns), else the bundled text in that language. So a reply switched off in
+        English is off in every language that does not switch it on.
+        """
+        base: str = getattr(self, name)
+        bundled = BUNDLED_REPLIES.get(language)
+        if language == ENGLISH or name not in LOCAL_REPLY_NAMES or bundled is None:
+            return ReplyChoice(template=base, language=ENGLISH, origin=ReplyOrigin.CONFIGURED)
+        local = self.local(language)
+        if local is not None and getattr(local, name) is not None:
+            text: str = getattr(local, name)
+            return ReplyChoice(template=text, language=language, origin=ReplyOrigin.CONFIGURED)
+        if base != getattr(DEFAULT_REPLIES, name):
+            return ReplyChoice(template=base, language=ENGLISH, origin=ReplyOrigin.ENGLISH)
+        text = getattr(bundled, name)
+        return ReplyChoice(template=text, language=language, origin=ReplyOrigin.BUNDLED)
+
+
+DEFAULT_REPLIES = Replies()
+
+# The gateway's texts in each language pack's language, used where a campaign has none of its
+# own. Written in the GSM 7-bit alphabet (no ê, â, î, ô, û, á, í, ó, ú: they would make a reply
+# Latin-1 or UCS-2, with room for 140 or 70 characters); each passes the checks of consent.ctia.
+BUNDLED_REPLIES: Mapping[str, LocalReplies] = MappingProxyType(
+    {
+        "fr": LocalReplies(
+            language="fr",
+            opt_out=(
+                "{brand}: Vous avez été désabonné et ne recevrez plus de messages."
+                " Répondez DEBUT pour vous réabonner."
+            ),
+            opt_in=(
+                "{brand}: Votre abonnement est réactivé. Des frais de messagerie et de données"
+                " peuvent s'appliquer. Répondez ARRET pour annuler."
+            ),
+            help=(
+                "{brand}: Aide: {contact}. Fréquence variable. Des frais de messagerie et de"
+                " données peuvent s'appliquer. Répondez ARRET pour annuler."
+            ),
+            already_opted_out="",
+        ),
+        "es": LocalReplies(
+            language="es",
+            opt_out=(
+                "{brand}: Se ha dado de baja. No le enviaremos otros mensajes."
+                " Responda ALTA para volver a suscribirse."
+            ),
+            opt_in=(
+                "{brand}: Se ha suscrito de nuevo. Pueden aplicarse tarifas de mensajes y datos."
+                " Responda BAJA para cancelar."
+            ),
+            help=(
+                "{brand}: Ayuda: {contact}. Frecuencia variable. Pueden aplicarse tarifas de"
+                " mensajes y datos. Responda BAJA para cancelar."
+            ),
+            already_opted_out="",
+        ),
+        "de": LocalReplies(
+            language="de",
+            opt_out=(
+                "{brand}: Sie sind abgemeldet und erhalten keine weiteren Nachrichten."
+                " Antworten Sie ANMELDEN, um sich wieder anzumelden."
+            ),
+            opt_in=(
+                "{brand}: Sie sind wieder angemeldet. Es können Gebühren für Nachrichten und"
+                " Daten anfallen. Antworten Sie STOPP zum Abmelden."
+            ),
+            help=(
+                "{brand}: Hilfe: {contact}. Häufigkeit variiert. Es können Gebühren für"
+                " Nachrichten und Daten anfallen. Antworten Sie STOPP zum Abmelden."
+            ),
+            already_opted_out="",
+        ),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,11 +277,22 @@ class MessageList:
     keywords: tuple[str, ...] = ()  # words that opt out of this list only (e.g. "OPTOUT-PROMO")
 
 
-def render(template: str, brand: str, list_name: str = "") -> str:
-    """Fill a reply template; with no brand the ``"{brand}: "`` prefix disappears."""
+def render(template: str, brand: str, list_name: str = "", contact: str = "") -> str:
+    """Fill a reply template; with no brand the ``"{brand}: "`` prefix disappears, and with no
+    contact the sentence holding ``{contact}``."""
+    if "{contact}" in template and not contact:
+        prefix = _BRAND_PREFIX if template.startswith(_BRAND_PREFIX) else ""
+        rest = _CONTACT_SENTENCE.sub("", template[len(prefix) :])
+        template = prefix + " ".join(rest.split())
     if not brand:
-        template = template.replace("{brand}: ", "")
-    return template.replace("{brand}", brand).replace("{list}", list_name)
+        template = template.replace(_BRAND_PREFIX, "")
+    template = template.replace("{brand}", brand).replace("{list}", list_name)
+    return template.replace("{contact}", contact)
+
+
+_BRAND_PREFIX = "{brand}: "
+# From the end of the previous sentence to the end of this one.
+_CONTACT_SENTENCE = re.compile(r"[^.!?]*\{contact\}[^.!?]*[.!?]?")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -213,20 +356,13 @@ class Campaign:
 
     def _build_rules(self) -> KeywordRules:
         kw = self.keywords
-        packs = [LANGUAGE_PACKS[lang] for lang in kw.languages]
-        opt_out = kw.opt_out.resolve(DEFAULT_OPT_OUT)
-        opt_in = kw.opt_in.resolve(DEFAULT_OPT_IN)
-        help_words = kw.help.resolve(DEFAULT_HELP)
-        for pack in packs:
-            opt_out = (*opt_out, *pack.opt_out)
-            opt_in = (*opt_in, *pack.opt_in)
-            help_words = (*help_words, *pack.help)
         return KeywordRules.build(
-            opt_out=opt_out,
-            opt_in=opt_in,
-            help=help_words,
+            opt_out=kw.opt_out.resolve(DEFAULT_OPT_OUT),
+            opt_in=kw.opt_in.resolve(DEFAULT_OPT_IN),
+            help=kw.help.resolve(DEFAULT_HELP),
             account_wide=kw.account_wide.resolve(DEFAULT_ACCOUNT_WIDE),
             list_keywords={lst.name: lst.keywords for lst in self.lists},
+            packs=kw.languages,
             phrase_tier=self.phrase_tier,
             phrase_max_words=self.phrase_max_words,
         )
@@ -236,7 +372,12 @@ class Campaign:
 
     def reply(self, template: str, list_name: str = "") -> str:
         """A reply text of this campaign, brand filled in ("" when switched off)."""
-        return render(template, self.brand, list_name) if template else ""
+        return render(template, self.brand, list_name, self.replies.contact) if template else ""
+
+    def reply_in(self, name: str, language: str = ENGLISH, list_name: str = "") -> str:
+        """The reply ``name`` (a ``REPLY_NAMES`` entry) to a keyword of ``language``, filled in
+        ("" when switched off); see ``Replies.choose``."""
+        return self.reply(self.replies.choose(name, language).template, list_name)
 
 
 def default_campaign(**overrides: Any) -> Campaign:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -57,6 +57,8 @@ DEFAULT_OPT_IN: tuple[str, ...] = ("start", "unstop", "yes")
 DEFAULT_HELP: tuple[str, ...] = ("help", "info")
 # Opt-out words that reach every campaign of the client account, whatever the campaign's scope.
 DEFAULT_ACCOUNT_WIDE: tuple[str, ...] = ("stopall", "stop all")
+# The language of the default words, of a campaign's own words and of the phrase tier.
+ENGLISH = "en"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +153,9 @@ class KeywordMatch:
     reaches_account: bool = False  # STOPALL / STOP ALL: the whole client account
     list_name: str | None = None  # LIST_OPT_OUT only: which list of the campaign
     pattern: str | None = None  # PHRASE only: the PHRASE_PATTERNS name that matched
+    # The language of the word that matched ("en", or a LANGUAGE_PACKS name): the reply is
+    # written in it (see ``KeywordRules.build`` for words listed in several languages).
+    language: str = ENGLISH
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +175,7 @@ class KeywordRules:
         help: Iterable[str] = DEFAULT_HELP,  # the family's name
         account_wide: Iterable[str] = DEFAULT_ACCOUNT_WIDE,
         list_keywords: Mapping[str, Iterable[str]] | None = None,
+        packs: Sequence[str] = (),
         phrase_tier: bool = False,
         phrase_max_words: int = 8,
     ) -> KeywordRules:
@@ -177,8 +183,23 @@ class KeywordRules:
 
         Precedence: opt-out, then list opt-out, then opt-in, then help, so a misconfigured list
         can only ever stop more messages, never fewer. ``list_keywords`` maps list name -> words.
+        ``packs`` names the LANGUAGE_PACKS whose words are added to each family.
+
+        The language of a word (``KeywordMatch.language``, the language of its reply): English
+        for the default English words (CWTA: STOP and HELP are answered in English even by a
+        French-only program); a pack's language for a pack's word, also when the campaign's
+        own lists name it too (ARRET is French wherever it is listed); the first of ``packs``
+        that lists it when several do; English for the campaign's other own words.
         """
         wide = {normalise_text(w) for w in account_wide}
+        english = {normalise_text(w) for w in (*DEFAULT_OPT_OUT, *DEFAULT_OPT_IN, *DEFAULT_HELP)}
+        language: dict[str, str] = {}
+        for lang in packs:
+            pack = LANGUAGE_PACKS[lang]
+            for word in (*pack.opt_out, *pack.opt_in, *pack.help):
+                key = normalise_text(word)
+                if key not in english:
+                    language.setdefault(key, lang)
         table: dict[str, KeywordMatch] = {}
 
         def add(words: Iterable[str], family: KeywordFamily, list_name: str | None = None) -> None:
@@ -191,13 +212,17 @@ class KeywordRules:
                         match=MatchType.KEYWORD,
                         reaches_account=family is KeywordFamily.OPT_OUT and key in wide,
                         list_name=list_name,
+                        language=language.get(key, ENGLISH),
                     )
 
-        add(opt_out, KeywordFamily.OPT_OUT)
+        def pack_words(family: KeywordFamily) -> tuple[str, ...]:
+            return tuple(w for lang in packs for w in getattr(LANGUAGE_PACKS[lang], family.value))
+
+        add((*opt_out, *pack_words(KeywordFamily.OPT_OUT)), KeywordFamily.OPT_OUT)
         for name, words in (list_keywords or {}).items():
             add(words, KeywordFamily.LIST_OPT_OUT, name)
-        add(opt_in, KeywordFamily.OPT_IN)
-        add(help, KeywordFamily.HELP)
+        add((*opt_in, *pack_words(KeywordFamily.OPT_IN)), KeywordFamily.OPT_IN)
+        add((*help, *pack_words(KeywordFamily.HELP)), KeywordFamily.HELP)
         return cls(
             table=MappingProxyType(table),
             phrase_tier=phrase_tier,
@@ -348,6 +373,7 @@ __all__ = [
     "DEFAULT_OPT_IN",
     "DEFAULT_OPT_OUT",
     "DEFAULT_RULES",
+    "ENGLISH",
     "LANGUAGE_PACKS",
     "PHRASE_PATTERNS",
     "KeywordFamily",

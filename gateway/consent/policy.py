@@ -30,6 +30,9 @@ MO rules (``decide_mo``), in order:
   block; nothing is recorded or replied when the subscriber is already opted in (a conversational
   "yes" must not trigger a confirmation).
 - HELP family -> the help reply, no state change, also for opted-out subscribers (CTIA).
+- A keyword's reply is written in the keyword's language (``KeywordMatch.language``: ARRET and
+  AIDE get the French texts, STOP and HELP the English ones; ``Replies.choose``); the replies
+  to anything but a keyword are English.
 - Any other message: re-opts in an opted-out subscriber when the campaign's rule is
   ``any_message``; from an unknown subscriber, records pending and sends the opt-in request under
   ``inbound_unknown = request_opt_in``, or records consent under ``outbound_unknown = block``
@@ -48,7 +51,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from gateway.consent.campaign import Campaign, FooterMode, InboundUnknown, OutboundUnknown, ReOptIn
-from gateway.consent.keywords import KeywordFamily, KeywordMatch, match
+from gateway.consent.keywords import ENGLISH, KeywordFamily, KeywordMatch, match
 from gateway.consent.model import (
     GLOBAL_SCOPE,
     Actor,
@@ -460,8 +463,10 @@ class _MoContext:
             dedup_key=self.dedup_key,
         )
 
-    def reply(self, template: str, list_name: str = "") -> AutoReply | None:
-        text = self.campaign.reply(template, list_name)
+    def reply(self, name: str, language: str = ENGLISH, list_name: str = "") -> AutoReply | None:
+        """The campaign's reply ``name`` to a keyword of ``language`` (CWTA: ARRET is answered
+        in French, STOP in English), or None when it is off or the sender takes no reply."""
+        text = self.campaign.reply_in(name, language, list_name)
         if not text or not self.subscriber.accepts_auto_reply:
             return None
         return AutoReply(
@@ -550,14 +555,14 @@ def decide_mo(
             forward=forward,
             state_after=ConsentState.OPTED_IN,
             events=(ctx.event(target, ConsentState.OPTED_IN, found.match, Actor.KEYWORD),),
-            reply=ctx.reply(campaign.replies.opt_in),
+            reply=ctx.reply("opt_in", found.language),
             match=found,
         )
     return MoDecision(
         action=MoAction.HELP,
         forward=forward,
         state_after=state,
-        reply=ctx.reply(campaign.replies.help),
+        reply=ctx.reply("help", found.language),
         match=found,
     )
 
@@ -588,13 +593,12 @@ def _opt_out(
     if repeat and found.reaches_account:
         account = records.get(event.scope)
         repeat = account is not None and account.state is ConsentState.OPTED_OUT
-    replies = ctx.campaign.replies
     return MoDecision(
         action=MoAction.REPEAT_OPT_OUT if repeat else MoAction.OPTED_OUT,
         forward=forward,
         state_after=ConsentState.OPTED_OUT,
         events=(event,),
-        reply=ctx.reply(replies.already_opted_out if repeat else replies.opt_out),
+        reply=ctx.reply("already_opted_out" if repeat else "opt_out", found.language),
         match=found,
     )
 
@@ -609,14 +613,13 @@ def _list_opt_out(
     event = _opt_out_event(ctx, found)
     list_state, _ = effective_state((*keys, event.scope), records)
     repeat = list_state is ConsentState.OPTED_OUT
-    replies = ctx.campaign.replies
     return MoDecision(
         action=MoAction.REPEAT_LIST_OPT_OUT if repeat else MoAction.LIST_OPTED_OUT,
         forward=forward,
         state_after=ConsentState.OPTED_OUT,
         events=(event,),
         reply=ctx.reply(
-            replies.already_opted_out if repeat else replies.list_opt_out, found.list_name or ""
+            "already_opted_out" if repeat else "list_opt_out", found.language, found.list_name or ""
         ),
         match=found,
     )
@@ -633,11 +636,11 @@ def _non_keyword(ctx: _MoContext, state: ConsentState) -> MoDecision:
             events=(
                 ctx.event(target, ConsentState.OPTED_IN, MatchType.ANY_MESSAGE, Actor.KEYWORD),
             ),
-            reply=ctx.reply(campaign.replies.opt_in),
+            reply=ctx.reply("opt_in"),
         )
     if state is ConsentState.UNKNOWN:
         if campaign.inbound_unknown is InboundUnknown.REQUEST_OPT_IN:
-            reply = ctx.reply(campaign.replies.opt_in_request)
+            reply = ctx.reply("opt_in_request")
             if reply is not None:
                 return MoDecision(
                     action=MoAction.OPT_IN_REQUESTED,

@@ -17,7 +17,7 @@ from gateway.smpp import pdu as p
 from gateway.smpp.constants import DataCoding, EsmClass, Npi, Ton
 from gateway.text import gsm7
 from gateway.text.dcs import Alphabet
-from gateway.text.segment import CONCAT_8BIT, frame_parts, split
+from gateway.text.segment import CONCAT_8BIT, capacity, frame_parts, split, text_len
 
 WINDOW_S = 3600.0
 DEFAULT_MAX_SUBSCRIBERS = 100_000
@@ -61,6 +61,35 @@ def _ton_npi(address: SmsAddress) -> tuple[int, int, str]:
     return (Ton.UNKNOWN, Npi.UNKNOWN, address.value)
 
 
+def reply_coding(text: str, default_alphabet: Alphabet) -> tuple[Alphabet, DataCoding]:
+    """How a reply is written: GSM 7-bit (data_coding 0) when that is the SMSC's default
+    alphabet and the text fits it, else Latin-1, else UCS-2."""
+    if default_alphabet is Alphabet.GSM7 and gsm7.can_encode(text):
+        return Alphabet.GSM7, DataCoding.SMSC_DEFAULT
+    if all(ord(c) < 256 for c in text):
+        return Alphabet.LATIN1, DataCoding.LATIN1
+    return Alphabet.UCS2, DataCoding.UCS2
+
+
+def one_part_problem(text: str, default_alphabet: Alphabet) -> str | None:
+    """Why ``text`` would not go as one part (CWTA: a keyword reply is at most 160
+    characters), or None: "172 GSM characters, at most 160 (one segment)"."""
+    alphabet, _ = reply_coding(text, default_alphabet)
+    units = text_len(text, alphabet)
+    room = capacity(alphabet, multipart=False)
+    if units <= room:
+        return None
+    name = {Alphabet.GSM7: "GSM", Alphabet.LATIN1: "Latin-1", Alphabet.UCS2: "UCS-2"}[alphabet]
+    why = ""
+    if alphabet is not Alphabet.GSM7:
+        if default_alphabet is not Alphabet.GSM7:
+            why = "; the SMSC's default alphabet is not GSM 7-bit"
+        else:
+            odd = next(ch for ch in text if not gsm7.can_encode(ch))
+            why = f"; {odd!r} is not in the GSM 7-bit alphabet"
+    return f"{units} {name} characters, at most {room} (one segment{why})"
+
+
 def reply_pdus(
     reply: AutoReply,
     mo: p.Pdu | None,
@@ -79,12 +108,7 @@ def reply_pdus(
         src = _ton_npi(reply.source)
         dst = _ton_npi(reply.destination)
     text = reply.text
-    if default_alphabet is Alphabet.GSM7 and gsm7.can_encode(text):
-        alphabet, data_coding = Alphabet.GSM7, DataCoding.SMSC_DEFAULT
-    elif all(ord(c) < 256 for c in text):
-        alphabet, data_coding = Alphabet.LATIN1, DataCoding.LATIN1
-    else:
-        alphabet, data_coding = Alphabet.UCS2, DataCoding.UCS2
+    alphabet, data_coding = reply_coding(text, default_alphabet)
     parts = frame_parts(split(text, alphabet, CONCAT_8BIT), CONCAT_8BIT, reference=reference)
     return [
         p.SubmitSm(

@@ -676,7 +676,9 @@ class TestHelp:
         assert decision.action is MoAction.HELP
         assert decision.events == ()
         assert decision.reply is not None
-        assert decision.reply.text == "ACME: Msg & data rates may apply. Reply STOP to opt out."
+        assert decision.reply.text == (
+            "ACME: Msg frequency varies. Msg & data rates may apply. Reply STOP to opt out."
+        )
 
 
 class TestNonKeyword:

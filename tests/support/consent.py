@@ -59,7 +59,7 @@ OPT_IN_REPLY = (
     "ACME: You are subscribed again. Msg & data rates may apply. "
     "Reply HELP for help, STOP to opt out."
 )
-HELP_REPLY = "ACME: Msg & data rates may apply. Reply STOP to opt out."
+HELP_REPLY = "ACME: Msg frequency varies. Msg & data rates may apply. Reply STOP to opt out."
 OPT_IN_REQUEST = (
     "ACME: Reply YES to receive our messages. Msg & data rates may apply. Reply STOP to opt out."
 )
