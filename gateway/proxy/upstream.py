@@ -22,22 +22,26 @@ from gateway.telemetry import logs
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProxySettings:
-    """The relay's settings: the SMSC to dial, and both legs' session settings and limits."""
+    """The relay's settings: the SMSC to dial, and both legs' session settings and limits.
+
+    No defaults here: the composition root fills every field from the configuration, whose
+    defaults are the only ones (``gateway.config``, ``SessionConfig``).
+    """
 
     upstream_host: str
     upstream_port: int
-    upstream_ssl: ssl.SSLContext | None = None
-    upstream_server_hostname: str | None = None
-    connect_timeout_s: float = 10.0
+    upstream_ssl: ssl.SSLContext | None  # None: plain TCP
+    upstream_server_hostname: str | None  # the name the SMSC's certificate must carry
+    connect_timeout_s: float
     client_session: SessionConfig
     upstream_session: SessionConfig
     # Inbound requests a client may leave unanswered before we stop reading it: a client must
     # not make the gateway hold an unbounded number of its requests.
-    max_unanswered: int = 1000
+    max_unanswered: int
     # A peer (either leg) that reads nothing we send for this long is dropped; None: never.
-    stall_timeout_s: float | None = 60.0
+    stall_timeout_s: float | None
     # A PDU must be complete this long after its first octets came; None: no limit.
-    partial_pdu_timeout_s: float | None = 30.0
+    partial_pdu_timeout_s: float | None
 
 
 class Dialler:

@@ -29,9 +29,14 @@ def settings(port: int) -> ProxySettings:
     return ProxySettings(
         upstream_host="127.0.0.1",
         upstream_port=port,
+        upstream_ssl=None,
+        upstream_server_hostname=None,
         connect_timeout_s=2.0,
         client_session=SessionConfig(),
         upstream_session=SessionConfig(),
+        max_unanswered=1000,
+        stall_timeout_s=60.0,
+        partial_pdu_timeout_s=30.0,
     )
 
 
