@@ -606,27 +606,26 @@ class Bridge:
 
     def originate_upstream(self, pdu: p.Pdu | bytes, on_response: ResponseCallback) -> bool:
         """Send a request of our own upstream; False if the leg cannot carry it now."""
-        up = self.upstream
-        if up is None or up.session.closed or not self.bound:
-            return False
-        try:
-            up.session.send_request(pdu, self.loop.time(), _Own(on_response))
-        except LocalProtocolError:
-            return False
-        self._count_sent(_UPSTREAM_OUT, _command_id(pdu))
-        self._flush_soon()
-        return True
+        return self._originate(self.upstream, pdu, on_response, _UPSTREAM_OUT)
 
     def originate_to_client(self, pdu: p.Pdu | bytes, on_response: ResponseCallback) -> bool:
         """Send a request of our own to the client (a receipt); False if it cannot take it."""
-        session = self.client.session
-        if session.closed or not self.bound:
+        return self._originate(self.client, pdu, on_response, _CLIENT_OUT)
+
+    def _originate(
+        self,
+        conn: SmppConnection | None,
+        pdu: p.Pdu | bytes,
+        on_response: ResponseCallback,
+        leg_out: int,
+    ) -> bool:
+        if conn is None or conn.session.closed or not self.bound:
             return False
         try:
-            session.send_request(pdu, self.loop.time(), _Own(on_response))
+            conn.session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
-        self._count_sent(_CLIENT_OUT, _command_id(pdu))
+        self._count_sent(leg_out, _command_id(pdu))
         self._flush_soon()
         return True
 
