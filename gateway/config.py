@@ -50,6 +50,9 @@ from gateway.consent.numbers import normalise
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
 from gateway.errors import GatewayError
 from gateway.messages.replies import one_part_problem
+from gateway.smpp.session import SessionConfig
+from gateway.store.base import StoreError
+from gateway.store.factory import check_url
 from gateway.text.dcs import Alphabet
 from gateway.text.footer import has_link
 
@@ -206,16 +209,22 @@ class UpstreamConfig:
     service_bind: ServiceBindConfig | None = None
 
 
+# The SMPP session's own defaults are stated once, in SessionConfig; [session] starts from them.
+_PROTOCOL: Final = SessionConfig()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionTimers:
-    window_size: int = 100
-    response_timeout_s: float = 30.0
-    enquire_link_interval_s: float | None = 30.0
-    inactivity_timeout_s: float | None = None
-    bind_timeout_s: float = 30.0
-    unbind_timeout_s: float = 5.0
-    max_pdu_length: int = 65536
-    relay_vendor_pdus: bool = True
+    """``[session]``: both legs' session settings (the protocol's are SessionConfig's fields)."""
+
+    window_size: int = _PROTOCOL.window_size
+    response_timeout_s: float = _PROTOCOL.response_timeout_s
+    enquire_link_interval_s: float | None = _PROTOCOL.enquire_link_interval_s
+    inactivity_timeout_s: float | None = _PROTOCOL.inactivity_timeout_s
+    bind_timeout_s: float = _PROTOCOL.bind_timeout_s
+    unbind_timeout_s: float = _PROTOCOL.unbind_timeout_s
+    max_pdu_length: int = _PROTOCOL.max_pdu_length
+    relay_vendor_pdus: bool = _PROTOCOL.relay_vendor_pdus
     # A peer that reads nothing the gateway sends for this long is dropped (None: never).
     write_stall_timeout_s: float | None = 60.0
     # A PDU must be complete this long after its first octets (a trickling peer is dropped).
@@ -806,17 +815,28 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     up.finish()
 
     ses = root.table("session") or _Table({}, "session")
+    d = SessionTimers()  # the defaults
     session = SessionTimers(
-        window_size=ses.integer("window_size", 100, minimum=1, maximum=10_000),
-        response_timeout_s=ses.seconds("response_timeout_s", 30.0),
-        enquire_link_interval_s=ses.seconds("enquire_link_interval_s", 30.0, allow_off=True),
-        inactivity_timeout_s=ses.seconds("inactivity_timeout_s", None, allow_off=True),
-        bind_timeout_s=ses.seconds("bind_timeout_s", 30.0),
-        unbind_timeout_s=ses.seconds("unbind_timeout_s", 5.0),
-        max_pdu_length=ses.integer("max_pdu_length", 65536, minimum=512, maximum=16 * 1024**2),
-        relay_vendor_pdus=ses.boolean("relay_vendor_pdus", True),
-        write_stall_timeout_s=ses.seconds("write_stall_timeout_s", 60.0, allow_off=True),
-        partial_pdu_timeout_s=ses.seconds("partial_pdu_timeout_s", 30.0, allow_off=True),
+        window_size=ses.integer("window_size", d.window_size, minimum=1, maximum=10_000),
+        response_timeout_s=ses.seconds("response_timeout_s", d.response_timeout_s),
+        enquire_link_interval_s=ses.seconds(
+            "enquire_link_interval_s", d.enquire_link_interval_s, allow_off=True
+        ),
+        inactivity_timeout_s=ses.seconds(
+            "inactivity_timeout_s", d.inactivity_timeout_s, allow_off=True
+        ),
+        bind_timeout_s=ses.seconds("bind_timeout_s", d.bind_timeout_s),
+        unbind_timeout_s=ses.seconds("unbind_timeout_s", d.unbind_timeout_s),
+        max_pdu_length=ses.integer(
+            "max_pdu_length", d.max_pdu_length, minimum=512, maximum=16 * 1024**2
+        ),
+        relay_vendor_pdus=ses.boolean("relay_vendor_pdus", d.relay_vendor_pdus),
+        write_stall_timeout_s=ses.seconds(
+            "write_stall_timeout_s", d.write_stall_timeout_s, allow_off=True
+        ),
+        partial_pdu_timeout_s=ses.seconds(
+            "partial_pdu_timeout_s", d.partial_pdu_timeout_s, allow_off=True
+        ),
     )
     ses.finish()
 
@@ -825,22 +845,10 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     # is read now: every command that loads the config uses the store.
     url = _secret(st, "url")
     store = StoreConfig(url=DEFAULT_STORE_URL if url is None else url.read())
-    if not store.url.startswith(
-        (
-            "sqlite:",
-            "redis://",
-            "rediss://",
-            "redis+sentinel://",
-            "redis+cluster://",
-            "rediss+cluster://",
-            "memory:",
-        )
-    ):
-        raise ConfigError(
-            "store.url: expected sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, "
-            "redis://HOST:PORT/DB, redis+sentinel://..., redis+cluster://HOST:PORT,... "
-            "or memory:// (tests only)"
-        )
+    try:
+        check_url(store.url)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
     st.finish()
     audit = _audit(root.table("audit"), store.url)
     privacy = _privacy(root.table("privacy"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import BearerToken, ConfigError, TokenRole, load, parse
+from gateway.config import BearerToken, ConfigError, SessionTimers, TokenRole, load, parse
 from gateway.consent.model import ScopeKind
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES
+from gateway.smpp.session import SessionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "gateway.toml"
@@ -221,6 +223,10 @@ BAD_STORE = [
     ("store.url", "postgres://db/consent", "store.url"),
     ("store.url", "/var/lib/consent.db", "store.url"),
     ("store.url", "", "store.url"),
+    # What the store would refuse when opening it is refused when the config loads.
+    ("store.url", "sqlite:///:memory:", "store.url"),
+    ("store.url", "sqlite:var/consent.db?cache=5", "store.url"),
+    ("store.url", "sqlite:var/consent.db?recovery_interval_s=0", "store.url"),
 ]
 CONSENT_CHOICES = [
     ("campaigns[0].scope", "global", "campaigns[0].scope"),
@@ -247,6 +253,18 @@ ERROR_CASES = [
     *BAD_STORE,
     *CONSENT_CHOICES,
 ]
+
+
+class TestDefaults:
+    """Each default is stated once: the config starts from the session's own."""
+
+    def test_session_defaults_are_the_protocols(self) -> None:
+        """An empty [session] gives SessionTimers(), whose SMPP fields are SessionConfig()'s."""
+        parsed = parse({"upstream": {"address": "127.0.0.1:2776"}}).session
+        assert parsed == SessionTimers()
+        protocol = SessionConfig()
+        for field in dataclasses.fields(SessionConfig):
+            assert getattr(parsed, field.name) == getattr(protocol, field.name), field.name
 
 
 class TestErrorsNameTheKey:

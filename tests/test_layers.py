@@ -276,6 +276,48 @@ class TestAdapters:
         assert not bad, "\n".join(bad)
 
 
+def import_cycles(imports: list[Import], package: str) -> list[list[str]]:
+    """The import cycles among the modules of ``package`` (each as the modules on it, in order)."""
+    graph: dict[str, set[str]] = {}
+    for imp in imports:
+        if in_package(imp, package) and within(imp.target, package) and imp.target != package:
+            graph.setdefault(imp.module, set()).add(imp.target)
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(path[path.index(module) :])
+            return
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    return cycles
+
+
+class TestNoCycles:
+    """The relay's modules import each other one way only (hooks never see the Bridge)."""
+
+    def test_finder_sees_a_cycle(self) -> None:
+        """A cycle made of two modules importing each other is reported."""
+        pair = [
+            Import(module="gateway.proxy.a", target="gateway.proxy.b", line=1),
+            Import(module="gateway.proxy.b", target="gateway.proxy.a", line=1),
+        ]
+        assert import_cycles(pair, "gateway.proxy") == [["gateway.proxy.a", "gateway.proxy.b"]]
+
+    @pytest.mark.parametrize("package", ["gateway.proxy", "gateway.smpp", "gateway.messages"])
+    def test_no_import_cycle(self, package: str) -> None:
+        """No module of the package imports, even under TYPE_CHECKING, one that imports it back."""
+        cycles = import_cycles(IMPORTS, package)
+        assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
 class TestViolationMessages:
     """A failing rule names the offending module and what it imports."""
 

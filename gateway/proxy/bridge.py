@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import ssl
 import struct
 from bisect import bisect_left
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
 from gateway.proxy.binds import Verdict
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import ClientInfo, Interceptor, MoRequest, MtRequest, ResponseCallback
+from gateway.proxy.upstream import Dialler, ProxySettings, bind_status
 from gateway.smpp import events as ev
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, error_response
@@ -41,8 +40,8 @@ from gateway.smpp.constants import (
     status_name,
 )
 from gateway.smpp.errors import LocalProtocolError
-from gateway.smpp.session import Role, Session, SessionConfig
-from gateway.smpp.state import BindState
+from gateway.smpp.session import Role, Session
+from gateway.smpp.state import BOUND_STATES, BindState
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
 
@@ -56,8 +55,9 @@ BIND_TYPES = {
     CommandId.BIND_TRANSCEIVER: "transceiver",
 }
 
+__all__ = ["BIND_TYPES", "MO_COMMANDS", "MT_COMMANDS", "BindPolicy", "Bridge", "ProxySettings"]
+
 _conn_ids = itertools.count(1)
-_BOUND = frozenset({BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX})
 # How long before the client leg's bind deadline a bind still in progress upstream is answered.
 _BIND_ANSWER_MARGIN_S = 0.05
 # Metric label for a command id: spec names, and the hex of the (bounded) vendor range.
@@ -84,24 +84,6 @@ def _command_id(pdu_or_frame: p.Pdu | bytes) -> int:
     if isinstance(pdu_or_frame, bytes):
         return int(_U32_AT_4(pdu_or_frame, 4)[0])
     return pdu_or_frame.command_id
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProxySettings:
-    upstream_host: str
-    upstream_port: int
-    upstream_ssl: ssl.SSLContext | None = None
-    upstream_server_hostname: str | None = None
-    connect_timeout_s: float = 10.0
-    client_session: SessionConfig
-    upstream_session: SessionConfig
-    # Inbound requests a client may leave unanswered before we stop reading it: a client must
-    # not make the gateway hold an unbounded number of its requests.
-    max_unanswered: int = 1000
-    # A peer (either leg) that reads nothing we send for this long is dropped; None: never.
-    stall_timeout_s: float | None = 60.0
-    # A PDU must be complete this long after its first octets came; None: no limit.
-    partial_pdu_timeout_s: float | None = 30.0
 
 
 class BindPolicy(Protocol):
@@ -177,6 +159,7 @@ class Bridge:
         self.metrics = metrics
         self.loop = loop
         self.conn_id = f"c{next(_conn_ids)}"
+        self._dialler = Dialler(settings, loop)
         self.client = SmppConnection(
             Session(Role.SMSC, settings.client_session, loop.time()),
             leg="client",
@@ -215,6 +198,11 @@ class Bridge:
         # smppgw_relay_latency_seconds. A peer reusing a number keeps the earlier arrival.
         self._arrived: dict[int, tuple[int, float]] = {}
 
+    @property
+    def client_gone(self) -> bool:
+        """The client connection is closing or closed: nothing more reaches it."""
+        return self.closed or not self.client.is_open
+
     def refuse_binds(self, status: int) -> None:
         """Answer any bind on this connection with ``status`` and close (over max_sessions)."""
         self._refuse_bind_status = status
@@ -237,21 +225,27 @@ class Bridge:
                         counts[cid] = counts.get(cid, 0) + 1  # _CLIENT_IN is 0
                         if pdu.sequence_number not in arrived:
                             arrived[pdu.sequence_number] = (cid, now)
+                        self._client_request(event)
                     elif isinstance(event, ev.ResponseReceived):
                         # Named after the request it answers (a generic_nack too): reading the
                         # frame's own id would cost more than the rest of the counting.
                         key = _CLIENT_IN + (event.request_command_id | RESPONSE_BIT)
                         counts[key] = counts.get(key, 0) + 1
-                    self._client_event(event)
+                        self._response(event)
+                    else:
+                        self._leg_event(conn, event)
             else:
                 for event in events:
                     if isinstance(event, ev.RequestReceived):
                         key = _UPSTREAM_IN + event.pdu.command_id
                         counts[key] = counts.get(key, 0) + 1
+                        self._upstream_request(event)
                     elif isinstance(event, ev.ResponseReceived):
                         key = _UPSTREAM_IN + (event.request_command_id | RESPONSE_BIT)
                         counts[key] = counts.get(key, 0) + 1
-                    self._upstream_event(event)
+                        self._response(event)
+                    else:
+                        self._leg_event(conn, event)
         finally:
             self._in_batch = False
         self._flush_both()
@@ -288,52 +282,91 @@ class Bridge:
         else:
             other.resume_reading("peer-write-buffer")
 
-    # --- client leg -------------------------------------------------------------------------
+    # --- events of either leg ---------------------------------------------------------------
 
-    def _client_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.RequestReceived):
-            pdu = event.pdu
-            cid = pdu.command_id
-            if cid in BIND_TYPES:
-                self._client_bind(pdu, event.frame)
-            elif self.draining and cid in MT_COMMANDS:
+    def _client_request(self, event: ev.RequestReceived) -> None:
+        pdu = event.pdu
+        cid = pdu.command_id
+        if cid in BIND_TYPES:
+            self._client_bind(pdu, event.frame)
+        elif cid in MT_COMMANDS:
+            if self.draining:
                 self.reject_client(cid, pdu.sequence_number, CommandStatus.ESME_RTHROTTLED)
-            elif cid in MT_COMMANDS:
-                self.interceptor.on_mt(MtRequest(self, pdu, event.frame))
             else:
-                self._relay_to_upstream(cid, pdu.sequence_number, event.frame)
-        elif isinstance(event, ev.ResponseReceived):
-            ctx = event.context
-            if isinstance(ctx, _FromUpstream):
-                self._answer_upstream(event.frame, ctx.sequence_number)
-            elif isinstance(ctx, _Own):
-                ctx.callback(event.pdu, event.frame)
-        elif isinstance(event, ev.RequestExpired):
-            ctx = event.context
-            self.metrics.requests_expired_total.labels("client").inc()
+                self.interceptor.on_mt(MtRequest(self, pdu, event.frame))
+        else:
+            self._relay_to_upstream(cid, pdu.sequence_number, event.frame)
+
+    def _upstream_request(self, event: ev.RequestReceived) -> None:
+        pdu = event.pdu
+        cid = pdu.command_id
+        if cid in MO_COMMANDS:
+            if self.draining:
+                self.reject_upstream(cid, pdu.sequence_number, CommandStatus.ESME_RX_T_APPN)
+            else:
+                self.interceptor.on_mo(MoRequest(self, pdu, event.frame))
+        else:
+            self._relay_to_client(cid, pdu.sequence_number, event.frame)
+
+    def _response(self, event: ev.ResponseReceived) -> None:
+        """A response on either leg: its request's context says where it goes. (Each context
+        lives in the window of one leg only, so one dispatch serves both.)"""
+        ctx = event.context
+        if isinstance(ctx, _FromClient):
+            if isinstance(ctx, _BindFromClient):
+                self._upstream_bind_response(event.pdu, event.frame, ctx)
+            else:
+                frame = event.frame if ctx.transform is None else ctx.transform(event.frame)
+                self.respond_client(frame, ctx.sequence_number)
+        elif isinstance(ctx, _FromUpstream):
+            self._answer_upstream(event.frame, ctx.sequence_number)
+        elif isinstance(ctx, _Own):
+            ctx.callback(event.pdu, event.frame)
+
+    def _give_up(self, ctx: object) -> None:
+        """A request that will get no response now (expired, or its leg ended): whoever sent
+        it gets a status it retries (the client RSYSERR, the SMSC RX_T_APPN, see above)."""
+        if isinstance(ctx, _FromClient):
+            self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
+        elif isinstance(ctx, _FromUpstream):
+            self.reject_upstream(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RX_T_APPN)
+        elif isinstance(ctx, _Own):
+            ctx.callback(None, None)
+
+    def _leg_event(self, conn: SmppConnection, event: ev.Event) -> None:
+        """What is not a request or a response: timeouts, faults, the end of a leg."""
+        leg = conn.leg
+        if isinstance(event, ev.RequestExpired):
+            self.metrics.requests_expired_total.labels(leg).inc()
             self._log.warning(
                 logs.REQUEST_EXPIRED,
-                leg="client",
+                leg=leg,
                 command_id=command_name(event.command_id),
                 sequence_number=event.sequence_number,
             )
-            if isinstance(ctx, _FromUpstream):
-                self.reject_upstream(
-                    ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RX_T_APPN
-                )
-            elif isinstance(ctx, _Own):
-                ctx.callback(None, None)
+            self._give_up(event.context)
+            if isinstance(event.context, _BindFromClient):
+                self._end_upstream("bind timed out")
         elif isinstance(event, ev.PduRejected | ev.UnexpectedResponse):
-            self._log_protocol_fault("client", event)
+            self._log_protocol_fault(leg, event)
+        elif conn is self.client:
+            if isinstance(event, ev.UnbindReceived):
+                # The upstream leg stays bound until the client's session closes: at once when
+                # it is owed nothing, else once its requests (some maybe still queued behind the
+                # upstream window) are answered, or after unbind_timeout_s. Unbinding upstream
+                # now would refuse the queued ones although the client sent them before its
+                # unbind.
+                self._log.info(logs.UNBIND_RECEIVED, leg=leg)
+            elif isinstance(event, ev.SessionClosed):
+                # Logged once, in connection_lost, when the socket is really gone.
+                self._end_upstream(f"client: {event.reason}")
         elif isinstance(event, ev.UnbindReceived):
-            # The upstream leg stays bound until the client's session closes: at once when it is
-            # owed nothing, else once its requests (some maybe still queued behind the upstream
-            # window) are answered, or after unbind_timeout_s. Unbinding upstream now would
-            # refuse the queued ones although the client sent them before its unbind.
-            self._log.info(logs.UNBIND_RECEIVED, leg="client")
+            self._log.info(logs.UNBIND_RECEIVED, leg=leg)
+            self._fail_client_requests(conn)
+            self._end_client("upstream unbound")
         elif isinstance(event, ev.SessionClosed):
-            # Logged once, in connection_lost, when the socket is really gone.
-            self._end_upstream(f"client: {event.reason}")
+            self._fail_client_requests(conn)
+            self._end_client(f"upstream: {event.reason}")
 
     def _client_bind(self, pdu: p.Pdu, frame: bytes) -> None:
         assert isinstance(pdu, p.BindTransmitter | p.BindReceiver | p.BindTransceiver)
@@ -412,101 +445,26 @@ class Bridge:
         self.client.flush()
 
     async def _connect_and_bind(self, pdu: p.Pdu, frame: bytes, wait_s: float = 0.0) -> None:
-        s = self.settings
         if wait_s > 0:
             # Slowed down (failed binds before, or the SMSC's bind rate): the client's bind
             # deadline still bounds this, see _bind_overdue.
             await asyncio.sleep(wait_s)
-        conn = SmppConnection(
-            Session(Role.ESME, s.upstream_session, self.loop.time()),
-            leg="upstream",
-            loop=self.loop,
-            handler=self,
-            stall_timeout_s=s.stall_timeout_s,
-            partial_timeout_s=s.partial_pdu_timeout_s,
-        )
-        try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: conn,
-                    s.upstream_host,
-                    s.upstream_port,
-                    ssl=s.upstream_ssl,
-                    server_hostname=s.upstream_server_hostname if s.upstream_ssl else None,
-                ),
-                timeout=s.connect_timeout_s,
-            )
-        except (OSError, TimeoutError) as exc:
-            self._connecting = None
-            self._log.warning(
-                logs.UPSTREAM_CONNECT_FAILED,
-                upstream=f"{s.upstream_host}:{s.upstream_port}",
-                error=str(exc) or type(exc).__name__,
-            )
+        conn = await self._dialler.connect(self, leg="upstream", log=self._log)
+        self._connecting = None
+        if conn is None:
             self.metrics.binds_total.labels(self.client_info.bind_type, "upstream_down").inc()
             if not self.client.session.closed:
                 self.reject_client(pdu.command_id, pdu.sequence_number, CommandStatus.ESME_RSYSERR)
                 self._flush_both()
             return
-        self._connecting = None
         if self.closed or self.client.session.closed:
             conn.close("client gone")
             return
         self.upstream = conn
-        conn.session.send_request(
-            frame, self.loop.time(), _BindFromClient(pdu.command_id, pdu.sequence_number)
-        )
+        # The client's own bind frame goes up: what the gateway does not change is not re-encoded.
+        self._dialler.bind(conn, frame, _BindFromClient(pdu.command_id, pdu.sequence_number))
         self._count_sent(_UPSTREAM_OUT, pdu.command_id)
         self._flush_both()
-
-    # --- upstream leg -----------------------------------------------------------------------
-
-    def _upstream_event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.ResponseReceived):
-            ctx = event.context
-            if isinstance(ctx, _BindFromClient):
-                self._upstream_bind_response(event.pdu, event.frame, ctx)
-            elif isinstance(ctx, _FromClient):
-                frame = event.frame if ctx.transform is None else ctx.transform(event.frame)
-                self.respond_client(frame, ctx.sequence_number)
-            elif isinstance(ctx, _Own):
-                ctx.callback(event.pdu, event.frame)
-        elif isinstance(event, ev.RequestReceived):
-            pdu = event.pdu
-            cid = pdu.command_id
-            if self.draining and cid in MO_COMMANDS:
-                self.reject_upstream(cid, pdu.sequence_number, CommandStatus.ESME_RX_T_APPN)
-            elif cid in MO_COMMANDS:
-                self.interceptor.on_mo(MoRequest(self, pdu, event.frame))
-            else:
-                self._relay_to_client(cid, pdu.sequence_number, event.frame)
-        elif isinstance(event, ev.RequestExpired):
-            ctx = event.context
-            self.metrics.requests_expired_total.labels("upstream").inc()
-            self._log.warning(
-                logs.REQUEST_EXPIRED,
-                leg="upstream",
-                command_id=command_name(event.command_id),
-                sequence_number=event.sequence_number,
-            )
-            if isinstance(ctx, _BindFromClient):
-                self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
-                self._end_upstream("bind timed out")
-            elif isinstance(ctx, _FromClient):
-                self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
-            elif isinstance(ctx, _Own):
-                ctx.callback(None, None)
-        elif isinstance(event, ev.PduRejected | ev.UnexpectedResponse):
-            self._log_protocol_fault("upstream", event)
-        elif isinstance(event, ev.UnbindReceived):
-            self._log.info(logs.UNBIND_RECEIVED, leg="upstream")
-            assert self.upstream is not None
-            self._fail_client_requests(self.upstream)
-            self._end_client("upstream unbound")
-        elif isinstance(event, ev.SessionClosed):
-            assert self.upstream is not None
-            self._fail_client_requests(self.upstream)
-            self._end_client(f"upstream: {event.reason}")
 
     def _log_protocol_fault(self, leg: str, event: ev.PduRejected | ev.UnexpectedResponse) -> None:
         """What the session answered or dropped on its own: the operator's view of bad input."""
@@ -529,11 +487,10 @@ class Bridge:
             )
 
     def _upstream_bind_response(self, pdu: p.Pdu, frame: bytes, ctx: _BindFromClient) -> None:
-        status = pdu.command_status
+        status = bind_status(pdu)
         bind_type = self.client_info.bind_type
         if pdu.command_id == CommandId.GENERIC_NACK:
-            # Some SMSCs nack a bind they cannot parse; the client must get a bind_resp.
-            status = status or CommandStatus.ESME_RBINDFAIL
+            # The client must get a bind_resp, not the SMSC's generic_nack.
             self.reject_client(ctx.command_id, ctx.sequence_number, status)
         else:
             self.respond_client(frame, ctx.sequence_number)
@@ -571,6 +528,22 @@ class Bridge:
         self._relay_to_client(request.pdu.command_id, request.sequence_number, frame)
         self._flush_soon()
 
+    def _relay(self, conn: SmppConnection | None, frame: bytes, ctx: _Relayed, key: int) -> bool:
+        """Send a request of one leg's peer to the other leg's, under that leg's next sequence
+        number, counted under ``key``; False when that leg cannot carry it now."""
+        if conn is None:
+            return False
+        session = conn.session
+        if session.closed:
+            return False
+        try:
+            session.send_request(frame, self.loop.time(), ctx)
+        except LocalProtocolError:
+            return False
+        counts = self._pdus
+        counts[key] = counts.get(key, 0) + 1
+        return True
+
     def _relay_to_upstream(
         self,
         command_id: int,
@@ -578,39 +551,20 @@ class Bridge:
         frame: bytes,
         transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
-        up = self.upstream
-        if up is None or up.session.closed:
-            self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
-            return
-        try:
-            up.session.send_request(
-                frame, self.loop.time(), _FromClient(command_id, sequence_number, transform)
-            )
-            counts = self._pdus
-            key = _UPSTREAM_OUT + command_id
-            counts[key] = counts.get(key, 0) + 1
-        except LocalProtocolError:
-            # The upstream leg is unbinding (the client went away, the SMSC unbound, shutdown)
-            # while a hook was still deciding this request: not sent, and a status clients
-            # retry, as when the leg is closed. (Raising here would leave it unanswered.)
+        ctx = _FromClient(command_id, sequence_number, transform)
+        if not self._relay(self.upstream, frame, ctx, _UPSTREAM_OUT + command_id):
+            # No upstream leg, or it is unbinding (the client went away, the SMSC unbound,
+            # shutdown) while a hook was still deciding this request: a status clients retry.
             self.reject_client(command_id, sequence_number, CommandStatus.ESME_RSYSERR)
 
     def _relay_to_client(self, command_id: int, sequence_number: int, frame: bytes) -> None:
-        session = self.client.session
-        if session.closed:
-            self.reject_upstream(command_id, sequence_number, CommandStatus.ESME_RX_T_APPN)
-            return
-        try:
-            session.send_request(
-                frame, self.loop.time(), _FromUpstream(command_id, sequence_number)
-            )
-            self._count_sent(_CLIENT_OUT, command_id)
-        except LocalProtocolError:
+        ctx = _FromUpstream(command_id, sequence_number)
+        if not self._relay(self.client, frame, ctx, _CLIENT_OUT + command_id):
             # The client's bind type does not take this PDU (e.g. deliver_sm to a transmitter),
-            # or the client is unbinding: then the SMSC must deliver it again later.
+            # or the client is unbinding or gone: then the SMSC must deliver it again later.
             status = (
                 CommandStatus.ESME_RINVBNDSTS
-                if session.state in _BOUND
+                if self.client.session.state in BOUND_STATES
                 else CommandStatus.ESME_RX_T_APPN
             )
             self.reject_upstream(command_id, sequence_number, status)
@@ -652,27 +606,26 @@ class Bridge:
 
     def originate_upstream(self, pdu: p.Pdu | bytes, on_response: ResponseCallback) -> bool:
         """Send a request of our own upstream; False if the leg cannot carry it now."""
-        up = self.upstream
-        if up is None or up.session.closed or not self.bound:
-            return False
-        try:
-            up.session.send_request(pdu, self.loop.time(), _Own(on_response))
-        except LocalProtocolError:
-            return False
-        self._count_sent(_UPSTREAM_OUT, _command_id(pdu))
-        self._flush_soon()
-        return True
+        return self._originate(self.upstream, pdu, on_response, _UPSTREAM_OUT)
 
     def originate_to_client(self, pdu: p.Pdu | bytes, on_response: ResponseCallback) -> bool:
         """Send a request of our own to the client (a receipt); False if it cannot take it."""
-        session = self.client.session
-        if session.closed or not self.bound:
+        return self._originate(self.client, pdu, on_response, _CLIENT_OUT)
+
+    def _originate(
+        self,
+        conn: SmppConnection | None,
+        pdu: p.Pdu | bytes,
+        on_response: ResponseCallback,
+        leg_out: int,
+    ) -> bool:
+        if conn is None or conn.session.closed or not self.bound:
             return False
         try:
-            session.send_request(pdu, self.loop.time(), _Own(on_response))
+            conn.session.send_request(pdu, self.loop.time(), _Own(on_response))
         except LocalProtocolError:
             return False
-        self._count_sent(_CLIENT_OUT, _command_id(pdu))
+        self._count_sent(leg_out, _command_id(pdu))
         self._flush_soon()
         return True
 
@@ -723,10 +676,7 @@ class Bridge:
     def _fail_client_requests(self, upstream: SmppConnection) -> None:
         """The upstream leg ended: every client request still in its window gets an answer."""
         for _seq, _cid, ctx in upstream.session.abandon_outstanding():
-            if isinstance(ctx, _FromClient):
-                self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
-            elif isinstance(ctx, _Own):
-                ctx.callback(None, None)
+            self._give_up(ctx)
         self.client.flush()
 
     def _end_upstream(self, reason: str) -> None:
@@ -734,12 +684,7 @@ class Bridge:
         if up is not None:
             # MOs still waiting for the client's answer: the SMSC must deliver them again.
             for _seq, _cid, ctx in self.client.session.abandon_outstanding():
-                if isinstance(ctx, _FromUpstream):
-                    self.reject_upstream(
-                        ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RX_T_APPN
-                    )
-                elif isinstance(ctx, _Own):
-                    ctx.callback(None, None)
+                self._give_up(ctx)
             self._unbind_or_close(up, reason)
         elif self._connecting is not None:
             self._connecting.cancel()
@@ -755,7 +700,7 @@ class Bridge:
         if session.closed:
             conn.flush()
             return
-        if session.state in (BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX):
+        if session.state in BOUND_STATES:
             # What crosses our unbind on the wire was valid when sent: answer it with a status
             # the peer retries (a client: RTHROTTLED while draining, else RSYSERR; the SMSC:
             # RX_T_APPN, so it delivers the MO again).

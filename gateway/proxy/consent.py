@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
@@ -66,7 +66,7 @@ from gateway.messages.parts import PartTracker
 from gateway.messages.receipts import receipt_id, receipted_id, rejection_receipt, rewrite_receipt
 from gateway.messages.replies import ReplyLimiter, reply_pdus
 from gateway.proxy.content import Content, PartInfo, content_of
-from gateway.proxy.hooks import MoRequest, MtRequest, ResponseCallback
+from gateway.proxy.hooks import LegPair, MoRequest, MtRequest, ResponseCallback
 from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.replies import ReplyRecorder, ReplyTrack, new_reply_id, reply_kind
 from gateway.proxy.service import ServiceLink
@@ -79,9 +79,6 @@ from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
 from gateway.text.dcs import Alphabet
 from gateway.text.segment import AddStatus, Assembly, Reassembler
-
-if TYPE_CHECKING:
-    from gateway.proxy.bridge import Bridge
 
 log = logs.get_logger()
 
@@ -206,7 +203,7 @@ class ConsentEnforcer:
         self.metrics = metrics
         self.instance = instance
         self.default_alphabet = default_alphabet
-        self._bridges: dict[str, set[Bridge]] = {}
+        self._bridges: dict[str, set[LegPair]] = {}
         self._account_keys: dict[str, str] = {}
         self._country = config.default_country
         self._short_max = config.short_code_max_length
@@ -251,11 +248,11 @@ class ConsentEnforcer:
             key = self._account_keys[system_id] = account_key(system_id, self.config.account_match)
         return key
 
-    def on_bound(self, bridge: Bridge) -> None:
+    def on_bound(self, bridge: LegPair) -> None:
         account = self._account(bridge.client_info.system_id)
         self._bridges.setdefault(account, set()).add(bridge)
 
-    def on_closed(self, bridge: Bridge) -> None:
+    def on_closed(self, bridge: LegPair) -> None:
         account = self._account(bridge.client_info.system_id)
         bridges = self._bridges.get(account)
         if bridges is not None:
@@ -547,7 +544,7 @@ class ConsentEnforcer:
         pdu: p.SubmitSm | p.DataSm,
         message_id: str,
         stat: str = "REJECTD",
-        prefer: Bridge | None = None,
+        prefer: LegPair | None = None,
     ) -> None:
         """A delivery receipt of the gateway's own (accept and report; a part that did not
         go after the client had its answer) to a receiving session of the account."""
@@ -1009,7 +1006,7 @@ class ConsentEnforcer:
 
     # --- auto-replies --------------------------------------------------------------------------
 
-    def _transmitting(self, system_id: str, prefer: Bridge | None) -> list[Bridge]:
+    def _transmitting(self, system_id: str, prefer: LegPair | None) -> list[LegPair]:
         bridges = [
             b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in TRANSMIT_BINDS
         ]
@@ -1018,7 +1015,7 @@ class ConsentEnforcer:
             bridges.insert(0, prefer)
         return bridges
 
-    def _receiving(self, system_id: str, prefer: Bridge | None = None) -> list[Bridge]:
+    def _receiving(self, system_id: str, prefer: LegPair | None = None) -> list[LegPair]:
         bridges = [
             b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in RECEIVE_BINDS
         ]

@@ -1023,5 +1023,4 @@ def _hold_key(request: MtRequest, pdu: Message, content: Content, subscriber: Sm
 
 
 def _client_gone(request: MtRequest) -> bool:
-    bridge = request.bridge
-    return bridge.closed or not bridge.client.is_open
+    return request.bridge.client_gone

@@ -13,13 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import Pdu
-
-if TYPE_CHECKING:
-    from gateway.proxy.bridge import Bridge
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +35,61 @@ class ClientInfo:
 ResponseCallback = Callable[[Pdu | None, bytes | None], None]
 
 
+class LegPair(Protocol):
+    """What hooks use of one client connection and its upstream leg (``Bridge`` is the one).
+
+    Requests are settled through their handles; the rest is for the gateway's own requests
+    (``originate_*``), tasks owned by the connection (``spawn``) and choosing a connection.
+    """
+
+    @property
+    def conn_id(self) -> str: ...
+
+    @property
+    def client_info(self) -> ClientInfo: ...
+
+    @property
+    def client_gone(self) -> bool:
+        """The client connection is closing or closed: nothing more reaches it."""
+        ...
+
+    def forward_mt(
+        self, request: MtRequest, frame: bytes, transform: Callable[[bytes], bytes] | None
+    ) -> None:
+        """Relay an MT upstream; the SMSC's response (``transform``-ed) goes to the client."""
+        ...
+
+    def forward_mo(self, request: MoRequest, frame: bytes) -> None:
+        """Relay an MO to the client; its response goes back to the SMSC."""
+        ...
+
+    def respond_client(self, response: Pdu | bytes, sequence_number: int) -> None: ...
+
+    def reject_client(self, command_id: int, sequence_number: int, status: int) -> None: ...
+
+    def respond_upstream(self, response: Pdu | bytes, sequence_number: int) -> None: ...
+
+    def reject_upstream(self, command_id: int, sequence_number: int, status: int) -> None: ...
+
+    def originate_upstream(self, pdu: Pdu | bytes, on_response: ResponseCallback) -> bool:
+        """Send a request of the gateway's own to the SMSC; False if the leg cannot carry it."""
+        ...
+
+    def originate_to_client(self, pdu: Pdu | bytes, on_response: ResponseCallback) -> bool:
+        """Send a request of the gateway's own to the client; False if it cannot take it."""
+        ...
+
+    def spawn(self, coro: object, on_failure: Callable[[], None] | None = None) -> None:
+        """Run a coroutine owned by the connection (cancelled when it closes)."""
+        ...
+
+
 class _Pending(ABC):
     __slots__ = ("_bridge", "_settled", "frame", "pdu")
     # What a request gets when the hook handling it failed (see ``spawn``).
     TEMPORARY_FAILURE: int = CommandStatus.ESME_RSYSERR  # clients re-queue it
 
-    def __init__(self, bridge: Bridge, pdu: Pdu, frame: bytes) -> None:
+    def __init__(self, bridge: LegPair, pdu: Pdu, frame: bytes) -> None:
         self._bridge = bridge
         self.pdu = pdu
         self.frame = frame
@@ -54,8 +100,8 @@ class _Pending(ABC):
         return self._bridge.client_info
 
     @property
-    def bridge(self) -> Bridge:
-        """The bridge the request arrived on (to prefer it for replies of the gateway's own)."""
+    def bridge(self) -> LegPair:
+        """The connection the request arrived on (to prefer it for replies of the gateway's own)."""
         return self._bridge
 
     @property
@@ -90,7 +136,7 @@ class MtRequest(_Pending):
 
     __slots__ = ("sequence_number",)
 
-    def __init__(self, bridge: Bridge, pdu: Pdu, frame: bytes) -> None:
+    def __init__(self, bridge: LegPair, pdu: Pdu, frame: bytes) -> None:
         super().__init__(bridge, pdu, frame)
         self.sequence_number = pdu.sequence_number
 
@@ -122,7 +168,7 @@ class MoRequest(_Pending):
     __slots__ = ("sequence_number",)
     TEMPORARY_FAILURE = CommandStatus.ESME_RX_T_APPN  # the SMSC delivers it again
 
-    def __init__(self, bridge: Bridge, pdu: Pdu, frame: bytes) -> None:
+    def __init__(self, bridge: LegPair, pdu: Pdu, frame: bytes) -> None:
         super().__init__(bridge, pdu, frame)
         self.sequence_number = pdu.sequence_number
 
@@ -149,9 +195,9 @@ class Interceptor(Protocol):
 
     def on_mo(self, request: MoRequest) -> None: ...
 
-    def on_bound(self, bridge: Bridge) -> None: ...
+    def on_bound(self, bridge: LegPair) -> None: ...
 
-    def on_closed(self, bridge: Bridge) -> None: ...
+    def on_closed(self, bridge: LegPair) -> None: ...
 
 
 class PassThrough:
@@ -163,8 +209,8 @@ class PassThrough:
     def on_mo(self, request: MoRequest) -> None:
         request.forward()
 
-    def on_bound(self, bridge: Bridge) -> None:
+    def on_bound(self, bridge: LegPair) -> None:
         return None
 
-    def on_closed(self, bridge: Bridge) -> None:
+    def on_closed(self, bridge: LegPair) -> None:
         return None

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from gateway.config import Network
 from gateway.consent.campaign import AccountMatch, account_key
 from gateway.proxy.binds import BindGuard, Verdict
-from gateway.proxy.bridge import Bridge, ProxySettings
+from gateway.proxy.bridge import Bridge
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import Interceptor
+from gateway.proxy.upstream import ProxySettings
 from gateway.smpp.constants import CommandStatus
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics

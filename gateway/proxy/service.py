@@ -13,14 +13,13 @@ import asyncio
 import contextlib
 
 from gateway.config import ServiceBindConfig
-from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import ResponseCallback
+from gateway.proxy.upstream import Dialler, ProxySettings, bind_status
 from gateway.smpp import events as ev
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import CommandStatus, status_name
 from gateway.smpp.errors import LocalProtocolError
-from gateway.smpp.session import Role, Session
 from gateway.smpp.state import BindState
 from gateway.telemetry import logs
 
@@ -88,40 +87,20 @@ class ServiceLink:
 
     async def _run(self) -> None:
         backoff = BACKOFF_START_S
-        loop = asyncio.get_running_loop()
-        s = self.settings
+        dialler = Dialler(self.settings, asyncio.get_running_loop())
         while not self._stopping:
-            conn = SmppConnection(
-                Session(Role.ESME, s.upstream_session, loop.time()),
-                leg="service",
-                loop=loop,
-                handler=self,
-            )
-            try:
-                await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda conn=conn: conn,
-                        s.upstream_host,
-                        s.upstream_port,
-                        ssl=s.upstream_ssl,
-                        server_hostname=s.upstream_server_hostname if s.upstream_ssl else None,
-                    ),
-                    timeout=s.connect_timeout_s,
-                )
-            except (OSError, TimeoutError) as exc:
-                log.warning(logs.UPSTREAM_CONNECT_FAILED, error=str(exc) or type(exc).__name__)
-            else:
+            conn = await dialler.connect(self, leg="service", log=log)
+            if conn is not None:
                 self._conn = conn
-                conn.session.send_request(
+                dialler.bind(
+                    conn,
                     p.BindTransmitter(
                         system_id=self.bind.system_id,
                         password=self._password,
                         system_type=self.bind.system_type,
                     ),
-                    loop.time(),
                     _BIND,
                 )
-                conn.flush()
                 await conn.lost
                 self._bound.clear()
                 if self._bound_once:
@@ -138,7 +117,7 @@ class ServiceLink:
         for event in events:
             if isinstance(event, ev.ResponseReceived):
                 if event.context is _BIND:
-                    self._bind_response(conn, event.pdu.command_status)
+                    self._bind_response(conn, bind_status(event.pdu))
                 elif isinstance(event.context, _Reply):
                     event.context.callback(event.pdu, event.frame)
             elif isinstance(event, ev.RequestExpired):

@@ -434,7 +434,7 @@ class Session:
             self._reject(exc.command_id, exc.sequence_number, exc.status, str(exc), events)
             return
         if command_id in _NO_RESPONSE_IDS:
-            self._set_state(next_state(self._state, command_id))  # outbind -> OUTBOUND
+            self._follow(command_id)  # outbind -> OUTBOUND
         else:
             if isinstance(pdu, BindRequest):
                 self._pending_system_id = pdu.system_id
@@ -463,7 +463,7 @@ class Session:
         )
 
     def _unbind_from_peer(self, sequence_number: int, now: float, events: list[Event]) -> None:
-        self._set_state(BindState.UNBOUND)
+        self._follow(_UNBIND_ID)  # bound -> UNBOUND (an unbind crossing ours: stays UNBOUND)
         events.append(UnbindReceived())
         if self._unanswered_count == 0:
             self._out.append(_bare(CommandId.UNBIND_RESP, 0, sequence_number))
@@ -534,7 +534,7 @@ class Session:
         elif command_id == CommandId.UNBIND:
             self._enter_unbound(now)
         elif command_id == CommandId.OUTBIND:
-            self._set_state(next_state(self._state, command_id))
+            self._follow(command_id)
 
         if command_id in REQUESTS_WITHOUT_RESPONSE:
             self._out.append(frame)
@@ -772,6 +772,10 @@ class Session:
         self._is_bound = state in BOUND_STATES
         self._is_open = state in _OPEN_STATES
 
+    def _follow(self, command_id: int) -> None:
+        """Move to the state the table gives for ``command_id`` sent or received now."""
+        self._set_state(next_state(self._state, command_id))
+
     def _bound(self, state: BindState) -> None:
         self._set_state(state)
         self._bind_type = state
@@ -779,7 +783,7 @@ class Session:
         self._bind_deadline = None
 
     def _enter_unbound(self, now: float) -> None:
-        self._set_state(BindState.UNBOUND)
+        self._follow(_UNBIND_ID)  # we sent unbind: bound -> UNBOUND
         if self._unbind_deadline is None:
             self._unbind_deadline = now + self._config.unbind_timeout_s
 

@@ -98,7 +98,13 @@ TRANSITIONS: Mapping[tuple[BindState, int], BindState] = {
     (BindState.BOUND_TRX, CommandId.UNBIND): BindState.UNBOUND,
     (BindState.UNBOUND, CommandId.UNBIND_RESP): BindState.CLOSED,
 }
-"""(state, command_id sent or received) -> next state; symmetric in direction."""
+"""(state, command_id sent or received) -> next state; symmetric in direction.
+
+A session changes state only by looking this table up (``next_state``), with one addition: it
+goes to CLOSED from any state when the link ends without an unbind exchange (transport lost,
+a framing error, a timer: bind, unbind, inactivity, keep-alive). No rule means the state stays:
+a bind request waits for its response, and an unbind crossing ours leaves the session UNBOUND.
+"""
 
 _BIND_RESPONSES = frozenset(
     {

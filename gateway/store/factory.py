@@ -15,9 +15,11 @@ Supported URLs:
 Every URL also takes ``recovery_interval_s`` (default 0.5): how often the fail-closed guard
 probes a failed backend (see ``gateway.store.guard``).
 
-``open_store`` returns every backend wrapped in ``FailClosedStore``. It creates nothing unless
-``create=True``: only the daemon passes it (a SQLite file is created on the first start); the
-CLI and the config checker get StoreNotFoundError instead of a new, empty store.
+``check_url`` is the one validation of a URL's form: the config calls it when it loads, the
+openers before they open. ``open_store`` returns every backend wrapped in
+``FailClosedStore``. It creates nothing unless ``create=True``: only the daemon passes it (a
+SQLite file is created on the first start); the CLI and the config checker get
+StoreNotFoundError instead of a new, empty store.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ _SQLITE_PARAMS: dict[str, type[int] | type[float]] = {
 _GUARD_PARAM = "recovery_interval_s"
 _CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", *_CLUSTER_SCHEMES)
-_SCHEMES_HINT = "sqlite, redis, rediss, redis+sentinel, redis+cluster, rediss+cluster, memory"
+_SCHEMES = ("sqlite", "memory", *_REDIS_SCHEMES)
+_FORMS_HINT = (
+    "expected sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH, redis://HOST:PORT/DB, "
+    "rediss://..., redis+sentinel://..., redis+cluster://HOST:PORT,..., rediss+cluster://... "
+    "or memory:// (tests only)"
+)
 _SECRET_PARAM_WORDS = ("password", "secret", "token")
 
 
@@ -79,6 +86,23 @@ def display_url(url: str) -> str:
         base = url.partition("?")[0]  # keep sqlite:relative and sqlite:///abs as written
         return f"{base}?{query}" if query else base
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_url(url: str) -> str:
+    """The backend URL of ``url`` (the guard's parameter taken out), after checking what can
+    be checked without opening anything: the scheme, and a SQLite URL's path and parameters.
+    Raises StoreError naming ``store.url``."""
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        scheme = ""
+    if scheme not in _SCHEMES:
+        raise StoreError(f"store.url: {_FORMS_HINT}; got {display_url(url)!r}")
+    backend_url, _interval = _split_guard_param(url)
+    if scheme == "sqlite":
+        _path, query = sqlite_path(backend_url)
+        _sqlite_kwargs(query)
+    return backend_url
 
 
 def _split_guard_param(url: str) -> tuple[str, float]:
@@ -138,11 +162,9 @@ async def _open_backend(url: str, *, instance: str, create: bool) -> ConsentStor
         from gateway.store.rediscluster import RedisClusterStore
 
         return await RedisClusterStore.from_url(url, instance=instance)
-    if scheme in ("redis", "rediss", "redis+sentinel"):
-        from gateway.store.redis import RedisStore
+    from gateway.store.redis import RedisStore  # the schemes left (check_url allows no other)
 
-        return await RedisStore.from_url(url, instance=instance)
-    raise StoreError(f"store.url: unsupported scheme {scheme!r} ({_SCHEMES_HINT})")
+    return await RedisStore.from_url(url, instance=instance)
 
 
 async def open_store(
@@ -161,6 +183,7 @@ async def open_store(
     not answer is no error; the store opens in a fault (every call refused) and recovers once
     the guard's probe reaches Redis.
     """
+    check_url(url)
     backend_url, interval = _split_guard_param(url)
     down: StoreUnavailableError | None = None
     try:
@@ -189,22 +212,19 @@ async def open_store(
 async def count_records(url: str) -> int:
     """The number of consent records of the store at ``url``, creating, migrating and writing
     nothing (``check-config``). Raises like ``open_store``; ``memory://`` always has 0."""
-    backend_url, _interval = _split_guard_param(url)
+    backend_url = check_url(url)
     scheme = urlsplit(backend_url).scheme
     if scheme == "memory":
         return 0
     if scheme == "sqlite":
         from gateway.store.sqlite import read_record_count
 
-        path, query = sqlite_path(backend_url)
-        _sqlite_kwargs(query)  # the same refusals as open_store
+        path, _query = sqlite_path(backend_url)
         return await asyncio.to_thread(read_record_count, path)
     if scheme in _CLUSTER_SCHEMES:
         from gateway.store.rediscluster import read_record_count as cluster_record_count
 
         return await cluster_record_count(backend_url)
-    if scheme in ("redis", "rediss", "redis+sentinel"):
-        from gateway.store.redis import read_record_count as redis_record_count
+    from gateway.store.redis import read_record_count as redis_record_count
 
-        return await redis_record_count(backend_url)
-    raise StoreError(f"store.url: unsupported scheme {scheme!r} ({_SCHEMES_HINT})")
+    return await redis_record_count(backend_url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -236,33 +238,43 @@ class TestSessionFollowsTable:
     def test_inbound_request_handled_as_table_says(
         self, role: Role, state: BindState, command_id: int, relay_vendor: bool
     ) -> None:
-        """An inbound request is accepted or answered with the table's error, never raised."""
+        """An inbound request is accepted or answered with the table's error, never raised, and
+        the session is then in the state the transition table gives (unchanged when refused)."""
         session = session_in(role, state, SessionConfig(relay_vendor_pdus=relay_vendor))
         frame = request_frame(command_id)
         events = session.receive_data(frame, 1.0)
         out = session.data_to_send()
         if state is BindState.CLOSED:
             assert (events, out) == ([], b"")
+            assert session.state is BindState.CLOSED
             return
         vendor = command_id == VENDOR_ID and relay_vendor
         if command_id == UNKNOWN_ID or (command_id == VENDOR_ID and not relay_vendor):
             assert out == error_response(command_id, 77, CommandStatus.ESME_RINVCMDID)
             assert [type(e) for e in events] == [PduRejected]
+            assert session.state is state
         elif may_send_request(state, _peer_direction(role), command_id, vendor=vendor):
             if command_id == CommandId.ENQUIRE_LINK:
                 assert out == error_response(command_id, 77, 0)  # header-only enquire_link_resp
                 assert events == []
+                assert session.state is state
             elif command_id == CommandId.UNBIND:
                 assert out == error_response(command_id, 77, 0)  # header-only unbind_resp
                 assert isinstance(events[0], UnbindReceived)
                 assert isinstance(events[-1], SessionClosed)
+                # Nothing was owed, so the unbind_resp went at once: unbind, then unbind_resp.
+                after_unbind = next_state(state, CommandId.UNBIND)
+                assert after_unbind is BindState.UNBOUND
+                assert session.state is next_state(after_unbind, CommandId.UNBIND_RESP)
             else:
                 assert out == b""
                 assert len(events) == 1
                 assert isinstance(events[0], RequestReceived)
                 assert events[0].frame == frame
                 assert events[0].pdu.command_id == command_id
+                assert session.state is next_state(state, command_id)
         else:
+            assert session.state is state
             status = (
                 CommandStatus.ESME_RINVBNDSTS if vendor else rejection_status(state, command_id)
             )
@@ -312,11 +324,50 @@ class TestSessionFollowsTable:
             with pytest.raises(LocalProtocolError):
                 session.send_request(request, 1.0)
             assert session.data_to_send() == b""
+            assert session.state is state
             return
         seq = session.send_request(request, 1.0)
         out = session.data_to_send()
         assert out[4:8] == frame[4:8]
         assert int.from_bytes(out[12:16], "big") == seq
+        assert session.state is next_state(state, command_id)
+
+    @given(
+        role=st.sampled_from(list(Role)),
+        bound=st.sampled_from(sorted(BOUND_STATES, key=lambda s: s.value)),
+        after_outbind=st.booleans(),
+        status=st.sampled_from([0, CommandStatus.ESME_RBINDFAIL, CommandStatus.ESME_RINVPASWD]),
+        nack=st.booleans(),
+    )
+    def test_bind_answer_moves_as_table_says(
+        self, role: Role, bound: BindState, after_outbind: bool, status: int, nack: bool
+    ) -> None:
+        """A bind answered (sent by an SMSC-role session, received by an ESME-role one) leaves
+        the session where the table says: bound on ESME_ROK, else where it was; a generic_nack
+        never binds."""
+        if after_outbind:
+            bound = BindState.BOUND_RX  # the answer to an outbind is a bind_receiver
+        start = BindState.OUTBOUND if after_outbind else BindState.OPEN
+        session = session_in(role, start)
+        bind, bind_resp = _BIND_FOR[bound]
+        answer: p.Pdu = (
+            p.GenericNack(command_status=status, sequence_number=1)
+            if nack
+            else bind_resp(command_status=status, sequence_number=1, system_id="smsc")
+        )
+        if role is Role.ESME:
+            seq = session.send_request(bind(system_id="acct"), 0.0)
+            assert session.state is start
+            answer = dataclasses.replace(answer, sequence_number=seq)
+            session.receive_data(encode(answer), 0.0)
+        else:
+            session.receive_data(encode(bind(sequence_number=1, system_id="acct")), 0.0)
+            assert session.state is start
+            if nack:
+                return  # an SMSC answers a bind with a bind_resp, never a generic_nack
+            session.send_response(answer, 0.0)
+        assert session.state is next_state(start, answer.command_id, status)
+        assert (session.state is bound) == (status == 0 and not nack)
 
     @given(
         role=st.sampled_from(list(Role)),

@@ -1,7 +1,7 @@
 """The footer stage (gateway/proxy/footer.py) on a fake bridge: what goes upstream, who is answered.
 
 The fake bridge records every frame the stage sends upstream (the client's request forwarded, or
-a request of the gateway's own) and every answer the client gets; ``Bridge.smsc_answers`` plays
+a request of the gateway's own) and every answer the client gets; ``FakeBridge.smsc_answers`` plays
 the SMSC, answering what is outstanding in order with message ids m1, m2, ...
 """
 
@@ -19,10 +19,9 @@ from hypothesis import strategies as st
 
 from gateway.consent.campaign import Campaign, FooterMode, Keywords, WordList
 from gateway.consent.model import AddressKind, SmsAddress
-from gateway.proxy.bridge import Bridge
 from gateway.proxy.content import content_of
 from gateway.proxy.footer import FooterSettings, FooterStage
-from gateway.proxy.hooks import ClientInfo, MtRequest, ResponseCallback
+from gateway.proxy.hooks import ClientInfo, LegPair, MtRequest, ResponseCallback
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode, error_response
 from gateway.smpp.constants import CommandStatus, EsmClass, Tag
@@ -75,12 +74,8 @@ class Sent:
         return pdu
 
 
-class _Conn:
-    is_open = True
-
-
 class FakeBridge:
-    """What MtRequest needs of a Bridge, recording instead of sending."""
+    """What MtRequest needs of its LegPair, recording instead of sending."""
 
     def __init__(self, conn_id: str = "c1") -> None:
         self.conn_id = conn_id
@@ -88,14 +83,17 @@ class FakeBridge:
             conn_id=conn_id, system_id="app", system_type="", bind_type="transceiver", peer=""
         )
         self.closed = False
-        self.client = _Conn()
         self.upstream: list[Sent] = []
         self.answers: dict[int, list[bytes]] = {}  # client sequence_number -> responses
         self.can_originate = True
         self.tasks: list[asyncio.Task[Any]] = []
         self._ids = 0
 
-    # Bridge API used by MtRequest ---------------------------------------------------------
+    # LegPair API used by MtRequest ---------------------------------------------------------
+    @property
+    def client_gone(self) -> bool:
+        return self.closed
+
     def forward_mt(
         self, request: MtRequest, frame: bytes, transform: Callable[[bytes], bytes] | None
     ) -> None:
@@ -216,7 +214,7 @@ def submit(
 ) -> MtRequest:
     """Hand ``pdu`` (with a fresh sequence number) to the stage as the enforcer would."""
     pdu = dataclasses.replace(pdu, sequence_number=next(_seq))
-    request = MtRequest(cast("Bridge", bridge), pdu, encode(pdu))
+    request = MtRequest(cast("LegPair", bridge), pdu, encode(pdu))
     stage.submit(request, pdu, camp, SUBSCRIBER)
     return request
 
