@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -202,52 +203,133 @@ async def _create_sqlite(path: Path) -> None:
     await store.close()
 
 
-def fill_sqlite(path: Path, indices: Iterable[int]) -> int:
+_Row = tuple[str, str, float, str, str, str]
+_ROWS: Rows | None = None  # one per worker process
+
+
+def _sqlite_chunk(job: tuple[int, range]) -> list[_Row]:
+    """The rows of one chunk (made in a worker process while the parent writes)."""
+    global _ROWS  # the worker's own, built once
+    if _ROWS is None:
+        _ROWS = Rows()
+    position, indices = job
+    _ROWS.check(position, indices[0])  # a sample per chunk against the store's serialisers
+    return [_ROWS.row(position + k, index) for k, index in enumerate(indices)]
+
+
+def _redis_chunk(job: tuple[int, range, str]) -> bytes:
+    """The commands of one chunk, what ``_resp`` makes of them, in one buffer."""
+    position, indices, prefix = job
+    scope = f"${len(SCOPE)}\r\n{SCOPE}\r\n"
+    out: list[str] = []
+    for _, subscriber, _, _, body, record in _sqlite_chunk((position, indices)):
+        current, history = f"{prefix}:{{{subscriber}}}:c", f"{prefix}:{{{subscriber}}}:h"
+        # Every part is ASCII (checked below), so lengths in characters are lengths in bytes.
+        out.append(
+            f"*4\r\n$4\r\nHSET\r\n${len(current)}\r\n{current}\r\n{scope}"
+            f"${len(record)}\r\n{record}\r\n"
+            f"*3\r\n$5\r\nRPUSH\r\n${len(history)}\r\n{history}\r\n"
+            f"${len(body)}\r\n{body}\r\n"
+        )
+    text = "".join(out)
+    if not text.isascii():
+        raise BenchError("a record is not ASCII: the lengths would be wrong")
+    return text.encode("ascii")
+
+
+def _jobs(indices: range, chunk: int = CHUNK) -> Iterator[tuple[int, range]]:
+    for start in range(0, len(indices), chunk):
+        yield start, indices[start : start + chunk]
+
+
+@contextlib.contextmanager
+def _workers() -> Iterator[Any]:
+    """A process pool making the rows while this process writes them (a core each)."""
+    processes = max(1, min(2, (os.cpu_count() or 2) - 1))
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        yield pool
+
+
+def _meta(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def fill_sqlite(path: Path, indices: range, chunk: int = CHUNK) -> int:
     """Create the store file the daemon's way, then load one record per index in one
-    transaction; returns the number loaded. The store's triggers keep ``meta`` (the change
-    counter and the record count) as its own appends would."""
+    transaction; returns the number loaded.
+
+    ``meta`` (the change counter, the record count) ends as the store's own triggers would
+    have left it: the first chunk is written with them, which shows what each row adds; they
+    are then dropped for the rest (they would double the cost), and the counters raised by
+    that much per row and the triggers created again from their own SQL, in the same
+    transaction."""
     asyncio.run(_create_sqlite(path))
     conn = sqlite3.connect(path, isolation_level=None)
     loaded = 0
     try:
-        # One transaction: a crash leaves the empty store. The commit is fsync'ed as always.
+        # One transaction: a crash leaves the empty store. In WAL mode every page of it would
+        # go through the WAL and be copied again at the checkpoint (and the WAL's index grows
+        # with it, slowing each write); a rollback journal holds only the few pages that
+        # existed before. The store's WAL mode is set again once the records are in.
+        conn.execute("PRAGMA journal_mode = DELETE")
         conn.execute("PRAGMA cache_size = -262144")  # 256 MiB of pages while loading
         conn.execute("BEGIN IMMEDIATE")
-        events = conn.cursor()
-        rows = Rows()
-        for chunk in _chunks(indices):
-            rows.check(loaded, chunk[0])  # a sample per chunk against the store's serialisers
-            made = [rows.row(loaded + k, index) for k, index in enumerate(chunk)]
-            loaded += len(made)
-            events.executemany(
-                "INSERT INTO events (event_id, subscriber, scope, at, state, dedup_key, body)"
-                f" VALUES (?, ?, '{SCOPE}', ?, ?, NULL, ?)",  # a constant, not input
-                [r[:5] for r in made],
-            )
-            events.executemany(
-                "INSERT INTO current (subscriber, scope, state, updated_at, last_event_id)"
-                f" VALUES (?, '{SCOPE}', ?, ?, ?)",  # a constant, not input
-                [(r[1], r[3], r[2], r[0]) for r in made],
-            )
+        before = _meta(conn)
+        triggers: list[tuple[str, str]] = []
+        per_row: dict[str, int] = {}
+        with _workers() as pool:
+            for made in pool.imap(_sqlite_chunk, _jobs(indices, chunk)):
+                conn.executemany(
+                    "INSERT INTO events (event_id, subscriber, scope, at, state, dedup_key,"
+                    f" body) VALUES (?, ?, '{SCOPE}', ?, ?, NULL, ?)",  # a constant, not input
+                    [r[:5] for r in made],
+                )
+                conn.executemany(
+                    "INSERT INTO current (subscriber, scope, state, updated_at, last_event_id)"
+                    f" VALUES (?, '{SCOPE}', ?, ?, ?)",  # a constant, not input
+                    [(r[1], r[3], r[2], r[0]) for r in made],
+                )
+                if not loaded:
+                    per_row, triggers = _drop_insert_triggers(conn, before, len(made))
+                loaded += len(made)
+        rest = loaded - min(loaded, chunk)
+        for key, step in per_row.items():
+            conn.execute("UPDATE meta SET value = value + ? WHERE key = ?", (step * rest, key))
+        for _, sql in triggers:
+            conn.execute(sql)
         conn.execute("COMMIT")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     finally:
         conn.close()
+    if mode != "wal":
+        raise BenchError(f"{path}: journal mode {mode!r} after the load, not WAL")
     return loaded
 
 
-def _chunks(indices: Iterable[int]) -> Iterator[list[int]]:
-    chunk: list[int] = []
-    for index in indices:
-        chunk.append(index)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _drop_insert_triggers(
+    conn: sqlite3.Connection, before: Mapping[str, int], rows: int
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """What one row added to each ``meta`` counter (the first ``rows`` were written with the
+    triggers), and the triggers that fire on INSERT into events or current, now dropped."""
+    after = _meta(conn)
+    per_row: dict[str, int] = {}
+    for key, value in after.items():
+        step, left = divmod(value - before.get(key, 0), rows)
+        if left:
+            raise BenchError(f"meta {key!r} moved by a fraction of a row per row")
+        if step:
+            per_row[key] = step
+    triggers = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+        " AND tbl_name IN ('events', 'current') AND sql LIKE '%AFTER INSERT%'"
+    ).fetchall()
+    for name, _ in triggers:
+        conn.execute(f'DROP TRIGGER "{name}"')
+    return per_row, triggers
 
 
 def _resp(*parts: str) -> bytes:
@@ -259,32 +341,15 @@ def _resp(*parts: str) -> bytes:
     return b"".join(out)
 
 
-def redis_commands(indices: Iterable[int], prefix: str = "gw") -> Iterator[bytes]:
+def redis_commands(indices: range, prefix: str = "gw") -> Iterator[bytes]:
     """The commands that give each index's record the keys the Redis store's append would
-    (current hash, history list under the subscriber's hash tag), and the record counter."""
-    loaded = 0
-    rows = Rows()
-    for chunk in _chunks(indices):
-        rows.check(loaded, chunk[0])
-        out: list[str] = []
-        scope = f"${len(SCOPE)}\r\n{SCOPE}\r\n"
-        for k, index in enumerate(chunk):
-            _, subscriber, _, _, body, record = rows.row(loaded + k, index)
-            current, history = f"{prefix}:{{{subscriber}}}:c", f"{prefix}:{{{subscriber}}}:h"
-            # What _resp makes of the two commands, in one string (every part is ASCII, so
-            # the lengths in characters are the lengths in bytes; checked below).
-            out.append(
-                f"*4\r\n$4\r\nHSET\r\n${len(current)}\r\n{current}\r\n{scope}"
-                f"${len(record)}\r\n{record}\r\n"
-                f"*3\r\n$5\r\nRPUSH\r\n${len(history)}\r\n{history}\r\n"
-                f"${len(body)}\r\n{body}\r\n"
-            )
-        text = "".join(out)
-        if not text.isascii():
-            raise BenchError("a record is not ASCII: the lengths would be wrong")
-        loaded += len(chunk)
-        yield text.encode("ascii")
-    yield _resp("INCRBY", f"{prefix}:records", str(loaded))
+    (current hash, history list under the subscriber's hash tag), then the record counter;
+    made in worker processes."""
+    with _workers() as pool:
+        yield from pool.imap(
+            _redis_chunk, ((position, part, prefix) for position, part in _jobs(indices))
+        )
+    yield _resp("INCRBY", f"{prefix}:records", str(len(indices)))
 
 
 def redis_cli_args(url: str) -> list[str]:
@@ -301,7 +366,7 @@ def redis_cli_args(url: str) -> list[str]:
     return args
 
 
-def fill_redis(url: str, indices: Iterable[int], prefix: str = "gw") -> int:
+def fill_redis(url: str, indices: range, prefix: str = "gw") -> int:
     """Flush the database, then pipe the records in with ``redis-cli --pipe``; returns the
     number loaded (the counter redis reports back)."""
     cli = shutil.which("redis-cli")
