@@ -58,6 +58,7 @@ from bench.__main__ import (
     READY_TIMEOUT_S,
     BenchError,
     Child,
+    cpu_seconds,
     free_port,
     gateway_config,
     redis_service,
@@ -462,6 +463,7 @@ class Figures:
     startup_s: float
     rss: int
     throughput: JsonDict
+    cpu_s: float | None  # the gateway's CPU during the measured run
 
 
 async def _drive(
@@ -474,10 +476,13 @@ async def _drive(
         rss = memory(gateway.pid).rss
         if args.warmup:
             await proto.run(args.warmup, args.window, args.timeout, latency=False)
+        cpu_before = cpu_seconds(gateway.pid)
         result = await proto.run(args.messages, args.window, args.timeout, latency=False)
+        cpu_after = cpu_seconds(gateway.pid)
     finally:
         proto.close()
-    return Figures(startup_s=startup, rss=rss, throughput=result.as_dict())
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Figures(startup_s=startup, rss=rss, throughput=result.as_dict(), cpu_s=cpu)
 
 
 def measure(
@@ -517,6 +522,9 @@ def measure(
         "startup_s": figures.startup_s,
         "rss": figures.rss,
         "throughput": figures.throughput,
+        # CPU per message: on a shared machine steadier than the rate (10 ms ticks, so
+        # meaningful for runs of a few seconds and more).
+        "cpu_us_per_msg": None if figures.cpu_s is None else figures.cpu_s / args.messages * 1e6,
         "gateway_exit": status,
         "gateway_log": tail,
     }
@@ -574,6 +582,10 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _ratio(mine: float | None, theirs: float | None) -> str:
+    return "-" if mine is None or not theirs else f"{mine / theirs:.2f}x"
+
+
 def report(rows: Sequence[JsonDict], args: argparse.Namespace, command: str) -> str:
     lines = [
         f"gateway against a large consent store: start-up, RSS and MT throughput "
@@ -581,8 +593,8 @@ def report(rows: Sequence[JsonDict], args: argparse.Namespace, command: str) -> 
         f"after {args.warmup:,} unmeasured)",
         "",
         f"{'store':<7} {'records':>11} {'fill s':>8} {'fill rec/s':>11} {'size MiB':>9} "
-        f"{'start-up s':>11} {'RSS MiB':>8} {'submit_sm/s':>12} {'OK':>9} "
-        f"{'vs smallest':>12}",
+        f"{'start-up s':>11} {'RSS MiB':>8} {'submit_sm/s':>12} {'cpu us/msg':>11} "
+        f"{'OK':>9}  {'vs smallest: rate / cpu / start-up':>34}",
     ]
     smallest: dict[str, JsonDict] = {}
     for row in rows:
@@ -590,22 +602,27 @@ def report(rows: Sequence[JsonDict], args: argparse.Namespace, command: str) -> 
     for row in rows:
         base = smallest[row["store"]]
         rate = row["throughput"]["rate"] or 0.0
+        cpu = row.get("cpu_us_per_msg")
         size = row.get("file_bytes") or row.get("redis_used_memory") or 0
-        base_rate = base["throughput"]["rate"] or 0.0
-        ratio = (
-            f"{rate / base_rate:.2f}x / {row['startup_s'] / base['startup_s']:.2f}x"
-            if base_rate and base["startup_s"]
-            else "-"
+        ratios = " / ".join(
+            _ratio(mine, theirs)
+            for mine, theirs in (
+                (rate, base["throughput"]["rate"]),
+                (cpu, base.get("cpu_us_per_msg")),
+                (row["startup_s"], base["startup_s"]),
+            )
         )
         lines.append(
             f"{row['store']:<7} {row['records']:>11,} {row['fill_s']:>8.1f} "
             f"{row['records'] / row['fill_s']:>11,.0f} {size / 2**20:>9,.0f} "
             f"{row['startup_s']:>11.2f} {row['rss'] / 2**20:>8.1f} {rate:>12,.0f} "
-            f"{row['throughput']['accepted']:>9,} {ratio:>12}"
+            f"{'-' if cpu is None else format(cpu, '.0f'):>11} "
+            f"{row['throughput']['accepted']:>9,}  {ratios:>34}"
         )
     lines.append(
-        "(vs smallest: throughput / start-up time, each against the smallest store of the "
-        "same kind, measured in this run; size: the SQLite file, or Redis used_memory)"
+        "(vs smallest: each figure against the smallest store of the same kind, measured in "
+        "this run; cpu: the gateway's CPU time per measured message; size: the SQLite file, "
+        "or Redis used_memory)"
     )
     for row in rows:
         label = f"{row['store']}, {row['records']:,} records"
