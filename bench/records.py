@@ -598,7 +598,8 @@ def report(rows: Sequence[JsonDict], args: argparse.Namespace, command: str) -> 
     ]
     smallest: dict[str, JsonDict] = {}
     for row in rows:
-        smallest.setdefault(row["store"], row)
+        if row["store"] not in smallest or row["records"] < smallest[row["store"]]["records"]:
+            smallest[row["store"]] = row
     for row in rows:
         base = smallest[row["store"]]
         rate = row["throughput"]["rate"] or 0.0
