@@ -49,7 +49,7 @@ from gateway.smpp.pdu import (
     UnbindResp,
 )
 from gateway.text import gsm7
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, redis_server_binary
 
 HOST = "127.0.0.1"
 
@@ -466,3 +466,163 @@ class TestProfile:
 
         areas = by_area(parse_raw(self.RAW.splitlines()))
         assert areas == {"proxy: bridge, enforcer, footer": 30, "smpp codec and session": 15}
+
+
+class TestSessionsBench:
+    def _run(self, *args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.sessions", "--sessions", "3,5", "--warmup", "1",
+             "--messages", "2", "--json", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    def test_tiny_run_reports_each_step_per_pair(self) -> None:
+        """Five pairs bound in two steps: each step's memory and per-pair figures, every
+        submit_sm of every pair (the warm-up's included) reached the sink, a clean exit."""
+        result = self._run()
+        assert [step["pairs"] for step in result["steps"]] == [3, 5]
+        for step in result["steps"]:
+            assert step["memory"]["rss"] > result["baseline"]["rss"] // 2
+            assert set(step["per_pair"]) == {"rss", "pss", "private"}
+        assert result["sink"]["submit_sm"] == (1 + 5) * 2
+        assert result["gateway_exit"] == 0
+
+    def test_tracemalloc_lists_the_gateway_lines(self) -> None:
+        """Under --tracemalloc the report names the gateway's own lines and files."""
+        result = self._run("--tracemalloc", "--top", "40")
+        assert any(row["where"].startswith("gateway/") for row in result["allocations"])
+        files = {row["where"] for row in result["allocations_by_file"]}
+        assert "gateway/smpp/session.py" in files
+
+
+class TestRecordsLoader:
+    """bench.records' loaders write what the stores' own appends write."""
+
+    LOADED = 1000
+    SPACE = 100_000
+    COMPARED = 50  # the first records, also appended one by one through the store
+
+    def _subscribers(self) -> list[str]:
+        from bench.records import number, record_indices
+
+        return [number(i) for i in record_indices(self.LOADED, self.SPACE)]
+
+    async def test_sqlite_rows_are_the_stores_own(self, tmp_path: Path) -> None:
+        """The loaded file's rows (events, current, counters) are those the store's appends
+        make, and the store reads the records back as current() and history() would."""
+        import sqlite3
+
+        from bench.records import fill_sqlite, record_event, record_indices
+        from gateway.store.sqlite import SqliteStore
+
+        indices = record_indices(self.LOADED, self.SPACE)
+        loaded_path = tmp_path / "loaded.db"
+        # Small chunks: the triggers are dropped after the first, the counters kept by hand.
+        assert await asyncio.to_thread(fill_sqlite, loaded_path, indices, 64) == self.LOADED
+        reference = await SqliteStore.open(tmp_path / "appended.db", create=True)
+        events = [record_event(k, i) for k, i in enumerate(indices)]
+        try:
+            for event in events[: self.COMPARED]:
+                assert await reference.append(event)
+        finally:
+            await reference.close()
+        partial = tmp_path / "partial.db"
+        await asyncio.to_thread(fill_sqlite, partial, indices[: self.COMPARED], 7)
+
+        def dump(path: Path) -> tuple[list[Any], list[Any], list[Any]]:
+            conn = sqlite3.connect(path)
+            try:
+                return (
+                    conn.execute(
+                        "SELECT seq, event_id, subscriber, scope, at, state, dedup_key, body"
+                        " FROM events ORDER BY seq"
+                    ).fetchall(),
+                    conn.execute("SELECT * FROM current ORDER BY subscriber").fetchall(),
+                    conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall(),
+                )
+            finally:
+                conn.close()
+
+        assert dump(partial) == dump(tmp_path / "appended.db")
+        assert dump(partial)[2] != dump(loaded_path)[2]  # the counters did count
+        store = await SqliteStore.open(loaded_path)
+        try:
+            assert await store.record_count() == self.LOADED
+            for event in events[:: self.LOADED // 20] + events[-1:]:
+                current = await store.current(event.subscriber)
+                assert current[event.scope].last_event_id == event.event_id
+                assert current[event.scope].state is event.state
+                assert await store.history(event.subscriber) == [event]
+        finally:
+            await store.close()
+
+    @pytest.mark.redis
+    async def test_redis_keys_are_the_stores_own(self, redis_server: RedisServer) -> None:
+        """The loaded keys and values (current hash, history list, record counter) are those
+        the store's appends make, and the store reads the records back."""
+        import redis.asyncio as aioredis
+
+        from bench.records import fill_redis, record_event, record_indices
+        from gateway.store.redis import RedisStore
+
+        url = f"redis://{redis_server.host}:{redis_server.port}/7"  # a database of its own
+        indices = record_indices(self.LOADED, self.SPACE)
+        events = [record_event(k, i) for k, i in enumerate(indices)]
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            assert await asyncio.to_thread(fill_redis, url, indices) == self.LOADED
+            reference = await RedisStore.from_url(url + "?prefix=ref", instance="bench")
+            try:
+                for event in events[: self.COMPARED]:
+                    assert await reference.append(event)
+            finally:
+                await reference.close()
+            for event in events[: self.COMPARED]:
+                for kind, read in (("c", client.hgetall), ("h", client.lrange)):
+                    args = (0, -1) if kind == "h" else ()
+                    ours = await read(f"gw:{{{event.subscriber}}}:{kind}", *args)  # type: ignore[operator]
+                    theirs = await read(f"ref:{{{event.subscriber}}}:{kind}", *args)  # type: ignore[operator]
+                    assert ours == theirs
+            assert int(await client.get("ref:records")) == self.COMPARED
+            store = await RedisStore.from_url(url, instance="bench")
+            try:
+                assert await store.record_count() == self.LOADED
+                for event in events[:: self.LOADED // 20] + events[-1:]:
+                    current = await store.current(event.subscriber)
+                    assert current[event.scope].last_event_id == event.event_id
+                    assert await store.history(event.subscriber) == [event]
+            finally:
+                await store.close()
+        finally:
+            await client.flushdb()
+            await client.aclose()
+
+
+class TestRecordsBench:
+    def _run(self, *args: str) -> list[dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.records", "--records", "100,1000", "--space",
+             "20000", "--messages", "300", "--warmup", "20", "--json", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        return rows
+
+    @pytest.mark.parametrize("store", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+    def test_tiny_run_measures_each_size(self, store: str) -> None:
+        """Two sizes filled and measured: a start-up time, an RSS and every submit_sm
+        answered OK for each, the gateway exiting cleanly."""
+        if store == "redis" and redis_server_binary() is None:
+            pytest.skip("redis-server is not installed")
+        rows = self._run("--store", store)
+        assert [(r["store"], r["records"]) for r in rows] == [(store, 100), (store, 1000)]
+        for row in rows:
+            assert row["startup_s"] > 0
+            assert row["rss"] > 0
+            assert row["fill_s"] > 0
+            assert row["throughput"]["accepted"] == 300
+            assert row["gateway_exit"] == 0

@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
+from typing import Final
 
 from gateway.smpp.codec import (
     decode,
@@ -152,6 +154,13 @@ def _plain_table(table: Mapping[BindState, frozenset[int]]) -> dict[BindState, _
     }
 
 
+# Built once per direction and shared by every session (read only): built per session they
+# were about 20 KiB of each client/upstream pair's memory.
+_TABLES: Final[Mapping[Direction, Mapping[BindState, _StateRow]]] = {
+    direction: MappingProxyType(_plain_table(request_states(direction))) for direction in Direction
+}
+
+
 def _frame_of(pdu: Pdu | bytes) -> bytes:
     return pdu if isinstance(pdu, bytes) else encode(pdu)
 
@@ -207,8 +216,8 @@ class Session:
         else:
             self._send_direction = Direction.SMSC_TO_ESME
             receive_direction = Direction.ESME_TO_SMSC
-        self._send_table = _plain_table(request_states(self._send_direction))
-        self._recv_table = _plain_table(request_states(receive_direction))
+        self._send_table = _TABLES[self._send_direction]
+        self._recv_table = _TABLES[receive_direction]
         self._set_state(BindState.OPEN)
         self._response_timeout = config.response_timeout_s
         self._buffer = FrameBuffer(config.max_pdu_length)

@@ -827,3 +827,17 @@ class TestConfig:
         """Values that would break the session are refused when the config is built."""
         with pytest.raises(ValueError, match="must be"):
             SessionConfig(**kwargs)  # type: ignore[arg-type]
+
+
+class TestFootprint:
+    def test_sessions_share_their_request_tables(self) -> None:
+        """Sessions of one role share the per-state request tables instead of building their
+        own (about 20 KiB of each client/upstream pair), and the two roles' tables mirror."""
+        config = SessionConfig()
+        esme = [Session(Role.ESME, config, 0.0) for _ in range(2)]
+        smsc = Session(Role.SMSC, config, 0.0)
+        assert esme[0]._send_table is esme[1]._send_table
+        assert esme[0]._recv_table is esme[1]._recv_table
+        assert esme[0]._send_table is smsc._recv_table
+        assert esme[0]._recv_table is smsc._send_table
+        assert esme[0]._send_table is not esme[0]._recv_table
