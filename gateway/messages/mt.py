@@ -18,7 +18,7 @@ from typing import Protocol
 from gateway.consent.campaign import Campaign, CampaignDirectory
 from gateway.consent.model import AddressKind, SmsAddress
 from gateway.consent.numbers import cached_normalise
-from gateway.consent.policy import Allow, Reject, RejectReason, RequestOptIn
+from gateway.consent.policy import TEMPORARY_REASONS, Allow, Reject, RejectReason, RequestOptIn
 from gateway.messages.parts import PartTracker, Route
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import EsmClass, RegisteredDelivery, Tag
@@ -204,11 +204,11 @@ class Answer(Enum):
 
 def refusal_answer(reason: RejectReason, *, answered: bool, accept_and_report: bool) -> Answer:
     """``answered``: the request was settled already; ``accept_and_report``: the account's
-    setting. A temporary refusal (store unavailable) is always visible, so the client
-    retries."""
+    setting. A temporary refusal (store unavailable, a quiet-hours deferral) is always
+    visible, so the client retries."""
     if answered:
         return Answer.NONE
-    if accept_and_report and reason is not RejectReason.STORE_UNAVAILABLE:
+    if accept_and_report and reason not in TEMPORARY_REASONS:
         return Answer.REPORT
     return Answer.REJECT
 

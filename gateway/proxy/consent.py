@@ -466,6 +466,7 @@ class ConsentEnforcer:
             mt.subscriber,
             reason,
             status,
+            decision,
             command_id=command_name(pdu.command_id),
             scope=decision.scope if isinstance(decision, Reject) else None,
             service_type=pdu.service_type,
@@ -502,6 +503,7 @@ class ConsentEnforcer:
             instance=self.instance,
             footer_seen=footer_seen,
             addresses_checked=True,  # _read_mt did, for every MT that gets here
+            country=self._country,
         )
 
     def _log_refusal(
@@ -511,12 +513,18 @@ class ConsentEnforcer:
         subscriber: SmsAddress,
         reason: RejectReason,
         status: int,
+        decision: Reject | RequestOptIn | None = None,
         **fields: object,
     ) -> None:
         """Every refused send is counted; logged (mt_rejected) up to a burst per session and
         reason and interval, the rest summed up in one line, so a client hammering refused
-        numbers cannot flood the log."""
+        numbers cannot flood the log. A quiet-hours refusal names its rule (``us-tx``), the
+        zone and the recipient's local time it was checked at."""
         self.metrics.mt_rejected_total.labels(reason.value, campaign.name).inc()
+        closed = decision.closed if isinstance(decision, Reject) else None
+        if closed is not None:
+            self.metrics.mt_quiet_hours_total.labels(reason.value, closed.rule).inc()
+            fields.update(rule=closed.rule, zone=closed.zone, local_time=closed.local)
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
@@ -526,6 +534,7 @@ class ConsentEnforcer:
                 campaign=campaign.name,
                 # The sender as the client gave it: the campaign it chose is in its own field.
                 sender=getattr(request.pdu, "source_addr", None) or None,
+                rule=None if closed is None else closed.rule,
             )
         self._refusals.emit(
             log.info,
@@ -626,6 +635,7 @@ class ConsentEnforcer:
                     now=self.clock.wall(),
                     new_event_id=new_event_id,
                     instance=self.instance,
+                    country=self._country,
                 )
             if isinstance(decision, Allow):
                 self.metrics.mt_allowed_total.add(campaign.name)
@@ -638,6 +648,7 @@ class ConsentEnforcer:
                 subscriber,
                 decision.reason,
                 status,
+                decision,
                 command_id="submit_multi",
                 scope=decision.scope if isinstance(decision, Reject) else None,
                 service_type=pdu.service_type,
