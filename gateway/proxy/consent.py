@@ -34,7 +34,7 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
 from gateway.consent.model import ConsentEvent, ConsentRecord, SmsAddress
-from gateway.consent.numbers import cached_normalise
+from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
     Allow,
     AutoReply,
@@ -226,6 +226,7 @@ class ConsentEnforcer:
             footers.set_gate(self._gate)
             footers.set_reporter(self._report_part)
         self._translate_receipts = _has_footers(config)
+        _load_places(config)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) for the auto-reply records still being written (shutdown)."""
@@ -238,6 +239,7 @@ class ConsentEnforcer:
         self._account_keys = {}
         self._country = config.default_country
         self._short_max = config.short_code_max_length
+        _load_places(config)
         if part_ttl_s is not None:
             self._parts.ttl_s = part_ttl_s
 
@@ -1155,6 +1157,13 @@ class ConsentEnforcer:
                 )
 
         return done
+
+
+def _load_places(config: ConsentConfig) -> None:
+    """State presets need the geocoder's data (about 0.7 s and 100 MB to load): load it when
+    the config is read, not on the first MT that needs it, in the middle of traffic."""
+    if any(c.hours is not None and c.hours.needs_subdivision for c in config.directory):
+        load_geocoder()
 
 
 def _has_footers(config: ConsentConfig) -> bool:
