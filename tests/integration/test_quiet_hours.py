@@ -20,7 +20,9 @@ from tests.support.consent import (
     WAIT_S,
     campaign,
     consent_rig,
+    consent_show,
     texts_to,
+    to_toml,
     wait_texts,
 )
 
@@ -158,3 +160,34 @@ class TestDefer:
         async with consent_rig(tmp_path, campaigns=campaigns(), consent=consent) as rig:
             set_clock(rig.gw, at("America/New_York", "2026-12-07 21:00"))
             assert await rig.mt(NEW_YORK) == 0x440
+
+
+class TestConsentShow:
+    async def test_show_names_the_rules_that_apply_now(self, tmp_path: Path) -> None:
+        """``consent show --json`` on the running gateway's store: the number's zone, state
+        and, per campaign with quiet hours, each rule (a whole-day window is open at any time
+        the test runs; the Florida preset does not apply to a Texas number)."""
+        rules = {"quiet_hours": ["us-fl", {"start": "00:00", "end": "24:00"}]}
+        async with consent_rig(tmp_path, campaigns=campaigns(**rules)) as rig:
+            config = tmp_path / "staff.toml"
+            config.write_text(
+                to_toml(
+                    {
+                        "upstream": {"address": f"127.0.0.1:{rig.sim.port}"},
+                        "store": {"url": rig.store_url},
+                    }
+                )
+                + "\n[[campaigns]]\n"
+                + f'name = "acme"\nnumbers = ["+{NUMBER_1}"]\n'
+                + 'quiet_hours = ["us-fl", { start = "00:00", end = "24:00" }]\n'
+            )
+            shown = await consent_show(config, "+1 512 555 0100")
+        sending = shown["sending_rules"]
+        assert [z["zone"] for z in sending["zones"]] == ["America/Chicago"]
+        assert sending["state"] == "US-TX"
+        (acme,) = sending["campaigns"]
+        assert acme["open"] is True
+        assert [(r["rule"], r["applies"], r["open"]) for r in acme["rules"]] == [
+            ("us-fl", False, True),
+            ("custom", True, True),
+        ]
