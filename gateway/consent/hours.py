@@ -225,6 +225,8 @@ class QuietHours:
     categories: frozenset[Category] = frozenset({Category.MARKETING})
     closed_dates: frozenset[date] = frozenset()
     needs_subdivision: bool = field(init=False, repr=False)
+    # Verdicts by (subscriber, minute), kept by policy.quiet_refusal: a cache, not state.
+    memo: dict[tuple[str, int], object] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.rules and not self.closed_dates:
@@ -232,6 +234,7 @@ class QuietHours:
         object.__setattr__(
             self, "needs_subdivision", any(r.subdivision is not None for r in self.rules)
         )
+        object.__setattr__(self, "memo", {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

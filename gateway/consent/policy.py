@@ -435,20 +435,39 @@ def decide_mt(
     return RequestOptIn(events=(event,), reply=reply)
 
 
+_UNSEEN = object()
+QUIET_MEMO_SIZE = 65_536
+
+
 def quiet_refusal(
     hours: quiet.QuietHours, subscriber: SmsAddress, now: float, country: str
 ) -> Reject | None:
     """The quiet-hours refusal of an MT to ``subscriber`` at wall time ``now``, or None.
 
-    This is the seam for the other sending rules that depend on the subscriber and the time
-    (a frequency cap would be checked here, on counts the caller passes in)."""
+    Memoised per subscriber and minute (in ``hours.memo``, bounded): windows are in whole
+    minutes and zone offsets too, so the verdict cannot change within one minute of UTC. This
+    is the seam for the other sending rules that depend on the subscriber and the time (a
+    frequency cap would be checked here, on counts the caller passes in)."""
+    key = (subscriber.value, int(now // 60))
+    memo = hours.memo
+    found = memo.get(key, _UNSEEN)
+    if found is _UNSEEN:
+        if len(memo) >= QUIET_MEMO_SIZE:
+            memo.clear()
+        found = memo[key] = _quiet_verdict(hours, subscriber, country, key[1])
+    return found  # type: ignore[return-value]
+
+
+def _quiet_verdict(
+    hours: quiet.QuietHours, subscriber: SmsAddress, country: str, minute: int
+) -> Reject | None:
     where = place(
         subscriber.value,
         short_code=subscriber.kind is AddressKind.SHORT_CODE,
         default_country=country,
         subdivision=hours.needs_subdivision,
     )
-    found = quiet.closed(hours, where, now)
+    found = quiet.closed(hours, where, minute * 60.0)
     if found is None:
         return None
     if hours.action is quiet.QuietAction.DEFER:
