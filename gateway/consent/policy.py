@@ -109,6 +109,9 @@ CONSENT_REASONS = (
 )
 
 
+# The refusals of the sending window (a long message begun inside it is finished).
+QUIET_REASONS = frozenset({RejectReason.QUIET_HOURS, RejectReason.QUIET_HOURS_DEFERRED})
+
 # Refusals the client should retry: their status must be one clients re-queue, and they are
 # never answered "accepted" (accept and report would lose the message).
 TEMPORARY_REASONS = frozenset({RejectReason.STORE_UNAVAILABLE, RejectReason.QUIET_HOURS_DEFERRED})
