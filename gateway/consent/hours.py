@@ -139,12 +139,14 @@ class HoursRule:
     tz: str | None = None  # a fixed zone; None: the recipient's
     source: str = ""  # the law, for staff and the README
     cap_per_24h: int | None = None  # the law's cap on messages on one subject (not enforced)
+    text: str = field(init=False, repr=False, compare=False)  # the windows, for people
 
     def __post_init__(self) -> None:
         if not self.windows:
             raise ValueError(f"rule {self.name}: no windows")
         if self.tz is not None:
             zone(self.tz)  # raises ValueError for an unknown zone
+        object.__setattr__(self, "text", ", ".join(w.describe() for w in self.windows))
 
     def applies(self, place: Place) -> bool:
         """Whether the rule binds a number at ``place`` (unknown country or state: it does)."""
@@ -155,10 +157,10 @@ class HoursRule:
         return place.subdivision == self.subdivision
 
     def open_at(self, weekday: int, minute: int) -> bool:
-        return any(w.holds(weekday, minute) for w in self.windows)
+        return any(window.holds(weekday, minute) for window in self.windows)
 
     def describe(self) -> str:
-        return ", ".join(w.describe() for w in self.windows)
+        return self.text
 
 
 def _window(start: str, end: str, days: tuple[int, ...] = tuple(ALL_DAYS)) -> Window:
@@ -267,19 +269,18 @@ def closed(quiet: QuietHours, place: Place, now: float) -> Closed | None:
             continue
         checked = (rule.tz,) if rule.tz is not None else zones
         if not checked:
-            return Closed(rule=UNKNOWN_ZONE, window=rule.describe())
+            return Closed(rule=UNKNOWN_ZONE, window=rule.text)
         for key in checked:
-            weekday, minute, _day = local_time(key, now)
-            if not rule.open_at(weekday, minute):
-                return Closed(
-                    rule=rule.name, zone=key, local=local_text(key, now), window=rule.describe()
-                )
+            local = datetime.fromtimestamp(now, _zone(key))
+            if not rule.open_at(local.weekday(), local.hour * 60 + local.minute):
+                return Closed(rule=rule.name, zone=key, local=_text(local), window=rule.text)
     if quiet.closed_dates:
         if not zones:
             return Closed(rule=UNKNOWN_ZONE)
         for key in zones:
-            if local_time(key, now)[2] in quiet.closed_dates:
-                return Closed(rule=CLOSED_DATE, zone=key, local=local_text(key, now))
+            local = datetime.fromtimestamp(now, _zone(key))
+            if local.date() in quiet.closed_dates:
+                return Closed(rule=CLOSED_DATE, zone=key, local=_text(local))
     return None
 
 
@@ -329,5 +330,14 @@ def local_time(key: str, now: float) -> tuple[int, int, date]:
 
 def local_text(key: str, now: float) -> str:
     """The local time for people: ``2026-12-06 11:59 Sun``."""
-    local = datetime.fromtimestamp(now, _zone(key))
-    return f"{local:%Y-%m-%d %H:%M} {DAY_NAMES[local.weekday()].capitalize()}"
+    return _text(datetime.fromtimestamp(now, _zone(key)))
+
+
+def _text(local: datetime) -> str:
+    return (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d} {local.hour:02d}:{local.minute:02d}"
+        f" {_DAY_TITLES[local.weekday()]}"
+    )
+
+
+_DAY_TITLES = tuple(d.capitalize() for d in DAY_NAMES)
