@@ -36,6 +36,7 @@ from gateway.consent.campaign import Campaign, FooterMode, account_key
 from gateway.consent.model import ConsentEvent, ConsentRecord, SmsAddress
 from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
+    QUIET_REASONS,
     Allow,
     AutoReply,
     MoAction,
@@ -90,6 +91,7 @@ RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
 # mt_rejected lines per session and reason in one interval; the rest are summed up.
 REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
+EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part refused alike
 
 
 def new_event_id() -> str:
@@ -527,6 +529,9 @@ class ConsentEnforcer:
         if closed is not None:
             self.metrics.mt_quiet_hours_total.labels(reason.value, closed.rule).inc()
             fields.update(rule=closed.rule, zone=closed.zone, local_time=closed.local)
+        elif reason in QUIET_REASONS:
+            # A later part of a long message refused like its earlier part.
+            self.metrics.mt_quiet_hours_total.labels(reason.value, EARLIER_PART).inc()
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
