@@ -123,6 +123,17 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         route="gateway",
         fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"'),
     ),
+    # The footer row plus quiet hours whose window is open at any hour the bench runs: the
+    # state presets (which do not bind the destinations' area code, 202: the geocoder is
+    # consulted all the same) and a whole-day custom window in the recipient's zone.
+    Configuration(
+        name="gateway-quiet",
+        label="gateway, consent + footer + quiet hours open (SQLite)",
+        route="gateway",
+        fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"')
+        + 'quiet_hours = ["us-fl", "us-ok", "us-md", "us-tx",'
+        + ' { start = "00:00", end = "24:00" }]\n',
+    ),
 )
 REFERENCES = ("direct", "relay", "parsing-relay")
 

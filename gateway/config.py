@@ -6,6 +6,7 @@ unknown keys are errors too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -14,6 +15,7 @@ import socket
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
+from gateway.consent import hours
 from gateway.consent.campaign import (
     DEFAULT_REPLIES,
     LOCAL_REPLY_NAMES,
@@ -1109,6 +1112,7 @@ def _campaign_values(
         numbers.append(address.value)
     if numbers:
         values["numbers"] = tuple(numbers)
+    values.update(_sending_rules(t))
     return values
 
 
@@ -1186,6 +1190,130 @@ def _check_replies(key: str, campaign: Campaign, default_alphabet: str) -> None:
                 raise ConfigError(f"{where}: {problem}")
 
 
+# --- sending rules: category and quiet hours ----------------------------------------------------
+
+CATEGORIES = tuple(c.value for c in hours.Category)
+QUIET_HOURS_KEYS = ("quiet_hours_action", "quiet_hours_categories", "quiet_dates")
+
+
+def _sending_rules(t: _Table) -> dict[str, Any]:
+    """``category`` and the quiet-hours keys of a campaign (or ``[consent.default]``)."""
+    values: dict[str, Any] = {}
+    if t.has("category"):
+        values["category"] = hours.Category(t.choice("category", "marketing", CATEGORIES))
+    if not t.has("quiet_hours"):
+        for key in QUIET_HOURS_KEYS:
+            if t.has(key):
+                raise ConfigError(f"{t._key(key)}: has no effect without quiet_hours")
+        return values
+    rules = _quiet_rules(t)
+    action = t.choice("quiet_hours_action", "refuse", tuple(a.value for a in hours.QuietAction))
+    categories: frozenset[hours.Category] = frozenset({hours.Category.MARKETING})
+    if t.has("quiet_hours_categories"):
+        names = t.strings("quiet_hours_categories")
+        unknown = [n for n in names if n not in CATEGORIES]
+        if not names or unknown:
+            raise ConfigError(
+                f"{t._key('quiet_hours_categories')}: expected some of {', '.join(CATEGORIES)}"
+            )
+        categories = frozenset(hours.Category(n) for n in names)
+    category = values.get("category", hours.Category.MARKETING)
+    if category not in categories:
+        # Quiet hours that never bind are a misunderstanding, not a choice: say so.
+        raise ConfigError(
+            f"{t._key('quiet_hours')}: binds {', '.join(sorted(categories))} messages only and"
+            f" this campaign's category is {category}; add {category} to"
+            " quiet_hours_categories, or remove quiet_hours"
+        )
+    values["quiet_hours"] = hours.QuietHours(
+        rules=rules,
+        action=hours.QuietAction(action),
+        categories=categories,
+        closed_dates=_quiet_dates(t),
+    )
+    return values
+
+
+def _quiet_rules(t: _Table) -> tuple[hours.HoursRule, ...]:
+    """``quiet_hours = "us-federal"``, a list of preset names and window tables, or
+    ``[[campaigns.quiet_hours]]`` tables (``days``, ``start``, ``end``, ``tz``)."""
+    key = t._key("quiet_hours")
+    raw = t.raw("quiet_hours")
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise ConfigError(f"{key}: expected a preset name, a list of them, or window tables")
+    presets: list[hours.HoursRule] = []
+    custom: dict[str | None, list[hours.Window]] = {}
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]" if isinstance(raw, list) else key
+        if isinstance(item, str):
+            rule = hours.PRESETS.get(item)
+            if rule is None:
+                raise ConfigError(
+                    f"{where}: unknown preset {item!r}; known: {', '.join(hours.PRESETS)}"
+                )
+            if rule in presets:
+                raise ConfigError(f"{where}: preset {item!r} named twice")
+            presets.append(rule)
+        elif isinstance(item, dict):
+            window, tz = _quiet_window(_Table(item, where))
+            custom.setdefault(tz, []).append(window)
+        else:
+            raise ConfigError(f"{where}: expected a preset name or a window table")
+    custom_rules = [
+        hours.HoursRule(name=hours.CUSTOM, windows=tuple(windows), tz=tz)
+        for tz, windows in custom.items()
+    ]
+    return (*presets, *custom_rules)
+
+
+def _quiet_window(w: _Table) -> tuple[hours.Window, str | None]:
+    """One custom window: ``days`` (default every day), ``start`` / ``end`` "HH:MM" (an end
+    not after the start is on the next day), ``tz`` (default: the recipient's zones)."""
+    try:
+        days = hours.parse_days(w.strings("days"))
+    except ValueError as exc:
+        raise ConfigError(f"{w._key('days')}: {exc}") from None
+    minutes = []
+    for name in ("start", "end"):
+        try:
+            minutes.append(hours.parse_hhmm(w.string(name, required=True)))
+        except ValueError as exc:
+            raise ConfigError(f"{w._key(name)}: {exc}") from None
+    tz: str | None = w.string("tz", None)
+    if tz is not None:
+        try:
+            hours.zone(tz)
+        except ValueError as exc:
+            raise ConfigError(f"{w._key('tz')}: {exc}") from None
+    w.finish()
+    try:
+        return hours.Window(days=days, start=minutes[0], end=minutes[1]), tz
+    except ValueError as exc:
+        raise ConfigError(f"{w._path}: {exc}") from None
+
+
+def _quiet_dates(t: _Table) -> frozenset[date]:
+    """``quiet_dates = [2026-12-25, "2027-01-01"]``: local dates with no sending at all."""
+    raw = t.raw("quiet_dates")
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{t._key('quiet_dates')}: expected a list of dates (YYYY-MM-DD)")
+    found: set[date] = set()
+    for i, item in enumerate(raw):
+        day: date | None = None
+        if isinstance(item, date) and not isinstance(item, datetime):
+            day = item
+        elif isinstance(item, str) and len(item) == 10:
+            with contextlib.suppress(ValueError):
+                day = date.fromisoformat(item)
+        if day is None:
+            raise ConfigError(f"{t._key('quiet_dates')}[{i}]: expected a date (YYYY-MM-DD)")
+        found.add(day)
+    return frozenset(found)
+
+
 def _status(t: _Table, key: str, default: int) -> int:
     return t.integer(key, default, minimum=0, maximum=0xFFFFFFFF)
 
@@ -1210,6 +1338,8 @@ def _consent(root: _Table) -> ConsentConfig:
             store_unavailable=_status(st, "store_unavailable", d.store_unavailable),
             unreadable_address=_status(st, "unreadable_address", d.unreadable_address),
             sender_not_allowed=_status(st, "sender_not_allowed", d.sender_not_allowed),
+            quiet_hours=_status(st, "quiet_hours", d.quiet_hours),
+            quiet_hours_deferred=_status(st, "quiet_hours_deferred", d.quiet_hours_deferred),
         )
         st.finish()
         problems = statuses.problems()

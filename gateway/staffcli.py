@@ -13,14 +13,16 @@ import getpass
 import json
 import os
 import sys
+import time
+from typing import Any
 
 from gateway.audit.setup import configure_pseudonyms
 from gateway.audit.staff import StaffAudit
 from gateway.config import ConfigError, GatewayConfig
-from gateway.consent.model import Actor, ConsentState
+from gateway.consent.model import Actor, ConsentState, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreNotFoundError
-from gateway.store.evidence import history_rows
+from gateway.store.evidence import history_rows, render_sending_rules, sending_rules
 from gateway.store.evidence import render as render_history
 from gateway.store.factory import open_store
 from gateway.store.staff import (
@@ -43,6 +45,11 @@ MAX_ACTOR_LENGTH = 100
 
 
 def _subscriber(number: str, config: GatewayConfig) -> str | None:
+    address = _address(number, config)
+    return None if address is None else address.value
+
+
+def _address(number: str, config: GatewayConfig) -> SmsAddress | None:
     text = number.strip()
     ton = 1 if text.startswith("+") else 0
     address = normalise(
@@ -54,7 +61,7 @@ def _subscriber(number: str, config: GatewayConfig) -> str | None:
     )
     if address is None or not address.is_subscriber:
         return None
-    return address.value
+    return address
 
 
 def _sender(number: str | None, config: GatewayConfig) -> str | None:
@@ -152,12 +159,29 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 {"scope": r.scope, "state": r.state.value, "updated_at": utc_stamp(r.updated_at)}
                 for r in sorted(records.values(), key=lambda r: r.scope)
             ]
+            address = _address(args.number, config)
+            assert address is not None  # run_consent read it as a subscriber
+            rules = sending_rules(
+                config.consent.directory,
+                address,
+                country=config.consent.default_country,
+                now=time.time(),
+            )
             if args.json:
-                print(json.dumps({"subscriber": subscriber, "state": state.value, "scopes": rows}))
+                shown: dict[str, Any] = {
+                    "subscriber": subscriber,
+                    "state": state.value,
+                    "scopes": rows,
+                }
+                if rules is not None:
+                    shown["sending_rules"] = rules
+                print(json.dumps(shown))
             else:
                 print(f"{subscriber}: {state.value}")
                 for row in rows:
                     print(f"  {row['scope']:<40} {row['state']:<10} {row['updated_at']}")
+                if rules is not None:
+                    sys.stdout.write(render_sending_rules(rules))
             return EXIT_OK
         if action == "history":
             rows = await history_rows(store, subscriber, args.scope)

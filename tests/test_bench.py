@@ -626,3 +626,21 @@ class TestRecordsBench:
             assert row["fill_s"] > 0
             assert row["throughput"]["accepted"] == 300
             assert row["gateway_exit"] == 0
+
+
+class TestQuietBench:
+    def test_rows(self) -> None:
+        """A tiny run prints one JSON object with every row's cost per call."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.quiet", "--calls", "50", "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = json.loads(done.stdout)["ns_per_call"]
+        assert list(rows) == [
+            "no quiet hours",
+            "quiet hours: new number",
+            "quiet hours: memo hit",
+            "quiet hours: new minute",
+        ]
+        assert all(ns > 0 for ns in rows.values())

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import re
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import BearerToken, ConfigError, SessionTimers, TokenRole, load, parse
+from gateway.consent.hours import Category, QuietAction, Window
 from gateway.consent.model import ScopeKind
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES
 from gateway.smpp.session import SessionConfig
@@ -758,3 +760,154 @@ class TestSecrets:
         monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
         (token,) = parse(data).admin.bearer_tokens()
         assert token.secret == b"tok-from-systemd"
+
+
+def quiet_campaign(**keys: Any) -> dict[str, Any]:
+    """The example with its campaign's keys set (``...`` deletes one)."""
+    data = example()
+    for key, value in keys.items():
+        data = with_value(data, f"campaigns[0].{key}", value)
+    return data
+
+
+def acme_hours(data: dict[str, Any]) -> Any:
+    campaign = parse(data).consent.directory.get("acme-marketing")
+    assert campaign is not None
+    return campaign
+
+
+class TestSendingRules:
+    """``category`` and the quiet-hours keys of a campaign, and their errors."""
+
+    def test_one_preset(self) -> None:
+        """``quiet_hours = "us-federal"``: that preset, refused, for marketing."""
+        campaign = acme_hours(quiet_campaign(quiet_hours="us-federal"))
+        assert campaign.hours is not None
+        assert [r.name for r in campaign.hours.rules] == ["us-federal"]
+        assert campaign.hours.action is QuietAction.REFUSE
+        assert campaign.hours.categories == {Category.MARKETING}
+
+    def test_presets_and_custom_windows(self) -> None:
+        """A list mixes presets and windows; windows of one zone make one custom rule."""
+        windows = [
+            {"days": ["mon", "fri"], "start": "09:00", "end": "17:00"},
+            {"start": "22:00", "end": "02:00", "tz": "America/New_York"},
+            {"days": ["sat"], "start": "10:00", "end": "12:00"},
+        ]
+        campaign = acme_hours(
+            quiet_campaign(
+                quiet_hours=["us-federal", "us-tx", *windows], quiet_hours_action="defer"
+            )
+        )
+        rules = campaign.hours.rules
+        assert [r.name for r in rules] == ["us-federal", "us-tx", "custom", "custom"]
+        assert [(r.tz, len(r.windows)) for r in rules[2:]] == [(None, 2), ("America/New_York", 1)]
+        assert rules[2].windows[0] == Window(days=frozenset({0, 4}), start=540, end=1020)
+        assert campaign.hours.action is QuietAction.DEFER
+
+    def test_table_array_form(self) -> None:
+        """``[[campaigns.quiet_hours]]`` tables are custom windows."""
+        text = EXAMPLE.read_text(encoding="utf-8") + (
+            '\n[[campaigns.quiet_hours]]\ndays = ["mon"]\nstart = "08:30"\nend = "24:00"\n'
+        )
+        campaign = parse(tomllib.loads(text)).consent.directory.get("acme-marketing")
+        assert campaign is not None
+        assert campaign.hours is not None
+        assert campaign.hours.rules[0].windows == (
+            Window(days=frozenset({0}), start=510, end=1440),
+        )
+
+    def test_categories_and_dates(self) -> None:
+        """An informational campaign is bound when named; quiet dates as TOML or text dates."""
+        campaign = acme_hours(
+            quiet_campaign(
+                category="informational",
+                quiet_hours="us-federal",
+                quiet_hours_categories=["marketing", "informational"],
+                quiet_dates=[date(2026, 12, 25), "2027-01-01"],
+            )
+        )
+        assert campaign.category is Category.INFORMATIONAL
+        assert campaign.hours is not None
+        assert campaign.hours.closed_dates == {date(2026, 12, 25), date(2027, 1, 1)}
+
+    def test_default_campaign(self) -> None:
+        """``[consent.default]`` takes the same keys."""
+        data = with_value(example(), "consent.default.quiet_hours", ["us-federal"])
+        default = parse(data).consent.directory.default
+        assert default.hours is not None
+
+    @pytest.mark.parametrize(
+        ("keys", "message"),
+        [
+            ({"category": "promo"}, "campaigns[0].category: expected one of"),
+            ({"quiet_hours": "us-xx"}, "campaigns[0].quiet_hours: unknown preset 'us-xx'"),
+            ({"quiet_hours": ["us-tx", "us-tx"]}, "campaigns[0].quiet_hours[1]: preset 'us-tx'"),
+            ({"quiet_hours": []}, "campaigns[0].quiet_hours: expected a preset"),
+            ({"quiet_hours": [3]}, "campaigns[0].quiet_hours[0]: expected a preset name"),
+            (
+                {"quiet_hours": [{"start": "9", "end": "17:00"}]},
+                "campaigns[0].quiet_hours[0].start: expected HH:MM",
+            ),
+            (
+                {"quiet_hours": [{"start": "09:00"}]},
+                "campaigns[0].quiet_hours[0].end: required",
+            ),
+            (
+                {"quiet_hours": [{"start": "09:00", "end": "09:00"}]},
+                "campaigns[0].quiet_hours[0]: a window's start and end must differ",
+            ),
+            (
+                {"quiet_hours": [{"days": ["funday"], "start": "09:00", "end": "10:00"}]},
+                "campaigns[0].quiet_hours[0].days: unknown day",
+            ),
+            (
+                {"quiet_hours": [{"start": "09:00", "end": "10:00", "tz": "Mars/Olympus"}]},
+                "campaigns[0].quiet_hours[0].tz: unknown time zone",
+            ),
+            (
+                {"quiet_hours": [{"start": "09:00", "end": "10:00", "zone": "UTC"}]},
+                "campaigns[0].quiet_hours[0].zone: unknown key",
+            ),
+            (
+                {"quiet_hours": "us-federal", "quiet_hours_action": "hold"},
+                "campaigns[0].quiet_hours_action: expected one of refuse, defer",
+            ),
+            (
+                {"quiet_hours": "us-federal", "quiet_hours_categories": ["promo"]},
+                "campaigns[0].quiet_hours_categories: expected some of",
+            ),
+            (
+                {"quiet_hours": "us-federal", "category": "transactional"},
+                "campaigns[0].quiet_hours: binds marketing messages only",
+            ),
+            ({"quiet_hours_action": "defer"}, "campaigns[0].quiet_hours_action: has no effect"),
+            ({"quiet_dates": ["2026-12-25"]}, "campaigns[0].quiet_dates: has no effect"),
+            (
+                {"quiet_hours": "us-federal", "quiet_dates": ["25/12/2026"]},
+                "campaigns[0].quiet_dates[0]: expected a date",
+            ),
+        ],
+        ids=lambda v: None if isinstance(v, dict) else v.split(":")[0],
+    )
+    def test_errors_name_the_key(self, keys: dict[str, Any], message: str) -> None:
+        """Each mistake is refused with the key that holds it."""
+        assert error_of(quiet_campaign(**keys)).startswith(message)
+
+    def test_permanent_deferral_is_refused(self) -> None:
+        """quiet_hours_deferred must be a status clients retry, else a deferral loses the MT."""
+        message = error_of(with_value(example(), "consent.statuses.quiet_hours_deferred", 0x45))
+        assert message.startswith("consent.statuses.quiet_hours_deferred:"), message
+
+    @pytest.mark.parametrize("status", CLIENT_RETRIED)
+    def test_retried_refusal_is_refused(self, status: int) -> None:
+        """quiet_hours (refuse) must be permanent: clients would retry it all night."""
+        message = error_of(with_value(example(), "consent.statuses.quiet_hours", status))
+        assert message.startswith("consent.statuses.quiet_hours:"), message
+
+    def test_statuses_are_read(self) -> None:
+        """Both quiet-hours statuses can be set."""
+        data = with_value(example(), "consent.statuses.quiet_hours", 0x45)
+        data = with_value(data, "consent.statuses.quiet_hours_deferred", 0x58)
+        statuses = parse(data).consent.statuses
+        assert (statuses.quiet_hours, statuses.quiet_hours_deferred) == (0x45, 0x58)

@@ -275,10 +275,12 @@ class AuditTrail:
         account: str,
         campaign: str | None,
         sender: str | None,
+        rule: str | None = None,
     ) -> None:
-        """Record one refused MT (never waits; summed up per kind under a flood)."""
+        """Record one refused MT (never waits; summed up per kind under a flood). ``rule``:
+        the sending rule that refused it (a quiet-hours preset), where one did."""
         masked = logs.mask_subscriber(subscriber)
-        key = (account, reason, campaign, sender, masked)
+        key = (account, reason, campaign, sender, masked, rule)
         entry = self._refusals.get(key)
         now = time.time()
         if entry is None:
@@ -294,6 +296,8 @@ class AuditTrail:
             "sender": sender,
             "subscriber": masked,
         }
+        if rule is not None:
+            fields["rule"] = rule
         if entry[0] < self.refusal_burst:
             entry[0] += 1
             self._enqueue({**fields, "at": utc(now), "count": 1}, None)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from gateway.consent.hours import Category, QuietHours
 from gateway.consent.keywords import (
     DEFAULT_ACCOUNT_WIDE,
     DEFAULT_HELP,
@@ -323,10 +324,17 @@ class Campaign:
     # The client accounts (account keys) allowed to send from this campaign's numbers; empty:
     # any account. An MT from one of the numbers by another account is refused.
     accounts: frozenset[str] = frozenset()
+    # Sending rules beyond consent (gateway.consent.hours): what the campaign sends, and when
+    # it may be sent by the recipient's clock.
+    category: Category = Category.MARKETING
+    quiet_hours: QuietHours | None = None
 
     rules: KeywordRules = field(init=False, repr=False, compare=False)
     campaign_scope: Scope = field(init=False, repr=False, compare=False)
     list_by_service_type: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # The quiet hours this campaign's MTs are checked against: None when it has none, or they
+    # do not bind its category (transactional, unless the campaign says so).
+    hours: QuietHours | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -353,6 +361,13 @@ class Campaign:
         object.__setattr__(self, "rules", self._build_rules())
         object.__setattr__(self, "campaign_scope", Scope(ScopeKind.CAMPAIGN, self.name))
         object.__setattr__(self, "list_by_service_type", MappingProxyType(by_service_type))
+        object.__setattr__(self, "hours", self._binding_hours())
+
+    def _binding_hours(self) -> QuietHours | None:
+        quiet = self.quiet_hours
+        if quiet is None or self.category not in quiet.categories:
+            return None
+        return quiet
 
     def _build_rules(self) -> KeywordRules:
         kw = self.keywords

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+from gateway.consent import hours as quiet
 from gateway.consent.campaign import Campaign, FooterMode, InboundUnknown, OutboundUnknown, ReOptIn
 from gateway.consent.keywords import ENGLISH, KeywordFamily, KeywordMatch, match
 from gateway.consent.model import (
@@ -64,6 +65,7 @@ from gateway.consent.model import (
     ScopeKind,
     SmsAddress,
 )
+from gateway.consent.numbers import place
 
 # esm_class bits 2-5 (mask 0x3C): the message types that are receipts / acknowledgements, not MO.
 ESM_CLASS_TYPE_MASK = 0x3C
@@ -95,6 +97,10 @@ class RejectReason(StrEnum):
     UNREADABLE_SENDER = "unreadable_sender"
     SENDER_NOT_ALLOWED = "sender_not_allowed"
     STORE_UNAVAILABLE = "store_unavailable"  # not a policy outcome: the caller's, for the table
+    # Outside the campaign's sending window in the recipient's time zone (gateway.consent.hours):
+    # refused for good, or deferred (a temporary status, so the client retries later).
+    QUIET_HOURS = "quiet_hours"
+    QUIET_HOURS_DEFERRED = "quiet_hours_deferred"
 
 
 # Reasons about consent itself: distinct, permanent statuses (RejectStatuses.problems).
@@ -104,6 +110,14 @@ CONSENT_REASONS = (
     RejectReason.PENDING,
     RejectReason.NO_CONSENT,
 )
+
+
+# The refusals of the sending window (a long message begun inside it is finished).
+QUIET_REASONS = frozenset({RejectReason.QUIET_HOURS, RejectReason.QUIET_HOURS_DEFERRED})
+
+# Refusals the client should retry: their status must be one clients re-queue, and they are
+# never answered "accepted" (accept and report would lose the message).
+TEMPORARY_REASONS = frozenset({RejectReason.STORE_UNAVAILABLE, RejectReason.QUIET_HOURS_DEFERRED})
 
 
 # Kannel re-queues these for ever with its default settings (FIELD-NOTES); the same set as
@@ -131,7 +145,12 @@ class RejectStatuses:
       destination, permanently; it may share blocked's value (both say "never to this address"),
       the log's ``reason`` tells them apart;
     - sender_not_allowed 0x0A ESME_RINVSRCADR: a source the client may not use (another account's
-      campaign number) or cannot be read; also for an unreadable source.
+      campaign number) or cannot be read; also for an unreadable source;
+    - quiet_hours 0x61 ESME_RINVSCHED ("invalid scheduled delivery time": not at this time),
+      permanent: the client drops the message or reschedules it itself;
+    - quiet_hours_deferred 0x14 ESME_RMSGQFUL, temporary: clients re-queue it and retry (Kannel
+      every ``sms-resend-freq`` seconds). Not 0x58 ESME_RTHROTTLED: on that Kannel also stops
+      sending anything on the bind for 15 seconds, transactional messages included.
     """
 
     opted_out: int = 0x45
@@ -141,6 +160,8 @@ class RejectStatuses:
     store_unavailable: int = 0x14
     unreadable_address: int = 0x0B
     sender_not_allowed: int = 0x0A
+    quiet_hours: int = 0x61
+    quiet_hours_deferred: int = 0x14
 
     def status(self, reason: RejectReason) -> int:
         if reason is RejectReason.UNREADABLE_SENDER:
@@ -154,6 +175,7 @@ class RejectStatuses:
             *CONSENT_REASONS,
             RejectReason.UNREADABLE_ADDRESS,
             RejectReason.SENDER_NOT_ALLOWED,
+            RejectReason.QUIET_HOURS,
         )
         for reason in permanent:
             value = self.status(reason)
@@ -171,6 +193,11 @@ class RejectStatuses:
             found.append(
                 f"store_unavailable: 0x{self.store_unavailable:02X} is permanent for clients;"
                 " use 0x14 or 0x58 so the message is retried, not lost"
+            )
+        if self.quiet_hours_deferred not in CLIENT_RETRY_STATUSES:
+            found.append(
+                f"quiet_hours_deferred: 0x{self.quiet_hours_deferred:02X} is permanent for"
+                " clients; use 0x14 (or 0x58) so the message is retried when the window opens"
             )
         return found
 
@@ -200,6 +227,7 @@ class Allow:
 class Reject:
     reason: RejectReason
     scope: str | None = None  # the scope key whose record decided, for logs and the audit
+    closed: quiet.Closed | None = None  # quiet hours: the rule, zone and local time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -345,6 +373,7 @@ def decide_mt(
     instance: str | None = None,
     bound_as: str = "",
     addresses_checked: bool = False,
+    country: str = "US",
 ) -> MtDecision:
     """What an MT to ``subscriber`` from ``sender`` gets.
 
@@ -355,6 +384,9 @@ def decide_mt(
     mode ``first``). ``new_event_id`` is called only when an event is made (require_opt_in).
     ``addresses_checked``: the caller has just had ``address_refusal`` say None for these
     addresses (the MT path does, before it reads any record); otherwise it is checked here.
+    Consent decides first (a refusal for consent is permanent and says more); an MT consent
+    lets through (or that would ask for the opt-in) is then held to the campaign's quiet hours
+    at wall time ``now`` (``country``: the default country, where a short code is).
     """
     if not addresses_checked:
         refused = address_refusal(campaign, subscriber, sender, system_id)
@@ -363,14 +395,16 @@ def decide_mt(
     state, key = effective_state(
         _scopes(campaign, sender.value, system_id, service_type, bound_as)[1], records
     )
-    if state is ConsentState.OPTED_IN:
-        return _allow(campaign, footer_seen)
     if state is ConsentState.OPTED_OUT:
         return Reject(reason=RejectReason.OPTED_OUT, scope=key)
     if state is ConsentState.BLOCKED:
         return Reject(reason=RejectReason.BLOCKED, scope=key)
     policy = campaign.outbound_unknown
-    if policy is OutboundUnknown.ALLOW:
+    if state is ConsentState.OPTED_IN or policy is OutboundUnknown.ALLOW:
+        if campaign.hours is not None:
+            held = quiet_refusal(campaign.hours, subscriber, now, country)
+            if held is not None:
+                return held
         return _allow(campaign, footer_seen)
     if state is ConsentState.PENDING:
         return Reject(reason=RejectReason.PENDING, scope=key)
@@ -380,6 +414,11 @@ def decide_mt(
     text = campaign.reply(campaign.replies.opt_in_request)
     if not text or not subscriber.accepts_auto_reply:
         return Reject(reason=RejectReason.NO_CONSENT)
+    if campaign.hours is not None:
+        # The opt-in request is a message of the campaign too: not at night either.
+        held = quiet_refusal(campaign.hours, subscriber, now, country)
+        if held is not None:
+            return held
     target = stop_scope(campaign, sender.value, system_id)
     event = ConsentEvent(
         event_id=new_event_id(),
@@ -400,6 +439,46 @@ def decide_mt(
     )
     reply = AutoReply(text=text, source=sender, destination=subscriber, campaign=campaign.name)
     return RequestOptIn(events=(event,), reply=reply)
+
+
+_UNSEEN = object()
+QUIET_MEMO_SIZE = 65_536
+
+
+def quiet_refusal(
+    hours: quiet.QuietHours, subscriber: SmsAddress, now: float, country: str
+) -> Reject | None:
+    """The quiet-hours refusal of an MT to ``subscriber`` at wall time ``now``, or None.
+
+    Memoised per subscriber and minute (in ``hours.memo``, bounded): windows are in whole
+    minutes and zone offsets too, so the verdict cannot change within one minute of UTC. This
+    is the seam for the other sending rules that depend on the subscriber and the time (a
+    frequency cap would be checked here, on counts the caller passes in)."""
+    key = (subscriber.value, int(now // 60))
+    memo = hours.memo
+    found = memo.get(key, _UNSEEN)
+    if found is _UNSEEN:
+        if len(memo) >= QUIET_MEMO_SIZE:
+            memo.clear()
+        found = memo[key] = _quiet_verdict(hours, subscriber, country, key[1])
+    return found  # type: ignore[return-value]
+
+
+def _quiet_verdict(
+    hours: quiet.QuietHours, subscriber: SmsAddress, country: str, minute: int
+) -> Reject | None:
+    where = place(
+        subscriber.value,
+        short_code=subscriber.kind is AddressKind.SHORT_CODE,
+        default_country=country,
+        subdivision=hours.needs_subdivision,
+    )
+    found = quiet.closed(hours, where, minute * 60.0)
+    if found is None:
+        return None
+    if hours.action is quiet.QuietAction.DEFER:
+        return Reject(reason=RejectReason.QUIET_HOURS_DEFERRED, closed=found)
+    return Reject(reason=RejectReason.QUIET_HOURS, closed=found)
 
 
 def address_refusal(

@@ -18,7 +18,14 @@ from typing import Protocol
 from gateway.consent.campaign import Campaign, CampaignDirectory
 from gateway.consent.model import AddressKind, SmsAddress
 from gateway.consent.numbers import cached_normalise
-from gateway.consent.policy import Allow, Reject, RejectReason, RequestOptIn
+from gateway.consent.policy import (
+    QUIET_REASONS,
+    TEMPORARY_REASONS,
+    Allow,
+    Reject,
+    RejectReason,
+    RequestOptIn,
+)
 from gateway.messages.parts import PartTracker, Route
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import EsmClass, RegisteredDelivery, Tag
@@ -169,7 +176,10 @@ def settle(
     """The answer ``mt`` gets for the policy's ``decision``, ``footers`` telling whether a
     footer stage exists. A part of a long message also gets its message's answer: a refusal
     refuses the parts after it, even if the records changed back meanwhile (an "allowed" is
-    never remembered: every part is decided afresh), and the route stays the first part's."""
+    never remembered: every part is decided afresh), and the route stays the first part's.
+    One exception: a message whose earlier parts went inside the sending window is finished
+    when the window closes between its parts (quiet hours refuse no part after an allowed one:
+    half a message is worse than one sent a minute late); consent is still decided afresh."""
     key = mt.part_key
     if key is None:  # one PDU, one message: the common case
         if not isinstance(decision, Allow):
@@ -180,6 +190,13 @@ def settle(
     earlier = parts.get(key, now)
     if earlier is not None and earlier.refusal is not None and isinstance(decision, Allow):
         decision = Reject(reason=earlier.refusal)
+    elif (
+        earlier is not None
+        and earlier.refusal is None
+        and isinstance(decision, Reject)
+        and decision.reason in QUIET_REASONS
+    ):
+        decision = Allow(add_footer=earlier.route is Route.FOOTER)
     if isinstance(decision, Allow):
         if earlier is not None:
             footer = earlier.route is Route.FOOTER
@@ -204,11 +221,11 @@ class Answer(Enum):
 
 def refusal_answer(reason: RejectReason, *, answered: bool, accept_and_report: bool) -> Answer:
     """``answered``: the request was settled already; ``accept_and_report``: the account's
-    setting. A temporary refusal (store unavailable) is always visible, so the client
-    retries."""
+    setting. A temporary refusal (store unavailable, a quiet-hours deferral) is always
+    visible, so the client retries."""
     if answered:
         return Answer.NONE
-    if accept_and_report and reason is not RejectReason.STORE_UNAVAILABLE:
+    if accept_and_report and reason not in TEMPORARY_REASONS:
         return Answer.REPORT
     return Answer.REJECT
 

@@ -34,8 +34,9 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
 from gateway.consent.model import ConsentEvent, ConsentRecord, SmsAddress
-from gateway.consent.numbers import cached_normalise
+from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
+    QUIET_REASONS,
     Allow,
     AutoReply,
     MoAction,
@@ -87,6 +88,7 @@ RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
 # mt_rejected lines per session and reason in one interval; the rest are summed up.
 REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
+EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part refused alike
 
 
 def new_event_id() -> str:
@@ -223,6 +225,7 @@ class ConsentEnforcer:
             footers.set_gate(self._gate)
             footers.set_reporter(self._report_part)
         self._translate_receipts = _has_footers(config)
+        _load_places(config)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) for the auto-reply records still being written (shutdown)."""
@@ -235,6 +238,7 @@ class ConsentEnforcer:
         self._account_keys = {}
         self._country = config.default_country
         self._short_max = config.short_code_max_length
+        _load_places(config)
         if part_ttl_s is not None:
             self._parts.ttl_s = part_ttl_s
 
@@ -463,6 +467,7 @@ class ConsentEnforcer:
             mt.subscriber,
             reason,
             status,
+            decision,
             command_id=command_name(pdu.command_id),
             scope=decision.scope if isinstance(decision, Reject) else None,
             service_type=pdu.service_type,
@@ -499,6 +504,7 @@ class ConsentEnforcer:
             instance=self.instance,
             footer_seen=footer_seen,
             addresses_checked=True,  # _read_mt did, for every MT that gets here
+            country=self._country,
         )
 
     def _log_refusal(
@@ -508,12 +514,21 @@ class ConsentEnforcer:
         subscriber: SmsAddress,
         reason: RejectReason,
         status: int,
+        decision: Reject | RequestOptIn | None = None,
         **fields: object,
     ) -> None:
         """Every refused send is counted; logged (mt_rejected) up to a burst per session and
         reason and interval, the rest summed up in one line, so a client hammering refused
-        numbers cannot flood the log."""
+        numbers cannot flood the log. A quiet-hours refusal names its rule (``us-tx``), the
+        zone and the recipient's local time it was checked at."""
         self.metrics.mt_rejected_total.labels(reason.value, campaign.name).inc()
+        closed = decision.closed if isinstance(decision, Reject) else None
+        if closed is not None:
+            self.metrics.mt_quiet_hours_total.labels(reason.value, closed.rule).inc()
+            fields.update(rule=closed.rule, zone=closed.zone, local_time=closed.local)
+        elif reason in QUIET_REASONS:
+            # A later part of a long message refused like its earlier part.
+            self.metrics.mt_quiet_hours_total.labels(reason.value, EARLIER_PART).inc()
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
@@ -523,6 +538,7 @@ class ConsentEnforcer:
                 campaign=campaign.name,
                 # The sender as the client gave it: the campaign it chose is in its own field.
                 sender=getattr(request.pdu, "source_addr", None) or None,
+                rule=None if closed is None else closed.rule,
             )
         self._refusals.emit(
             log.info,
@@ -623,6 +639,7 @@ class ConsentEnforcer:
                     now=self.clock.wall(),
                     new_event_id=new_event_id,
                     instance=self.instance,
+                    country=self._country,
                 )
             if isinstance(decision, Allow):
                 self.metrics.mt_allowed_total.add(campaign.name)
@@ -635,6 +652,7 @@ class ConsentEnforcer:
                 subscriber,
                 decision.reason,
                 status,
+                decision,
                 command_id="submit_multi",
                 scope=decision.scope if isinstance(decision, Reject) else None,
                 service_type=pdu.service_type,
@@ -1141,6 +1159,13 @@ class ConsentEnforcer:
                 )
 
         return done
+
+
+def _load_places(config: ConsentConfig) -> None:
+    """State presets need the geocoder's data (about 0.7 s and 100 MB to load): load it when
+    the config is read, not on the first MT that needs it, in the middle of traffic."""
+    if any(c.hours is not None and c.hours.needs_subdivision for c in config.directory):
+        load_geocoder()
 
 
 def _has_footers(config: ConsentConfig) -> bool:

@@ -13,6 +13,9 @@ row under a header, ``confirmation`` flattened into ``confirmation_*`` columns; 
 spreadsheet would run as a formula, starting with ``=``, ``+``, ``-``, ``@``, tab or CR, gets a
 leading ``'``: subscribers choose their words), ``render_table`` (aligned columns for people;
 control characters shown escaped, so no text can break a line or the alignment).
+
+``sending_rules`` is what ``consent show`` adds below the states: the quiet hours that apply to
+the number now (its zones and local times, its state, each campaign's rules open or closed).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from gateway.consent.model import ConsentEvent
+from gateway.consent.campaign import CampaignDirectory
+from gateway.consent.hours import closed, local_text, rule_states
+from gateway.consent.model import AddressKind, ConsentEvent, SmsAddress
+from gateway.consent.numbers import place
 from gateway.store.base import ConsentStore, ReplyOutcome, ReplyRecord
 from gateway.store.staff import event_json, utc_stamp
 
@@ -272,3 +278,88 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
     if fmt == "table":
         return render_table(rows)
     raise ValueError(f"unknown history format {fmt!r} (table, json, csv)")
+
+
+# --- sending rules: what applies to a number now (``consent show``) ------------------------------
+
+
+def sending_rules(
+    directory: CampaignDirectory, subscriber: SmsAddress, *, country: str, now: float
+) -> dict[str, Any] | None:
+    """The quiet hours of every campaign that has some, for ``subscriber`` at wall time
+    ``now``: its zones, local times and state, and per campaign whether it may be sent to now
+    and which rule closes it (None when no campaign has quiet hours)."""
+    bound = [c for c in directory if c.hours is not None]
+    if not bound:
+        return None
+    needs_state = any(c.hours is not None and c.hours.needs_subdivision for c in bound)
+    where = place(
+        subscriber.value,
+        short_code=subscriber.kind is AddressKind.SHORT_CODE,
+        default_country=country,
+        subdivision=needs_state,
+    )
+    campaigns = []
+    for campaign in bound:
+        quiet_hours = campaign.hours
+        assert quiet_hours is not None
+        found = closed(quiet_hours, where, now)
+        campaigns.append(
+            {
+                "campaign": campaign.name,
+                "category": campaign.category.value,
+                "action": quiet_hours.action.value,
+                "open": found is None,
+                "closed_by": None if found is None else found.rule,
+                "quiet_dates": sorted(d.isoformat() for d in quiet_hours.closed_dates),
+                "rules": [
+                    {
+                        "rule": state.rule,
+                        "applies": state.applies,
+                        "open": state.open,
+                        "window": state.window,
+                        "source": state.source,
+                        "zones": [
+                            {"zone": zone, "local_time": local, "open": is_open}
+                            for zone, local, is_open in state.zones
+                        ],
+                    }
+                    for state in rule_states(quiet_hours, where, now)
+                ],
+            }
+        )
+    return {
+        "at": utc_stamp(now),
+        "zones": [{"zone": zone, "local_time": local_text(zone, now)} for zone in where.zones],
+        "zones_exact": where.zones_exact,
+        "countries": sorted(where.regions),
+        "state": where.subdivision,
+        "campaigns": campaigns,
+    }
+
+
+def render_sending_rules(rules: Mapping[str, Any]) -> str:
+    """``sending_rules`` for people: where the number is, then each campaign's rules."""
+    zones = ", ".join(f"{z['zone']} {z['local_time']}" for z in rules["zones"]) or "none known"
+    known = "" if rules["zones_exact"] else " (the country's: the number's own are not known)"
+    lines = [
+        f"sending rules at {rules['at']}:",
+        f"  zones: {zones}{known}",
+        f"  state: {rules['state'] or 'not known (state presets all apply)'}",
+    ]
+    for c in rules["campaigns"]:
+        verdict = "open" if c["open"] else f"closed by {c['closed_by']}"
+        lines.append(f"  {c['campaign']} ({c['category']}, {c['action']}): {verdict}")
+        for r in c["rules"]:
+            if not r["applies"]:
+                lines.append(f"    {r['rule']:<12} does not apply")
+                continue
+            status = "open" if r["open"] else "closed"
+            line = f"    {r['rule']:<12} {status:<7} {r['window']}"
+            own = [z["zone"] for z in r["zones"]]
+            if own != [z["zone"] for z in rules["zones"]]:  # a window in a zone of its own
+                line += " (" + ", ".join(f"{z['zone']} {z['local_time']}" for z in r["zones"]) + ")"
+            lines.append(line)
+        if c["quiet_dates"]:
+            lines.append(f"    quiet dates: {', '.join(c['quiet_dates'])}")
+    return "\n".join(lines) + "\n"

@@ -192,6 +192,13 @@ class Metrics:
             ["reason", "campaign"],
             registry=r,
         )
+        self.mt_quiet_hours_total = Counter(
+            "smppgw_mt_quiet_hours_total",
+            "MT held back by quiet hours, by reason (quiet_hours refused,"
+            " quiet_hours_deferred) and the rule whose window was closed",
+            ["reason", "rule"],
+            registry=r,
+        )
         self.mt_allowed_total = Tally(
             "smppgw_mt_allowed_total",
             "MT (each part, each submit_multi destination) the consent decision let through",

@@ -37,6 +37,7 @@ from gateway.consent.model import (
 from gateway.consent.policy import (
     CLIENT_RETRY_STATUSES,
     DEFAULT_REJECT_STATUSES,
+    TEMPORARY_REASONS,
     Allow,
     AutoReply,
     MoAction,
@@ -779,12 +780,17 @@ class TestNoRepliesToMachines:
 
 class TestRejectStatuses:
     def test_defaults_are_safe(self) -> None:
-        """Default consent statuses are permanent and distinct; store-unavailable is retried."""
+        """Default consent statuses are permanent and distinct; store-unavailable and a
+        quiet-hours deferral are retried."""
         table = DEFAULT_REJECT_STATUSES
         assert table.problems() == []
-        permanent = [r for r in RejectReason if r is not RejectReason.STORE_UNAVAILABLE]
+        permanent = [r for r in RejectReason if r not in TEMPORARY_REASONS]
         assert all(table.status(r) not in CLIENT_RETRY_STATUSES for r in permanent)
-        assert table.status(RejectReason.STORE_UNAVAILABLE) in CLIENT_RETRY_STATUSES
+        assert {
+            RejectReason.STORE_UNAVAILABLE,
+            RejectReason.QUIET_HOURS_DEFERRED,
+        } == TEMPORARY_REASONS
+        assert all(table.status(r) in CLIENT_RETRY_STATUSES for r in TEMPORARY_REASONS)
 
     @pytest.mark.parametrize(
         ("reason", "status"),
@@ -794,6 +800,8 @@ class TestRejectStatuses:
             (RejectReason.PENDING, 0x65),
             (RejectReason.NO_CONSENT, 0x66),
             (RejectReason.STORE_UNAVAILABLE, 0x14),
+            (RejectReason.QUIET_HOURS, 0x61),
+            (RejectReason.QUIET_HOURS_DEFERRED, 0x14),
         ],
         ids=lambda v: v.value if isinstance(v, RejectReason) else f"0x{v:02x}",
     )

@@ -340,3 +340,42 @@ class TestRefusalAnswer:
         data = accepted_response(p.DataSm(sequence_number=3, destination_addr=SUB), "x")
         assert isinstance(data, p.DataSmResp)
         assert data.sequence_number == 3
+
+
+class TestSettleQuietHours:
+    """The sending window closing between the parts of a long message."""
+
+    CLOSED = Reject(reason=RejectReason.QUIET_HOURS)
+
+    def test_message_begun_inside_the_window_is_finished(self) -> None:
+        """Part 1 allowed at 20:59, part 2 at 21:00 refused for quiet hours: part 2 goes
+        all the same, on part 1's route."""
+        parts = PartTracker(10.0)
+        first = settle(ALLOW_FOOTER, read(submit(), Part(5, 2, 1)), parts, 0.0, footers=True)
+        second = settle(self.CLOSED, read(submit(), Part(5, 2, 2)), parts, 1.0, footers=True)
+        assert (first, second) == (SEND_FOOTER, SEND_FOOTER)
+
+    def test_consent_still_refuses_later_parts(self) -> None:
+        """The exception is for the window only: a STOP between parts still refuses."""
+        parts = PartTracker(10.0)
+        settle(ALLOW, read(submit(), Part(5, 2, 1)), parts, 0.0, footers=False)
+        outcome = settle(OPTED_OUT, read(submit(), Part(5, 2, 2)), parts, 1.0, footers=False)
+        assert isinstance(outcome, Refuse)
+
+    def test_message_begun_outside_stays_refused(self) -> None:
+        """Part 1 refused for quiet hours: part 2 is refused too, even once the window is
+        open (one answer for the message)."""
+        parts = PartTracker(10.0)
+        settle(self.CLOSED, read(submit(), Part(5, 2, 1)), parts, 0.0, footers=False)
+        outcome = settle(ALLOW, read(submit(), Part(5, 2, 2)), parts, 1.0, footers=False)
+        assert isinstance(outcome, Refuse)
+        assert outcome.reason is RejectReason.QUIET_HOURS
+
+    def test_deferral_is_never_accepted_and_reported(self) -> None:
+        """A deferral is temporary: always answered with its status, never OK."""
+        answer = refusal_answer(
+            RejectReason.QUIET_HOURS_DEFERRED, answered=False, accept_and_report=True
+        )
+        assert answer is Answer.REJECT
+        refused = refusal_answer(RejectReason.QUIET_HOURS, answered=False, accept_and_report=True)
+        assert refused is Answer.REPORT

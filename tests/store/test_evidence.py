@@ -8,10 +8,19 @@ import csv
 import dataclasses
 import io
 import json
+from datetime import UTC, datetime
 
 import pytest
 
-from gateway.consent.model import Actor, ConsentEvent, ConsentState, MatchType
+from gateway.consent.campaign import Campaign, CampaignDirectory
+from gateway.consent.model import (
+    Actor,
+    AddressKind,
+    ConsentEvent,
+    ConsentState,
+    MatchType,
+    SmsAddress,
+)
 from gateway.store.base import ReplyOutcome
 from gateway.store.evidence import (
     CSV_COLUMNS,
@@ -19,7 +28,9 @@ from gateway.store.evidence import (
     history_rows,
     render,
     render_csv,
+    render_sending_rules,
     render_table,
+    sending_rules,
 )
 from gateway.store.memory import MemoryStore
 from tests.store.test_contract import SUB_A, make_reply
@@ -166,3 +177,55 @@ class TestFormats:
     def test_unknown_format_is_refused(self) -> None:
         with pytest.raises(ValueError, match="table, json, csv"):
             render([], "xml")
+
+
+# --- sending rules (consent show) ---------------------------------------------------------------
+
+
+def _quiet_directory() -> CampaignDirectory:
+    from gateway.consent.hours import PRESETS, QuietAction, QuietHours
+
+    rules = (PRESETS["us-federal"], PRESETS["us-tx"], PRESETS["us-fl"])
+    return CampaignDirectory(
+        [
+            Campaign(
+                name="promo",
+                numbers=("15550100",),
+                quiet_hours=QuietHours(rules=rules, action=QuietAction.DEFER),
+            ),
+            Campaign(name="plain", numbers=("15550101",)),
+        ]
+    )
+
+
+class TestSendingRules:
+    AUSTIN = SmsAddress(kind=AddressKind.E164, value="15125550100")
+    # Sunday 6 December 2026, 11:30 in Austin.
+    SUNDAY_MORNING = datetime(2026, 12, 6, 17, 30, tzinfo=UTC).timestamp()
+
+    def test_rules_of_a_number_now(self) -> None:
+        """Zones, local time and state of the number; per campaign with quiet hours, whether
+        it is open and each rule's verdict (campaigns without quiet hours are not listed)."""
+        rules = sending_rules(
+            _quiet_directory(), self.AUSTIN, country="US", now=self.SUNDAY_MORNING
+        )
+        assert rules is not None
+        assert rules["zones"] == [{"zone": "America/Chicago", "local_time": "2026-12-06 11:30 Sun"}]
+        assert rules["state"] == "US-TX"
+        (promo,) = rules["campaigns"]
+        assert (promo["campaign"], promo["action"], promo["open"]) == ("promo", "defer", False)
+        assert promo["closed_by"] == "us-tx"
+        verdicts = {r["rule"]: (r["applies"], r["open"]) for r in promo["rules"]}
+        assert verdicts == {
+            "us-federal": (True, True),
+            "us-tx": (True, False),
+            "us-fl": (False, True),
+        }
+        text = render_sending_rules(rules)
+        assert "promo (marketing, defer): closed by us-tx" in text
+        assert "us-fl        does not apply" in text
+
+    def test_none_without_quiet_hours(self) -> None:
+        """No campaign has quiet hours: nothing to show."""
+        directory = CampaignDirectory([Campaign(name="plain", numbers=("15550101",))])
+        assert sending_rules(directory, self.AUSTIN, country="US", now=0.0) is None
