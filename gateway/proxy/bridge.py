@@ -489,6 +489,10 @@ class Bridge:
     def _upstream_bind_response(self, pdu: p.Pdu, frame: bytes, ctx: _BindFromClient) -> None:
         status = bind_status(pdu)
         bind_type = self.client_info.bind_type
+        if self._bind_guard is not None:
+            # Answered: the guard would only hold its handle and arguments until the deadline.
+            self._bind_guard.cancel()
+            self._bind_guard = None
         if pdu.command_id == CommandId.GENERIC_NACK:
             # The client must get a bind_resp, not the SMSC's generic_nack.
             self.reject_client(ctx.command_id, ctx.sequence_number, status)
