@@ -25,6 +25,12 @@ CONFIG_RELOADED: Final = "config_reloaded"
 CONFIG_RELOAD_FAILED: Final = "config_reload_failed"
 CONFIG_RELOAD_PARTIAL: Final = "config_reload_partial"
 LISTENER_STARTED: Final = "listener_started"
+# Workers (server.workers above 1)
+WORKER_STARTED: Final = "worker_started"
+WORKERS_READY: Final = "workers_ready"
+WORKER_EXITED: Final = "worker_exited"
+WORKERS_FAILED: Final = "workers_failed"
+SUPERVISOR_GONE: Final = "supervisor_gone"
 # Connections and sessions
 CONNECTION_ACCEPTED: Final = "connection_accepted"
 CONNECTION_REFUSED: Final = "connection_refused"
