@@ -52,6 +52,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -651,11 +652,19 @@ def run_worker(*, snapshot: str, source: str, index: int, fds: Sequence[int]) ->
     )
     # Every line this process logs says which worker it is (the loop's tasks copy this).
     structlog.contextvars.bind_contextvars(worker=index)
-    gateway = Gateway(
-        config,
-        listen_socket=socket.socket(fileno=listen_fd),
-        status_socket=socket.socket(fileno=status_fd),
-    )
+    try:
+        gateway = Gateway(
+            config,
+            listen_socket=socket.socket(fileno=listen_fd),
+            status_socket=socket.socket(fileno=status_fd),
+        )
+    except (ssl.SSLError, OSError) as exc:  # a certificate or key gone since the check
+        print(
+            f"smpp-gateway: worker {index}: config error: cannot load a TLS certificate, key "
+            f"or CA: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     with contextlib.suppress(OSError):
         if Path(source).read_bytes() != started_with:
             gateway.reload()  # the file changed since the supervisor started (a SIGHUP)
