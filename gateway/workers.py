@@ -405,7 +405,8 @@ class Supervisor:
             for slot in self._slots:
                 loop.add_reader(slot.notify.fileno(), self._notified, slot)
                 self._spawn(self._run_slot(slot))
-            self._spawn(self._refresh())
+            if self.config.admin.listen is not None:
+                self._spawn(self._refresh())
             if await self._all_ready():
                 log.info(
                     logs.WORKERS_READY,
@@ -514,7 +515,8 @@ class Supervisor:
             self._retired = merge([self._retired, slot.last_tallies])
             slot.last_tallies = []
             self._changed.set()
-            if self._stopping:
+            if self._stopping or self._stop.is_set():
+                # Stopping (a Ctrl-C reaches the workers too, maybe before the supervisor).
                 log.info(
                     logs.WORKER_EXITED, worker=slot.index, worker_pid=process.pid, status=status
                 )
@@ -570,7 +572,8 @@ class Supervisor:
             await asyncio.gather(*waits)
             if late:
                 return False
-        return all(p.returncode == 0 for p in live)
+        # -SIGTERM: a worker still starting, before its handler was set (nothing accepted yet).
+        return all(p.returncode in (0, -signal.SIGTERM) for p in live)
 
     async def _refresh(self) -> None:
         """Keep each worker's last counters recent (what stays in the sum if it dies)."""
