@@ -129,10 +129,8 @@ def _workers_argument(text: str) -> int | Literal["auto"]:
 
     try:
         return parse_workers(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer or auto, got {text!r}"
-        ) from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker_count(config: GatewayConfig, given: int | Literal["auto"] | None) -> int | None:

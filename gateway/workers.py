@@ -105,10 +105,9 @@ def parse_workers(text: str) -> int | Literal["auto"]:
     """``--workers``: a positive integer or ``auto``; ValueError otherwise."""
     if text == "auto":
         return "auto"
-    count = int(text)
-    if count < 1:
-        raise ValueError(text)
-    return count
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"expected a positive integer or auto, got {text!r}")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,8 +207,8 @@ def merge(sources: Iterable[Iterable[Metric]]) -> list[Metric]:
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for source in sources:
         for family in source:
-            if family.name.endswith("_created") and family.type == "unknown":
-                continue
+            if family.name.endswith("_created"):
+                continue  # as parsed from the text format: a gauge family of its own
             into = families.get(family.name)
             if into is None:
                 into = families[family.name] = Metric(

@@ -337,7 +337,8 @@ class TestRestart:
 class TestSignals:
     async def test_sigterm_drains_every_worker_and_exits_0(self, tmp_path: Path) -> None:
         """SIGTERM to the supervisor unbinds the clients of both workers, each worker stops,
-        and the supervisor exits 0."""
+        and the supervisor exits 0; every process's log lines stay whole on the shared
+        stderr."""
         async with supervised(tmp_path) as (_sim, daemon), contextlib.AsyncExitStack() as stack:
             senders = await daemon.one_per_worker(stack)
             assert daemon.proc is not None
@@ -350,6 +351,7 @@ class TestSignals:
                 line["worker"] for line in daemon.events("gateway_stopped") if "worker" in line
             } == {1, 2}
             assert [line["status"] for line in daemon.events("worker_exited")] == [0, 0]
+            assert not daemon.events("unparsed")  # lines of three processes, none interleaved
 
     async def test_sighup_reloads_every_worker(self, tmp_path: Path) -> None:
         """SIGHUP to the supervisor reloads the file in both workers: the new footer goes out
