@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.simulator import Simulator
+from tests.integration.test_optout_link import fetch
 from tests.support.consent import (
     BYSTANDER,
     NUMBER_1,
@@ -42,6 +44,7 @@ OPTED_OUT = 0x45
 TOKEN = "workers-test-token"
 FOOTER = "{brand}: Reply STOP to opt out"
 NEW_FOOTER = "{brand}: Reply STOP to end"
+LINK_FOOTER = "{brand}: stop at {optout_url}"
 
 
 def config_data(tmp_path: Path, sim_port: int, store_url: str) -> dict[str, Any]:
@@ -221,12 +224,13 @@ class Supervised:
 
 @contextlib.asynccontextmanager
 async def supervised(
-    tmp_path: Path, store_url: str | None = None
+    tmp_path: Path, store_url: str | None = None, **sections: Any
 ) -> AsyncIterator[tuple[Simulator, Supervised]]:
-    """The SMSC simulator and a gateway with two workers in front of it, all workers ready."""
+    """The SMSC simulator and a gateway with two workers in front of it, all workers ready
+    (``sections`` replace the config's)."""
     async with simulator() as sim:
         url = store_url or f"sqlite:{tmp_path}/consent.db"
-        data = config_data(tmp_path, sim.port, url)
+        data = config_data(tmp_path, sim.port, url) | sections
         config = tmp_path / "gateway.toml"
         config.write_text(to_toml(data), encoding="utf-8")
         daemon = Supervised(config, data)
@@ -307,6 +311,38 @@ class TestAdmin:
             status, body = await daemon.http("GET", "/readyz")
             assert status == 200, body
             assert json.loads(body)["checks"]["workers"] == "ok"
+
+
+class TestOptOutLink:
+    async def test_a_link_from_one_worker_confirmed_at_the_supervisor_stops_both(
+        self, tmp_path: Path
+    ) -> None:
+        """The footer link a worker signed is confirmed on the supervisor's opt-out listener,
+        and the next MT through either worker is refused."""
+        port = free_port()
+        link = {"base_url": f"http://127.0.0.1:{port}/o/", "listen": f"127.0.0.1:{port}"}
+        campaign = {**config_data(tmp_path, 0, "")["campaigns"][0], "footer_text": LINK_FOOTER}
+        async with (
+            supervised(
+                tmp_path,
+                optout_link={**link, "key": "workers-link-key-0123456789"},
+                campaigns=[campaign],
+            ) as (sim, daemon),
+            contextlib.AsyncExitStack() as stack,
+        ):
+            senders = await daemon.one_per_worker(stack)
+            assert await senders[1].submit(SUBSCRIBER, "code 1234", source=NUMBER_1) == 0
+            (text,) = await wait_texts(sim, SUBSCRIBER, 1)
+            assert text is not None
+            found = re.search(r"(http://127\.0\.0\.1:\d+/o/[A-Za-z0-9_-]{32})", text)
+            assert found is not None, text
+            shown = await asyncio.to_thread(fetch, found.group(1))
+            assert shown.status == 200
+            done = await asyncio.to_thread(fetch, found.group(1), "POST")
+            assert done.status == 200
+            assert "You are unsubscribed" in done.text
+            for esme in senders.values():
+                assert await esme.submit(SUBSCRIBER, "after", source=NUMBER_1) == OPTED_OUT
 
 
 class TestRestart:
