@@ -493,6 +493,7 @@ RESTART_KEYS = (
     "server.listen",
     "server.reuse_port",
     "server.workers",
+    "server.worker_timeout_s",
     "server.tls",
     "upstream.service_bind",
     "store.url",

@@ -98,6 +98,9 @@ class ServerConfig:
     # Processes serving the listener (gateway.workers): 1 is one process and no supervisor;
     # "auto" is the number of CPUs this process may run on.
     workers: int | Literal["auto"] = 1
+    # A worker whose event loop sent no watchdog ping for this long is killed and restarted
+    # (0 in the file, None here: never).
+    worker_timeout_s: float | None = 30.0
     max_sessions: int = 1000
     tls: TlsConfig | None = None
     # Connections that have not bound yet have limits of their own (gateway.proxy.listener).
@@ -775,6 +778,7 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         listen=srv.address("listen", Address("0.0.0.0", 2775), listening=True),  # noqa: S104
         reuse_port=srv.boolean("reuse_port", False),
         workers=_workers(srv),
+        worker_timeout_s=srv.seconds("worker_timeout_s", 30.0, allow_off=True),
         max_sessions=srv.integer("max_sessions", 1000, minimum=1, maximum=1_000_000),
         tls=_tls(srv.table("tls"), listener=True),
         max_unbound=srv.integer("max_unbound", 100, minimum=1, maximum=1_000_000),

@@ -28,6 +28,10 @@ last reported (fetched at every scrape and every ``SCRAPE_INTERVAL_S``) in the s
 counter never goes backwards. ``/readyz`` is unready while any worker is not running and ready,
 with each worker's own readiness (its store) folded in.
 
+Hung workers: each worker pings the supervisor (``WATCHDOG=1``, every half
+``server.worker_timeout_s``); one that stays silent for the whole timeout, its event loop stuck,
+is killed (``worker_hung``) and started again like any other that died.
+
 Restart: a worker that exits while the supervisor is not stopping is started again after a
 capped exponential backoff (``RestartPolicy``, logged as ``worker_exited`` and counted in
 ``smppgw_worker_restarts_total``). A worker that exits with status 2 before it was ready (a
@@ -293,6 +297,7 @@ class _Slot:
         self.process: asyncio.subprocess.Process | None = None
         self.started = 0.0
         self.ready = False
+        self.last_ping = 0.0  # READY=1 or WATCHDOG=1, monotonic
         self.history = SlotHistory()
         self.last_tallies: list[Metric] = []  # counters it last reported
 
@@ -406,6 +411,8 @@ class Supervisor:
                 self._spawn(self._run_slot(slot))
             if self.config.admin.listen is not None:
                 self._spawn(self._refresh())
+            if self.config.server.worker_timeout_s is not None:
+                self._spawn(self._watch_workers(self.config.server.worker_timeout_s))
             if await self._all_ready():
                 log.info(
                     logs.WORKERS_READY,
@@ -471,7 +478,10 @@ class Supervisor:
                 return
             except OSError:
                 return
-            if b"READY=1" in data.split(b"\n") and not slot.ready:
+            fields = data.split(b"\n")
+            if b"READY=1" in fields or b"WATCHDOG=1" in fields:
+                slot.last_ping = time.monotonic()
+            if b"READY=1" in fields and not slot.ready:
                 slot.ready = True
                 self._changed.set()
 
@@ -480,6 +490,10 @@ class Supervisor:
         env = dict(os.environ, NOTIFY_SOCKET=slot.notify_path)
         for name in ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
             env.pop(name, None)  # systemd's, for this process
+        timeout_s = self.config.server.worker_timeout_s
+        if timeout_s is not None:
+            # The worker's own watchdog loop pings at half this (Gateway._watchdog_loop).
+            env["WATCHDOG_USEC"] = str(int(timeout_s * 1_000_000))
         fds = (self._listen.fileno(), slot.status.fileno(), self._alive_read)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -579,6 +593,27 @@ class Supervisor:
         while True:
             await asyncio.sleep(SCRAPE_INTERVAL_S)
             await asyncio.gather(*(self._scrape(slot) for slot in self._slots))
+
+    async def _watch_workers(self, timeout_s: float) -> None:
+        """Kill a ready worker that sent no watchdog ping for ``timeout_s`` (its event loop is
+        stuck: it answers nobody); the restart follows as for any death."""
+        while True:
+            await asyncio.sleep(min(1.0, timeout_s / 4))
+            now = time.monotonic()
+            for slot in self._slots:
+                process = slot.process
+                if process is None or process.returncode is not None or not slot.ready:
+                    continue
+                if now - slot.last_ping > timeout_s and not self._stopping:
+                    log.error(
+                        logs.WORKER_HUNG,
+                        worker=slot.index,
+                        worker_pid=process.pid,
+                        silent_s=round(now - slot.last_ping, 1),
+                    )
+                    slot.last_ping = now  # one kill, then the exit is handled
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
 
     async def _watchdog(self) -> None:
         usec = os.environ.get("WATCHDOG_USEC")

@@ -29,6 +29,7 @@ LISTENER_STARTED: Final = "listener_started"
 WORKER_STARTED: Final = "worker_started"
 WORKERS_READY: Final = "workers_ready"
 WORKER_EXITED: Final = "worker_exited"
+WORKER_HUNG: Final = "worker_hung"
 WORKERS_FAILED: Final = "workers_failed"
 SUPERVISOR_GONE: Final = "supervisor_gone"
 # Connections and sessions

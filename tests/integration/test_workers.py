@@ -96,6 +96,7 @@ class Supervised:
         self.lines: list[dict[str, Any]] = []
         self._line = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self.opened = 0  # connections one_per_worker opened
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -190,6 +191,7 @@ class Supervised:
         found: dict[int, SmpplibEsme] = {}
         for _ in range(40):
             esme = await stack.enter_async_context(SmpplibEsme(self.port, "acme", bind=bind))
+            self.opened += 1
             found.setdefault(await self.worker_of(esme), esme)
             if len(found) == 2:
                 return found
@@ -227,10 +229,13 @@ async def supervised(
     tmp_path: Path, store_url: str | None = None, **sections: Any
 ) -> AsyncIterator[tuple[Simulator, Supervised]]:
     """The SMSC simulator and a gateway with two workers in front of it, all workers ready
-    (``sections`` replace the config's)."""
+    (``sections`` merged into the config's tables, or replacing what is not a table)."""
     async with simulator() as sim:
         url = store_url or f"sqlite:{tmp_path}/consent.db"
-        data = config_data(tmp_path, sim.port, url) | sections
+        data = config_data(tmp_path, sim.port, url)
+        for name, value in sections.items():
+            is_table = isinstance(value, dict) and isinstance(data.get(name), dict)
+            data[name] = {**data[name], **value} if is_table else value
         config = tmp_path / "gateway.toml"
         config.write_text(to_toml(data), encoding="utf-8")
         daemon = Supervised(config, data)
@@ -307,7 +312,8 @@ class TestAdmin:
             )
             assert submits == 2 + 3
             assert await daemon.metric("smppgw_workers_ready") == 2
-            assert await daemon.metric("smppgw_sessions", bind_type="transmitter") == 2
+            sessions = await daemon.metric("smppgw_sessions", bind_type="transmitter")
+            assert sessions == daemon.opened
             status, body = await daemon.http("GET", "/readyz")
             assert status == 200, body
             assert json.loads(body)["checks"]["workers"] == "ok"
@@ -368,6 +374,22 @@ class TestRestart:
             assert await daemon.metric("smppgw_workers_ready") == 2
             assert await senders[1].submit(BYSTANDER, "m", source=NUMBER_1) == 0
             assert await daemon.metric("smppgw_pdus_total", **labels) == 2
+
+    async def test_a_stuck_worker_is_killed_and_started_again(self, tmp_path: Path) -> None:
+        """A worker whose loop stops answering (SIGSTOP) sends no watchdog ping: after
+        server.worker_timeout_s the supervisor kills it and starts another."""
+        async with supervised(tmp_path, server={"worker_timeout_s": 2}) as (_sim, daemon):
+            old_pid = daemon.worker_pids()[1]
+            os.kill(old_pid, signal.SIGSTOP)
+            hung = await daemon.wait_for("worker_hung", worker=1)
+            assert hung["worker_pid"] == old_pid
+            assert hung["silent_s"] >= 2
+            exited = await daemon.wait_for("worker_exited", worker=1)
+            assert exited["status"] == -signal.SIGKILL
+            started = await daemon.wait_for("worker_started", 2, worker=1)
+            assert started["worker_pid"] != old_pid
+            await daemon.wait_for("gateway_started", 2, worker=1, timeout=30)
+            assert not daemon.events("worker_hung", worker=2)
 
 
 class TestSignals:
