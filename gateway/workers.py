@@ -516,6 +516,10 @@ class Supervisor:
         slot.started = time.monotonic()
         slot.ready = False
         log.info(logs.WORKER_STARTED, worker=slot.index, worker_pid=process.pid)
+        if self._stopping:
+            # Started while the others were told to stop: it is not in their list.
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         return process
 
     async def _run_slot(self, slot: _Slot) -> None:
