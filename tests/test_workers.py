@@ -3,13 +3,16 @@ checks for several workers, and the sum of metrics over processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 
 import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import ConfigError, GatewayConfig, parse
+from gateway import startup
+from gateway.config import Address, ConfigError, GatewayConfig, parse
 from gateway.telemetry.metrics import STORE_UP, Metrics
 from gateway.workers import (
     GiveUp,
@@ -208,3 +211,27 @@ class TestMerge:
         assert {"smppgw_pdus", "smppgw_binds", "smppgw_store_write_seconds"} <= names
         assert "smppgw_sessions" not in names
         assert STORE_UP not in names
+
+
+class TestBind:
+    def test_the_supervisors_socket_names_the_key_when_the_port_is_taken(self) -> None:
+        """startup.bind (the socket every worker inherits) listens at once; on a port in use
+        it raises one StartupError naming server.listen."""
+        config = parse(
+            {"upstream": {"address": "127.0.0.1:2776"}, "server": {"listen": "127.0.0.1:0"}}
+        )
+        item = startup.listeners(config)[0]
+        sock = startup.bind(item)
+        try:
+            port = sock.getsockname()[1]
+            assert port != 0
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass  # the backlog takes it before any worker accepts
+            taken = dataclasses.replace(item, address=Address("127.0.0.1", port))
+            with pytest.raises(
+                startup.StartupError, match=r"^server\.listen: .* already in use"
+            ) as info:
+                startup.bind(taken)
+            assert info.value.in_use
+        finally:
+            sock.close()
