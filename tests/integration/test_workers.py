@@ -166,6 +166,12 @@ class Supervised:
             await self._reader
         return status
 
+    async def output_ended(self) -> None:
+        """Wait for the end of stderr: every process writing to it has exited."""
+        assert self._reader is not None
+        async with asyncio.timeout(WAIT_S):
+            await self._reader
+
     async def kill(self) -> None:
         """SIGKILL the supervisor and its workers (the test's clean-up)."""
         for pid in self.worker_pids().values():
@@ -410,6 +416,17 @@ class TestSignals:
             } == {1, 2}
             assert [line["status"] for line in daemon.events("worker_exited")] == [0, 0]
             assert not daemon.events("unparsed")  # lines of three processes, none interleaved
+
+    async def test_workers_of_a_killed_supervisor_drain_and_exit(self, tmp_path: Path) -> None:
+        """SIGKILL to the supervisor leaves no worker behind holding the port: each sees its
+        pipe close, logs supervisor_gone, drains and exits."""
+        async with supervised(tmp_path) as (_sim, daemon):
+            assert daemon.proc is not None
+            daemon.proc.kill()
+            for worker in (1, 2):
+                await daemon.wait_for("supervisor_gone", worker=worker)
+                await daemon.wait_for("gateway_stopped", worker=worker)
+            await daemon.output_ended()  # every worker has exited
 
     async def test_sighup_reloads_every_worker(self, tmp_path: Path) -> None:
         """SIGHUP to the supervisor reloads the file in both workers: the new footer goes out
