@@ -134,6 +134,15 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         + 'quiet_hours = ["us-fl", "us-ok", "us-md", "us-tx",'
         + ' { start = "00:00", end = "24:00" }]\n',
     ),
+    # The same with two worker processes on the listening port (gateway.workers). Use
+    # --connections 2 or more for every row: one connection is served by one worker only.
+    Configuration(
+        name="gateway-footer-w2",
+        label="gateway, consent + footer always (SQLite), 2 workers",
+        route="gateway",
+        fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"')
+        + "[server]\nworkers = 2\n",
+    ),
 )
 REFERENCES = ("direct", "relay", "parsing-relay")
 
@@ -256,6 +265,34 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` now (a gateway's workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and every process under it (None where there is no /proc)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in descendants(pid))
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -499,6 +536,7 @@ class Options:
     run_timeout_s: float
     bind: str
     gateway_args: tuple[str, ...]
+    connections: int = 1
 
 
 def run_load(
@@ -523,6 +561,9 @@ def run_load(
         str(opts.destinations),
         "--timeout",
         str(opts.run_timeout_s),
+        # Latency is one request at a time: one session.
+        "--connections",
+        str(1 if latency else min(opts.connections, messages)),
     ]
     if latency:
         argv.append("--latency")
@@ -581,6 +622,12 @@ def start_middle(
         tmpdir=tmpdir,
         services=services,
     )
+    workers = data.get("server", {}).get("workers", 1)
+    admin_port = None
+    if workers != 1:
+        # The supervisor listens at once; /readyz says when every worker serves.
+        admin_port = free_port()
+        data = merge(data, {"admin": {"listen": f"{HOST}:{admin_port}"}})
     config_path = tmpdir / "gateway.toml"
     config_path.write_text(to_toml(data))
     gateway = Child(
@@ -592,10 +639,34 @@ def start_middle(
     middle = Middle(gateway, port)
     try:
         wait_port(port, gateway)
+        if admin_port is not None:
+            wait_ready(admin_port, gateway)
     except BenchError:
         gateway.stop()
         raise
     return middle
+
+
+def wait_ready(admin_port: int, child: Child, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll the gateway's /readyz until it answers 200; fails early if ``child`` exits."""
+    deadline = time.monotonic() + timeout_s
+    request = b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    while True:
+        code = child.proc.poll()
+        if code is not None:
+            raise BenchError(f"{child.name} exited with status {code}{child.log_tail()}")
+        with contextlib.suppress(OSError):
+            with socket.create_connection((HOST, admin_port), timeout=5) as conn:
+                conn.sendall(request)
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+            if answer.startswith(b"HTTP/1.1 200"):
+                return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{child.name} not ready after {timeout_s:g}s{child.log_tail()}")
+        # Polling interval, not a synchronisation sleep: /readyz decides when we go on.
+        time.sleep(0.1)
 
 
 def measure(
@@ -621,7 +692,8 @@ def measure(
             )
         sink.command("reset")
         pids = {"mid": middle.child.pid if middle.child else None, "sink": sink.pid}
-        before = {k: cpu_seconds(p) if p else None for k, p in pids.items()}
+        # The middle's whole process tree: a gateway's workers are its children.
+        before = {k: tree_cpu_seconds(p) if p else None for k, p in pids.items()}
         row.throughput = run_load(
             middle.port,
             log_dir,
@@ -631,7 +703,7 @@ def measure(
             latency=False,
             tag=config.name,
         )
-        after = {k: cpu_seconds(p) if p else None for k, p in pids.items()}
+        after = {k: tree_cpu_seconds(p) if p else None for k, p in pids.items()}
         row.sink = sink.command("stats")
         elapsed = float(row.throughput["elapsed_s"])
         row.cpu["load"] = float(row.throughput["cpu_s"]) / elapsed
@@ -737,9 +809,11 @@ def report(
 ) -> str:
     """The table, the ratios and the notes, for rows of one or more rounds."""
     rounds = f"; median of {opts.rounds} rounds" if opts.rounds > 1 else ""
+    sessions = f" over {opts.connections} sessions" if opts.connections > 1 else ""
     lines = [
-        f"SMPP benchmark: {opts.messages:,} submit_sm at window {opts.window} (throughput), "
-        f"{opts.latency_messages:,} at window 1 (latency); warm-up {opts.warmup:,}{rounds}",
+        f"SMPP benchmark: {opts.messages:,} submit_sm at window {opts.window}{sessions} "
+        f"(throughput), {opts.latency_messages:,} at window 1 (latency); warm-up "
+        f"{opts.warmup:,}{rounds}",
         f"python {platform.python_version()}, {loop_name()}, {os.cpu_count()} CPUs, "
         f"{platform.system()} {platform.release()}",
         "",
@@ -837,6 +911,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--destinations", type=int, default=1000, help="distinct destination numbers")
     p.add_argument("--bind", choices=("transmitter", "transceiver"), default="transmitter")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="sessions of each throughput run, sharing its messages and window (every row; "
+        "2 or more spread the load over a gateway's workers)",
+    )
     p.add_argument("--configs", default=None, help=f"comma-separated subset of: {names}")
     p.add_argument(
         "--gateway-arg",
@@ -870,6 +951,8 @@ def options(args: argparse.Namespace) -> Options:
         raise SystemExit("--window must be 1..10000")
     if not 1 <= args.rounds <= 20:
         raise SystemExit("--rounds must be 1..20")
+    if not 1 <= args.connections <= 64:
+        raise SystemExit("--connections must be 1..64")
     warmup = min(args.messages, 5_000) if args.warmup is None else args.warmup
     if not 0 <= warmup <= MAX_MESSAGES:
         raise SystemExit(f"--warmup must be 0..{MAX_MESSAGES:,}")
@@ -883,6 +966,7 @@ def options(args: argparse.Namespace) -> Options:
         run_timeout_s=args.run_timeout,
         bind=args.bind,
         gateway_args=tuple(args.gateway_arg),
+        connections=args.connections,
     )
 
 

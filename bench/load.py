@@ -1,4 +1,4 @@
-"""Load generator: one SMPP client session sending submit_sm with a fixed window.
+"""Load generator: SMPP client sessions sending submit_sm with a fixed window.
 
 It binds (transmitter or transceiver), optionally sends a warm-up batch that is not measured,
 then sends ``--messages`` submit_sm keeping ``--window`` requests outstanding and measures
@@ -9,6 +9,12 @@ frees goes out in one write.
 
 Messages are realistic for a consent gateway: source 15550100 (international), destinations
 cycling over ``--destinations`` numbers, a ~60 character GSM 7-bit text, registered_delivery 1.
+
+``--connections N`` opens N sessions in this one process (to spread over a gateway's workers,
+whose kernel-shared listening socket hands each connection to one of them): the messages are
+split between them, each keeps ``ceil(window / N)`` outstanding (so the total stays about
+``--window``), and the rate is all responses over the time from the first write to the last
+response of any session.
 
 Run as ``python -m bench.load --port N [...]``; prints one JSON object (the result) on stdout and
 exits 0 when every request was answered in time, 1 otherwise.
@@ -322,37 +328,83 @@ async def generate(args: argparse.Namespace) -> JsonDict:
     loop = asyncio.get_running_loop()
     result: JsonDict = {"ok": False, "error": None, "pid": os.getpid(), "loop": loop_name()}
     templates = submit_templates(args.destinations)
+    protos: list[LoadProtocol] = []
     try:
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: LoadProtocol(templates), args.host, args.port),
-            args.connect_timeout,
-        )
+        for _ in range(args.connections):
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: LoadProtocol(templates), args.host, args.port),
+                args.connect_timeout,
+            )
+            protos.append(proto)
     except (OSError, TimeoutError) as exc:
         result["error"] = f"connect to {args.host}:{args.port} failed: {exc!r}"
+        for proto in protos:
+            proto.close()
         return result
     try:
-        result["error"] = await _session(proto, args, result)
+        result["error"] = await _sessions(protos, args, result)
     except (TimeoutError, ConnectionError) as exc:
         result["error"] = repr(exc)
     finally:
-        proto.close()
+        for proto in protos:
+            proto.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proto.lost), 5.0)
+            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(p.lost) for p in protos)), 5.0)
     result["ok"] = result["error"] is None
     return result
 
 
-async def _session(proto: LoadProtocol, args: argparse.Namespace, result: JsonDict) -> str | None:
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` whole shares (the first ones one larger)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def combined(runs: Sequence[RunResult]) -> RunResult:
+    """One result for batches that ran at the same time on several sessions of this process."""
+    statuses: Counter[str] = Counter()
+    for run in runs:
+        statuses.update(run.statuses)
+    latencies = [ns for run in runs for ns in run.latencies_ns or ()]
+    return RunResult(
+        messages=sum(r.messages for r in runs),
+        window=sum(r.window for r in runs),
+        responses=sum(r.responses for r in runs),
+        statuses=dict(sorted(statuses.items())),
+        # The batches start in one turn of the loop: the longest spans them all.
+        elapsed_s=max(r.elapsed_s for r in runs),
+        cpu_s=max(r.cpu_s for r in runs),  # process time: each span counts every session
+        latencies_ns=latencies if runs[0].latencies_ns is not None else None,
+        timed_out=any(r.timed_out for r in runs),
+    )
+
+
+async def _sessions(
+    protos: Sequence[LoadProtocol], args: argparse.Namespace, result: JsonDict
+) -> str | None:
     """Bind, warm up, measure (into ``result``), unbind; returns what went wrong, if anything."""
     bind_cls = BindTransceiver if args.bind == "transceiver" else BindTransmitter
     bind = codec.encode(bind_cls(system_id=args.system_id, password=args.password))
-    status = await proto.request(bind, args.connect_timeout)
-    if status != CommandStatus.ESME_ROK:
-        return f"bind_{args.bind} answered {status_name(status)}"
+    for status in await asyncio.gather(*(p.request(bind, args.connect_timeout) for p in protos)):
+        if status != CommandStatus.ESME_ROK:
+            return f"bind_{args.bind} answered {status_name(status)}"
+    window = math.ceil(args.window / len(protos))
     if args.warmup:
-        await proto.run(args.warmup, args.window, args.timeout, latency=False)
-    measured = await proto.run(args.messages, args.window, args.timeout, latency=args.latency)
+        await asyncio.gather(
+            *(
+                p.run(n, window, args.timeout, latency=False)
+                for p, n in zip(protos, shares(args.warmup, len(protos)), strict=True)
+            )
+        )
+    runs = await asyncio.gather(
+        *(
+            p.run(n, window, args.timeout, latency=args.latency)
+            for p, n in zip(protos, shares(args.messages, len(protos)), strict=True)
+        )
+    )
+    measured = combined(runs)
     result.update(measured.as_dict())
+    result["connections"] = len(protos)
     if measured.timed_out:
         return (
             f"timed out after {args.timeout}s with {measured.responses} of "
@@ -360,7 +412,7 @@ async def _session(proto: LoadProtocol, args: argparse.Namespace, result: JsonDi
         )
     # A polite unbind; its answer does not change the figures.
     with contextlib.suppress(TimeoutError, ConnectionError):
-        await proto.request(codec.encode(Unbind()), 5.0)
+        await asyncio.gather(*(p.request(codec.encode(Unbind()), 5.0) for p in protos))
     return None
 
 
@@ -378,6 +430,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--destinations", type=int, default=1000, help="distinct numbers")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound for the batch, s")
     parser.add_argument("--connect-timeout", type=float, default=10.0)
+    parser.add_argument(
+        "--connections", type=int, default=1, help="sessions sharing the messages and window"
+    )
     return parser
 
 
@@ -385,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 1 <= args.messages <= 100_000_000 or not 1 <= args.window <= 100_000:
         raise SystemExit("--messages must be 1..1e8 and --window 1..1e5")
+    if not 1 <= args.connections <= min(args.messages, 1000):
+        raise SystemExit("--connections must be 1..1000 and at most --messages")
     result = run_loop(generate(args))
     emit(result)
     return 0 if result["ok"] else 1

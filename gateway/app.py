@@ -15,7 +15,8 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from gateway import __version__, startup
 from gateway.admin.api import AdminApi
@@ -150,16 +151,41 @@ def sd_notify(message: str) -> None:
         s.sendto(message.encode(), address)
 
 
+class Supervision(Protocol):
+    """What a supervisor's admin API reports for its workers (gateway.workers)."""
+
+    def metrics_text(self) -> Awaitable[bytes]:
+        """The supervisor's own metrics and its workers', summed, in the text format."""
+        ...
+
+    def problem(self) -> Awaitable[str | None]:
+        """None while every worker runs and is ready; else what is wrong."""
+        ...
+
+
 class Gateway:
-    """One gateway process: the consent store, the enforcer and the client listener."""
+    """One gateway process: the consent store, the enforcer and the client listener.
+
+    With ``server.workers`` above 1 (gateway.workers) there are two kinds: each worker is a
+    Gateway accepting on the ``listen_socket`` its supervisor bound, with a private
+    ``status_socket`` (metrics and readiness for the supervisor) instead of the admin and
+    opt-out listeners; the supervisor's Gateway (``supervision`` given) serves no SMPP and
+    runs the admin API and the opt-out pages, on a store of its own.
+    """
 
     def __init__(
         self,
         config: GatewayConfig,
         *,
         interceptor_factory: Callable[[GatewayConfig], Interceptor] | None = None,
+        listen_socket: socket.socket | None = None,
+        status_socket: socket.socket | None = None,
+        supervision: Supervision | None = None,
     ) -> None:
         self.config = config
+        self._listen_socket = listen_socket
+        self._status_socket = status_socket
+        self._supervision = supervision
         self.metrics = Metrics()
         # Tests may replace the interceptor; production builds the consent enforcer in start().
         self._interceptor_factory = interceptor_factory
@@ -176,6 +202,7 @@ class Gateway:
             ssl_context=server_ssl_context(config.server.tls) if config.server.tls else None,
         )
         self.admin: AdminApi | None = None
+        self.status: AdminApi | None = None  # a worker's private endpoint
         self.optout: OptOutPages | None = None
         self._link_signer: LinkSigner | None = None
         self.service: ServiceLink | None = None
@@ -189,6 +216,8 @@ class Gateway:
 
     async def start(self) -> None:
         config = self.config
+        serve_smpp = self._supervision is None
+        public = self._status_socket is None  # a worker leaves these to its supervisor
         if self._interceptor_factory is not None:
             self.listener.set_interceptor(self._interceptor_factory(config))
         elif config.consent.enabled:
@@ -214,7 +243,7 @@ class Gateway:
             else:
                 await self.audit.start()
                 store.on_change = self.audit.consent_changed
-            if config.upstream.service_bind is not None:
+            if config.upstream.service_bind is not None and serve_smpp:
                 self.service = ServiceLink(
                     settings=self.listener.settings, bind=config.upstream.service_bind
                 )
@@ -225,6 +254,7 @@ class Gateway:
                     ttl_days=config.optout_link.ttl_days,
                     campaigns=campaign_names(config),
                 )
+        if self.store is not None and serve_smpp:
             self.footers = FooterStage(
                 store=self.store,
                 settings=footer_settings(config),
@@ -248,14 +278,29 @@ class Gateway:
         self.metrics.count_tasks(lambda: len(asyncio.all_tasks(loop)))
         server = self.config.server
         listening = startup.listeners(config)
-        try:
-            await self.listener.start(
-                server.listen.host, server.listen.port, reuse_port=server.reuse_port
-            )
-        except OSError as exc:  # taken between check and bind, or not checked (tests)
-            raise startup.error(listening[0], exc) from None
+        if serve_smpp:
+            try:
+                await self.listener.start(
+                    server.listen.host,
+                    server.listen.port,
+                    reuse_port=server.reuse_port,
+                    sock=self._listen_socket,
+                )
+            except OSError as exc:  # taken between check and bind, or not checked (tests)
+                raise startup.error(listening[0], exc) from None
         self._accepting = True
-        if config.admin.listen is not None:
+        if self._status_socket is not None:
+            # No tokens: the consent endpoints answer 403 here; the supervisor's API has them.
+            self.status = AdminApi(
+                metrics=self.metrics,
+                store=self.store,
+                instance=config.instance,
+                default_country=config.consent.default_country,
+                ready=lambda: self._accepting,
+            )
+            await self.status.start("", 0, sock=self._status_socket)
+        supervision = self._supervision
+        if config.admin.listen is not None and public:
             self.admin = AdminApi(
                 metrics=self.metrics,
                 store=self.store,
@@ -267,6 +312,8 @@ class Gateway:
                     config.upstream.address.host, config.upstream.address.port
                 ).check,
                 account_match=config.consent.account_match,
+                render_metrics=supervision.metrics_text if supervision is not None else None,
+                workers=supervision.problem if supervision is not None else None,
             )
             admin_tls = config.admin.tls
             try:
@@ -277,7 +324,7 @@ class Gateway:
                 )
             except OSError as exc:
                 raise startup.error(listening[1], exc) from None
-        if config.optout_link is not None and self._link_signer is not None:
+        if config.optout_link is not None and self._link_signer is not None and public:
             assert self.store is not None
             self.optout = OptOutPages(
                 signer=self._link_signer,
@@ -302,6 +349,10 @@ class Gateway:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def mark_draining(self) -> None:
+        """Readiness fails from now on (``stop`` does this first, too)."""
+        self._accepting = False
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file and apply what can change without a restart (see
@@ -397,6 +448,8 @@ class Gateway:
             await self.footers.drain()  # its last store writes, before the store closes
         if self.admin is not None:
             await self.admin.stop()
+        if self.status is not None:
+            await self.status.stop()
         if self.optout is not None:
             await self.optout.server.stop()
         if self.service is not None:
@@ -439,6 +492,8 @@ RESTART_KEYS = (
     "gateway.instance",
     "server.listen",
     "server.reuse_port",
+    "server.workers",
+    "server.worker_timeout_s",
     "server.tls",
     "upstream.service_bind",
     "store.url",

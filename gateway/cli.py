@@ -25,6 +25,7 @@ import argparse
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
 from gateway import __version__, startup
 from gateway.config import ConfigError, GatewayConfig, campaign_keys, load
@@ -45,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway in the foreground")
     run.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
+    run.add_argument(
+        "--workers",
+        type=_workers_argument,
+        metavar="N",
+        help="worker processes sharing the listener: a number or auto (one per usable CPU); "
+        "default server.workers, 1: one process, no supervisor",
+    )
+
+    worker = sub.add_parser(
+        "worker", help="one worker process of run --workers (started by its supervisor)"
+    )
+    worker.add_argument("--config", required=True, metavar="FILE")
+    worker.add_argument("--source", required=True, metavar="FILE")
+    worker.add_argument("--index", required=True, type=int)
+    worker.add_argument("--fds", required=True, metavar="LISTEN,STATUS,ALIVE")
 
     check = sub.add_parser("check-config", help="check a config file and exit")
     check.add_argument("--config", required=True, metavar="FILE", help="TOML config file")
@@ -109,6 +125,29 @@ def _parser() -> argparse.ArgumentParser:
 
     add_demo_arguments(sub.add_parser("demo", help="a scripted tour: SMSC, gateway and client"))
     return parser
+
+
+def _workers_argument(text: str) -> int | Literal["auto"]:
+    from gateway.workers import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _worker_count(config: GatewayConfig, given: int | Literal["auto"] | None) -> int | None:
+    """How many workers ``run`` starts; None (after printing the error naming the key) when
+    the config cannot be served by that many."""
+    from gateway.workers import check, usable_cpus, worker_count
+
+    count = worker_count(given if given is not None else config.server.workers, usable_cpus())
+    try:
+        check(config, count)
+    except ConfigError as exc:
+        print(f"smpp-gateway: config error: {exc}", file=sys.stderr)
+        return None
+    return count
 
 
 def _load(path: str) -> GatewayConfig | None:
@@ -219,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config is None:
             return EXIT_CONFIG
         in_use = _check_listeners(config, check=True)
-        if in_use is None:
+        if in_use is None or _worker_count(config, None) is None:
             return EXIT_CONFIG
         print(
             f"{args.config}: OK (listen {config.server.listen}, upstream {config.upstream.address})"
@@ -238,9 +277,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load_tls(args.config)
         if config is None or _check_listeners(config, check=False) is None:
             return EXIT_CONFIG
+        count = _worker_count(config, args.workers)
+        if count is None:
+            return EXIT_CONFIG
+        if count > 1:
+            from gateway.workers import supervise
+
+            return supervise(config, count)
         from gateway.app import run
 
         return run(config)
+    if args.command == "worker":
+        from gateway.workers import run_worker
+
+        fds = [int(fd) for fd in args.fds.split(",")]
+        return run_worker(snapshot=args.config, source=args.source, index=args.index, fds=fds)
     if args.command == "consent":
         config = _load(args.config)
         if config is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -109,6 +109,12 @@ class ServerConfig:
     # Share the listening port with other processes (SO_REUSEPORT), only when asked: by
     # default a second gateway on the same port fails to start instead of splitting traffic.
     reuse_port: bool = False
+    # Processes serving the listener (gateway.workers): 1 is one process and no supervisor;
+    # "auto" is the number of CPUs this process may run on.
+    workers: int | Literal["auto"] = 1
+    # A worker whose event loop sent no watchdog ping for this long is killed and restarted
+    # (0 in the file, None here: never).
+    worker_timeout_s: float | None = 30.0
     max_sessions: int = 1000
     tls: TlsConfig | None = None
     # Connections that have not bound yet have limits of their own (gateway.proxy.listener).
@@ -764,6 +770,20 @@ def _secret(t: _Table, name: str) -> Secret | None:
     return Secret(key, file=value)
 
 
+MAX_WORKERS: Final = 256
+
+
+def _workers(srv: _Table) -> int | Literal["auto"]:
+    """``server.workers``: an integer from 1, or "auto" (one per usable CPU)."""
+    value = srv.raw("workers")
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise ConfigError('server.workers: expected an integer or "auto"')
+    count: int = srv.integer("workers", 1, minimum=1, maximum=MAX_WORKERS)
+    return count
+
+
 def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     """Build the config from parsed TOML; raises ConfigError naming the key."""
     root = _Table(data, "")
@@ -777,6 +797,8 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
     server = ServerConfig(
         listen=srv.address("listen", Address("0.0.0.0", 2775), listening=True),  # noqa: S104
         reuse_port=srv.boolean("reuse_port", False),
+        workers=_workers(srv),
+        worker_timeout_s=srv.seconds("worker_timeout_s", 30.0, allow_off=True),
         max_sessions=srv.integer("max_sessions", 1000, minimum=1, maximum=1_000_000),
         tls=_tls(srv.table("tls"), listener=True),
         max_unbound=srv.integer("max_unbound", 100, minimum=1, maximum=1_000_000),

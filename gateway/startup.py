@@ -93,6 +93,37 @@ def try_bind(item: Listening) -> None:
         raise error(item, exc) from None
 
 
+def bind(item: Listening, *, backlog: int = 1024) -> socket.socket:
+    """A listening socket on ``item``'s address, for a supervisor to hand to its workers
+    (gateway.workers); StartupError naming the key when it cannot be bound. The address must
+    resolve to one socket address: one inherited socket is what every worker accepts on."""
+    host, port = item.address.host, item.address.port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise error(item, exc) from None
+    if len({info[4] for info in infos}) != 1:
+        raise StartupError(
+            f"{item.key}: {host!r} resolves to {len(infos)} addresses; with server.workers "
+            "above 1 give one (an IP address such as 0.0.0.0, :: or 127.0.0.1)"
+        )
+    family, kind, proto, _name, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if item.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise error(item, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
 def error(item: Listening, exc: OSError) -> StartupError:
     return StartupError(describe(item, exc), in_use=exc.errno == errno.EADDRINUSE)
 

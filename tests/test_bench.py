@@ -193,6 +193,7 @@ class TestLoad:
             destinations=5,
             timeout=30.0,
             connect_timeout=5.0,
+            connections=1,
         )
         result = await generate(args)
         assert result["ok"], result["error"]
@@ -201,6 +202,34 @@ class TestLoad:
         assert stats.submit_sm == 320
         assert stats.binds == 1
 
+    async def test_generate_shares_the_messages_over_several_sessions(
+        self, sink: tuple[int, SinkStats]
+    ) -> None:
+        """--connections 3 binds three sessions that send every message between them, each
+        with its share of the window."""
+        port, stats = sink
+        args = argparse.Namespace(
+            host=HOST,
+            port=port,
+            messages=301,
+            window=10,
+            warmup=0,
+            latency=False,
+            bind="transmitter",
+            system_id="s",
+            password="p",
+            destinations=5,
+            timeout=30.0,
+            connect_timeout=5.0,
+            connections=3,
+        )
+        result = await generate(args)
+        assert result["ok"], result["error"]
+        assert (result["responses"], result["accepted"]) == (301, 301)
+        assert (result["connections"], result["window"]) == (3, 12)
+        assert stats.submit_sm == 301
+        assert stats.binds == 3
+
     async def test_generate_reports_an_unreachable_port(self) -> None:
         """A port nobody listens on gives ok false and says so, without raising."""
         probe = await asyncio.start_server(lambda r, w: None, HOST, 0)
@@ -208,7 +237,12 @@ class TestLoad:
         probe.close()
         await probe.wait_closed()
         args = argparse.Namespace(
-            host=HOST, port=port, destinations=1, connect_timeout=5.0, bind="transmitter"
+            host=HOST,
+            port=port,
+            destinations=1,
+            connect_timeout=5.0,
+            bind="transmitter",
+            connections=1,
         )
         result = await generate(args)
         assert not result["ok"]

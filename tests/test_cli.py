@@ -254,6 +254,25 @@ class TestCheckConfig:
         monkeypatch.setenv("SMPP_GW_TEST_SVC_PW", "pw")
         assert main(["check-config", "--config", str(config)]) == 0
 
+    def test_workers_that_cannot_share_the_store_are_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """server.workers above 1 with a store one process keeps to itself is exit 2 for
+        check-config and run alike, naming store.url; run --workers 0 is a usage error."""
+        config = write_config(
+            tmp_path,
+            '[server]\nlisten = "127.0.0.1:0"\nworkers = 2\n\n'
+            '[upstream]\naddress = "127.0.0.1:2776"\n\n[store]\nurl = "memory://"\n',
+        )
+        assert main(["check-config", "--config", str(config)]) == 2
+        assert "config error: store.url: memory://" in capsys.readouterr().err
+        assert main(["run", "--config", str(config)]) == 2
+        assert "store.url: memory://" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as info:
+            main(["run", "--config", str(config), "--workers", "0"])
+        assert info.value.code == 2
+        assert "positive integer or auto" in capsys.readouterr().err
+
     def test_unknown_command_is_a_usage_error(self) -> None:
         """argparse refuses an unknown command with exit 2."""
         with pytest.raises(SystemExit) as info:

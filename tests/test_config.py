@@ -139,6 +139,9 @@ WRONG_TYPES = [
     ("server.listen", 2775, "server.listen"),
     ("server.max_sessions", "1000", "server.max_sessions"),
     ("server.max_sessions", 10.5, "server.max_sessions"),
+    ("server.workers", "all", "server.workers"),
+    ("server.workers", True, "server.workers"),
+    ("server.workers", 2.0, "server.workers"),
     ("upstream.address", ["127.0.0.1", 2776], "upstream.address"),
     ("upstream.connect_timeout_s", "10", "upstream.connect_timeout_s"),
     ("upstream.default_alphabet", "utf8", "upstream.default_alphabet"),
@@ -164,6 +167,8 @@ WRONG_TYPES = [
 ]
 OUT_OF_RANGE = [
     ("server.max_sessions", 0, "server.max_sessions"),
+    ("server.workers", 0, "server.workers"),
+    ("server.workers", 257, "server.workers"),
     ("session.window_size", 10_001, "session.window_size"),
     ("session.max_pdu_length", 100, "session.max_pdu_length"),
     ("session.response_timeout_s", 0, "session.response_timeout_s"),

@@ -24,6 +24,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from importlib import resources
+from socket import socket
 from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
@@ -69,8 +70,14 @@ class AdminApi:
         ready: Callable[[], bool],
         upstream: Callable[[], Awaitable[str | None]] | None = None,
         account_match: AccountMatch = AccountMatch.FOLD,
+        render_metrics: Callable[[], Awaitable[bytes]] | None = None,
+        workers: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.metrics = metrics
+        # A supervisor's admin API (gateway.workers): /metrics sums its workers' samples,
+        # and /readyz has a "workers" check (None: every worker ready, or the reason).
+        self.render_metrics = render_metrics
+        self.workers = workers
         self.store = store
         self.tokens = tuple(tokens)
         if token:
@@ -96,8 +103,10 @@ class AdminApi:
             name="admin",
         )
 
-    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
-        await self.server.start(host, port, ssl=ssl)
+    async def start(
+        self, host: str, port: int, ssl: SSLContext | None = None, *, sock: socket | None = None
+    ) -> None:
+        await self.server.start(host, port, ssl=ssl, sock=sock)
 
     async def stop(self) -> None:
         await self.server.stop()
@@ -127,6 +136,11 @@ class AdminApi:
             except StoreError as exc:
                 problems.append(f"store: {exc}")
                 checks["store"] = str(exc)
+        if self.workers is not None:
+            reason = await self.workers()
+            checks["workers"] = reason or "ok"
+            if reason is not None:
+                problems.append(f"workers: {reason}")
         if self.upstream is not None:
             reason = await self.upstream()
             checks["upstream"] = reason or "ok"
@@ -138,6 +152,8 @@ class AdminApi:
         return json_response({"status": "ready", **body})
 
     async def metrics_text(self, _request: Request) -> Response:
+        if self.render_metrics is not None:
+            return Response(body=await self.render_metrics(), content_type=PROMETHEUS_TEXT)
         return Response(body=self.metrics.render(), content_type=PROMETHEUS_TEXT)
 
     async def openapi(self, _request: Request) -> Response:

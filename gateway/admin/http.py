@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -93,7 +94,19 @@ class HttpServer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        ssl: SSLContext | None = None,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Listen on host:port, or serve on the listening ``sock`` (a Unix socket too)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock, ssl=ssl)
+            log.info(logs.LISTENER_STARTED, component=self.name, listen=str(sock.getsockname()))
+            return
         self._server = await asyncio.start_server(self._serve, host, port, ssl=ssl)
         log.info(logs.LISTENER_STARTED, component=self.name, listen=f"{host}:{self.port}")
 

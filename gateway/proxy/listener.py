@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import ssl
 import time
 from collections import Counter, OrderedDict
@@ -106,13 +107,26 @@ class Listener:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Listen on host:port, or accept on ``sock``: a listening socket a supervisor bound
+        and shares with its other workers (gateway.workers)."""
         loop = asyncio.get_running_loop()
-        # reuse_port (server.reuse_port): several gateway processes share one listening port;
-        # only when asked, or a second instance would silently take half the connections.
-        self._server = await loop.create_server(
-            self._accept, host, port, ssl=self.ssl_context, reuse_port=reuse_port, backlog=1024
-        )
+        if sock is not None:
+            self._server = await loop.create_server(self._accept, sock=sock, ssl=self.ssl_context)
+        else:
+            # reuse_port (server.reuse_port): several gateway processes share one listening
+            # port; only when asked, or a second instance would silently take half the
+            # connections.
+            self._server = await loop.create_server(
+                self._accept, host, port, ssl=self.ssl_context, reuse_port=reuse_port, backlog=1024
+            )
         log.info(
             logs.LISTENER_STARTED, listen=f"{host}:{self.port}", tls=self.ssl_context is not None
         )

@@ -25,6 +25,13 @@ CONFIG_RELOADED: Final = "config_reloaded"
 CONFIG_RELOAD_FAILED: Final = "config_reload_failed"
 CONFIG_RELOAD_PARTIAL: Final = "config_reload_partial"
 LISTENER_STARTED: Final = "listener_started"
+# Workers (server.workers above 1)
+WORKER_STARTED: Final = "worker_started"
+WORKERS_READY: Final = "workers_ready"
+WORKER_EXITED: Final = "worker_exited"
+WORKER_HUNG: Final = "worker_hung"
+WORKERS_FAILED: Final = "workers_failed"
+SUPERVISOR_GONE: Final = "supervisor_gone"
 # Connections and sessions
 CONNECTION_ACCEPTED: Final = "connection_accepted"
 CONNECTION_REFUSED: Final = "connection_refused"
@@ -176,7 +183,9 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        # One write per line, newline included (print() writes the newline on its own): the
+        # workers of one supervisor share its stderr, and their lines must not interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
 

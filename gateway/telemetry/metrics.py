@@ -333,6 +333,23 @@ class Metrics:
             )
         return self._store_up
 
+    def supervisor(self, ready: Callable[[], float]) -> Counter:
+        """A supervisor's own metrics (gateway.workers): ``smppgw_workers_ready`` reads
+        ``ready()`` when scraped; the counter returned is ``smppgw_worker_restarts_total``."""
+        ready_gauge = Gauge(
+            "smppgw_workers_ready",
+            "Worker processes running and ready (server.workers above 1)",
+            registry=self.registry,
+        )
+        ready_gauge.set_function(ready)
+        return Counter(
+            "smppgw_worker_restarts_total",
+            "Worker processes started again after they exited, by reason (start: before it "
+            "was ready; died: after)",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """The text exposition format for /metrics."""
         return generate_latest(self.registry)

@@ -233,6 +233,8 @@ class TestClassification:
             "gateway.instance": {"gateway": {"instance": "other"}},
             "server.listen": {"server": {"listen": "127.0.0.1:2000"}},
             "server.reuse_port": {"server": {"reuse_port": True}},
+            "server.workers": {"server": {"workers": 2}},
+            "server.worker_timeout_s": {"server": {"worker_timeout_s": 5}},
             "server.tls": {"server": {"tls": {"cert_file": __file__, "key_file": __file__}}},
             "upstream.service_bind": {"upstream": {"service_bind": {"system_id": "gw"}}},
             "store.url": {"store": {"url": f"sqlite:{tmp_path}/other.db"}},
