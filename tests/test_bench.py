@@ -466,3 +466,19 @@ class TestProfile:
 
         areas = by_area(parse_raw(self.RAW.splitlines()))
         assert areas == {"proxy: bridge, enforcer, footer": 30, "smpp codec and session": 15}
+
+
+class TestSmppPathBench:
+    def test_tiny_run_relays_every_message(self) -> None:
+        """A tiny run of the in-process SMPP path answers every submit and prints each phase."""
+        from bench.smpp_path import main
+
+        assert main(["--batches", "3", "--window", "7", "--repeats", "1"]) == 0
+
+    def test_phases_are_timed_once_each(self) -> None:
+        """run_once gives one non-negative figure per phase."""
+        from bench.smpp_path import PHASES, run_once
+
+        spent = run_once(2, 5)
+        assert len(spent) == len(PHASES)
+        assert all(seconds >= 0 for seconds in spent)

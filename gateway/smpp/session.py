@@ -60,12 +60,15 @@ from gateway.smpp.state import (
     rejection_status,
     request_states,
 )
-from gateway.smpp.window import SequenceAllocator, Window
+from gateway.smpp.window import Outstanding, SequenceAllocator, Window
 
 __all__ = ["Role", "Session", "SessionConfig"]
 
 _HEADER = struct.Struct(">IIII")
 _U32 = struct.Struct(">I")
+_pack_u32_into = _U32.pack_into
+_new_tuple = tuple.__new__
+_MAX_U32 = 0xFFFFFFFF
 
 # Session-control requests pass the window limit: they must go out even when data is stuck.
 _CONTROL = BIND_COMMANDS | {CommandId.UNBIND, CommandId.ENQUIRE_LINK}
@@ -177,6 +180,7 @@ class Session:
         "_keepalive_seq",
         "_last_rx",
         "_out",
+        "_outstanding",
         "_peer_unbind_seq",
         "_pending_system_id",
         "_recv_allowed",
@@ -196,6 +200,7 @@ class Session:
         "_unbind_outcome",
         "_unbind_refusal",
         "_window",
+        "_window_limit",
     )
 
     def __init__(self, role: Role, config: SessionConfig, now: float) -> None:
@@ -212,9 +217,14 @@ class Session:
         self._set_state(BindState.OPEN)
         self._response_timeout = config.response_timeout_s
         self._buffer = FrameBuffer(config.max_pdu_length)
-        self._out: list[bytes] = []
+        # Everything queued for the peer, in order: frames are copied in once and a relayed
+        # frame gets its sequence number patched in place here, not sliced and re-joined.
+        self._out = bytearray()
         self._allocator = SequenceAllocator()
         self._window = Window(config.window_size)
+        # The window's own dict and limit, for the per-PDU paths (see Window.entries).
+        self._outstanding = self._window.entries
+        self._window_limit = config.window_size
         self._backlog: deque[_Queued] = deque()
         # Inbound requests still owed an answer: sequence_number -> how many (peers do reuse).
         self._unanswered: dict[int, int] = {}
@@ -324,7 +334,7 @@ class Session:
 
     def _framing_error(self, exc: FramingError, events: list[Event]) -> None:
         if exc.command_id is not None and exc.sequence_number is not None:
-            self._out.append(_bare(CommandId.GENERIC_NACK, exc.status, exc.sequence_number))
+            self._out += _bare(CommandId.GENERIC_NACK, exc.status, exc.sequence_number)
             events.append(
                 PduRejected(
                     command_id=exc.command_id,
@@ -345,8 +355,8 @@ class Session:
         events: list[Event],
     ) -> None:
         # The PDU is not decoded here: the events decode it when (and if) someone reads it.
-        window = self._window
-        entry = window.get(sequence_number)
+        entries = self._outstanding
+        entry = entries.get(sequence_number)
         if entry is None:
             events.append(UnexpectedResponse(frame=frame))
             return
@@ -354,7 +364,7 @@ class Session:
         if command_id != request_id | RESPONSE_BIT and command_id != _GENERIC_NACK:
             events.append(UnexpectedResponse(frame=frame))
             return
-        window.pop(sequence_number)
+        del entries[sequence_number]
         if context is _KEEPALIVE:
             # Any answer, even generic_nack, proves the peer alive.
             self._keepalive_seq = None
@@ -406,9 +416,7 @@ class Session:
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
             if not (self._config.relay_vendor_pdus and is_vendor_command(command_id)):
-                self._out.append(
-                    _bare(_GENERIC_NACK, CommandStatus.ESME_RINVCMDID, sequence_number)
-                )
+                self._out += _bare(_GENERIC_NACK, CommandStatus.ESME_RINVCMDID, sequence_number)
                 events.append(
                     PduRejected(
                         command_id=command_id,
@@ -423,7 +431,7 @@ class Session:
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
         elif command_id == _ENQUIRE_LINK:
-            self._out.append(_bare(_ENQUIRE_LINK_RESP, 0, sequence_number))
+            self._out += _bare(_ENQUIRE_LINK_RESP, 0, sequence_number)
             return
         elif command_id == _UNBIND_ID:
             self._unbind_from_peer(sequence_number, now, events)
@@ -452,7 +460,7 @@ class Session:
     ) -> None:
         # outbind and alert_notification take no response, so there is nothing to answer with.
         if command_id not in REQUESTS_WITHOUT_RESPONSE:
-            self._out.append(error_response(command_id, sequence_number, status))
+            self._out += error_response(command_id, sequence_number, status)
         events.append(
             PduRejected(
                 command_id=command_id,
@@ -466,10 +474,10 @@ class Session:
         self._set_state(BindState.UNBOUND)
         events.append(UnbindReceived())
         if self._unanswered_count == 0:
-            self._out.append(_bare(CommandId.UNBIND_RESP, 0, sequence_number))
+            self._out += _bare(CommandId.UNBIND_RESP, 0, sequence_number)
             self._close_into(events, "unbind received")
         elif self._peer_unbind_seq is not None:
-            self._out.append(_bare(CommandId.UNBIND_RESP, 0, sequence_number))  # a repeat
+            self._out += _bare(CommandId.UNBIND_RESP, 0, sequence_number)  # a repeat
         else:
             # The answers still owed go out first, so a peer that closes as soon as it reads
             # unbind_resp has them all; the application gets unbind_timeout_s to send them.
@@ -493,13 +501,20 @@ class Session:
             (command_id,) = _U32.unpack_from(pdu_or_frame, 4)
             if command_id in self._send_plain:
                 sequence_number = self._allocator.next()
-                frame = pdu_or_frame[:12] + _U32.pack(sequence_number) + pdu_or_frame[16:]
-                window = self._window
-                if self._backlog or window.full:
+                entries = self._outstanding
+                if self._backlog or len(entries) >= self._window_limit:
+                    frame = pdu_or_frame[:12] + _U32.pack(sequence_number) + pdu_or_frame[16:]
                     self._backlog.append((sequence_number, command_id, frame, context))
-                else:
-                    window.add(sequence_number, command_id, now + self._response_timeout, context)
-                    self._out.append(frame)
+                    return sequence_number
+                if sequence_number in entries:  # only after a wrap past 2**31 requests
+                    raise LocalProtocolError(f"sequence_number {sequence_number} is outstanding")
+                entries[sequence_number] = _new_tuple(
+                    Outstanding, (command_id, now + self._response_timeout, context)
+                )
+                out = self._out
+                at = len(out) + 12
+                out += pdu_or_frame
+                _pack_u32_into(out, at, sequence_number)
                 return sequence_number
         if self._state is _CLOSED:
             raise LocalProtocolError("session is closed")
@@ -537,17 +552,17 @@ class Session:
             self._set_state(next_state(self._state, command_id))
 
         if command_id in REQUESTS_WITHOUT_RESPONSE:
-            self._out.append(frame)
+            self._out += frame
         elif command_id in _CONTROL:
             deadline = now + self._config.response_timeout_s
             self._window.add(sequence_number, command_id, deadline, context, force=True)
-            self._out.append(frame)
+            self._out += frame
         elif self._backlog or self._window.full:
             self._backlog.append((sequence_number, command_id, frame, context))
         else:
             deadline = now + self._config.response_timeout_s
             self._window.add(sequence_number, command_id, deadline, context)
-            self._out.append(frame)
+            self._out += frame
         return sequence_number
 
     @staticmethod
@@ -577,13 +592,13 @@ class Session:
                 with_sequence(frame, sequence_number)  # raises its FramingError
             raise LocalProtocolError("frame shorter than an SMPP header")
         _, command_id, status, seq = _HEADER.unpack_from(frame)
+        patch = False
         if sequence_number is None:
             sequence_number = seq
         elif sequence_number != seq:
-            try:
-                frame = frame[:12] + _U32.pack(sequence_number) + frame[16:]
-            except struct.error as exc:
-                raise PduEncodeError(f"sequence_number {sequence_number} out of range") from exc
+            if not 0 <= sequence_number <= _MAX_U32:
+                raise PduEncodeError(f"sequence_number {sequence_number} out of range")
+            patch = True  # in place, once the frame is in the output buffer
         if not command_id & RESPONSE_BIT:
             raise LocalProtocolError(f"{command_name(command_id)} is a request: use send_request")
         unanswered = self._unanswered
@@ -599,7 +614,13 @@ class Session:
             bound = next_state(self._state, command_id, status)
             if bound in BOUND_STATES:
                 self._bound(bound)
-        self._out.append(frame)
+        out = self._out
+        if patch:
+            at = len(out) + 12
+            out += frame
+            _pack_u32_into(out, at, sequence_number)
+        else:
+            out += frame
         if self._peer_unbind_seq is not None and self._unanswered_count == 0:
             self._answer_peer_unbind()
             self._unbind_outcome = "unbind completed"
@@ -635,7 +656,7 @@ class Session:
                 _UNBIND,
                 force=True,
             )
-            self._out.append(_bare(CommandId.UNBIND, 0, sequence_number))
+            self._out += _bare(CommandId.UNBIND, 0, sequence_number)
             self._enter_unbound(now)
         elif self._state in _OPEN_STATES:
             self._close_into(events, "closed before bind")
@@ -672,10 +693,11 @@ class Session:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call, as one buffer."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out)
-        self._out.clear()
+        data = bytes(out)
+        out.clear()
         return data
 
     # --- timers ----------------------------------------------------------------------------
@@ -759,7 +781,7 @@ class Session:
                 force=True,
             )
             self._keepalive_seq = sequence_number
-            self._out.append(_bare(CommandId.ENQUIRE_LINK, 0, sequence_number))
+            self._out += _bare(CommandId.ENQUIRE_LINK, 0, sequence_number)
         return events
 
     # --- internals -------------------------------------------------------------------------
@@ -785,7 +807,7 @@ class Session:
 
     def _answer_peer_unbind(self) -> None:
         if self._peer_unbind_seq is not None:
-            self._out.append(_bare(CommandId.UNBIND_RESP, 0, self._peer_unbind_seq))
+            self._out += _bare(CommandId.UNBIND_RESP, 0, self._peer_unbind_seq)
             self._peer_unbind_seq = None
 
     def _pump(self, now: float) -> None:
@@ -799,7 +821,7 @@ class Session:
         while backlog and not window.full:
             sequence_number, command_id, frame, context = backlog.popleft()
             window.add(sequence_number, command_id, deadline, context)
-            out.append(frame)
+            out += frame
 
     def _close_into(self, events: list[Event], reason: str) -> None:
         # The window and backlog stay as they are, for abandon_outstanding().
