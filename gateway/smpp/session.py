@@ -313,14 +313,45 @@ class Session:
         self._last_rx = now
         buffer = self._buffer
         unpack = _HEADER.unpack_from
+        entries = self._outstanding
+        unanswered = self._unanswered
+        append = events.append
         try:
             buffer.feed(data)
             frames = buffer.frames()
             while frames:
                 for frame in frames:
                     _, command_id, status, sequence_number = unpack(frame)
+                    # The two per-PDU paths inline (a call per PDU is a fair share of their
+                    # cost); neither changes the state, so neither needs the closed check.
                     if command_id & RESPONSE_BIT:
+                        entry = entries.get(sequence_number)
+                        if (
+                            entry is not None
+                            and command_id == entry[0] | RESPONSE_BIT
+                            and entry[0] not in _SPECIAL_IDS
+                        ):
+                            # The answer to a relayed request: no session control, no
+                            # context of our own, no bind.
+                            del entries[sequence_number]
+                            append(_response_received(frame, entry[0], entry[2]))
+                            if self._backlog:
+                                self._pump(now)
+                            continue
                         self._on_response(frame, command_id, status, sequence_number, now, events)
+                    elif command_id in self._recv_plain:
+                        # A request the application answers, allowed in this state.
+                        try:
+                            pdu = decode_body(frame, command_id, status, sequence_number)
+                        except PduDecodeError as exc:
+                            self._reject(
+                                exc.command_id, exc.sequence_number, exc.status, str(exc), events
+                            )
+                            continue
+                        unanswered[sequence_number] = unanswered.get(sequence_number, 0) + 1
+                        self._unanswered_count += 1
+                        append(_request_received(pdu, frame))
+                        continue
                     else:
                         self._on_request(frame, command_id, status, sequence_number, now, events)
                     if self._state is _CLOSED:
@@ -394,18 +425,7 @@ class Session:
         now: float,
         events: list[Event],
     ) -> None:
-        if command_id in self._recv_plain:
-            # The per-PDU path: a request the application answers, allowed in this state.
-            try:
-                pdu = decode_body(frame, command_id, status, sequence_number)
-            except PduDecodeError as exc:
-                self._reject(exc.command_id, exc.sequence_number, exc.status, str(exc), events)
-                return
-            unanswered = self._unanswered
-            unanswered[sequence_number] = unanswered.get(sequence_number, 0) + 1
-            self._unanswered_count += 1
-            events.append(_request_received(pdu, frame))
-            return
+        # The plain requests (self._recv_plain) never come here: receive_data handles them.
         if command_id not in self._recv_allowed:
             if command_id in _KNOWN_REQUEST_IDS:
                 refusal = self._unbind_refusal
