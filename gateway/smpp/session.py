@@ -616,7 +616,9 @@ class Session:
         if sequence_number is None:
             sequence_number = seq
         elif sequence_number != seq:
-            if not 0 <= sequence_number <= _MAX_U32:
+            # Checked here, as packing it would: the patch itself comes after the frame is in
+            # the output buffer, where a failure would leave a half-sent answer.
+            if not (isinstance(sequence_number, int) and 0 <= sequence_number <= _MAX_U32):
                 raise PduEncodeError(f"sequence_number {sequence_number} out of range")
             patch = True  # in place, once the frame is in the output buffer
         if not command_id & RESPONSE_BIT:

@@ -343,6 +343,21 @@ class TestSessionFastPath:
         with pytest.raises(PduEncodeError):
             smsc.send_response(encode(p.SubmitSmResp(sequence_number=1)), 0.0, 2**32)
 
+    @pytest.mark.parametrize("bad", [-1, 2**32, 1.5])
+    def test_refused_patch_queues_nothing(self, bad: object) -> None:
+        """A sequence number that cannot be patched in leaves no bytes queued and the request
+        still owed; the right one then goes out exactly as with_sequence writes it."""
+        esme, smsc = bound(10)
+        seq = esme.send_request(encode(p.SubmitSm(destination_addr="1")), 0.0)
+        smsc.receive_data(esme.data_to_send(), 0.0)
+        response = encode(p.SubmitSmResp(sequence_number=77, message_id="m1"))
+        with pytest.raises(PduEncodeError):
+            smsc.send_response(response, 0.0, bad)  # type: ignore[arg-type]
+        assert (smsc.data_to_send(), smsc.unanswered) == (b"", 1)
+        smsc.send_response(response, 0.0, seq)
+        assert smsc.data_to_send() == with_sequence(response, seq)
+        assert smsc.unanswered == 0
+
     def test_short_response_frames(self) -> None:
         """A response frame under 16 bytes: FramingError when patched, else LocalProtocolError."""
         _, smsc = bound(10)
