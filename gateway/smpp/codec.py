@@ -200,7 +200,10 @@ def _builder(cls: type[Any]) -> Builder:
     return build
 
 
-_new_tlv = _builder(Tlv)
+# Receipts and long messages carry several TLVs each: built inline, slot by slot.
+_new = object.__new__
+_set_tag: Callable[[Tlv, int], None] = getattr(Tlv, "tag").__set__  # noqa: B009
+_set_value: Callable[[Tlv, bytes], None] = getattr(Tlv, "value").__set__  # noqa: B009
 
 
 def _cstr(frame: bytes, pos: int) -> tuple[str, int]:
@@ -224,7 +227,10 @@ def _tlvs(frame: bytes, pos: int) -> tuple[Tlv, ...]:
                 CommandStatus.ESME_RINVOPTPARSTREAM,
                 f"TLV 0x{tag:04x} length {length} runs past the body",
             )
-        out.append(_new_tlv(tag, frame[pos:stop]))
+        tlv = _new(Tlv)
+        _set_tag(tlv, tag)
+        _set_value(tlv, frame[pos:stop])
+        out.append(tlv)
         pos = stop
     return tuple(out)
 
