@@ -9,6 +9,11 @@ py-spy samples from outside the process (no instrumentation in the measured code
 only samples where a thread is running Python or native code, not waiting on the loop's
 selector. It needs ``pip install py-spy`` and the right to ptrace the gateway (root, or
 ``kernel.yama.ptrace_scope = 0``); it is a tool for measuring, not a dependency of the project.
+
+A thread that is runnable but waiting for a core also counts as running, so on a busy machine
+the samples add up to more than the CPU the gateway used. The gateway's own CPU time over the
+run (``/proc/PID/stat``, user + system) is therefore read as well: the per-message total is
+that, and each area's or function's figure is its share of the samples times that total.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -123,13 +129,41 @@ def by_area(profile: Profile) -> Counter[str]:
     return areas
 
 
-def report(profile: Profile, messages: int, top: int, label: str, command: str) -> str:
-    def us(samples: int) -> str:
-        return f"{samples / RATE_HZ / messages * 1e6:7.2f}"
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far, or None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces), 1-based: utime 14, stime 15.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def report(
+    profile: Profile,
+    messages: int,
+    top: int,
+    label: str,
+    command: str,
+    cpu_s: float | None = None,
+) -> str:
+    """The table; with ``cpu_s`` (the gateway's CPU time over the run) the figures are shares
+    of that, else of the samples' own total."""
+    sampled_s = profile.total / RATE_HZ
+    scale = 1.0 if cpu_s is None or profile.total == 0 else cpu_s / sampled_s
+
+    def us(samples: int) -> str:
+        return f"{samples / RATE_HZ * scale / messages * 1e6:7.2f}"
+
+    per_message = f"gateway CPU per message: {us(profile.total).strip()} us"
+    if cpu_s is not None:
+        per_message += (
+            f" (process CPU time; the samples alone say {sampled_s / messages * 1e6:.2f} us)"
+        )
     lines = [
         f"{label}: {messages:,} submit_sm, {profile.total:,} samples at {RATE_HZ} Hz",
-        f"gateway CPU per message: {us(profile.total).strip()} us",
+        per_message,
         "",
         "by area (own time)      us/msg  share",
     ]
@@ -161,9 +195,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def record(
     spy: str, config: Configuration, opts: Options, keep: Path | None
-) -> tuple[Profile, JsonDict]:
-    """Sink and gateway up, the warm-up, then the throughput run under py-spy: its samples and
-    the load generator's result. BenchError when a part fails."""
+) -> tuple[Profile, JsonDict, float | None]:
+    """Sink and gateway up, the warm-up, then the throughput run under py-spy: its samples, the
+    load generator's result and the gateway's CPU seconds over the run (None where unknown).
+    BenchError when a part fails."""
     with (
         tempfile.TemporaryDirectory(prefix="smpp-profile-") as tmp,
         contextlib.ExitStack() as stack,
@@ -192,13 +227,16 @@ def record(
         )  # fmt: skip
         # py-spy attaches within a few ms; the load's own start-up (a new process, its bind)
         # takes longer, so the recorder is running when the first submit goes.
+        cpu_before = cpu_seconds(middle.child.pid)
         result = run_load(middle.port, log_dir, opts, messages=opts.messages,
                           window=opts.window, latency=False, tag=config.name)  # fmt: skip
+        cpu_after = cpu_seconds(middle.child.pid)
+        cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         recorder.send_signal(signal.SIGINT)
         _, err = recorder.communicate(timeout=60)
         if not raw.exists():
             raise BenchError(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
-        return parse_raw(raw.read_text().splitlines()), result
+        return parse_raw(raw.read_text().splitlines()), result, cpu_s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway_args=(),
     )
     try:
-        profile, result = record(spy, config, opts, args.raw)
+        profile, result, cpu_s = record(spy, config, opts, args.raw)
     except BenchError as exc:
         print(f"python -m bench.profile: {exc}", file=sys.stderr)
         return 1
@@ -231,12 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps({
             "config": config.name, "messages": args.messages, "samples": profile.total,
-            "rate_hz": RATE_HZ, "submit_per_s": result.get("rate"),
+            "rate_hz": RATE_HZ, "submit_per_s": result.get("rate"), "cpu_s": cpu_s,
             "areas": dict(by_area(profile)),
             "own": dict(profile.own.most_common(args.top)),
         }, indent=2))  # fmt: skip
     else:
-        print(report(profile, args.messages, args.top, config.label, command))
+        print(report(profile, args.messages, args.top, config.label, command, cpu_s))
     return 0
 
 

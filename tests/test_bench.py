@@ -501,6 +501,30 @@ class TestProfile:
         areas = by_area(parse_raw(self.RAW.splitlines()))
         assert areas == {"proxy: bridge, enforcer, footer": 30, "smpp codec and session": 15}
 
+    def test_report_scales_the_samples_to_the_cpu_time(self) -> None:
+        """With the process's CPU time, the figures are sample shares of it, not sample counts."""
+        from bench.profile import RATE_HZ, parse_raw, report
+
+        profile = parse_raw(self.RAW.splitlines())
+        # 45 samples; CPU time for 90 samples' worth: every figure doubles.
+        text = report(profile, 1, 5, "row", "cmd", cpu_s=90 / RATE_HZ)
+        assert f"gateway CPU per message: {90 / RATE_HZ * 1e6:.2f} us (process CPU time" in text
+        flush = next(line for line in text.splitlines() if "connection.py:flush" in line)
+        assert float(flush.split()[1]) == pytest.approx(60 / RATE_HZ * 1e6, abs=0.01)
+        unscaled = report(profile, 1, 5, "row", "cmd")
+        assert f"gateway CPU per message: {45 / RATE_HZ * 1e6:.2f} us" in unscaled
+
+    def test_cpu_seconds_of_this_process(self) -> None:
+        """cpu_seconds reads a live process's user + system time; None for no such process."""
+        import os
+
+        from bench.profile import cpu_seconds
+
+        spent = cpu_seconds(os.getpid())
+        assert spent is not None
+        assert spent > 0
+        assert cpu_seconds(2**22 + 12345) is None
+
 
 class TestSessionsBench:
     def _run(self, *args: str) -> dict[str, Any]:
@@ -678,3 +702,19 @@ class TestQuietBench:
             "quiet hours: new minute",
         ]
         assert all(ns > 0 for ns in rows.values())
+
+
+class TestSmppPathBench:
+    def test_tiny_run_relays_every_message(self) -> None:
+        """A tiny run of the in-process SMPP path answers every submit and prints each phase."""
+        from bench.smpp_path import main
+
+        assert main(["--batches", "3", "--window", "7", "--repeats", "1"]) == 0
+
+    def test_phases_are_timed_once_each(self) -> None:
+        """run_once gives one non-negative figure per phase."""
+        from bench.smpp_path import PHASES, run_once
+
+        spent = run_once(2, 5)
+        assert len(spent) == len(PHASES)
+        assert all(seconds >= 0 for seconds in spent)

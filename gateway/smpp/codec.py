@@ -12,9 +12,10 @@ get (SMPP 3.4 section 5.1.3):
 - a TLV header or value runs past the body: ``ESME_RINVOPTPARSTREAM``
 - a submit_multi ``dest_flag`` other than 1 or 2: ``ESME_RINVDESTFLAG``
 
-The hot path (submit_sm) is straight-line code over ``bytes.index`` and indexing, and builds
-the frozen PDU through its slot descriptors, which is about three times faster than running
-the frozen dataclass ``__init__``.
+The hot path (submit_sm, deliver_sm) is straight-line code over ``str.index`` and unpacking,
+and builds the frozen PDU as a writable twin of its class (``_writable``) whose class is set
+at the end: about five times faster than the frozen dataclass ``__init__``. The other PDUs
+are built through their slot descriptors (``_builder``), about three times faster.
 """
 
 from __future__ import annotations
@@ -199,7 +200,10 @@ def _builder(cls: type[Any]) -> Builder:
     return build
 
 
-_new_tlv = _builder(Tlv)
+# Receipts and long messages carry several TLVs each: built inline, slot by slot.
+_new = object.__new__
+_set_tag: Callable[[Tlv, int], None] = getattr(Tlv, "tag").__set__  # noqa: B009
+_set_value: Callable[[Tlv, bytes], None] = getattr(Tlv, "value").__set__  # noqa: B009
 
 
 def _cstr(frame: bytes, pos: int) -> tuple[str, int]:
@@ -223,7 +227,10 @@ def _tlvs(frame: bytes, pos: int) -> tuple[Tlv, ...]:
                 CommandStatus.ESME_RINVOPTPARSTREAM,
                 f"TLV 0x{tag:04x} length {length} runs past the body",
             )
-        out.append(_new_tlv(tag, frame[pos:stop]))
+        tlv = _new(Tlv)
+        _set_tag(tlv, tag)
+        _set_value(tlv, frame[pos:stop])
+        out.append(tlv)
         pos = stop
     return tuple(out)
 
@@ -291,20 +298,39 @@ def _outbind(f: bytes, status: int, seq: int) -> Pdu:
     return result
 
 
+def _writable(cls: type[Any]) -> type[Any]:
+    """A subclass of frozen ``cls`` with the same layout whose fields can be assigned.
+
+    A decoder fills one of these with plain attribute stores and then sets ``__class__`` to
+    ``cls`` (allowed: the layouts are identical), so what it returns is an ordinary frozen
+    ``cls``. A frozen dataclass routes every store through its own ``__setattr__``, which is
+    what the slot-descriptor calls of ``_builder`` avoid; a store on this class is the
+    interpreter's specialised slot store instead, several times cheaper again. Both
+    ``__setattr__`` and ``__delattr__`` must be the generic ones for that (they share a slot).
+    """
+    return type(
+        f"_Writable{cls.__name__}",
+        (cls,),
+        {
+            "__slots__": (),
+            "__setattr__": object.__setattr__,
+            "__delattr__": object.__delattr__,
+            "__module__": __name__,
+        },
+    )
+
+
 def _short_message(cls: type[ShortMessagePdu]) -> Decoder:
-    """submit_sm / deliver_sm: the hot path, so straight-line code and direct slot writes.
+    """submit_sm / deliver_sm: the hot path, so straight-line code and plain slot stores.
 
     The frame is decoded to latin-1 once; code points equal bytes, so ``str.index`` finds the
     NULs where ``bytes.index`` would and slicing needs no per-field decode. The c-octet strings
     that are usually empty (service_type, schedule_delivery_time, validity_period) are tested
     for an immediate NUL first, and the fixed octets between them read with one unpack each.
+    The PDU is built as a ``_writable`` twin and turned into ``cls`` at the end; a frame that
+    fails to decode leaves only the discarded twin behind.
     """
-    (
-        set_status, set_seq, set_tlvs, set_service_type, set_source_ton, set_source_npi,
-        set_source_addr, set_dest_ton, set_dest_npi, set_destination_addr, set_esm_class,
-        set_protocol_id, set_priority_flag, set_schedule, set_validity, set_registered,
-        set_replace, set_data_coding, set_default_msg_id, set_short_message,
-    ) = (getattr(cls, f.name).__set__ for f in fields(cls))  # fmt: skip
+    writable = _writable(cls)
     new = object.__new__
     unpack2 = _B2.unpack_from
     unpack3 = _B3.unpack_from
@@ -313,58 +339,55 @@ def _short_message(cls: type[ShortMessagePdu]) -> Decoder:
 
     def dec(f: bytes, status: int, seq: int) -> Pdu:
         s = f.decode("latin-1")
-        pdu: Pdu = new(cls)
-        set_status(pdu, status)
-        set_seq(pdu, seq)
+        pdu: Any = new(writable)
+        pdu.command_status = status
+        pdu.sequence_number = seq
         if f[header] == 0:
-            set_service_type(pdu, "")
+            pdu.service_type = ""
             e = header
         else:
             e = s.index("\0", header)
-            set_service_type(pdu, s[header:e])
-        ton, npi = unpack2(f, e + 1)
-        set_source_ton(pdu, ton)
-        set_source_npi(pdu, npi)
+            pdu.service_type = s[header:e]
+        pdu.source_addr_ton, pdu.source_addr_npi = unpack2(f, e + 1)
         p = e + 3
         e = s.index("\0", p)
-        set_source_addr(pdu, s[p:e])
-        ton, npi = unpack2(f, e + 1)
-        set_dest_ton(pdu, ton)
-        set_dest_npi(pdu, npi)
+        pdu.source_addr = s[p:e]
+        pdu.dest_addr_ton, pdu.dest_addr_npi = unpack2(f, e + 1)
         p = e + 3
         e = s.index("\0", p)
-        set_destination_addr(pdu, s[p:e])
-        esm_class, protocol_id, priority_flag = unpack3(f, e + 1)
-        set_esm_class(pdu, esm_class)
-        set_protocol_id(pdu, protocol_id)
-        set_priority_flag(pdu, priority_flag)
+        pdu.destination_addr = s[p:e]
+        pdu.esm_class, pdu.protocol_id, pdu.priority_flag = unpack3(f, e + 1)
         p = e + 4
         if f[p] == 0:
-            set_schedule(pdu, "")
+            pdu.schedule_delivery_time = ""
             e = p
         else:
             e = s.index("\0", p)
-            set_schedule(pdu, s[p:e])
+            pdu.schedule_delivery_time = s[p:e]
         p = e + 1
         if f[p] == 0:
-            set_validity(pdu, "")
+            pdu.validity_period = ""
             e = p
         else:
             e = s.index("\0", p)
-            set_validity(pdu, s[p:e])
-        registered, replace, data_coding, default_msg_id, sm_length = unpack5(f, e + 1)
-        set_registered(pdu, registered)
-        set_replace(pdu, replace)
-        set_data_coding(pdu, data_coding)
-        set_default_msg_id(pdu, default_msg_id)
+            pdu.validity_period = s[p:e]
+        (
+            pdu.registered_delivery,
+            pdu.replace_if_present_flag,
+            pdu.data_coding,
+            pdu.sm_default_msg_id,
+            sm_length,
+        ) = unpack5(f, e + 1)
         p = e + 6
         end = p + sm_length
         size = len(f)
         if end > size:
             raise _BodyError(CommandStatus.ESME_RINVMSGLEN, "sm_length runs past the body")
-        set_short_message(pdu, f[p:end])
-        set_tlvs(pdu, () if end == size else _tlvs(f, end))
-        return pdu
+        pdu.short_message = f[p:end]
+        pdu.tlvs = () if end == size else _tlvs(f, end)
+        pdu.__class__ = cls
+        result: Pdu = pdu
+        return result
 
     return dec
 

@@ -73,21 +73,24 @@ class FrameBuffer:
         limit = self.max_pdu_length
         unpack = _U32.unpack_from
         out: list[bytes] = []
+        append = out.append
         pos = 0
         need = 4
-        while size - pos >= 4:
+        last = size - 4  # the last position where a length can start
+        while pos <= last:
             (length,) = unpack(buf, pos)
-            if length < HEADER_LENGTH or length > limit:
+            if not HEADER_LENGTH <= length <= limit:
                 if not out:
                     self._error = self._framing_error(buf, pos, length)
                     self._raise_dead()
                 need = 0
                 break
-            if size - pos < length:
+            end = pos + length
+            if end > size:
                 need = length
                 break
-            out.append(buf[pos : pos + length])
-            pos += length
+            append(buf[pos:end])
+            pos = end
         if pos == size:
             chunks.clear()
         elif pos:

@@ -62,12 +62,15 @@ from gateway.smpp.state import (
     rejection_status,
     request_states,
 )
-from gateway.smpp.window import SequenceAllocator, Window
+from gateway.smpp.window import Outstanding, SequenceAllocator, Window
 
 __all__ = ["Role", "Session", "SessionConfig"]
 
 _HEADER = struct.Struct(">IIII")
 _U32 = struct.Struct(">I")
+_pack_u32_into = _U32.pack_into
+_new_tuple = tuple.__new__
+_MAX_U32 = 0xFFFFFFFF
 
 # Session-control requests pass the window limit: they must go out even when data is stuck.
 _CONTROL = BIND_COMMANDS | {CommandId.UNBIND, CommandId.ENQUIRE_LINK}
@@ -186,6 +189,7 @@ class Session:
         "_keepalive_seq",
         "_last_rx",
         "_out",
+        "_outstanding",
         "_peer_unbind_seq",
         "_pending_system_id",
         "_recv_allowed",
@@ -205,6 +209,7 @@ class Session:
         "_unbind_outcome",
         "_unbind_refusal",
         "_window",
+        "_window_limit",
     )
 
     def __init__(self, role: Role, config: SessionConfig, now: float) -> None:
@@ -221,9 +226,14 @@ class Session:
         self._set_state(BindState.OPEN)
         self._response_timeout = config.response_timeout_s
         self._buffer = FrameBuffer(config.max_pdu_length)
-        self._out: list[bytes] = []
+        # Everything queued for the peer, in order: frames are copied in once and a relayed
+        # frame gets its sequence number patched in place here, not sliced and re-joined.
+        self._out = bytearray()
         self._allocator = SequenceAllocator()
         self._window = Window(config.window_size)
+        # The window's own dict and limit, for the per-PDU paths (see Window.entries).
+        self._outstanding = self._window.entries
+        self._window_limit = config.window_size
         self._backlog: deque[_Queued] = deque()
         # Inbound requests still owed an answer: sequence_number -> how many (peers do reuse).
         self._unanswered: dict[int, int] = {}
@@ -312,14 +322,45 @@ class Session:
         self._last_rx = now
         buffer = self._buffer
         unpack = _HEADER.unpack_from
+        entries = self._outstanding
+        unanswered = self._unanswered
+        append = events.append
         try:
             buffer.feed(data)
             frames = buffer.frames()
             while frames:
                 for frame in frames:
                     _, command_id, status, sequence_number = unpack(frame)
+                    # The two per-PDU paths inline (a call per PDU is a fair share of their
+                    # cost); neither changes the state, so neither needs the closed check.
                     if command_id & RESPONSE_BIT:
+                        entry = entries.get(sequence_number)
+                        if (
+                            entry is not None
+                            and command_id == entry[0] | RESPONSE_BIT
+                            and entry[0] not in _SPECIAL_IDS
+                        ):
+                            # The answer to a relayed request: no session control, no
+                            # context of our own, no bind.
+                            del entries[sequence_number]
+                            append(_response_received(frame, entry[0], entry[2]))
+                            if self._backlog:
+                                self._pump(now)
+                            continue
                         self._on_response(frame, command_id, status, sequence_number, now, events)
+                    elif command_id in self._recv_plain:
+                        # A request the application answers, allowed in this state.
+                        try:
+                            pdu = decode_body(frame, command_id, status, sequence_number)
+                        except PduDecodeError as exc:
+                            self._reject(
+                                exc.command_id, exc.sequence_number, exc.status, str(exc), events
+                            )
+                            continue
+                        unanswered[sequence_number] = unanswered.get(sequence_number, 0) + 1
+                        self._unanswered_count += 1
+                        append(_request_received(pdu, frame))
+                        continue
                     else:
                         self._on_request(frame, command_id, status, sequence_number, now, events)
                     if self._state is _CLOSED:
@@ -333,7 +374,7 @@ class Session:
 
     def _framing_error(self, exc: FramingError, events: list[Event]) -> None:
         if exc.command_id is not None and exc.sequence_number is not None:
-            self._out.append(_bare(CommandId.GENERIC_NACK, exc.status, exc.sequence_number))
+            self._out += _bare(CommandId.GENERIC_NACK, exc.status, exc.sequence_number)
             events.append(
                 PduRejected(
                     command_id=exc.command_id,
@@ -354,8 +395,8 @@ class Session:
         events: list[Event],
     ) -> None:
         # The PDU is not decoded here: the events decode it when (and if) someone reads it.
-        window = self._window
-        entry = window.get(sequence_number)
+        entries = self._outstanding
+        entry = entries.get(sequence_number)
         if entry is None:
             events.append(UnexpectedResponse(frame=frame))
             return
@@ -363,7 +404,7 @@ class Session:
         if command_id != request_id | RESPONSE_BIT and command_id != _GENERIC_NACK:
             events.append(UnexpectedResponse(frame=frame))
             return
-        window.pop(sequence_number)
+        del entries[sequence_number]
         if context is _KEEPALIVE:
             # Any answer, even generic_nack, proves the peer alive.
             self._keepalive_seq = None
@@ -393,18 +434,7 @@ class Session:
         now: float,
         events: list[Event],
     ) -> None:
-        if command_id in self._recv_plain:
-            # The per-PDU path: a request the application answers, allowed in this state.
-            try:
-                pdu = decode_body(frame, command_id, status, sequence_number)
-            except PduDecodeError as exc:
-                self._reject(exc.command_id, exc.sequence_number, exc.status, str(exc), events)
-                return
-            unanswered = self._unanswered
-            unanswered[sequence_number] = unanswered.get(sequence_number, 0) + 1
-            self._unanswered_count += 1
-            events.append(_request_received(pdu, frame))
-            return
+        # The plain requests (self._recv_plain) never come here: receive_data handles them.
         if command_id not in self._recv_allowed:
             if command_id in _KNOWN_REQUEST_IDS:
                 refusal = self._unbind_refusal
@@ -415,9 +445,7 @@ class Session:
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
             if not (self._config.relay_vendor_pdus and is_vendor_command(command_id)):
-                self._out.append(
-                    _bare(_GENERIC_NACK, CommandStatus.ESME_RINVCMDID, sequence_number)
-                )
+                self._out += _bare(_GENERIC_NACK, CommandStatus.ESME_RINVCMDID, sequence_number)
                 events.append(
                     PduRejected(
                         command_id=command_id,
@@ -432,7 +460,7 @@ class Session:
                 self._reject(command_id, sequence_number, status, "wrong bind state", events)
                 return
         elif command_id == _ENQUIRE_LINK:
-            self._out.append(_bare(_ENQUIRE_LINK_RESP, 0, sequence_number))
+            self._out += _bare(_ENQUIRE_LINK_RESP, 0, sequence_number)
             return
         elif command_id == _UNBIND_ID:
             self._unbind_from_peer(sequence_number, now, events)
@@ -461,7 +489,7 @@ class Session:
     ) -> None:
         # outbind and alert_notification take no response, so there is nothing to answer with.
         if command_id not in REQUESTS_WITHOUT_RESPONSE:
-            self._out.append(error_response(command_id, sequence_number, status))
+            self._out += error_response(command_id, sequence_number, status)
         events.append(
             PduRejected(
                 command_id=command_id,
@@ -475,10 +503,10 @@ class Session:
         self._follow(_UNBIND_ID)  # bound -> UNBOUND (an unbind crossing ours: stays UNBOUND)
         events.append(UnbindReceived())
         if self._unanswered_count == 0:
-            self._out.append(_bare(CommandId.UNBIND_RESP, 0, sequence_number))
+            self._out += _bare(CommandId.UNBIND_RESP, 0, sequence_number)
             self._close_into(events, "unbind received")
         elif self._peer_unbind_seq is not None:
-            self._out.append(_bare(CommandId.UNBIND_RESP, 0, sequence_number))  # a repeat
+            self._out += _bare(CommandId.UNBIND_RESP, 0, sequence_number)  # a repeat
         else:
             # The answers still owed go out first, so a peer that closes as soon as it reads
             # unbind_resp has them all; the application gets unbind_timeout_s to send them.
@@ -502,13 +530,20 @@ class Session:
             (command_id,) = _U32.unpack_from(pdu_or_frame, 4)
             if command_id in self._send_plain:
                 sequence_number = self._allocator.next()
-                frame = pdu_or_frame[:12] + _U32.pack(sequence_number) + pdu_or_frame[16:]
-                window = self._window
-                if self._backlog or window.full:
+                entries = self._outstanding
+                if self._backlog or len(entries) >= self._window_limit:
+                    frame = pdu_or_frame[:12] + _U32.pack(sequence_number) + pdu_or_frame[16:]
                     self._backlog.append((sequence_number, command_id, frame, context))
-                else:
-                    window.add(sequence_number, command_id, now + self._response_timeout, context)
-                    self._out.append(frame)
+                    return sequence_number
+                if sequence_number in entries:  # only after a wrap past 2**31 requests
+                    raise LocalProtocolError(f"sequence_number {sequence_number} is outstanding")
+                entries[sequence_number] = _new_tuple(
+                    Outstanding, (command_id, now + self._response_timeout, context)
+                )
+                out = self._out
+                at = len(out) + 12
+                out += pdu_or_frame
+                _pack_u32_into(out, at, sequence_number)
                 return sequence_number
         if self._state is _CLOSED:
             raise LocalProtocolError("session is closed")
@@ -546,17 +581,17 @@ class Session:
             self._follow(command_id)
 
         if command_id in REQUESTS_WITHOUT_RESPONSE:
-            self._out.append(frame)
+            self._out += frame
         elif command_id in _CONTROL:
             deadline = now + self._config.response_timeout_s
             self._window.add(sequence_number, command_id, deadline, context, force=True)
-            self._out.append(frame)
+            self._out += frame
         elif self._backlog or self._window.full:
             self._backlog.append((sequence_number, command_id, frame, context))
         else:
             deadline = now + self._config.response_timeout_s
             self._window.add(sequence_number, command_id, deadline, context)
-            self._out.append(frame)
+            self._out += frame
         return sequence_number
 
     @staticmethod
@@ -586,13 +621,15 @@ class Session:
                 with_sequence(frame, sequence_number)  # raises its FramingError
             raise LocalProtocolError("frame shorter than an SMPP header")
         _, command_id, status, seq = _HEADER.unpack_from(frame)
+        patch = False
         if sequence_number is None:
             sequence_number = seq
         elif sequence_number != seq:
-            try:
-                frame = frame[:12] + _U32.pack(sequence_number) + frame[16:]
-            except struct.error as exc:
-                raise PduEncodeError(f"sequence_number {sequence_number} out of range") from exc
+            # Checked here, as packing it would: the patch itself comes after the frame is in
+            # the output buffer, where a failure would leave a half-sent answer.
+            if not (isinstance(sequence_number, int) and 0 <= sequence_number <= _MAX_U32):
+                raise PduEncodeError(f"sequence_number {sequence_number} out of range")
+            patch = True  # in place, once the frame is in the output buffer
         if not command_id & RESPONSE_BIT:
             raise LocalProtocolError(f"{command_name(command_id)} is a request: use send_request")
         unanswered = self._unanswered
@@ -608,7 +645,13 @@ class Session:
             bound = next_state(self._state, command_id, status)
             if bound in BOUND_STATES:
                 self._bound(bound)
-        self._out.append(frame)
+        out = self._out
+        if patch:
+            at = len(out) + 12
+            out += frame
+            _pack_u32_into(out, at, sequence_number)
+        else:
+            out += frame
         if self._peer_unbind_seq is not None and self._unanswered_count == 0:
             self._answer_peer_unbind()
             self._unbind_outcome = "unbind completed"
@@ -644,7 +687,7 @@ class Session:
                 _UNBIND,
                 force=True,
             )
-            self._out.append(_bare(CommandId.UNBIND, 0, sequence_number))
+            self._out += _bare(CommandId.UNBIND, 0, sequence_number)
             self._enter_unbound(now)
         elif self._state in _OPEN_STATES:
             self._close_into(events, "closed before bind")
@@ -681,10 +724,11 @@ class Session:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call, as one buffer."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out)
-        self._out.clear()
+        data = bytes(out)
+        out.clear()
         return data
 
     # --- timers ----------------------------------------------------------------------------
@@ -768,7 +812,7 @@ class Session:
                 force=True,
             )
             self._keepalive_seq = sequence_number
-            self._out.append(_bare(CommandId.ENQUIRE_LINK, 0, sequence_number))
+            self._out += _bare(CommandId.ENQUIRE_LINK, 0, sequence_number)
         return events
 
     # --- internals -------------------------------------------------------------------------
@@ -798,7 +842,7 @@ class Session:
 
     def _answer_peer_unbind(self) -> None:
         if self._peer_unbind_seq is not None:
-            self._out.append(_bare(CommandId.UNBIND_RESP, 0, self._peer_unbind_seq))
+            self._out += _bare(CommandId.UNBIND_RESP, 0, self._peer_unbind_seq)
             self._peer_unbind_seq = None
 
     def _pump(self, now: float) -> None:
@@ -812,7 +856,7 @@ class Session:
         while backlog and not window.full:
             sequence_number, command_id, frame, context = backlog.popleft()
             window.add(sequence_number, command_id, deadline, context)
-            out.append(frame)
+            out += frame
 
     def _close_into(self, events: list[Event], reason: str) -> None:
         # The window and backlog stay as they are, for abandon_outstanding().

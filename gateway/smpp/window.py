@@ -61,6 +61,16 @@ class Window:
         self._entries: OrderedDict[int, Outstanding] = OrderedDict()
 
     @property
+    def entries(self) -> OrderedDict[int, Outstanding]:
+        """The entries themselves, oldest deadline first, for a caller's per-PDU path.
+
+        A method call per request costs more than the dictionary operation it wraps, so the
+        session adds and pops here directly; it must keep what ``add`` keeps: unique numbers,
+        deadlines in increasing order, ``Outstanding`` values.
+        """
+        return self._entries
+
+    @property
     def limit(self) -> int:
         """Most requests outstanding at once (forced additions aside)."""
         return self._limit
