@@ -1218,7 +1218,8 @@ TEXT_CONCAT_KINDS = ("udh_8bit", "udh_16bit", "sar")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextConfig:
-    """``[text]``: footers on long messages (gateway/proxy/footer.py)."""
+    """``[text]``: footers on long messages (gateway/proxy/footer.py, whose ``FooterSettings``
+    takes its defaults from here)."""
 
     # How a one-part message that grows with its footer is split (text.segment.ConcatKind).
     concat: str = "udh_8bit"
@@ -1234,12 +1235,15 @@ class TextConfig:
 
 def _text(root: _Table) -> TextConfig:
     t = root.table("text") or _Table({}, "text")
+    d = TextConfig()  # the defaults are stated once, in the dataclass
     config = TextConfig(
-        concat=t.choice("concat", "udh_8bit", TEXT_CONCAT_KINDS),
-        hold_timeout_s=t.seconds("hold_timeout_s", 10.0),
-        hold_max_messages=t.integer("hold_max_messages", 10_000, minimum=1, maximum=10_000_000),
-        hold_max_bytes=t.integer("hold_max_bytes", 2_000_000, minimum=1024, maximum=1 << 31),
-        receipt_ids_ttl_s=t.seconds("receipt_ids_ttl_s", 172_800.0),
+        concat=t.choice("concat", d.concat, TEXT_CONCAT_KINDS),
+        hold_timeout_s=t.seconds("hold_timeout_s", d.hold_timeout_s),
+        hold_max_messages=t.integer(
+            "hold_max_messages", d.hold_max_messages, minimum=1, maximum=10_000_000
+        ),
+        hold_max_bytes=t.integer("hold_max_bytes", d.hold_max_bytes, minimum=1024, maximum=1 << 31),
+        receipt_ids_ttl_s=t.seconds("receipt_ids_ttl_s", d.receipt_ids_ttl_s),
     )
     if not math.isfinite(config.receipt_ids_ttl_s):
         raise ConfigError("text.receipt_ids_ttl_s: must be a finite number of seconds")

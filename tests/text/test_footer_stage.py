@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from gateway.consent.campaign import Campaign, FooterMode, Keywords, WordList
 from gateway.consent.model import AddressKind, SmsAddress
+from gateway.messages.content import content_of
 from gateway.proxy.bridge import Bridge
-from gateway.proxy.content import content_of
 from gateway.proxy.footer import FooterSettings, FooterStage
 from gateway.proxy.hooks import ClientInfo, MtRequest, ResponseCallback
 from gateway.smpp import pdu as p

@@ -318,10 +318,13 @@ class TestReassembler:
         r.add(("k",), seq=1, total=2, body=b"old", now=0, context=None)
         res = r.add(("k",), seq=1, total=3, body=b"new", now=1, context=None)
         assert res.status is AddStatus.PENDING
-        assert [a.body for a in res.evicted] == [b"old"]
+        assert res.superseded is not None
+        assert res.superseded.body == b"old"
+        assert res.evicted == ()
         res = r.add(("k",), seq=1, total=3, body=b"newer", now=2, context=None)
-        assert [a.body for a in res.evicted] == [b"new"]
-        assert not res.evicted[0].complete
+        assert res.superseded is not None
+        assert res.superseded.body == b"new"
+        assert not res.superseded.complete
         assert r.parts_held == 1
 
     def test_single_part_completes_at_once(self) -> None:
@@ -363,7 +366,8 @@ class TestReassembler:
         assert r.parts_held == 2
 
     def test_bound_on_bytes_can_reject_the_message_itself(self) -> None:
-        """A message that alone outgrows max_bytes is dropped, its parts returned."""
+        """A message that alone outgrows max_bytes is dropped: its held parts are returned
+        evicted, and the part that did not fit is REJECTED (not held)."""
         r: Reassembler[None] = Reassembler(max_bytes=10)
         assert r.add(("k",), seq=1, total=3, body=b"x" * 11, now=0, context=None).status is (
             AddStatus.REJECTED
@@ -371,7 +375,7 @@ class TestReassembler:
         r.add(("k",), seq=1, total=3, body=b"x" * 6, now=0, context=None)
         res = r.add(("k",), seq=2, total=3, body=b"y" * 6, now=0, context=None)
         assert res.status is AddStatus.REJECTED
-        assert [a.body for a in res.evicted] == [b"x" * 6 + b"y" * 6]
+        assert [a.body for a in res.evicted] == [b"x" * 6]
         assert (len(r), r.bytes_held) == (0, 0)
 
     def test_discard_by_predicate(self) -> None:
