@@ -43,6 +43,7 @@ from gateway.consent.model import AddressKind, ScopeKind, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
 from gateway.errors import GatewayError
+from gateway.messages.footer import FooterSettings
 from gateway.text.footer import has_link
 
 
@@ -1214,20 +1215,21 @@ def _consent(root: _Table) -> ConsentConfig:
 # --- text ---------------------------------------------------------------------------------------
 
 TEXT_CONCAT_KINDS = ("udh_8bit", "udh_16bit", "sar")
+_FOOTER_DEFAULTS: Final = FooterSettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextConfig:
-    """``[text]``: footers on long messages (gateway/proxy/footer.py, whose ``FooterSettings``
-    takes its defaults from here)."""
+    """``[text]``: footers on long messages (gateway/proxy/footer.py); the defaults are the
+    footer rewrite's own (``gateway.messages.footer.FooterSettings``)."""
 
     # How a one-part message that grows with its footer is split (text.segment.ConcatKind).
-    concat: str = "udh_8bit"
+    concat: str = _FOOTER_DEFAULTS.concat.value
     # The parts of a long MT are held until all are in, at most this long, then sent unchanged
     # (a client that waits for each answer is answered at once all the same).
-    hold_timeout_s: float = 10.0
-    hold_max_messages: int = 10_000
-    hold_max_bytes: int = 2_000_000
+    hold_timeout_s: float = _FOOTER_DEFAULTS.hold_timeout_s
+    hold_max_messages: int = _FOOTER_DEFAULTS.hold_max_messages
+    hold_max_bytes: int = _FOOTER_DEFAULTS.hold_max_bytes
     # How long the ids the gateway gave for parts it answered before the SMSC (or added) are
     # kept for delivery receipts, which may come days later.
     receipt_ids_ttl_s: float = 172_800.0

@@ -44,11 +44,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, Generic, TypeVar
 
 from gateway.consent.campaign import Campaign
 from gateway.consent.keywords import tells_how_to_opt_out
-from gateway.messages.content import Content
+from gateway.messages.content import Content, PartInfo
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, with_short_message
 from gateway.smpp.constants import EsmClass, Tag
@@ -58,10 +58,14 @@ from gateway.text.gsm7 import ESCAPE, TextError
 from gateway.text.segment import (
     CONCAT_8BIT,
     CONCAT_16BIT,
+    MAX_PARTS,
     PAYLOAD,
     SAR,
+    AddStatus,
+    Assembly,
     ConcatKind,
     Part,
+    Reassembler,
     capacity,
     frame_parts,
 )
@@ -71,6 +75,7 @@ Message = p.SubmitSm | p.DataSm
 # One client part: the frame as the client sent it, its decoded PDU, and its content.
 ClientPart = tuple[bytes, Message, Content]
 Key = tuple[Hashable, ...]  # names the held parts of one message (``hold_key``)
+T = TypeVar("T")
 
 # protocol_id values whose message the subscriber never reads as text: short message type 0
 # (silent), ANSI-136 R-DATA, ME data download, ME de-personalisation, (U)SIM data download.
@@ -91,17 +96,23 @@ _ONE_PART: Final = {
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FooterRules:
-    """How footers are written (config ``[text]`` and the SMSC's default alphabet)."""
+class FooterSettings:
+    """How footers are written and long messages held: config ``[text]`` and the SMSC's
+    default alphabet (``gateway.config.TextConfig`` takes its defaults from here)."""
 
-    default_alphabet: Alphabet  # what data_coding 0 means at this SMSC
-    concat: ConcatKind  # how a one-part message that grows is split
-    separator: str  # between the text and the footer
-    max_parts: int  # a message the footer would take beyond this stays as it is
+    default_alphabet: Alphabet = Alphabet.GSM7  # what data_coding 0 means at this SMSC
+    concat: ConcatKind = CONCAT_8BIT  # how a one-part message that grows is split
+    separator: str = " "  # between the text and the footer
+    max_parts: int = MAX_PARTS  # a message the footer would take beyond this stays as it is
+    hold_timeout_s: float = 10.0  # parts of one message must all arrive within this
+    hold_max_messages: int = 10_000  # incomplete messages held at once (oldest evicted)
+    hold_max_bytes: int = 2_000_000  # octets of held message bodies (oldest evicted)
 
     def __post_init__(self) -> None:
         if self.concat is PAYLOAD:
             raise ValueError("concat must be udh_8bit, udh_16bit or sar")
+        if self.hold_timeout_s <= 0 or self.hold_max_messages < 1 or self.hold_max_bytes < 1:
+            raise ValueError("hold limits must be positive")
 
 
 class Why(StrEnum):
@@ -180,6 +191,104 @@ def hold_key(conn_id: str, pdu: Message, content: Content, subscriber: str) -> K
     )
 
 
+class Offer(StrEnum):
+    """What became of a part offered to ``Holds``."""
+
+    FORWARD = "forward"  # not held: it goes on as it came
+    HELD = "held"  # held, more parts to come
+    DUPLICATE = "duplicate"  # a copy of a held part: it gets its original's answer
+    COMPLETE = "complete"  # every part is in: the message can be rewritten
+
+
+@dataclass(frozen=True, slots=True)
+class Taken(Generic[T]):
+    offer: Offer
+    message: Assembly[T] | None = None  # COMPLETE: every part, in sequence order
+    original: T | None = None  # DUPLICATE: the held part's context
+    # Held messages this part displaced, to go on unchanged, with why: "superseded" (a new
+    # message under the same key) or "evicted" (to stay within the bounds).
+    released: tuple[tuple[Assembly[T], str], ...] = ()
+
+
+_FORWARD: Final[Taken[Any]] = Taken(Offer.FORWARD)
+
+
+class Holds(Generic[T]):
+    """The parts of long MTs held until their message is complete (``buffer``, bounded in
+    messages, octets and time), and the keys of messages that went on unchanged: evicted,
+    expired or released, their late parts pass straight through for ``hold_timeout_s``."""
+
+    __slots__ = ("_released", "_settings", "buffer")
+
+    def __init__(self, settings: FooterSettings) -> None:
+        self._settings = settings
+        self.buffer: Reassembler[T] = Reassembler(
+            max_parts=None,
+            max_messages=settings.hold_max_messages,
+            max_bytes=settings.hold_max_bytes,
+            max_age_s=settings.hold_timeout_s,
+        )
+        self._released: OrderedDict[Key, float] = OrderedDict()
+
+    def reconfigure(self, settings: FooterSettings) -> None:
+        """New bounds for the parts from now on; messages held keep their deadline."""
+        self._settings = settings
+        self.buffer.set_limits(
+            max_parts=None,
+            max_messages=settings.hold_max_messages,
+            max_bytes=settings.hold_max_bytes,
+            max_age_s=settings.hold_timeout_s,
+        )
+
+    def offer(self, key: Key, part: PartInfo, body: bytes, now: float, context: T) -> Taken[T]:
+        """Hold one part of the message ``key`` names (``context`` comes back with it)."""
+        until = self._released.get(key)
+        if until is not None:
+            if until > now:
+                return _FORWARD  # a late part of a message already sent on unchanged
+            del self._released[key]
+        result = self.buffer.add(
+            key, seq=part.seq, total=part.total, body=body, now=now, context=context
+        )
+        if result.status is AddStatus.DUPLICATE:
+            assert result.held is not None
+            return Taken(Offer.DUPLICATE, original=result.held.context)
+        released: list[tuple[Assembly[T], str]] = []
+        if result.superseded is not None:
+            released.append((result.superseded, "superseded"))
+        for message in result.evicted:
+            if message.key != key:
+                self._remember(message.key, now)
+            released.append((message, "evicted"))
+        if result.status is AddStatus.COMPLETE:
+            return Taken(Offer.COMPLETE, message=result.assembly, released=tuple(released))
+        if result.status is AddStatus.PENDING:
+            return Taken(Offer.HELD, released=tuple(released))
+        # No room even with its own message evicted: it goes on as it came, like the rest.
+        self._remember(key, now)
+        return Taken(Offer.FORWARD, released=tuple(released))
+
+    def expire(self, now: float) -> list[Assembly[T]]:
+        """The messages whose hold time is over, dropped (they go on unchanged)."""
+        expired = self.buffer.expire(now)
+        for message in expired:
+            self._remember(message.key, now)
+        return expired
+
+    def release_all(self, now: float) -> list[Assembly[T]]:
+        """Every held message, dropped (they go on unchanged)."""
+        messages = self.buffer.discard(lambda _key: True)
+        for message in messages:
+            self._remember(message.key, now)
+        return messages
+
+    def _remember(self, key: Key, now: float) -> None:
+        self._released[key] = now + self._settings.hold_timeout_s
+        self._released.move_to_end(key)
+        while len(self._released) > self._settings.hold_max_messages:
+            self._released.popitem(last=False)
+
+
 class Footers:
     """The footer rewrite, with what it keeps between messages: encoded footers, and the next
     concatenation reference per destination (a counter, never random, so two messages to one
@@ -187,12 +296,12 @@ class Footers:
 
     __slots__ = ("_encoded", "_references", "rules")
 
-    def __init__(self, rules: FooterRules) -> None:
+    def __init__(self, rules: FooterSettings) -> None:
         self.rules = rules
         self._encoded: dict[tuple[str, Alphabet], bytes | None] = {}
         self._references: OrderedDict[str, int] = OrderedDict()
 
-    def reconfigure(self, rules: FooterRules) -> None:
+    def reconfigure(self, rules: FooterSettings) -> None:
         self.rules = rules
         self._encoded.clear()  # the separator may have changed
 

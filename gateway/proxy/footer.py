@@ -33,20 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.config import TextConfig
 from gateway.consent.campaign import Campaign, FooterMode
 from gateway.consent.model import SmsAddress
 from gateway.messages.content import Content, content_of
 from gateway.messages.footer import (
     ClientPart,
-    FooterRules,
     Footers,
-    Key,
+    FooterSettings,
+    Holds,
+    Offer,
     Unchanged,
     hold_key,
     holdable,
@@ -59,15 +58,12 @@ from gateway.store.base import ConsentStore, MessageIds, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
-from gateway.text.dcs import Alphabet
 from gateway.text.footer import has_link, render_footer
-from gateway.text.segment import MAX_PARTS, PAYLOAD, AddStatus, Assembly, ConcatKind, Reassembler
+from gateway.text.segment import Assembly
 
 log = logs.get_logger()
 
 _MAX_FOOTER_CACHE: Final = 1_000
-_TEXT_DEFAULTS: Final = TextConfig()
-_DEFAULT_CONCAT: Final = ConcatKind(_TEXT_DEFAULTS.concat)
 
 Message = p.SubmitSm | p.DataSm
 LinkFor = Callable[[Campaign, SmsAddress], str | None]
@@ -90,58 +86,20 @@ def _no_reporter(_request: MtRequest, _pdu: Message, _message_id: str, _stat: st
     return None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FooterSettings:
-    """How footers are applied and long messages held (config ``[text]``, whose defaults
-    ``gateway.config.TextConfig`` states)."""
-
-    default_alphabet: Alphabet = Alphabet.GSM7  # what data_coding 0 means at this SMSC
-    concat: ConcatKind = _DEFAULT_CONCAT  # how a grown one-part MT is split
-    separator: str = " "  # between the text and the footer
-    max_parts: int = MAX_PARTS  # a message the footer would take beyond this stays as it is
-    hold_timeout_s: float = _TEXT_DEFAULTS.hold_timeout_s  # all parts must arrive within this
-    hold_max_messages: int = _TEXT_DEFAULTS.hold_max_messages  # held at once (oldest evicted)
-    hold_max_bytes: int = _TEXT_DEFAULTS.hold_max_bytes  # octets of held bodies (oldest evicted)
-
-    def __post_init__(self) -> None:
-        if self.concat is PAYLOAD:
-            raise ValueError("concat must be udh_8bit, udh_16bit or sar")
-        if self.hold_timeout_s <= 0 or self.hold_max_messages < 1 or self.hold_max_bytes < 1:
-            raise ValueError("hold limits must be positive")
-
-    @property
-    def rules(self) -> FooterRules:
-        return FooterRules(
-            default_alphabet=self.default_alphabet,
-            concat=self.concat,
-            separator=self.separator,
-            max_parts=self.max_parts,
-        )
-
-
+@dataclass(slots=True, eq=False)
 class _Slot:
-    """One part of a held message: the client's request and any duplicates of it.
+    """One part of a message: the client's request and any duplicates of it.
 
     ``own_id`` is set once the part was answered before the SMSC saw it (the client was not
     going to send more until it had an answer): every copy of the part gets that id, and the
     SMSC's id for the part it ends up in is mapped to it for receipts."""
 
-    __slots__ = ("campaign", "content", "own_id", "pdu", "requests", "subscriber")
-
-    def __init__(
-        self,
-        request: MtRequest,
-        pdu: Message,
-        content: Content,
-        campaign: Campaign,
-        subscriber: SmsAddress,
-    ) -> None:
-        self.requests = [request]
-        self.pdu = pdu
-        self.content = content
-        self.campaign = campaign
-        self.subscriber = subscriber
-        self.own_id: str | None = None
+    requests: list[MtRequest]
+    pdu: Message
+    content: Content
+    campaign: Campaign
+    subscriber: SmsAddress
+    own_id: str | None = None
 
     @property
     def asks_receipt(self) -> bool:
@@ -182,15 +140,9 @@ class FooterStage:
         self._metrics = metrics
         self._link_for = link_for
         self._clock = clock
-        self._footers = Footers(settings.rules)
-        self._held: Reassembler[_Slot] = Reassembler(
-            max_parts=None,
-            max_messages=settings.hold_max_messages,
-            max_bytes=settings.hold_max_bytes,
-            max_age_s=settings.hold_timeout_s,
-        )
-        # Keys of messages released unchanged: their late parts pass straight through.
-        self._released: OrderedDict[Key, float] = OrderedDict()
+        self._footers = Footers(settings)
+        self._holds: Holds[_Slot] = Holds(settings)
+        self._held = self._holds.buffer
         self._rendered: dict[Campaign, str] = {}
         self._marking: set[tuple[str, str]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -220,13 +172,8 @@ class FooterStage:
     def reconfigure(self, settings: FooterSettings) -> None:
         """SIGHUP: new limits apply to messages held from now on."""
         self.settings = settings
-        self._footers.reconfigure(settings.rules)
-        self._held.set_limits(
-            max_parts=None,
-            max_messages=settings.hold_max_messages,
-            max_bytes=settings.hold_max_bytes,
-            max_age_s=settings.hold_timeout_s,
-        )
+        self._footers.reconfigure(settings)
+        self._holds.reconfigure(settings)
 
     # --- the seam the enforcer calls ----------------------------------------------------------
 
@@ -239,9 +186,9 @@ class FooterStage:
     ) -> None:
         content = content_of(pdu, self.settings.default_alphabet)
         if content.part is None:
-            self._single(request, pdu, content, campaign, subscriber)
+            self._rewrite([_Slot([request], pdu, content, campaign, subscriber)], held=False)
         elif holdable(content):
-            self._hold_part(request, pdu, content, campaign, subscriber)
+            self._hold(_Slot([request], pdu, content, campaign, subscriber))
         else:
             request.forward()  # binary parts are never touched; a bad numbering is not ours
 
@@ -277,7 +224,7 @@ class FooterStage:
 
     def release_all(self, reason: str = "shutdown") -> None:
         """Send every held message on as it came (shutdown: its other parts will not come)."""
-        for message in self._held.discard(lambda _key: True):
+        for message in self._holds.release_all(self._now()):
             self._release(message, reason)
         self._arm()
 
@@ -300,40 +247,8 @@ class FooterStage:
 
     # --- rewriting ----------------------------------------------------------------------------
 
-    def _single(
-        self,
-        request: MtRequest,
-        pdu: Message,
-        content: Content,
-        campaign: Campaign,
-        subscriber: SmsAddress,
-    ) -> None:
-        outcome = self._footers.rewrite(
-            ((request.frame, pdu, content),),
-            campaign,
-            lambda: self._render(campaign, subscriber),
-            subscriber.value,
-        )
-        if isinstance(outcome, Unchanged):
-            request.forward()
-            return
-        accepted = self._on_accepted(request, campaign, subscriber)
-        units = outcome.units
-        if len(units) == 1:
-            request.forward(
-                units[0].frame, transform=None if accepted is None else _if_ok(accepted)
-            )
-            return
-        request.forward(units[0].frame)
-        last = len(units) - 1
-        for i in range(1, len(units)):
-            # The gateway's own parts: no receipt asked, and any the SMSC sends is dropped.
-            self._send_unit(
-                request, units[i].frame, [], None, accepted if i == last else None, campaign
-            )
-
-    def _complete(self, message: Held) -> None:
-        slots = _slots(message)
+    def _rewrite(self, slots: list[_Slot], *, held: bool) -> None:
+        """Send one message (a single PDU, or every part of a held one) as the rewrite says."""
         first = slots[0]
         campaign, subscriber = first.campaign, first.subscriber
         outcome = self._footers.rewrite(
@@ -349,10 +264,14 @@ class FooterStage:
         accepted = self._on_accepted(via, campaign, subscriber)
         last = len(outcome.units) - 1
         for i, unit in enumerate(outcome.units):
-            answers = [slots[j] for j in unit.answers]
-            self._send_unit(
-                via, unit.frame, answers, slots, accepted if i == last else None, campaign
-            )
+            done = accepted if i == last else None
+            if i == 0 and not held:
+                # The client's request itself: the SMSC's answer (and message id) is the client's.
+                via.forward(unit.frame, transform=None if done is None else _if_ok(done))
+            else:
+                # Parts the gateway added ask no receipt, and any the SMSC sends is dropped.
+                answers = [slots[j] for j in unit.answers]
+                self._send_unit(via, unit.frame, answers, slots, done)
 
     def _render(self, campaign: Campaign, subscriber: SmsAddress) -> str:
         template = campaign.footer_text
@@ -367,72 +286,49 @@ class FooterStage:
 
     # --- holding the parts of long messages ---------------------------------------------------
 
-    def _hold_part(
-        self,
-        request: MtRequest,
-        pdu: Message,
-        content: Content,
-        campaign: Campaign,
-        subscriber: SmsAddress,
-    ) -> None:
-        part = content.part
-        assert part is not None
-        key = hold_key(request.client.conn_id, pdu, content, subscriber.value)
-        now = self._now()
-        released = self._released.get(key)
-        if released is not None:
-            if released > now:
-                request.forward()  # a late part of a message already sent on unchanged
-                return
-            del self._released[key]
-        slot = _Slot(request, pdu, content, campaign, subscriber)
-        result = self._held.add(
-            key, seq=part.seq, total=part.total, body=content.body, now=now, context=slot
-        )
-        if result.status is AddStatus.DUPLICATE:
-            assert result.held is not None
-            result.held.context.requests.append(request)  # it gets its original's answer
+    def _hold(self, slot: _Slot) -> None:
+        content = slot.content
+        assert content.part is not None
+        request = slot.requests[0]
+        key = hold_key(request.client.conn_id, slot.pdu, content, slot.subscriber.value)
+        taken = self._holds.offer(key, content.part, content.body, self._now(), slot)
+        if taken.offer is Offer.DUPLICATE:
+            assert taken.original is not None
+            taken.original.requests.append(request)  # it gets its original's answer
             self._schedule_answers()
             return
-        if result.superseded is not None:
-            # Another message under the same key (a restarted reference counter).
-            self._release(result.superseded, "superseded", remember=False)
-        for evicted in result.evicted:
-            self._release(evicted, "evicted")
-        if result.status is AddStatus.COMPLETE:
-            assert result.assembly is not None
-            self._complete(result.assembly)
-        elif result.status is AddStatus.PENDING:
+        for message, reason in taken.released:
+            self._release(message, reason)
+        if taken.offer is Offer.COMPLETE:
+            assert taken.message is not None
+            self._rewrite(_slots(taken.message), held=True)
+        elif taken.offer is Offer.HELD:
             self._schedule_answers()
         else:
-            # No room even with its own message evicted: it goes on as it came, like the rest.
-            self._remember_released(key)
             request.forward()
         self._arm()
 
     def _send_unchanged(self, slots: list[_Slot]) -> None:
-        campaign = slots[0].campaign
         for slot in slots:
             request = slot.requests[0]
             if len(slot.requests) == 1 and slot.own_id is None:
                 request.forward()  # a plain relay: the SMSC's answer is the client's
             else:
-                self._send_unit(request, request.frame, [slot], slots, None, campaign)
+                self._send_unit(request, request.frame, [slot], slots, None)
 
     def _send_unit(
         self,
         via: MtRequest,
         frame: bytes,
         slots: list[_Slot],
-        message: list[_Slot] | None,
+        message: list[_Slot],
         accepted: Callable[[], None] | None,
-        campaign: Campaign,
     ) -> None:
         """Send ``frame`` upstream as the gateway's own request. Its response answers the client
-        requests of ``slots`` (the parts it answers for; none for a part the gateway added)
-        still waiting; the SMSC's id is mapped to the ids the client was given early, or to
-        none for a part the gateway added; a refusal of a part the client was already told was
-        accepted is reported to it by receipt. ``message``: every part of the held message."""
+        requests of ``slots`` (the parts of ``message`` it answers for; none for a part the
+        gateway added) still waiting; the SMSC's id is mapped to the ids the client was given
+        early, or to none for a part the gateway added; a refusal of a part the client was
+        already told was accepted is reported to it by receipt."""
 
         def done(response: p.Pdu | None, response_frame: bytes | None) -> None:
             for slot in slots:
@@ -461,7 +357,7 @@ class FooterStage:
                 return
             if early or not slots:
                 reason = "smsc refused" if status is not None else "no response"
-                self._part_failed(via, slots, message, campaign, status, reason)
+                self._part_failed(via, slots, message, status, reason)
 
         if not via.originate(frame, done):
             done(None, None)
@@ -470,8 +366,7 @@ class FooterStage:
         self,
         via: MtRequest,
         slots: list[_Slot],
-        message: list[_Slot] | None,
-        campaign: Campaign,
+        message: list[_Slot],
         status: int | None,
         reason: str,
     ) -> None:
@@ -481,7 +376,7 @@ class FooterStage:
             logs.MT_PART_REFUSED,
             conn_id=via.client.conn_id,
             system_id=via.client.system_id,
-            campaign=campaign.name,
+            campaign=message[0].campaign.name,
             command_status=None if status is None else status_name(status),
             reason=reason,
             added=not slots,
@@ -492,14 +387,14 @@ class FooterStage:
         self._report_parts(via, slots, message, stat)
 
     def _report_parts(
-        self, via: MtRequest, slots: Sequence[_Slot], message: list[_Slot] | None, stat: str
+        self, via: MtRequest, slots: Sequence[_Slot], message: list[_Slot], stat: str
     ) -> None:
         """Receipts of the gateway's own for parts answered early that will not be delivered:
         for each that asked for a receipt, or else for the part of the message that asked
         (Kannel asks on part 1 only), once."""
         early = [slot for slot in slots if slot.own_id is not None]
         targets = [slot for slot in early if slot.asks_receipt]
-        if not targets and message is not None:
+        if not targets:
             asking = [s for s in message if s.asks_receipt and s.own_id is not None]
             targets = asking[:1]
         for slot in targets:
@@ -543,15 +438,13 @@ class FooterStage:
 
     # --- releasing held messages --------------------------------------------------------------
 
-    def _release(self, message: Held, reason: str, *, remember: bool = True) -> None:
+    def _release(self, message: Held, reason: str) -> None:
         """Send a held message on as it came (no footer) and answer every part of it."""
         slots = _slots(message)
         via = slots[0].requests[0]
         if _client_gone(via):
             self._gone(message)
             return
-        if remember:
-            self._remember_released(message.key)
         self._log_hold(message, reason)
         # Time has passed since these parts were allowed: they go only if still allowed now.
         requests = [r for slot in slots for r in slot.requests]
@@ -567,12 +460,6 @@ class FooterStage:
         self._log_hold(message, "client_gone")
         slots = _slots(message)
         self._report_parts(slots[0].requests[0], slots, slots, "UNDELIV")
-
-    def _remember_released(self, key: Key) -> None:
-        self._released[key] = self._now() + self.settings.hold_timeout_s
-        self._released.move_to_end(key)
-        while len(self._released) > self.settings.hold_max_messages:
-            self._released.popitem(last=False)
 
     def _log_hold(self, message: Held, reason: str) -> None:
         first = message.fragments[0].context
@@ -590,7 +477,7 @@ class FooterStage:
 
     def expire(self, now: float | None = None) -> int:
         """Release the messages whose hold time is over; returns how many."""
-        expired = self._held.expire(self._now() if now is None else now)
+        expired = self._holds.expire(self._now() if now is None else now)
         for message in expired:
             self._release(message, "timeout")
         self._arm()
