@@ -186,7 +186,7 @@ class FooterStage:
     ) -> None:
         content = content_of(pdu, self.settings.default_alphabet)
         if content.part is None:
-            self._rewrite([_Slot([request], pdu, content, campaign, subscriber)], held=False)
+            self._rewrite(request, ((request.frame, pdu, content),), campaign, subscriber)
         elif holdable(content):
             self._hold(_Slot([request], pdu, content, campaign, subscriber))
         else:
@@ -247,31 +247,40 @@ class FooterStage:
 
     # --- rewriting ----------------------------------------------------------------------------
 
-    def _rewrite(self, slots: list[_Slot], *, held: bool) -> None:
-        """Send one message (a single PDU, or every part of a held one) as the rewrite says."""
-        first = slots[0]
-        campaign, subscriber = first.campaign, first.subscriber
+    def _rewrite(
+        self,
+        via: MtRequest,
+        parts: Sequence[ClientPart],
+        campaign: Campaign,
+        subscriber: SmsAddress,
+        held: list[_Slot] | None = None,
+    ) -> None:
+        """Send one message as the rewrite says: a single PDU (``via`` with its ``parts``), or
+        every part of a ``held`` one."""
         outcome = self._footers.rewrite(
-            [slot.part for slot in slots],
-            campaign,
-            lambda: self._render(campaign, subscriber),
-            subscriber.value,
+            parts, campaign, lambda: self._render(campaign, subscriber), subscriber.value
         )
         if isinstance(outcome, Unchanged):
-            self._send_unchanged(slots)
+            if held is None:
+                via.forward()
+            else:
+                self._send_unchanged(held)
             return
-        via = first.requests[0]
         accepted = self._on_accepted(via, campaign, subscriber)
-        last = len(outcome.units) - 1
-        for i, unit in enumerate(outcome.units):
+        units = outcome.units
+        last = len(units) - 1
+        if not last and held is None:  # the common case: one PDU, the client's
+            via.forward(units[0].frame, transform=None if accepted is None else _if_ok(accepted))
+            return
+        for i, unit in enumerate(units):
             done = accepted if i == last else None
-            if i == 0 and not held:
+            if i == 0 and held is None:
                 # The client's request itself: the SMSC's answer (and message id) is the client's.
                 via.forward(unit.frame, transform=None if done is None else _if_ok(done))
             else:
                 # Parts the gateway added ask no receipt, and any the SMSC sends is dropped.
-                answers = [slots[j] for j in unit.answers]
-                self._send_unit(via, unit.frame, answers, slots, done)
+                answers = [] if held is None else [held[j] for j in unit.answers]
+                self._send_unit(via, unit.frame, answers, held or [], done, campaign)
 
     def _render(self, campaign: Campaign, subscriber: SmsAddress) -> str:
         template = campaign.footer_text
@@ -301,7 +310,10 @@ class FooterStage:
             self._release(message, reason)
         if taken.offer is Offer.COMPLETE:
             assert taken.message is not None
-            self._rewrite(_slots(taken.message), held=True)
+            slots = _slots(taken.message)
+            parts = [slot.part for slot in slots]
+            first = slots[0]
+            self._rewrite(first.requests[0], parts, first.campaign, first.subscriber, slots)
         elif taken.offer is Offer.HELD:
             self._schedule_answers()
         else:
@@ -314,7 +326,7 @@ class FooterStage:
             if len(slot.requests) == 1 and slot.own_id is None:
                 request.forward()  # a plain relay: the SMSC's answer is the client's
             else:
-                self._send_unit(request, request.frame, [slot], slots, None)
+                self._send_unit(request, request.frame, [slot], slots, None, slot.campaign)
 
     def _send_unit(
         self,
@@ -323,6 +335,7 @@ class FooterStage:
         slots: list[_Slot],
         message: list[_Slot],
         accepted: Callable[[], None] | None,
+        campaign: Campaign,
     ) -> None:
         """Send ``frame`` upstream as the gateway's own request. Its response answers the client
         requests of ``slots`` (the parts of ``message`` it answers for; none for a part the
@@ -357,7 +370,7 @@ class FooterStage:
                 return
             if early or not slots:
                 reason = "smsc refused" if status is not None else "no response"
-                self._part_failed(via, slots, message, status, reason)
+                self._part_failed(via, slots, message, campaign, status, reason)
 
         if not via.originate(frame, done):
             done(None, None)
@@ -367,6 +380,7 @@ class FooterStage:
         via: MtRequest,
         slots: list[_Slot],
         message: list[_Slot],
+        campaign: Campaign,
         status: int | None,
         reason: str,
     ) -> None:
@@ -376,7 +390,7 @@ class FooterStage:
             logs.MT_PART_REFUSED,
             conn_id=via.client.conn_id,
             system_id=via.client.system_id,
-            campaign=message[0].campaign.name,
+            campaign=campaign.name,
             command_status=None if status is None else status_name(status),
             reason=reason,
             added=not slots,
