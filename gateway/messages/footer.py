@@ -307,12 +307,12 @@ class Footers:
         self,
         parts: Sequence[ClientPart],
         campaign: Campaign,
-        footer: Callable[[], str],
+        footer: str | Callable[[], str],
         destination: str,
     ) -> Outcome:
-        """What goes upstream for one message (``parts`` in sequence order) with the footer
-        ``footer()`` renders (called only once the text may take one); ``destination`` keys
-        the reference counter."""
+        """What goes upstream for one message (``parts`` in sequence order) with the rendered
+        ``footer`` (or what renders it, called only once the text may take one);
+        ``destination`` keys the reference counter."""
         _, first_pdu, first = parts[0]
         why = _untouchable(first_pdu, first)
         if why is not None:
@@ -330,7 +330,7 @@ class Footers:
         text = decode_as(body, alphabet)
         if text is None:
             return _UNCHANGED[Why.BINARY]
-        rendered = footer()
+        rendered = footer if isinstance(footer, str) else footer()
         if not rendered:
             return _UNCHANGED[Why.NO_FOOTER]
         if already_has_opt_out(text) or (

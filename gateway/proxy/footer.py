@@ -258,7 +258,7 @@ class FooterStage:
         """Send one message as the rewrite says: a single PDU (``via`` with its ``parts``), or
         every part of a ``held`` one."""
         outcome = self._footers.rewrite(
-            parts, campaign, lambda: self._render(campaign, subscriber), subscriber.value
+            parts, campaign, self._footer(campaign, subscriber), subscriber.value
         )
         if isinstance(outcome, Unchanged):
             if held is None:
@@ -282,10 +282,13 @@ class FooterStage:
                 answers = [] if held is None else [held[j] for j in unit.answers]
                 self._send_unit(via, unit.frame, answers, held or [], done, campaign)
 
-    def _render(self, campaign: Campaign, subscriber: SmsAddress) -> str:
+    def _footer(self, campaign: Campaign, subscriber: SmsAddress) -> str | Callable[[], str]:
+        """The campaign's footer, rendered once per campaign; one with a link is rendered per
+        subscriber, and only if the message may take it (a link costs a signature)."""
         template = campaign.footer_text
-        if self._link_for is not None and has_link(template):
-            return render_footer(template, campaign.brand, self._link_for(campaign, subscriber))
+        link_for = self._link_for
+        if link_for is not None and has_link(template):
+            return lambda: render_footer(template, campaign.brand, link_for(campaign, subscriber))
         footer = self._rendered.get(campaign)
         if footer is None:
             if len(self._rendered) >= _MAX_FOOTER_CACHE:
