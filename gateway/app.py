@@ -28,10 +28,11 @@ from gateway.consent.campaign import Campaign
 from gateway.consent.link import LinkSigner
 from gateway.consent.model import AddressKind, SmsAddress
 from gateway.eventloop import run_loop
+from gateway.messages.footer import FooterSettings
 from gateway.proxy.binds import BindGuard
 from gateway.proxy.bridge import ProxySettings
 from gateway.proxy.consent import ConsentEnforcer
-from gateway.proxy.footer import FooterSettings, FooterStage
+from gateway.proxy.footer import FooterStage
 from gateway.proxy.hooks import Interceptor, PassThrough
 from gateway.proxy.listener import ConnectionLimits, Listener
 from gateway.proxy.probe import UpstreamProbe

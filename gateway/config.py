@@ -52,6 +52,7 @@ from gateway.consent.model import AddressKind, ScopeKind, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.consent.policy import DEFAULT_REJECT_STATUSES, RejectStatuses
 from gateway.errors import GatewayError
+from gateway.messages.footer import FooterSettings
 from gateway.messages.replies import one_part_problem
 from gateway.smpp.session import SessionConfig
 from gateway.store.base import StoreError
@@ -1450,19 +1451,21 @@ def _consent(root: _Table) -> ConsentConfig:
 # --- text ---------------------------------------------------------------------------------------
 
 TEXT_CONCAT_KINDS = ("udh_8bit", "udh_16bit", "sar")
+_FOOTER_DEFAULTS: Final = FooterSettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextConfig:
-    """``[text]``: footers on long messages (gateway/proxy/footer.py)."""
+    """``[text]``: footers on long messages (gateway/proxy/footer.py); the defaults are the
+    footer rewrite's own (``gateway.messages.footer.FooterSettings``)."""
 
     # How a one-part message that grows with its footer is split (text.segment.ConcatKind).
-    concat: str = "udh_8bit"
+    concat: str = _FOOTER_DEFAULTS.concat.value
     # The parts of a long MT are held until all are in, at most this long, then sent unchanged
     # (a client that waits for each answer is answered at once all the same).
-    hold_timeout_s: float = 10.0
-    hold_max_messages: int = 10_000
-    hold_max_bytes: int = 2_000_000
+    hold_timeout_s: float = _FOOTER_DEFAULTS.hold_timeout_s
+    hold_max_messages: int = _FOOTER_DEFAULTS.hold_max_messages
+    hold_max_bytes: int = _FOOTER_DEFAULTS.hold_max_bytes
     # How long the ids the gateway gave for parts it answered before the SMSC (or added) are
     # kept for delivery receipts, which may come days later.
     receipt_ids_ttl_s: float = 172_800.0
@@ -1470,12 +1473,15 @@ class TextConfig:
 
 def _text(root: _Table) -> TextConfig:
     t = root.table("text") or _Table({}, "text")
+    d = TextConfig()  # the defaults are stated once, in the dataclass
     config = TextConfig(
-        concat=t.choice("concat", "udh_8bit", TEXT_CONCAT_KINDS),
-        hold_timeout_s=t.seconds("hold_timeout_s", 10.0),
-        hold_max_messages=t.integer("hold_max_messages", 10_000, minimum=1, maximum=10_000_000),
-        hold_max_bytes=t.integer("hold_max_bytes", 2_000_000, minimum=1024, maximum=1 << 31),
-        receipt_ids_ttl_s=t.seconds("receipt_ids_ttl_s", 172_800.0),
+        concat=t.choice("concat", d.concat, TEXT_CONCAT_KINDS),
+        hold_timeout_s=t.seconds("hold_timeout_s", d.hold_timeout_s),
+        hold_max_messages=t.integer(
+            "hold_max_messages", d.hold_max_messages, minimum=1, maximum=10_000_000
+        ),
+        hold_max_bytes=t.integer("hold_max_bytes", d.hold_max_bytes, minimum=1024, maximum=1 << 31),
+        receipt_ids_ttl_s=t.seconds("receipt_ids_ttl_s", d.receipt_ids_ttl_s),
     )
     if not math.isfinite(config.receipt_ids_ttl_s):
         raise ConfigError("text.receipt_ids_ttl_s: must be a finite number of seconds")

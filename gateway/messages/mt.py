@@ -39,7 +39,7 @@ MtPdu = p.SubmitSm | p.DataSm
 
 
 class PartOf(Protocol):
-    """Where a PDU sits in a concatenated message (``gateway.proxy.content.PartInfo``)."""
+    """Where a PDU sits in a concatenated message (``gateway.messages.content.PartInfo``)."""
 
     @property
     def reference(self) -> int: ...

@@ -51,6 +51,7 @@ from gateway.consent.policy import (
 )
 from gateway.messages import mo as mo_path
 from gateway.messages import multi
+from gateway.messages.content import Content, PartInfo, content_of
 from gateway.messages.mt import (
     NO_SENDER,
     Answer,
@@ -66,7 +67,6 @@ from gateway.messages.mt import (
 from gateway.messages.parts import PartTracker
 from gateway.messages.receipts import receipt_id, receipted_id, rejection_receipt, rewrite_receipt
 from gateway.messages.replies import ReplyLimiter, reply_pdus
-from gateway.proxy.content import Content, PartInfo, content_of
 from gateway.proxy.hooks import LegPair, MoRequest, MtRequest, ResponseCallback
 from gateway.proxy.receipts import ReceiptIds
 from gateway.proxy.replies import ReplyRecorder, ReplyTrack, new_reply_id, reply_kind

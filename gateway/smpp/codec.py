@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, NamedTuple
 
 from gateway.smpp.constants import HEADER_LENGTH, RESPONSE_BIT, CommandId, CommandStatus
@@ -82,6 +82,7 @@ __all__ = [
     "tlv_int",
     "tlv_str",
     "with_sequence",
+    "with_short_message",
 ]
 
 _HEADER = struct.Struct(">IIII")
@@ -118,6 +119,28 @@ def with_sequence(frame: bytes, sequence_number: int) -> bytes:
     except struct.error as exc:
         raise PduEncodeError(f"sequence_number {sequence_number} out of range") from exc
     return frame[:12] + seq + frame[16:]
+
+
+def with_short_message(frame: bytes, pdu: SubmitSm, short_message: bytes) -> bytes:
+    """``frame`` (which decodes to ``pdu``) carrying ``short_message``: sm_length, the message and
+    command_length are patched and every other octet is copied, never re-encoded. A frame not
+    laid out as ``pdu`` says, or a message over 255 octets, is re-encoded instead."""
+    old = pdu.short_message
+    end = len(frame) - sum(4 + len(t.value) for t in pdu.tlvs)
+    start = end - len(old)
+    if (
+        start > HEADER_LENGTH
+        and len(short_message) <= 0xFF
+        and frame[start - 1] == len(old)
+        and frame[start:end] == old
+    ):
+        out = bytearray(frame[: start - 1])
+        out.append(len(short_message))
+        out += short_message
+        out += frame[end:]
+        out[0:4] = _U32.pack(len(out))
+        return bytes(out)
+    return encode(replace(pdu, short_message=short_message))
 
 
 def is_vendor_command(command_id: int) -> bool:

@@ -21,7 +21,7 @@ little.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -285,6 +285,7 @@ class Assembly(Generic[T]):
     total: int
     fragments: tuple[Fragment[T], ...]
     first_seen: float
+    deadline: float  # when ``expire`` returns it if it is still incomplete
 
     @property
     def complete(self) -> bool:
@@ -303,53 +304,97 @@ class Assembly(Generic[T]):
 class AddStatus(StrEnum):
     PENDING = "pending"  # held, more parts to come
     COMPLETE = "complete"  # ``assembly`` holds every part
-    DUPLICATE = "duplicate"  # the same part again: ignored
-    REJECTED = "rejected"  # invalid numbering, or over the bounds: not held
+    DUPLICATE = "duplicate"  # the same part again: not held, ``held`` is the original
+    REJECTED = "rejected"  # invalid numbering, or no room even with its own message evicted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddResult(Generic[T]):
     status: AddStatus
     assembly: Assembly[T] | None = None
-    # Incomplete messages dropped by this call: superseded by a new message under the same key,
-    # or evicted (oldest first) to stay within the bounds. The caller decides their fate.
+    # DUPLICATE: the part held first under that number (its context answers the copy too).
+    held: Fragment[T] | None = None
+    # The incomplete message this part's key named before: another message reuses the key (a
+    # wrapped or restarted reference counter). The caller decides its fate.
+    superseded: Assembly[T] | None = None
+    # Incomplete messages dropped, oldest first, to make room for this part within the bounds;
+    # under REJECTED the last is the part's own message (this part is not in it).
     evicted: tuple[Assembly[T], ...] = ()
 
 
 class _Pending(Generic[T]):
-    __slots__ = ("first_seen", "fragments", "octets", "total")
+    __slots__ = ("deadline", "first_seen", "fragments", "octets", "total")
 
-    def __init__(self, total: int, first_seen: float) -> None:
+    def __init__(self, total: int, first_seen: float, deadline: float) -> None:
         self.total = total
         self.first_seen = first_seen
+        self.deadline = deadline
         self.fragments: dict[int, Fragment[T]] = {}
         self.octets = 0
 
     def freeze(self, key: Key) -> Assembly[T]:
         ordered = tuple(self.fragments[s] for s in sorted(self.fragments))
-        return Assembly(key=key, total=self.total, fragments=ordered, first_seen=self.first_seen)
+        return Assembly(
+            key=key,
+            total=self.total,
+            fragments=ordered,
+            first_seen=self.first_seen,
+            deadline=self.deadline,
+        )
 
 
 class Reassembler(Generic[T]):
     """Collects the parts of concatenated messages under a caller-chosen key.
 
     Key on (session, source, destination, reference), never the reference alone: peers restart
-    their reference counters per session. Bounded in parts and octets held (the oldest messages
-    are evicted) and in age (``expire``). ``now`` must not go backwards.
+    their reference counters per session. Bounded in messages, parts and octets held (room is
+    made before a part is added, by evicting the oldest messages: the bounds are never
+    exceeded) and in age (each message's deadline is fixed when its first part arrives;
+    ``expire``). Every part given to ``add`` comes back exactly once: in a complete assembly,
+    in an evicted, superseded or expired one, from ``pop`` / ``discard``, or at once as
+    DUPLICATE / REJECTED. ``now`` must not go backwards. None as a bound: no bound.
     """
 
     def __init__(
-        self, *, max_parts: int = 10_000, max_bytes: int = 2_000_000, max_age_s: float = 120.0
+        self,
+        *,
+        max_parts: int | None = 10_000,
+        max_bytes: int = 2_000_000,
+        max_age_s: float = 120.0,
+        max_messages: int | None = None,
     ) -> None:
-        self._max_parts = max_parts
-        self._max_bytes = max_bytes
-        self._max_age_s = max_age_s
         self._pending: dict[Key, _Pending[T]] = {}  # insertion order is age order
         self._parts = 0
         self._bytes = 0
+        self.set_limits(
+            max_parts=max_parts, max_bytes=max_bytes, max_age_s=max_age_s, max_messages=max_messages
+        )
+
+    def set_limits(
+        self,
+        *,
+        max_parts: int | None,
+        max_bytes: int,
+        max_age_s: float,
+        max_messages: int | None,
+    ) -> None:
+        """New bounds: they apply from the next ``add`` on; messages held keep their deadline."""
+        if max_bytes < 1 or max_age_s <= 0:
+            raise ValueError("max_bytes and max_age_s must be positive")
+        if (max_parts is not None and max_parts < 1) or (
+            max_messages is not None and max_messages < 1
+        ):
+            raise ValueError("max_parts and max_messages must be positive")
+        self._max_parts = max_parts
+        self._max_bytes = max_bytes
+        self._max_age_s = max_age_s
+        self._max_messages = max_messages
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._pending
 
     @property
     def parts_held(self) -> int:
@@ -359,11 +404,39 @@ class Reassembler(Generic[T]):
     def bytes_held(self) -> int:
         return self._bytes
 
+    def get(self, key: Key) -> Assembly[T] | None:
+        """The parts held under ``key`` (a snapshot; nothing is removed), or None."""
+        pending = self._pending.get(key)
+        return None if pending is None else pending.freeze(key)
+
+    def contexts(self) -> Iterator[T]:
+        """The context of every part held, oldest message first (read-only: do not add or
+        remove while iterating)."""
+        for pending in self._pending.values():
+            for fragment in pending.fragments.values():
+                yield fragment.context
+
+    def pop(self, key: Key) -> Assembly[T] | None:
+        """Drop and return the message held under ``key``, or None."""
+        return self._remove(key) if key in self._pending else None
+
     def _remove(self, key: Key) -> Assembly[T]:
         pending = self._pending.pop(key)
         self._parts -= len(pending.fragments)
         self._bytes -= pending.octets
         return pending.freeze(key)
+
+    def _full(self, new_message: bool, octets: int) -> bool:
+        """True when one more part of ``octets`` would break a bound."""
+        return (
+            (
+                new_message
+                and self._max_messages is not None
+                and len(self._pending) >= self._max_messages
+            )
+            or (self._max_parts is not None and self._parts >= self._max_parts)
+            or self._bytes + octets > self._max_bytes
+        )
 
     def add(
         self, key: Key, *, seq: int, total: int, body: bytes, now: float, context: T
@@ -373,43 +446,53 @@ class Reassembler(Generic[T]):
         if not 1 <= seq <= total <= MAX_PARTS or len(body) > self._max_bytes:
             return AddResult(status=AddStatus.REJECTED)
         if total == 1:
-            single = Assembly(key=key, total=1, fragments=(fragment,), first_seen=now)
+            single = Assembly(
+                key=key,
+                total=1,
+                fragments=(fragment,),
+                first_seen=now,
+                deadline=now + self._max_age_s,
+            )
             return AddResult(status=AddStatus.COMPLETE, assembly=single)
-        evicted: list[Assembly[T]] = []
+        superseded: Assembly[T] | None = None
         pending = self._pending.get(key)
         if pending is not None:
             held = pending.fragments.get(seq)
             if pending.total == total and held is not None and held.body == body:
-                return AddResult(status=AddStatus.DUPLICATE)
+                return AddResult(status=AddStatus.DUPLICATE, held=held)
             if pending.total != total or held is not None:
-                # Another message reuses the key (a wrapped or restarted reference counter).
-                evicted.append(self._remove(key))
+                superseded = self._remove(key)
                 pending = None
+        if pending is not None and len(pending.fragments) + 1 == total:
+            # The last part: the message leaves at once, so it needs no room.
+            pending.fragments[seq] = fragment
+            pending.octets += len(body)
+            self._parts += 1
+            self._bytes += len(body)
+            return AddResult(status=AddStatus.COMPLETE, assembly=self._remove(key))
+        evicted: list[Assembly[T]] = []
+        while self._pending and self._full(pending is None, len(body)):
+            oldest = next(iter(self._pending))
+            evicted.append(self._remove(oldest))
+            if oldest == key:
+                return AddResult(
+                    status=AddStatus.REJECTED, superseded=superseded, evicted=tuple(evicted)
+                )
         if pending is None:
-            pending = _Pending[T](total, now)
+            pending = _Pending[T](total, now, now + self._max_age_s)
             self._pending[key] = pending
         pending.fragments[seq] = fragment
         pending.octets += len(body)
         self._parts += 1
         self._bytes += len(body)
-        if len(pending.fragments) == total:
-            return AddResult(
-                status=AddStatus.COMPLETE, assembly=self._remove(key), evicted=tuple(evicted)
-            )
-        status = AddStatus.PENDING
-        while self._parts > self._max_parts or self._bytes > self._max_bytes:
-            oldest = next(iter(self._pending))
-            if oldest == key:
-                status = AddStatus.REJECTED
-            evicted.append(self._remove(oldest))
-        return AddResult(status=status, evicted=tuple(evicted))
+        return AddResult(status=AddStatus.PENDING, superseded=superseded, evicted=tuple(evicted))
 
     def expire(self, now: float) -> list[Assembly[T]]:
-        """Drop and return the incomplete messages whose first part is ``max_age_s`` old."""
+        """Drop and return the incomplete messages whose deadline has come, oldest first."""
         out: list[Assembly[T]] = []
         while self._pending:
             key, pending = next(iter(self._pending.items()))
-            if now - pending.first_seen < self._max_age_s:
+            if now < pending.deadline:
                 break
             out.append(self._remove(key))
         return out
@@ -417,7 +500,7 @@ class Reassembler(Generic[T]):
     def next_deadline(self) -> float | None:
         """When ``expire`` next has something to return (arm a timer for it), or None."""
         for pending in self._pending.values():
-            return pending.first_seen + self._max_age_s
+            return pending.deadline
         return None
 
     def discard(self, predicate: Callable[[Key], bool]) -> list[Assembly[T]]:

@@ -22,6 +22,7 @@ from gateway.smpp.codec import (
     tlv_int,
     tlv_str,
     with_sequence,
+    with_short_message,
 )
 from gateway.smpp.constants import CommandId, CommandStatus, Tag
 from gateway.smpp.errors import FramingError, PduDecodeError, PduEncodeError, SmppError
@@ -487,6 +488,50 @@ class TestWithSequence:
         """A frame shorter than a header raises FramingError."""
         with pytest.raises(FramingError):
             with_sequence(b"\0" * 8, 1)
+
+
+# submit_sm, sequence 1: service_type "", 1/1 "123", 1/1 "456", esm_class 0, protocol_id 0,
+# priority 0, no schedule / validity, registered_delivery 1, replace 0, data_coding 0,
+# sm_default_msg_id 0, sm_length 2 "hi", then TLV 0x1401 length 1 value 07.
+_SUBMIT_HEAD = "00000004 00000000 00000001"
+_SUBMIT_BODY_TO_SM = "00 0101 31323300 0101 34353600 00 00 00 00 00 01 00 00 00"
+_SUBMIT_TLV = "1401 0001 07"
+
+
+def _hex(*parts: str) -> bytes:
+    return bytes.fromhex("".join(parts).replace(" ", ""))
+
+
+class TestWithShortMessage:
+    def test_golden_bytes(self) -> None:
+        """sm_length, the message and command_length change; every other octet is copied."""
+        body = _hex(_SUBMIT_BODY_TO_SM, "02", "6869", _SUBMIT_TLV)
+        frame = _hex(f"{16 + len(body):08x}", _SUBMIT_HEAD) + body
+        pdu = decode(frame)
+        assert isinstance(pdu, SubmitSm)
+        patched = with_short_message(frame, pdu, b"hi STOP")
+        new_body = _hex(_SUBMIT_BODY_TO_SM, "07", "68692053544f50", _SUBMIT_TLV)
+        assert patched == _hex(f"{16 + len(new_body):08x}", _SUBMIT_HEAD) + new_body
+        assert decode(patched) == dataclasses.replace(pdu, short_message=b"hi STOP")
+
+    def test_empty_to_full(self) -> None:
+        """From no message to 255 octets, the largest sm_length."""
+        pdu = SubmitSm(destination_addr="1", tlvs=(Tlv(0x1401, b"x"),))
+        patched = with_short_message(encode(pdu), pdu, b"a" * 255)
+        assert patched == encode(dataclasses.replace(pdu, short_message=b"a" * 255))
+
+    def test_frame_not_laid_out_as_the_pdu_says_is_re_encoded(self) -> None:
+        """A PDU that is not the frame's decoding: the result is the PDU re-encoded."""
+        pdu = SubmitSm(destination_addr="1", short_message=b"abc")
+        other = encode(dataclasses.replace(pdu, short_message=b"xyz"))
+        patched = with_short_message(other, pdu, b"abc!")
+        assert patched == encode(dataclasses.replace(pdu, short_message=b"abc!"))
+
+    def test_too_long_for_sm_length(self) -> None:
+        """Over 255 octets cannot be patched in: encoding refuses it."""
+        pdu = SubmitSm(destination_addr="1", short_message=b"abc")
+        with pytest.raises(PduEncodeError):
+            with_short_message(encode(pdu), pdu, b"a" * 256)
 
 
 class TestErrorResponse:

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from gateway.consent.campaign import Campaign, FooterMode, Keywords, WordList
 from gateway.consent.model import AddressKind, SmsAddress
-from gateway.proxy.content import content_of
-from gateway.proxy.footer import FooterSettings, FooterStage
+from gateway.messages.content import content_of
+from gateway.messages.footer import FooterSettings
+from gateway.proxy.footer import FooterStage
 from gateway.proxy.hooks import ClientInfo, LegPair, MtRequest, ResponseCallback
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import decode, encode, error_response

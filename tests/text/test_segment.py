@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from gateway.text.segment import (
     PAYLOAD,
     SAR,
     AddStatus,
+    Assembly,
     ConcatKind,
     Reassembler,
     SegmentError,
@@ -318,10 +320,13 @@ class TestReassembler:
         r.add(("k",), seq=1, total=2, body=b"old", now=0, context=None)
         res = r.add(("k",), seq=1, total=3, body=b"new", now=1, context=None)
         assert res.status is AddStatus.PENDING
-        assert [a.body for a in res.evicted] == [b"old"]
+        assert res.superseded is not None
+        assert res.superseded.body == b"old"
+        assert res.evicted == ()
         res = r.add(("k",), seq=1, total=3, body=b"newer", now=2, context=None)
-        assert [a.body for a in res.evicted] == [b"new"]
-        assert not res.evicted[0].complete
+        assert res.superseded is not None
+        assert res.superseded.body == b"new"
+        assert not res.superseded.complete
         assert r.parts_held == 1
 
     def test_single_part_completes_at_once(self) -> None:
@@ -363,7 +368,8 @@ class TestReassembler:
         assert r.parts_held == 2
 
     def test_bound_on_bytes_can_reject_the_message_itself(self) -> None:
-        """A message that alone outgrows max_bytes is dropped, its parts returned."""
+        """A message that alone outgrows max_bytes is dropped: its held parts are returned
+        evicted, and the part that did not fit is REJECTED (not held)."""
         r: Reassembler[None] = Reassembler(max_bytes=10)
         assert r.add(("k",), seq=1, total=3, body=b"x" * 11, now=0, context=None).status is (
             AddStatus.REJECTED
@@ -371,7 +377,7 @@ class TestReassembler:
         r.add(("k",), seq=1, total=3, body=b"x" * 6, now=0, context=None)
         res = r.add(("k",), seq=2, total=3, body=b"y" * 6, now=0, context=None)
         assert res.status is AddStatus.REJECTED
-        assert [a.body for a in res.evicted] == [b"x" * 6 + b"y" * 6]
+        assert [a.body for a in res.evicted] == [b"x" * 6]
         assert (len(r), r.bytes_held) == (0, 0)
 
     def test_discard_by_predicate(self) -> None:
@@ -426,3 +432,143 @@ class TestReassembler:
         assert last.assembly is not None
         assert last.assembly.text(alphabet) == text
         assert all(x.status is AddStatus.PENDING for x in results[:-1])
+
+
+class TestReassemblerHold:
+    """What the footer stage needs of the Reassembler: room made first, originals, views."""
+
+    def test_room_is_made_before_adding(self) -> None:
+        """At max_messages, a new message evicts the oldest before it is held."""
+        r: Reassembler[str] = Reassembler(max_messages=2)
+        r.add(("a",), seq=1, total=2, body=b"a", now=0, context="a1")
+        r.add(("b",), seq=1, total=2, body=b"b", now=1, context="b1")
+        res = r.add(("c",), seq=1, total=2, body=b"c", now=2, context="c1")
+        assert res.status is AddStatus.PENDING
+        assert [a.key for a in res.evicted] == [("a",)]
+        assert len(r) == 2
+        more = r.add(("b",), seq=2, total=3, body=b"x", now=3, context="b2")  # other total
+        assert more.superseded is not None
+        assert more.superseded.key == ("b",)
+        assert more.evicted == ()
+
+    def test_last_part_needs_no_room(self) -> None:
+        """The part that completes a message is never refused for the bounds."""
+        r: Reassembler[None] = Reassembler(max_bytes=4)
+        r.add(("k",), seq=1, total=2, body=b"abc", now=0, context=None)
+        res = r.add(("k",), seq=2, total=2, body=b"def", now=0, context=None)
+        assert res.status is AddStatus.COMPLETE
+        assert res.evicted == ()
+
+    def test_duplicate_returns_the_held_fragment(self) -> None:
+        """A copy of a held part gets the original's fragment (and so its context) back."""
+        r: Reassembler[str] = Reassembler()
+        r.add(("k",), seq=1, total=2, body=b"a", now=0, context="first")
+        dup = r.add(("k",), seq=1, total=2, body=b"a", now=1, context="copy")
+        assert dup.status is AddStatus.DUPLICATE
+        assert dup.held is not None
+        assert dup.held.context == "first"
+
+    def test_views_and_pop(self) -> None:
+        """get and contexts read without removing; pop removes one message."""
+        r: Reassembler[str] = Reassembler()
+        r.add(("a",), seq=2, total=3, body=b"a2", now=0, context="a2")
+        r.add(("a",), seq=1, total=3, body=b"a1", now=0, context="a1")
+        r.add(("b",), seq=1, total=2, body=b"b1", now=1, context="b1")
+        held = r.get(("a",))
+        assert held is not None
+        assert [f.seq for f in held.fragments] == [1, 2]
+        assert sorted(r.contexts()) == ["a1", "a2", "b1"]
+        assert ("a",) in r
+        assert (len(r), r.parts_held, r.bytes_held) == (2, 3, 6)
+        popped = r.pop(("a",))
+        assert popped is not None
+        assert popped.body == b"a1a2"
+        assert r.pop(("a",)) is None
+        assert r.get(("a",)) is None
+        assert (len(r), r.parts_held, r.bytes_held) == (1, 1, 2)
+
+    def test_deadline_is_fixed_per_message(self) -> None:
+        """New limits apply to messages from then on; held ones keep their deadline."""
+        r: Reassembler[None] = Reassembler(max_age_s=10)
+        r.add(("a",), seq=1, total=2, body=b"a", now=0, context=None)
+        r.set_limits(max_parts=None, max_bytes=100, max_age_s=30, max_messages=None)
+        r.add(("b",), seq=1, total=2, body=b"b", now=1, context=None)
+        held = r.get(("b",))
+        assert held is not None
+        assert held.deadline == 31
+        assert r.next_deadline() == 10
+        assert [a.key for a in r.expire(10)] == [("a",)]
+        assert r.expire(30.9) == []
+        assert [a.key for a in r.expire(31)] == [("b",)]
+
+    def test_bad_limits_are_refused(self) -> None:
+        """Bounds must be positive."""
+        with pytest.raises(ValueError, match="positive"):
+            Reassembler(max_messages=0)
+        with pytest.raises(ValueError, match="positive"):
+            Reassembler(max_bytes=0)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["add", "add", "add", "add", "tick", "pop", "discard"]),
+                st.integers(0, 4),  # key (for "tick": seconds)
+                st.integers(1, 4),  # seq
+                st.integers(1, 4),  # total
+                st.integers(0, 9),  # body length
+                st.booleans(),  # body variant (another body under a held number: a new message)
+            ),
+            max_size=60,
+        ),
+        st.integers(1, 4),
+        st.integers(1, 8),
+        st.integers(10, 30),
+    )
+    def test_bounds_hold_and_every_part_comes_back_once(
+        self,
+        ops: list[tuple[str, int, int, int, int, bool]],
+        max_messages: int,
+        max_parts: int,
+        max_bytes: int,
+    ) -> None:
+        """Whatever arrives, the bounds are never exceeded, and every part added is returned
+        exactly once: at once (duplicate, rejected), complete, superseded, evicted, expired,
+        popped, discarded, or still held at the end."""
+        r: Reassembler[int] = Reassembler(
+            max_messages=max_messages, max_parts=max_parts, max_bytes=max_bytes, max_age_s=3
+        )
+        returned: list[int] = []
+        now = 0.0
+        added = 0
+
+        def back(assemblies: Iterable[Assembly[int] | None]) -> None:
+            for a in assemblies:
+                if a is not None:
+                    returned.extend(f.context for f in a.fragments)
+
+        for op, key, seq, total, size, variant in ops:
+            if op == "add":
+                body = (b"y" if variant else b"x") * size
+                res = r.add((key,), seq=seq, total=total, body=body, now=now, context=added)
+                if res.status in (AddStatus.DUPLICATE, AddStatus.REJECTED):
+                    returned.append(added)
+                if res.status is AddStatus.DUPLICATE:
+                    assert res.held is not None
+                    assert res.held.body == body
+                if res.assembly is not None:
+                    assert res.assembly.complete
+                back([res.assembly, res.superseded, *res.evicted])
+                added += 1
+            elif op == "tick":
+                now += key
+                back(r.expire(now))
+            elif op == "pop":
+                back([r.pop((key,))])
+            else:
+                back(r.discard(lambda k, gone=key: k == (gone,)))
+            assert len(r) <= max_messages
+            assert r.parts_held <= max_parts
+            assert r.bytes_held <= max_bytes
+            assert r.parts_held == len(list(r.contexts()))
+        returned.extend(r.contexts())
+        assert sorted(returned) == list(range(added))

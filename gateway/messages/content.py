@@ -8,6 +8,7 @@ part of a long message it is (UDH IEI 0x00 / 0x08 wherever it sits, or the SAR T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import EsmClass, Tag
@@ -24,8 +25,9 @@ class PartInfo:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class Content:
+class Content(NamedTuple):
+    """What a message PDU carries (a named tuple: read for every MT and MO, cheap to build)."""
+
     body: bytes  # the message octets without the UDH
     udh: Udh
     part: PartInfo | None  # None: a message in one PDU
@@ -42,7 +44,8 @@ Message = p.SubmitSm | p.DeliverSm | p.DataSm | p.SubmitMulti
 
 def content_of(pdu: Message, smsc_default: Alphabet = Alphabet.GSM7) -> Content:
     """Read the content of a message PDU. A malformed UDH counts as body (left untouched)."""
-    payload = pdu.tlv(Tag.MESSAGE_PAYLOAD)
+    tlvs = pdu.tlvs
+    payload = pdu.tlv(Tag.MESSAGE_PAYLOAD) if tlvs else None
     in_payload = payload is not None
     raw = payload if payload is not None else getattr(pdu, "short_message", b"")
     udh = EMPTY_UDH
@@ -56,7 +59,7 @@ def content_of(pdu: Message, smsc_default: Alphabet = Alphabet.GSM7) -> Content:
         concat = udh.concat
         if concat is not None and concat.total > 1:
             part = PartInfo(concat.reference, concat.total, concat.seq)
-    if part is None:
+    if part is None and tlvs:
         ref = pdu.tlv(Tag.SAR_MSG_REF_NUM)
         total = pdu.tlv(Tag.SAR_TOTAL_SEGMENTS)
         seq = pdu.tlv(Tag.SAR_SEGMENT_SEQNUM)
@@ -69,10 +72,4 @@ def content_of(pdu: Message, smsc_default: Alphabet = Alphabet.GSM7) -> Content:
             and total[0] > 1
         ):
             part = PartInfo(int.from_bytes(ref, "big"), total[0], seq[0])
-    return Content(
-        body=body,
-        udh=udh,
-        part=part,
-        alphabet=alphabet_for(pdu.data_coding, smsc_default),
-        in_payload=in_payload,
-    )
+    return Content(body, udh, part, alphabet_for(pdu.data_coding, smsc_default), in_payload)
