@@ -33,7 +33,11 @@ TON), so every form an SMSC might turn into a number is read as that number:
    addresses, and digit strings of at most ``short_code_max_length`` digits that are no valid
    national number, are SHORT_CODEs; longer ones are read as numbers, for the same reason.
 
-Results are memoised in a bounded LRU cache (this runs for every MT and MO). Never raises.
+Results are memoised in a bounded LRU cache (this runs for every MT and MO). A number not seen
+before in the commonest forms (``+1`` or TON 1 with ten digits, or ten national digits with
+the US as the default country) skips ``phonenumbers.parse``: its result there is known (country
+code 1, the ten digits), so only its validity is asked (``_fast_nanp``); any other form, or a
+number that is not valid, takes the full path. Never raises.
 """
 
 from __future__ import annotations
@@ -97,6 +101,19 @@ def _cached(
     addr: str, ton: int, npi: int, default_country: str, short_code_max_length: int, lenient: bool
 ) -> SmsAddress | None:
     del npi  # see normalise()
+    return _normalise(addr, ton, default_country, short_code_max_length, lenient)
+
+
+def _normalise(
+    addr: str,
+    ton: int,
+    default_country: str,
+    short_code_max_length: int,
+    lenient: bool,
+    *,
+    fast: bool = True,
+) -> SmsAddress | None:
+    """``normalise`` uncached; ``fast=False`` skips the fast path (the tests' reference)."""
     read = _read(addr, lenient)
     if read is None:
         return None
@@ -104,6 +121,12 @@ def _cached(
     if kind is not None:
         return SmsAddress(kind=kind, value=text)
     replyable = ton != TON_ALPHANUMERIC
+    if fast and _fast_nanp(text, plus, ton, default_country):
+        return SmsAddress(
+            kind=AddressKind.E164,
+            value=text if len(text) == _NANP_INTERNATIONAL else "1" + text,
+            replyable=replyable,
+        )
     readings = _Readings(text, plus, ton, default_country)
     if readings.may_be_short_code(short_code_max_length):
         return SmsAddress(kind=AddressKind.SHORT_CODE, value=text)
@@ -116,6 +139,41 @@ def _cached(
 # ``normalise`` with every argument positional (addr, ton, npi, default_country,
 # short_code_max_length, lenient): the per-message call, one cache look-up and nothing else.
 cached_normalise = _cached
+
+
+_NANP_INTERNATIONAL = 11  # "1" and ten digits
+_NANP_NATIONAL = 10
+_NANP_LEADING = frozenset("23456789")  # no area code starts with 0 or 1
+
+
+def _fast_nanp(digits: str, plus: bool, ton: int, region: str) -> bool:
+    """Whether ``digits`` are a valid North American number in one of the two forms that
+    ``phonenumbers.parse`` reads as country code 1 and the digits after it untouched, so the
+    first reading in step 4 would be that number, valid, and win.
+
+    International (``+`` or TON 1): "1" then ten digits, the first 2-9: the country code is 1
+    (no country code starts 1x), and the US national prefix "1" cannot be stripped from an
+    area code starting 2-9. National (TON unknown, national, subscriber number; default
+    country US; no ``+``): ten digits, the first 2-9: not the US international prefix 011 nor
+    the country code 1, no national prefix to strip, and ten digits are too many for a short
+    code (``may_be_short_code`` answers no for a valid national number anyway). What is left
+    to ask is validity, asked of the very number parse would build. Everything else, and any
+    number that is not valid, takes the full path.
+    """
+    if plus or ton == TON_INTERNATIONAL:
+        if len(digits) != _NANP_INTERNATIONAL or digits[0] != "1":
+            return False
+        national = digits[1:]
+    elif region == "US" and ton in (TON_UNKNOWN, TON_NATIONAL, TON_SUBSCRIBER_NUMBER):
+        if len(digits) != _NANP_NATIONAL:
+            return False
+        national = digits
+    else:
+        return False
+    if national[0] not in _NANP_LEADING or not national.isascii():
+        return False
+    number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
+    return bool(phonenumbers.is_valid_number(number))
 
 
 def _read(addr: str, lenient: bool) -> tuple[AddressKind | None, bool, str] | None:

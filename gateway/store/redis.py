@@ -155,6 +155,7 @@ from gateway.store.base import (
     reply_from_json,
     reply_to_json,
 )
+from gateway.store.batch import BatchLoader
 from gateway.store.cache import EMPTY, ConsentCache, SeenCache
 from gateway.store.inbox import Inbox
 from gateway.telemetry import logs
@@ -496,6 +497,7 @@ class RedisStore:
         self._records_key = f"{options.prefix}:records"
         self._cache = ConsentCache(options.cache_size, enabled=False)
         self._seen = SeenCache(options.cache_size)
+        self._batch = BatchLoader(self._cache, lambda subscribers: self.current_many(subscribers))
         self._append_script = client.register_script(_APPEND_LUA)
         self._record_reply_script = client.register_script(_RECORD_REPLY_LUA)
         self._replies_script = client.register_script(_REPLIES_LUA)
@@ -778,15 +780,8 @@ class RedisStore:
         hit = self.cached_current(subscriber)
         if hit is not None:
             return hit
-        ticket = self._cache.begin(subscriber)
-        key = self._key(subscriber, "c")
-        try:
-            raw: Mapping[str, str] = await self._call(
-                self._client_for(key).hgetall(key)  # type: ignore[arg-type]
-            )
-            return self._cache.fill(ticket, _decode_current(subscriber, raw))
-        finally:
-            self._cache.release(ticket)
+        # The misses of this loop turn share one pipeline (one per master on a cluster).
+        return await self._batch.load(subscriber)
 
     async def history(self, subscriber: str, scope: str | None = None) -> list[ConsentEvent]:
         key = self._key(subscriber, "h")

@@ -110,6 +110,7 @@ from gateway.store.base import (
     reply_from_json,
     reply_to_json,
 )
+from gateway.store.batch import BatchLoader
 from gateway.store.cache import ConsentCache, SeenCache
 from gateway.telemetry import logs
 
@@ -851,14 +852,6 @@ def _record(row: tuple[Any, ...]) -> ConsentRecord:
 _RECORD_COLUMNS: Final = "subscriber, scope, state, updated_at, last_event_id"
 
 
-def _load_current(conn: sqlite3.Connection, subscriber: str) -> Mapping[str, ConsentRecord]:
-    rows = conn.execute(
-        f"SELECT {_RECORD_COLUMNS} FROM current WHERE subscriber = ?",  # noqa: S608
-        (subscriber,),
-    ).fetchall()
-    return MappingProxyType({row[1]: _record(row) for row in rows})
-
-
 # --- the store --------------------------------------------------------------------------------
 
 
@@ -885,6 +878,7 @@ class SqliteStore:
         self._reader = reader
         self._cache = ConsentCache(cache_size)
         self._seen = SeenCache(cache_size)
+        self._batch = BatchLoader(self._cache, lambda subscribers: self.current_many(subscribers))
         self._check_interval_s = change_check_interval_s
         self._next_check = 0.0
         self._probe: sqlite3.Connection | None = None
@@ -1041,12 +1035,8 @@ class SqliteStore:
         hit = self.cached_current(subscriber)
         if hit is not None:
             return hit
-        ticket = self._cache.begin(subscriber)
-        try:
-            loaded = await self._reader.submit(lambda conn: _load_current(conn, subscriber))
-            return self._cache.fill(ticket, loaded)
-        finally:
-            self._cache.release(ticket)
+        # The misses of this loop turn share one reader job (one file check, one wake-up).
+        return await self._batch.load(subscriber)
 
     async def history(self, subscriber: str, scope: str | None = None) -> list[ConsentEvent]:
         def load(conn: sqlite3.Connection) -> list[ConsentEvent]:

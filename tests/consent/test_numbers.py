@@ -204,3 +204,83 @@ class TestEveryForm:
         assert found is not None
         assert found.is_number
         assert not found.accepts_auto_reply
+
+
+_DIGIT = st.sampled_from("0123456789")
+
+
+@st.composite
+def nanp_forms(draw: st.DrawFn) -> tuple[str, int, str]:
+    """A ten-digit North American number (area code 2-9) as the fast path takes it: "+1..."
+    under any TON, "1..." under TON 1, or the ten digits under TON 0, 2 or 4 in the US."""
+    national = draw(st.sampled_from("23456789")) + "".join(
+        draw(st.lists(_DIGIT, min_size=9, max_size=9))
+    )
+    form = draw(st.sampled_from(["plus", "ton1", "national"]))
+    if form == "plus":
+        return "+1" + national, draw(st.integers(0, 6)), draw(st.sampled_from(["US", "CA", "GB"]))
+    if form == "ton1":
+        return "1" + national, 1, draw(st.sampled_from(["US", "CA", "GB"]))
+    return national, draw(st.sampled_from([0, 2, 4])), "US"
+
+
+@st.composite
+def near_forms(draw: st.DrawFn) -> tuple[str, int, str]:
+    """Digit strings around those forms: other lengths, leading 0 or 1, every TON, regions."""
+    digits = "".join(draw(st.lists(_DIGIT, min_size=7, max_size=13)))
+    plus = draw(st.booleans())
+    ton = draw(st.integers(0, 6))
+    return ("+" if plus else "") + digits, ton, draw(st.sampled_from(["US", "CA", "GB", "DE"]))
+
+
+class TestFastPath:
+    """The fast path for North American numbers reads exactly what phonenumbers reads."""
+
+    @settings(max_examples=1500)
+    @given(form=nanp_forms(), short_max=st.sampled_from([6, 8, 10, 12]))
+    def test_nanp_forms_read_as_phonenumbers_reads_them(
+        self, form: tuple[str, int, str], short_max: int
+    ) -> None:
+        """Every input of the fast path's forms normalises as the full path does."""
+        addr, ton, country = form
+        fast = numbers._normalise(addr, ton, country, short_max, False)
+        slow = numbers._normalise(addr, ton, country, short_max, False, fast=False)
+        assert fast == slow
+
+    @settings(max_examples=1500)
+    @given(form=near_forms(), short_max=st.sampled_from([6, 8, 10, 12]))
+    def test_other_digit_strings_read_as_phonenumbers_reads_them(
+        self, form: tuple[str, int, str], short_max: int
+    ) -> None:
+        """Digit strings of other lengths, prefixes, TONs and regions normalise alike too."""
+        addr, ton, country = form
+        fast = numbers._normalise(addr, ton, country, short_max, False)
+        slow = numbers._normalise(addr, ton, country, short_max, False, fast=False)
+        assert fast == slow
+
+    @pytest.mark.parametrize(
+        ("addr", "ton", "country"),
+        [("+12025550123", 0, "GB"), ("12025550123", 1, "US"), ("2025550123", 2, "US")],
+    )
+    def test_the_fast_path_answers_valid_numbers(self, addr: str, ton: int, country: str) -> None:
+        """A valid number of each form is answered by the fast path, as the full path would."""
+        assert numbers._fast_nanp(addr.lstrip("+"), addr.startswith("+"), ton, country)
+        assert numbers._normalise(addr, ton, country, 8, False) == SmsAddress(
+            kind=E164, value="12025550123"
+        )
+
+    @pytest.mark.parametrize(
+        ("digits", "plus", "ton", "country"),
+        [
+            ("12025550123", False, 0, "US"),  # eleven digits, national reading first
+            ("2025550123", False, 2, "CA"),  # another default country
+            ("2025550123", False, 5, "US"),  # alphanumeric TON: full path
+            ("11025550123", True, 0, "US"),  # area code starting 1
+            ("15550100000", True, 0, "US"),  # the right form, but no valid number
+        ],
+    )
+    def test_other_forms_take_the_full_path(
+        self, digits: str, plus: bool, ton: int, country: str
+    ) -> None:
+        """Forms outside the fast path's, and invalid numbers, are left to phonenumbers."""
+        assert numbers._fast_nanp(digits, plus, ton, country) is False
