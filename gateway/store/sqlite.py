@@ -92,6 +92,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 
+from gateway.consent.caps import CapVerdict, reserve
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -117,7 +118,7 @@ T = TypeVar("T")
 
 _log = logs.get_logger()
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
@@ -211,6 +212,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "CREATE INDEX replies_by_event ON replies (event_id)",
         """CREATE TRIGGER replies_no_update BEFORE UPDATE ON replies
             BEGIN SELECT RAISE(ABORT, 'auto-reply records are never changed'); END""",
+    ),
+    5: (
+        # Frequency caps: the messages counted per subscriber and counter key, trimmed to the
+        # window on every reservation (so at most the cap's count rows each). Not consent data.
+        """CREATE TABLE sends (
+            subscriber TEXT NOT NULL,
+            counter TEXT NOT NULL,
+            token TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (subscriber, counter, token)
+        ) WITHOUT ROWID""",
     ),
 }
 
@@ -1091,6 +1103,49 @@ class SqliteStore:
 
         await self._writer.submit(mark)
         self._seen.add(subscriber, campaign)
+
+    async def reserve_send(
+        self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
+    ) -> CapVerdict:
+        # One job of the writer: inside its BEGIN IMMEDIATE transaction, so the check and the
+        # insert hold the database's write lock together, across processes too.
+        def run(conn: sqlite3.Connection) -> CapVerdict:
+            conn.execute(
+                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
+                (subscriber, key, now - window_s),
+            )
+            rows = conn.execute(
+                "SELECT token FROM sends WHERE subscriber = ? AND counter = ?", (subscriber, key)
+            ).fetchall()
+            sends = {row[0]: now for row in rows}
+            verdict = reserve(sends, token, limit=limit, window_s=window_s, now=now)
+            if verdict.allowed and len(sends) > len(rows):
+                conn.execute(
+                    "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
+                    (subscriber, key, token, now),
+                )
+            return verdict
+
+        return await self._writer.submit(run)
+
+    async def release_send(self, subscriber: str, key: str, token: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
+                (subscriber, key, token),
+            )
+
+        await self._writer.submit(run)
+
+    async def sends_counted(self, subscriber: str, key: str, window_s: float, now: float) -> int:
+        def load(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT count(*) FROM sends WHERE subscriber = ? AND counter = ? AND at > ?",
+                (subscriber, key, now - window_s),
+            ).fetchall()
+            return int(rows[0][0])
+
+        return await self._reader.submit(load)
 
     async def export(self) -> AsyncIterator[ConsentRecord]:
         after: tuple[str, str] = ("", "")
