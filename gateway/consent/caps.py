@@ -82,6 +82,12 @@ class CapVerdict:
     counted: int
 
 
+def admits(counted: int, *, limit: int, already: bool) -> bool:
+    """The decision: a message goes if it is counted already (another part of it went) or
+    the window holds fewer than ``limit`` messages."""
+    return already or counted < limit
+
+
 def trim(sends: MutableMapping[str, float], now: float, window_s: float) -> None:
     """Drop the sends that left the window (a send exactly ``window_s`` old has left it)."""
     horizon = now - window_s
@@ -98,9 +104,9 @@ def reserve(
     message): allowed and not counted twice. A refusal counts nothing, so the counter holds at
     most ``limit`` entries after a trim: bounded memory per subscriber and key."""
     trim(sends, now, window_s)
-    if token in sends:
-        return CapVerdict(True, len(sends))
-    if len(sends) >= limit:
+    already = token in sends
+    if not admits(len(sends), limit=limit, already=already):
         return CapVerdict(False, len(sends))
-    sends[token] = now
+    if not already:
+        sends[token] = now
     return CapVerdict(True, len(sends))

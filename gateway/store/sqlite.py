@@ -92,7 +92,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 
-from gateway.consent.caps import CapVerdict, reserve
+from gateway.consent.caps import CapVerdict, admits
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -1110,21 +1110,31 @@ class SqliteStore:
         # One job of the writer: inside its BEGIN IMMEDIATE transaction, so the check and the
         # insert hold the database's write lock together, across processes too.
         def run(conn: sqlite3.Connection) -> CapVerdict:
+            where = (subscriber, key)
             conn.execute(
                 "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
-                (subscriber, key, now - window_s),
+                (*where, now - window_s),
             )
-            rows = conn.execute(
-                "SELECT token FROM sends WHERE subscriber = ? AND counter = ?", (subscriber, key)
-            ).fetchall()
-            sends = {row[0]: now for row in rows}
-            verdict = reserve(sends, token, limit=limit, window_s=window_s, now=now)
-            if verdict.allowed and len(sends) > len(rows):
+            already = bool(
                 conn.execute(
-                    "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
-                    (subscriber, key, token, now),
-                )
-            return verdict
+                    "SELECT 1 FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
+                    (*where, token),
+                ).fetchall()
+            )
+            counted = int(
+                conn.execute(
+                    "SELECT count(*) FROM sends WHERE subscriber = ? AND counter = ?", where
+                ).fetchall()[0][0]
+            )
+            if not admits(counted, limit=limit, already=already):
+                return CapVerdict(False, counted)
+            if already:
+                return CapVerdict(True, counted)
+            conn.execute(
+                "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
+                (*where, token, now),
+            )
+            return CapVerdict(True, counted + 1)
 
         return await self._writer.submit(run)
 
