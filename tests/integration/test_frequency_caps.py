@@ -5,6 +5,7 @@ shared by two gateway instances."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from tests.support.consent import (
     campaign,
     consent_gateway,
     consent_rig,
+    consent_show,
     simulator,
     texts_to,
+    to_toml,
     wait_texts,
 )
 from tests.support.redis_server import RedisServer
@@ -109,6 +112,38 @@ class TestFlorida:
                     await asyncio.sleep(0.02)
             assert await rig.mt(MIAMI, text="after") == 0
             assert await rig.mt(MIAMI, text="capped") == CAPPED
+
+
+class TestConsentShow:
+    async def test_show_counts_the_window_now(self, tmp_path: Path) -> None:
+        """``consent show --json`` on the running gateway's store: per capped counter, the
+        messages counted in the window now and whether the cap is reached."""
+        async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
+            now = time.time()
+            set_clock(rig.gw, now - 60)
+            for n in range(3):
+                assert await rig.mt(MIAMI, text=f"offer {n}") == 0
+            config = tmp_path / "staff.toml"
+            config.write_text(
+                to_toml(
+                    {
+                        "upstream": {"address": f"127.0.0.1:{rig.sim.port}"},
+                        "store": {"url": rig.store_url},
+                        "campaigns": campaigns(),
+                    }
+                )
+            )
+            shown = await consent_show(config, "+1 305 555 0100")
+            other = await consent_show(config, "+1 305 555 0199")
+        (acme,) = shown["frequency_caps"]
+        assert (acme["counter"], acme["rule"], acme["count"], acme["window_h"]) == (
+            "c:acme",
+            "us-fl",
+            3,
+            24.0,
+        )
+        assert (acme["counted"], acme["reached"], acme["campaigns"]) == (3, True, ["acme"])
+        assert other["frequency_caps"][0]["counted"] == 0
 
 
 @pytest.mark.redis
