@@ -924,6 +924,13 @@ class TestFrequencyCaps:
         )
         assert campaign.cap_key == "b:acme"
 
+    def test_preset_per_business(self) -> None:
+        """``{ preset = "us-fl", per = "business" }``: Florida's numbers, counted per business."""
+        campaign = acme_hours(
+            quiet_campaign(frequency_cap={"preset": "us-fl", "per": "business"}, business="acme")
+        )
+        assert (campaign.cap.count, campaign.cap.rule, campaign.cap_key) == (3, "us-fl", "b:acme")
+
     def test_categories(self) -> None:
         """A transactional campaign is capped only when its category is named."""
         campaign = acme_hours(

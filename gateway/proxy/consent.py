@@ -755,6 +755,13 @@ class ConsentEnforcer:
                     instance=self.instance,
                     country=self._country,
                 )
+            if isinstance(decision, Allow) and campaign.cap is not None:
+                try:
+                    decision = await self._multi_capped(campaign, subscriber.value, decision)
+                except StoreError as exc:
+                    self._store_down("reserve_send", exc)
+                    request.reject(self.config.statuses.store_unavailable)
+                    return
             if isinstance(decision, Allow):
                 self.metrics.mt_allowed_total.add(campaign.name)
                 kept.append(dest)
@@ -781,6 +788,24 @@ class ConsentEnforcer:
             request.forward(
                 encode(planned), transform=partial(multi.add_unsuccess, refused=tuple(refused))
             )
+
+    async def _multi_capped(
+        self, campaign: Campaign, subscriber: str, allowed: Allow
+    ) -> Allow | Reject:
+        """A submit_multi destination under the campaign's frequency cap: reserved, or refused.
+        (Its reservation stays even if the SMSC refuses that destination: erring on the side
+        of sending less.)"""
+        cap = campaign.cap
+        assert cap is not None
+        verdict = await self.store.reserve_send(
+            subscriber,
+            campaign.cap_key,
+            uuid.uuid4().hex,
+            limit=cap.count,
+            window_s=cap.window_s,
+            now=self.clock.wall(),
+        )
+        return allowed if verdict.allowed else Reject(reason=RejectReason.FREQUENCY_CAPPED)
 
     # --- MO -----------------------------------------------------------------------------------
 

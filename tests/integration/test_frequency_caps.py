@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
+from gateway.smpp import pdu as p
 from tests.integration.test_quiet_hours import set_clock, wait_records
 from tests.support.consent import (
     NUMBER_1,
     NUMBER_3,
+    RawEsme,
     SmpplibEsme,
     campaign,
     consent_gateway,
@@ -112,6 +114,38 @@ class TestFlorida:
                     await asyncio.sleep(0.02)
             assert await rig.mt(MIAMI, text="after") == 0
             assert await rig.mt(MIAMI, text="capped") == CAPPED
+
+
+class TestSubmitMulti:
+    async def test_capped_destination_is_listed_unsuccessful(self, tmp_path: Path) -> None:
+        """submit_multi from a capped campaign: a destination at its cap is in unsuccess_sme
+        with 0x61; the others are forwarded and counted."""
+        cap = {"frequency_cap": {"count": 1, "window_h": 24}}
+        async with consent_rig(tmp_path, campaigns=campaigns(**cap)) as rig:
+            set_clock(rig.gw, T0)
+            assert await rig.mt(MIAMI, text="first") == 0
+            other = "13055550101"
+            dests = tuple(
+                p.SmeAddress(dest_addr_ton=1, dest_addr_npi=1, destination_addr=n)
+                for n in (MIAMI, other)
+            )
+            async with RawEsme.bound(rig.gw.port) as raw:
+                resp = await raw.request(
+                    p.SubmitMulti(
+                        source_addr_ton=1,
+                        source_addr_npi=1,
+                        source_addr=NUMBER_1,
+                        dest_addresses=dests,
+                        short_message=b"to two",
+                    )
+                )
+            assert isinstance(resp, p.SubmitMultiResp)
+            assert resp.command_status == 0
+            assert [(u.destination_addr, u.error_status_code) for u in resp.unsuccess_smes] == [
+                (MIAMI, CAPPED)
+            ]
+            assert rig.gw.store is not None
+            assert await rig.gw.store.sends_counted(other, "c:acme", DAY_S, T0) == 1
 
 
 class TestConsentShow:
