@@ -116,6 +116,28 @@ class TestFlorida:
             assert await rig.mt(MIAMI, text="capped") == CAPPED
 
 
+class TestHotPath:
+    async def test_uncapped_campaigns_make_no_store_call(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Only MTs of a capped campaign reach the store's counter; the others never call it."""
+        async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
+            enforcer = rig.gw.enforcer
+            assert enforcer is not None
+            calls: list[str] = []
+            reserve = enforcer.store.reserve_send
+
+            async def counting(subscriber: str, key: str, token: str, **kw: Any) -> Any:
+                calls.append(key)
+                return await reserve(subscriber, key, token, **kw)
+
+            monkeypatch.setattr(enforcer.store, "reserve_send", counting)
+            assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
+            assert await rig.mt(MIAMI, text="offer") == 0
+            await rig.flows()
+            assert calls == ["c:acme"]
+
+
 class TestSubmitMulti:
     async def test_capped_destination_is_listed_unsuccessful(self, tmp_path: Path) -> None:
         """submit_multi from a capped campaign: a destination at its cap is in unsuccess_sme
