@@ -123,6 +123,25 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         route="gateway",
         fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"'),
     ),
+    # The footer row plus a frequency cap high enough never to be reached, so every MT is
+    # checked and counted (one store round trip each: a write to SQLite) and then sent.
+    Configuration(
+        name="gateway-cap",
+        label="gateway, consent + footer + frequency cap (SQLite)",
+        route="gateway",
+        fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"')
+        + 'frequency_cap = { count = 1000000, window_h = 24, per = "campaign" }\n',
+    ),
+    # The Redis row plus the same cap: the count shared by instances, one round trip per MT.
+    Configuration(
+        name="gateway-cap-redis",
+        label="gateway, consent + campaign + frequency cap (Redis)",
+        route="gateway",
+        fragment=_CAMPAIGN
+        + 'frequency_cap = { count = 1000000, window_h = 24, per = "campaign" }\n'
+        + '[store]\nurl = "$redis_url"\n',
+        needs=("redis",),
+    ),
     # The footer row plus quiet hours whose window is open at any hour the bench runs: the
     # state presets (which do not bind the destinations' area code, 202: the geocoder is
     # consulted all the same) and a whole-day custom window in the recipient's zone.

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
-from gateway.consent import hours
+from gateway.consent import caps, hours
 from gateway.consent.campaign import (
     DEFAULT_REPLIES,
     LOCAL_REPLY_NAMES,
@@ -1136,6 +1136,7 @@ def _campaign_values(
     if numbers:
         values["numbers"] = tuple(numbers)
     values.update(_sending_rules(t))
+    values.update(_frequency_cap(t, values.get("category", hours.Category.MARKETING)))
     return values
 
 
@@ -1257,6 +1258,81 @@ def _sending_rules(t: _Table) -> dict[str, Any]:
     return values
 
 
+FREQUENCY_CAP_KEYS = ("frequency_cap_categories",)
+CAP_PERS = tuple(p.value for p in caps.CapPer)
+
+
+def _frequency_cap(t: _Table, category: hours.Category) -> dict[str, Any]:
+    """``frequency_cap = "us-fl"`` or ``{ count = 3, window_h = 24, per = "campaign" }``,
+    ``frequency_cap_categories`` and ``business`` (the name campaigns counted together share)."""
+    values: dict[str, Any] = {}
+    if t.has("business"):
+        business = t.string("business")
+        if not business or "/" in business:
+            raise ConfigError(f"{t._key('business')}: must be non-empty and without '/'")
+        values["business"] = business
+    if not t.has("frequency_cap"):
+        for key in FREQUENCY_CAP_KEYS:
+            if t.has(key):
+                raise ConfigError(f"{t._key(key)}: has no effect without frequency_cap")
+        return values
+    key = t._key("frequency_cap")
+    raw = t.raw("frequency_cap")
+    if isinstance(raw, str):
+        if raw not in caps.PRESETS:
+            raise ConfigError(f"{key}: unknown preset {raw!r}; known: {', '.join(caps.PRESETS)}")
+        count, window_s = caps.PRESETS[raw]
+        per, rule = caps.CapPer.CAMPAIGN, raw
+    elif isinstance(raw, dict):
+        c = _Table(raw, key)
+        preset_name = c.string("preset", None)
+        if preset_name is not None and preset_name not in caps.PRESETS:
+            raise ConfigError(f"{c._key('preset')}: unknown preset {preset_name!r}")
+        count, window_s = caps.PRESETS.get(preset_name or "", (0, 0.0))
+        count = c.integer("count", count, minimum=1, maximum=1_000_000)
+        if count == 0:
+            raise ConfigError(f"{c._key('count')}: required (or a preset)")
+        hours_raw = c.raw("window_h")
+        if hours_raw is None:
+            if not window_s:
+                raise ConfigError(f"{c._key('window_h')}: required (or a preset)")
+        elif (
+            isinstance(hours_raw, bool)
+            or not isinstance(hours_raw, int | float)
+            or not 0 < hours_raw <= 24 * 366
+        ):
+            raise ConfigError(f"{c._key('window_h')}: expected hours between 0 and 8784")
+        else:
+            window_s = float(hours_raw) * 3600.0
+        per = caps.CapPer(c.choice("per", "campaign", CAP_PERS))
+        rule = preset_name or "custom"
+        c.finish()
+    else:
+        raise ConfigError(f"{key}: expected a preset name or a table (count, window_h, per)")
+    categories: frozenset[hours.Category] = frozenset({hours.Category.MARKETING})
+    if t.has("frequency_cap_categories"):
+        names = t.strings("frequency_cap_categories")
+        unknown = [n for n in names if n not in CATEGORIES]
+        if not names or unknown:
+            raise ConfigError(
+                f"{t._key('frequency_cap_categories')}: expected some of {', '.join(CATEGORIES)}"
+            )
+        categories = frozenset(hours.Category(n) for n in names)
+    if category not in categories:
+        # A cap that never binds is a misunderstanding, as with quiet hours: say so.
+        raise ConfigError(
+            f"{key}: binds {', '.join(sorted(categories))} messages only and this campaign's"
+            f" category is {category}; add {category} to frequency_cap_categories, or remove"
+            " frequency_cap"
+        )
+    if per is caps.CapPer.BUSINESS and "business" not in values:
+        raise ConfigError(f'{key}: per = "business" needs the campaign\'s business key')
+    values["frequency_cap"] = caps.FrequencyCap(
+        count=count, window_s=window_s, per=per, rule=rule, categories=categories
+    )
+    return values
+
+
 def _quiet_rules(t: _Table) -> tuple[hours.HoursRule, ...]:
     """``quiet_hours = "us-federal"``, a list of preset names and window tables, or
     ``[[campaigns.quiet_hours]]`` tables (``days``, ``start``, ``end``, ``tz``)."""
@@ -1363,6 +1439,7 @@ def _consent(root: _Table) -> ConsentConfig:
             sender_not_allowed=_status(st, "sender_not_allowed", d.sender_not_allowed),
             quiet_hours=_status(st, "quiet_hours", d.quiet_hours),
             quiet_hours_deferred=_status(st, "quiet_hours_deferred", d.quiet_hours_deferred),
+            frequency_capped=_status(st, "frequency_capped", d.frequency_capped),
         )
         st.finish()
         problems = statuses.problems()

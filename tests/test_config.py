@@ -916,3 +916,103 @@ class TestSendingRules:
         data = with_value(data, "consent.statuses.quiet_hours_deferred", 0x58)
         statuses = parse(data).consent.statuses
         assert (statuses.quiet_hours, statuses.quiet_hours_deferred) == (0x45, 0x58)
+
+
+class TestFrequencyCaps:
+    """``frequency_cap``, ``frequency_cap_categories``, ``business`` and their errors."""
+
+    def test_preset(self) -> None:
+        """``frequency_cap = "us-fl"``: 3 per 24 h per campaign, for marketing."""
+        campaign = acme_hours(quiet_campaign(frequency_cap="us-fl"))
+        cap = campaign.cap
+        assert (cap.count, cap.window_s, cap.per.value, cap.rule) == (
+            3,
+            86_400.0,
+            "campaign",
+            "us-fl",
+        )
+        assert campaign.cap_key == "c:acme-marketing"
+
+    def test_custom_per_business(self) -> None:
+        """A table sets count, window_h and per; per business counts under the business."""
+        campaign = acme_hours(
+            quiet_campaign(
+                frequency_cap={"count": 5, "window_h": 12, "per": "business"}, business="acme"
+            )
+        )
+        assert (campaign.cap.count, campaign.cap.window_s, campaign.cap.rule) == (
+            5,
+            43_200.0,
+            "custom",
+        )
+        assert campaign.cap_key == "b:acme"
+
+    def test_preset_per_business(self) -> None:
+        """``{ preset = "us-fl", per = "business" }``: Florida's numbers, counted per business."""
+        campaign = acme_hours(
+            quiet_campaign(frequency_cap={"preset": "us-fl", "per": "business"}, business="acme")
+        )
+        assert (campaign.cap.count, campaign.cap.rule, campaign.cap_key) == (3, "us-fl", "b:acme")
+
+    def test_categories(self) -> None:
+        """A transactional campaign is capped only when its category is named."""
+        campaign = acme_hours(
+            quiet_campaign(
+                category="transactional",
+                frequency_cap="us-md",
+                frequency_cap_categories=["transactional"],
+            )
+        )
+        assert campaign.cap is not None
+        assert acme_hours(example()).cap is None
+
+    def test_status(self) -> None:
+        """``[consent.statuses] frequency_capped`` is read; a status clients retry is refused."""
+        data = with_value(example(), "consent.statuses.frequency_capped", 0x440)
+        assert parse(data).consent.statuses.frequency_capped == 0x440
+        assert DEFAULT_REJECT_STATUSES.frequency_capped == 0x61
+        message = error_of(with_value(example(), "consent.statuses.frequency_capped", 0x14))
+        assert message.startswith("consent.statuses.frequency_capped: 0x14 is retried by clients")
+
+    @pytest.mark.parametrize(
+        ("keys", "message"),
+        [
+            ({"frequency_cap": "us-xx"}, "campaigns[0].frequency_cap: unknown preset 'us-xx'"),
+            ({"frequency_cap": 3}, "campaigns[0].frequency_cap: expected a preset name"),
+            ({"frequency_cap": {"window_h": 24}}, "campaigns[0].frequency_cap.count: required"),
+            ({"frequency_cap": {"count": 0}}, "campaigns[0].frequency_cap.count: must be"),
+            ({"frequency_cap": {"count": 3}}, "campaigns[0].frequency_cap.window_h: required"),
+            (
+                {"frequency_cap": {"count": 3, "window_h": -1}},
+                "campaigns[0].frequency_cap.window_h: expected hours",
+            ),
+            (
+                {"frequency_cap": {"count": 3, "window_h": 24, "per": "planet"}},
+                "campaigns[0].frequency_cap.per: expected one of",
+            ),
+            (
+                {"frequency_cap": {"count": 3, "window_h": 24, "every": 1}},
+                "campaigns[0].frequency_cap.every: unknown key",
+            ),
+            (
+                {"frequency_cap": {"count": 3, "window_h": 24, "per": "business"}},
+                'campaigns[0].frequency_cap: per = "business" needs',
+            ),
+            (
+                {"frequency_cap_categories": ["marketing"]},
+                "campaigns[0].frequency_cap_categories: has no effect without frequency_cap",
+            ),
+            (
+                {"frequency_cap": "us-fl", "frequency_cap_categories": ["promo"]},
+                "campaigns[0].frequency_cap_categories: expected some of",
+            ),
+            (
+                {"frequency_cap": "us-fl", "category": "transactional"},
+                "campaigns[0].frequency_cap: binds marketing messages only",
+            ),
+            ({"business": ""}, "campaigns[0].business: must be non-empty"),
+        ],
+    )
+    def test_errors_name_the_key(self, keys: dict[str, Any], message: str) -> None:
+        """Each mistake is an error naming the key."""
+        assert error_of(quiet_campaign(**keys)).startswith(message)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from gateway.consent.caps import FrequencyCap, counter_key
 from gateway.consent.hours import Category, QuietHours
 from gateway.consent.keywords import (
     DEFAULT_ACCOUNT_WIDE,
@@ -328,6 +329,10 @@ class Campaign:
     # it may be sent by the recipient's clock.
     category: Category = Category.MARKETING
     quiet_hours: QuietHours | None = None
+    # At most N messages per subscriber in a rolling window (gateway.consent.caps), counted
+    # per campaign, per ``business`` (a plain name shared by campaigns) or per subscriber.
+    frequency_cap: FrequencyCap | None = None
+    business: str = ""
 
     rules: KeywordRules = field(init=False, repr=False, compare=False)
     campaign_scope: Scope = field(init=False, repr=False, compare=False)
@@ -335,6 +340,10 @@ class Campaign:
     # The quiet hours this campaign's MTs are checked against: None when it has none, or they
     # do not bind its category (transactional, unless the campaign says so).
     hours: QuietHours | None = field(init=False, repr=False, compare=False)
+    # The cap this campaign's MTs are counted against (None: not capped, or not for its
+    # category) and the subscriber's counter they count under.
+    cap: FrequencyCap | None = field(init=False, repr=False, compare=False)
+    cap_key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -362,6 +371,12 @@ class Campaign:
         object.__setattr__(self, "campaign_scope", Scope(ScopeKind.CAMPAIGN, self.name))
         object.__setattr__(self, "list_by_service_type", MappingProxyType(by_service_type))
         object.__setattr__(self, "hours", self._binding_hours())
+        cap = self.frequency_cap
+        if cap is not None and self.category not in cap.categories:
+            cap = None
+        object.__setattr__(self, "cap", cap)
+        key = "" if cap is None else counter_key(cap, self.name, self.business)
+        object.__setattr__(self, "cap_key", key)
 
     def _binding_hours(self) -> QuietHours | None:
         quiet = self.quiet_hours

@@ -22,8 +22,8 @@ How the rules combine (fail closed at every step):
   close the whole day.
 
 The presets also record the laws' caps on messages per 24 hours (``cap_per_24h``), which this
-module does not enforce: a frequency cap needs a count of messages sent per subscriber, kept by
-an adapter, and would be checked next to ``closed`` in ``policy.decide_mt``.
+module does not enforce: ``gateway.consent.caps`` does (a campaign's ``frequency_cap``), with
+the count kept in the consent store.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class HoursRule:
     subdivision: str | None = None  # ISO 3166-2 ("US-TX"): only numbers there
     tz: str | None = None  # a fixed zone; None: the recipient's
     source: str = ""  # the law, for staff and the README
-    cap_per_24h: int | None = None  # the law's cap on messages on one subject (not enforced)
+    cap_per_24h: int | None = None  # the law's cap on one subject (enforced by consent.caps)
     text: str = field(init=False, repr=False, compare=False)  # the windows, for people
 
     def __post_init__(self) -> None:

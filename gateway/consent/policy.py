@@ -101,6 +101,8 @@ class RejectReason(StrEnum):
     # refused for good, or deferred (a temporary status, so the client retries later).
     QUIET_HOURS = "quiet_hours"
     QUIET_HOURS_DEFERRED = "quiet_hours_deferred"
+    # The campaign's frequency cap is reached for this subscriber (gateway.consent.caps).
+    FREQUENCY_CAPPED = "frequency_capped"
 
 
 # Reasons about consent itself: distinct, permanent statuses (RejectStatuses.problems).
@@ -150,7 +152,11 @@ class RejectStatuses:
       permanent: the client drops the message or reschedules it itself;
     - quiet_hours_deferred 0x14 ESME_RMSGQFUL, temporary: clients re-queue it and retry (Kannel
       every ``sms-resend-freq`` seconds). Not 0x58 ESME_RTHROTTLED: on that Kannel also stops
-      sending anything on the bind for 15 seconds, transactional messages included.
+      sending anything on the bind for 15 seconds, transactional messages included;
+    - frequency_capped 0x61 ESME_RINVSCHED, permanent like quiet_hours and for the same reason:
+      the message may go later, when the window has rolled on, and only the application knows
+      whether it still should; a temporary code would be resent by Kannel every minute against
+      a cap that lasts up to a day. The log, metric and audit ``reason`` tell it from quiet hours.
     """
 
     opted_out: int = 0x45
@@ -162,6 +168,7 @@ class RejectStatuses:
     sender_not_allowed: int = 0x0A
     quiet_hours: int = 0x61
     quiet_hours_deferred: int = 0x14
+    frequency_capped: int = 0x61
 
     def status(self, reason: RejectReason) -> int:
         if reason is RejectReason.UNREADABLE_SENDER:
@@ -176,6 +183,7 @@ class RejectStatuses:
             RejectReason.UNREADABLE_ADDRESS,
             RejectReason.SENDER_NOT_ALLOWED,
             RejectReason.QUIET_HOURS,
+            RejectReason.FREQUENCY_CAPPED,
         )
         for reason in permanent:
             value = self.status(reason)

@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -88,6 +88,7 @@ RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
 # mt_rejected lines per session and reason in one interval; the rest are summed up.
 REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
+CAP_TOKENS_MAX = 65_536  # long messages in flight whose reservation token is remembered
 EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part refused alike
 
 
@@ -221,6 +222,9 @@ class ConsentEnforcer:
         self.replies = ReplyRecorder(store, metrics)
         # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
         self._mo_turns: dict[str, _Turns] = {}
+        # Frequency caps: the token of each long message in flight; reservations being released.
+        self._cap_tokens: dict[Hashable, tuple[str, float]] = {}
+        self._cap_releases: set[asyncio.Task[None]] = set()
         if footers is not None:
             footers.set_gate(self._gate)
             footers.set_reporter(self._report_part)
@@ -359,12 +363,11 @@ class ConsentEnforcer:
         now = 0.0 if mt.part_key is None else self.clock.monotonic()
         outcome = settle(decision, mt, self._parts, now, footers=footers is not None)
         if not isinstance(outcome, Refuse):
-            self.metrics.mt_allowed_total.add(mt.campaign.name)
-            if outcome.footer:
-                assert footers is not None  # settle sends to the footer stage only if there is one
-                footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
-            else:
-                request.forward()
+            if mt.campaign.cap is not None:
+                # The only cost a cap adds, and only to capped campaigns: one store call.
+                request.spawn(self._mt_capped(request, mt, outcome.footer))
+                return
+            self._mt_send(request, mt, outcome.footer)
             return
         reason = outcome.reason
         self._mt_refuse(request, mt, reason, outcome.decision)
@@ -377,6 +380,104 @@ class ConsentEnforcer:
             )
         if isinstance(outcome.decision, RequestOptIn):
             request.spawn(self._request_opt_in(request, outcome.decision))
+
+    def _mt_send(self, request: MtRequest, mt: Mt, footer: bool) -> None:
+        self.metrics.mt_allowed_total.add(mt.campaign.name)
+        if footer:
+            assert self.footers is not None  # settle sends to the footer stage only if there is one
+            self.footers.submit(request, mt.pdu, mt.campaign, mt.subscriber)
+        else:
+            request.forward()
+
+    def _cap_token(self, mt: Mt) -> str:
+        """The message's reservation token: one per message, so every part of a long message
+        shares its first part's (it counts once)."""
+        key = mt.part_key
+        if key is None:
+            return uuid.uuid4().hex
+        now = self.clock.monotonic()
+        found = self._cap_tokens.get(key)
+        if found is not None and now - found[1] <= self._parts.ttl_s:
+            return found[0]
+        if len(self._cap_tokens) >= CAP_TOKENS_MAX:
+            self._cap_tokens.clear()  # only a bound: a long message in flight counts anew
+        token = uuid.uuid4().hex
+        self._cap_tokens[key] = (token, now)
+        return token
+
+    async def _mt_capped(self, request: MtRequest, mt: Mt, footer: bool) -> None:
+        """Reserve the message under the campaign's frequency cap, then send it, or refuse it
+        with ``frequency_capped`` when the cap is reached (fail closed on a store error)."""
+        campaign = mt.campaign
+        cap = campaign.cap
+        assert cap is not None
+        subscriber = mt.subscriber.value
+        token = self._cap_token(mt)
+        try:
+            verdict = await self.store.reserve_send(
+                subscriber,
+                campaign.cap_key,
+                token,
+                limit=cap.count,
+                window_s=cap.window_s,
+                now=self.clock.wall(),
+            )
+        except StoreError as exc:
+            self._store_down("reserve_send", exc)
+            self._cap_refuse(request, mt, RejectReason.STORE_UNAVAILABLE, footer)
+            return
+        if not verdict.allowed:
+            self._cap_refuse(
+                request,
+                mt,
+                RejectReason.FREQUENCY_CAPPED,
+                footer,
+                rule=cap.rule,
+                counted=verdict.counted,
+                limit=cap.count,
+                window_h=cap.window_s / 3600.0,
+                per=cap.per.value,
+            )
+            return
+        if mt.part_key is None:
+            # A refused message was not sent: its reservation is taken back. The parts of a
+            # long message stay counted (some of them may have gone); so does a message whose
+            # response never came.
+            request.on_status = partial(self._cap_answered, subscriber, campaign.cap_key, token)
+        self._mt_send(request, mt, footer)
+
+    def _cap_refuse(
+        self,
+        request: MtRequest,
+        mt: Mt,
+        reason: RejectReason,
+        footer: bool,
+        *,
+        rule: str | None = None,
+        **fields: object,
+    ) -> None:
+        self._mt_refuse(request, mt, reason, None, rule=rule, **fields)
+        if footer and mt.part_key is not None and self.footers is not None:
+            self.footers.abandon(
+                request,
+                mt.pdu,
+                mt.subscriber,
+                lambda held: self._mt_refuse(held, self._reread(held, mt), reason, rule=rule),
+            )
+
+    def _cap_answered(self, subscriber: str, key: str, token: str, status: int) -> None:
+        if status == CommandStatus.ESME_ROK:
+            return
+        task = asyncio.get_running_loop().create_task(self._cap_release(subscriber, key, token))
+        self._cap_releases.add(task)
+        task.add_done_callback(self._cap_releases.discard)
+
+    async def _cap_release(self, subscriber: str, key: str, token: str) -> None:
+        try:
+            await self.store.release_send(subscriber, key, token)
+        except StoreError as exc:
+            # Left counted: the cap errs on the side of sending less.
+            self._store_down("release_send", exc)
 
     def _reread(self, request: MtRequest, like: Mt) -> Mt:
         """``like`` for another part of the same message (its own PDU)."""
@@ -450,6 +551,9 @@ class ConsentEnforcer:
         mt: Mt,
         reason: RejectReason,
         decision: Reject | RequestOptIn | None = None,
+        *,
+        rule: str | None = None,
+        **fields: object,
     ) -> int:
         status = self.config.statuses.status(reason)
         pdu = mt.pdu
@@ -472,6 +576,8 @@ class ConsentEnforcer:
             scope=decision.scope if isinstance(decision, Reject) else None,
             service_type=pdu.service_type,
             reported=answer is not Answer.REJECT,
+            rule=rule,
+            **fields,
         )
         if answer is Answer.NONE:
             return status
@@ -515,6 +621,8 @@ class ConsentEnforcer:
         reason: RejectReason,
         status: int,
         decision: Reject | RequestOptIn | None = None,
+        *,
+        rule: str | None = None,
         **fields: object,
     ) -> None:
         """Every refused send is counted; logged (mt_rejected) up to a burst per session and
@@ -526,9 +634,12 @@ class ConsentEnforcer:
         if closed is not None:
             self.metrics.mt_quiet_hours_total.labels(reason.value, closed.rule).inc()
             fields.update(rule=closed.rule, zone=closed.zone, local_time=closed.local)
+            rule = closed.rule
         elif reason in QUIET_REASONS:
             # A later part of a long message refused like its earlier part.
             self.metrics.mt_quiet_hours_total.labels(reason.value, EARLIER_PART).inc()
+        elif rule is not None:
+            fields["rule"] = rule  # a frequency cap's preset
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
@@ -538,7 +649,7 @@ class ConsentEnforcer:
                 campaign=campaign.name,
                 # The sender as the client gave it: the campaign it chose is in its own field.
                 sender=getattr(request.pdu, "source_addr", None) or None,
-                rule=None if closed is None else closed.rule,
+                rule=rule,
             )
         self._refusals.emit(
             log.info,
@@ -641,6 +752,13 @@ class ConsentEnforcer:
                     instance=self.instance,
                     country=self._country,
                 )
+            if isinstance(decision, Allow) and campaign.cap is not None:
+                try:
+                    decision = await self._multi_capped(campaign, subscriber.value, decision)
+                except StoreError as exc:
+                    self._store_down("reserve_send", exc)
+                    request.reject(self.config.statuses.store_unavailable)
+                    return
             if isinstance(decision, Allow):
                 self.metrics.mt_allowed_total.add(campaign.name)
                 kept.append(dest)
@@ -667,6 +785,24 @@ class ConsentEnforcer:
             request.forward(
                 encode(planned), transform=partial(multi.add_unsuccess, refused=tuple(refused))
             )
+
+    async def _multi_capped(
+        self, campaign: Campaign, subscriber: str, allowed: Allow
+    ) -> Allow | Reject:
+        """A submit_multi destination under the campaign's frequency cap: reserved, or refused.
+        (Its reservation stays even if the SMSC refuses that destination: erring on the side
+        of sending less.)"""
+        cap = campaign.cap
+        assert cap is not None
+        verdict = await self.store.reserve_send(
+            subscriber,
+            campaign.cap_key,
+            uuid.uuid4().hex,
+            limit=cap.count,
+            window_s=cap.window_s,
+            now=self.clock.wall(),
+        )
+        return allowed if verdict.allowed else Reject(reason=RejectReason.FREQUENCY_CAPPED)
 
     # --- MO -----------------------------------------------------------------------------------
 

@@ -134,11 +134,14 @@ class _Pending(ABC):
 class MtRequest(_Pending):
     """An MT from the client, waiting to be forwarded to the SMSC or answered by the gateway."""
 
-    __slots__ = ("sequence_number",)
+    __slots__ = ("on_status", "sequence_number")
 
     def __init__(self, bridge: LegPair, pdu: Pdu, frame: bytes) -> None:
         super().__init__(bridge, pdu, frame)
         self.sequence_number = pdu.sequence_number
+        # Told the command_status of the SMSC's response once it comes (frequency caps take
+        # back a reservation the SMSC refused), whoever forwards the request.
+        self.on_status: Callable[[int], None] | None = None
 
     def forward(
         self,
@@ -149,6 +152,9 @@ class MtRequest(_Pending):
         """Relay upstream (this frame, or the original); the SMSC's response goes to the client,
         rewritten by ``transform`` if given."""
         self._settle()
+        on_status = self.on_status
+        if on_status is not None:
+            transform = _observed(on_status, transform)
         self._bridge.forward_mt(self, frame if frame is not None else self.frame, transform)
 
     def respond(self, response: Pdu | bytes) -> None:
@@ -160,6 +166,16 @@ class MtRequest(_Pending):
         """Answer the client with an error status and no body."""
         self._settle()
         self._bridge.reject_client(self.pdu.command_id, self.sequence_number, status)
+
+
+def _observed(
+    on_status: Callable[[int], None], transform: Callable[[bytes], bytes] | None
+) -> Callable[[bytes], bytes]:
+    def observe(frame: bytes) -> bytes:
+        on_status(int.from_bytes(frame[8:12], "big"))
+        return frame if transform is None else transform(frame)
+
+    return observe
 
 
 class MoRequest(_Pending):

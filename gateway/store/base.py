@@ -79,6 +79,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from enum import StrEnum
 from typing import Any, Final, Protocol, runtime_checkable
 
+from gateway.consent.caps import CapVerdict
 from gateway.consent.model import (
     Actor,
     ConsentEvent,
@@ -249,6 +250,21 @@ class ConsentStore(Protocol):
 
     async def mark_footer_seen(self, subscriber: str, campaign: str, at: float) -> None:
         """Record that the footer was sent (durably; the first mark is kept)."""
+        ...
+
+    async def reserve_send(
+        self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
+    ) -> CapVerdict:
+        """A frequency cap's atomic check-and-count: one message ``token`` to ``subscriber``
+        under counter ``key`` (``gateway.consent.caps.reserve``), race-free across instances."""
+        ...
+
+    async def release_send(self, subscriber: str, key: str, token: str) -> None:
+        """Take back a reservation (the SMSC refused the message: it was not sent)."""
+        ...
+
+    async def sends_counted(self, subscriber: str, key: str, window_s: float, now: float) -> int:
+        """The messages counted under ``key`` in the window ending ``now`` (for staff)."""
         ...
 
     def export(self) -> AsyncIterator[ConsentRecord]:

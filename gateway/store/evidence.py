@@ -16,6 +16,7 @@ control characters shown escaped, so no text can break a line or the alignment).
 
 ``sending_rules`` is what ``consent show`` adds below the states: the quiet hours that apply to
 the number now (its zones and local times, its state, each campaign's rules open or closed).
+``frequency_caps`` is what it adds after those: per capped counter, the messages counted now.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from gateway.consent.campaign import CampaignDirectory
+from gateway.consent.campaign import Campaign, CampaignDirectory
 from gateway.consent.hours import closed, local_text, rule_states
 from gateway.consent.model import AddressKind, ConsentEvent, SmsAddress
 from gateway.consent.numbers import place
@@ -362,4 +363,53 @@ def render_sending_rules(rules: Mapping[str, Any]) -> str:
             lines.append(line)
         if c["quiet_dates"]:
             lines.append(f"    quiet dates: {', '.join(c['quiet_dates'])}")
+    return "\n".join(lines) + "\n"
+
+
+# --- frequency caps: what a number has been sent in each capped window (``consent show``) -------
+
+
+async def frequency_caps(
+    directory: CampaignDirectory, store: ConsentStore, subscriber: str, *, now: float
+) -> list[dict[str, Any]] | None:
+    """Per counter of a capped campaign (one campaign, a business, or the subscriber): the
+    cap, the messages counted in its window at wall time ``now``, and whether it is reached
+    (None when no campaign is capped)."""
+    # Campaigns sharing a counter may still differ in their cap: each cap is shown.
+    groups: dict[tuple[str, int, float], list[Campaign]] = {}
+    for campaign in directory:
+        cap = campaign.cap
+        if cap is not None:
+            groups.setdefault((campaign.cap_key, cap.count, cap.window_s), []).append(campaign)
+    if not groups:
+        return None
+    shown = []
+    for (key, count, window_s), campaigns in sorted(groups.items()):
+        cap = campaigns[0].cap
+        assert cap is not None
+        counted = await store.sends_counted(subscriber, key, window_s, now)
+        shown.append(
+            {
+                "counter": key,
+                "per": cap.per.value,
+                "campaigns": sorted(c.name for c in campaigns),
+                "rule": cap.rule,
+                "count": count,
+                "window_h": window_s / 3600.0,
+                "counted": counted,
+                "reached": counted >= count,
+            }
+        )
+    return shown
+
+
+def render_frequency_caps(caps: list[dict[str, Any]]) -> str:
+    """``frequency_caps`` for people: one line per counter."""
+    lines = ["frequency caps:"]
+    for c in caps:
+        verdict = "reached" if c["reached"] else "not reached"
+        lines.append(
+            f"  {c['counter']:<24} {c['rule']:<8} {c['counted']} of {c['count']} in"
+            f" {c['window_h']:g} h, {verdict} ({', '.join(c['campaigns'])})"
+        )
     return "\n".join(lines) + "\n"

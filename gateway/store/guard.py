@@ -38,6 +38,7 @@ from collections.abc import (
 )
 from typing import Final, TypeVar
 
+from gateway.consent.caps import CapVerdict
 from gateway.consent.model import ConsentEvent, ConsentRecord
 from gateway.store.base import (
     ConsentStore,
@@ -228,6 +229,24 @@ class FailClosedStore:
     async def mark_footer_seen(self, subscriber: str, campaign: str, at: float) -> None:
         await self._call(
             "mark_footer_seen", lambda: self.inner.mark_footer_seen(subscriber, campaign, at)
+        )
+
+    async def reserve_send(
+        self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
+    ) -> CapVerdict:
+        return await self._call(
+            "reserve_send",
+            lambda: self.inner.reserve_send(
+                subscriber, key, token, limit=limit, window_s=window_s, now=now
+            ),
+        )
+
+    async def release_send(self, subscriber: str, key: str, token: str) -> None:
+        await self._call("release_send", lambda: self.inner.release_send(subscriber, key, token))
+
+    async def sends_counted(self, subscriber: str, key: str, window_s: float, now: float) -> int:
+        return await self._call(
+            "sends_counted", lambda: self.inner.sends_counted(subscriber, key, window_s, now)
         )
 
     async def put_message_ids(self, entries: Iterable[MessageIds], ttl_s: float) -> None:

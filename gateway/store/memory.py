@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
+from gateway.consent.caps import CapVerdict, reserve, trim
 from gateway.consent.model import ConsentEvent, ConsentRecord
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -47,6 +48,8 @@ class MemoryStore:
         self._history: dict[str, list[ConsentEvent]] = {}
         self._dedup: set[tuple[str, str]] = set()
         self._footer: dict[tuple[str, str], float] = {}
+        # (subscriber, counter key) -> token -> when sent (frequency caps).
+        self._sends: dict[tuple[str, str], dict[str, float]] = {}
         self._records = 0
         self._message_ids: OrderedDict[str, tuple[float, MessageIds]] = OrderedDict()
         self._max_message_ids = max_message_ids
@@ -98,6 +101,25 @@ class MemoryStore:
     async def mark_footer_seen(self, subscriber: str, campaign: str, at: float) -> None:
         self._check_open()
         self._footer.setdefault((subscriber, campaign), at)
+
+    async def reserve_send(
+        self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
+    ) -> CapVerdict:
+        self._check_open()
+        sends = self._sends.setdefault((subscriber, key), {})
+        return reserve(sends, token, limit=limit, window_s=window_s, now=now)
+
+    async def release_send(self, subscriber: str, key: str, token: str) -> None:
+        self._check_open()
+        self._sends.get((subscriber, key), {}).pop(token, None)
+
+    async def sends_counted(self, subscriber: str, key: str, window_s: float, now: float) -> int:
+        self._check_open()
+        sends = self._sends.get((subscriber, key))
+        if sends is None:
+            return 0
+        trim(sends, now, window_s)
+        return len(sends)
 
     async def export(self) -> AsyncIterator[ConsentRecord]:
         self._check_open()

@@ -138,6 +138,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
+from gateway.consent.caps import CapVerdict
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -185,6 +186,25 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 _PROBE_TTL_MS: Final = 10_000
+
+# Frequency caps. KEYS: the counter (a sorted set token -> when sent). ARGV: token, limit,
+# window_s, now. Trims to the window, then counts the token unless it is counted already or the
+# cap is reached; the key expires with the window. Returns {allowed, counted}.
+_RESERVE_SEND_LUA: Final = """
+local now = tonumber(ARGV[4])
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return {1, redis.call('ZCARD', KEYS[1])}
+end
+local counted = redis.call('ZCARD', KEYS[1])
+if counted >= tonumber(ARGV[2]) then
+  return {0, counted}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+return {1, counted + 1}
+"""
 
 # KEYS: records hash, order list. ARGV: reply_id, record JSON, how many to keep.
 _RECORD_REPLY_LUA: Final = """
@@ -500,6 +520,7 @@ class RedisStore:
         self._batch = BatchLoader(self._cache, lambda subscribers: self.current_many(subscribers))
         self._append_script = client.register_script(_APPEND_LUA)
         self._record_reply_script = client.register_script(_RECORD_REPLY_LUA)
+        self._reserve_send_script = client.register_script(_RESERVE_SEND_LUA)
         self._replies_script = client.register_script(_REPLIES_LUA)
         self._import_commit_script = client.register_script(_IMPORT_COMMIT_LUA)
         self._import_apply_script = client.register_script(_IMPORT_APPLY_LUA)
@@ -807,6 +828,31 @@ class RedisStore:
         key = self._key(subscriber, "f")
         await self._call(self._client_for(key).hsetnx(key, campaign, repr(at)))
         self._seen.add(subscriber, campaign)
+
+    async def reserve_send(
+        self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
+    ) -> CapVerdict:
+        # gw:{s}:n:<counter>: under the subscriber's hash tag, one slot, one script: atomic.
+        counter = self._key(subscriber, f"n:{key}")
+        allowed, counted = await self._call(
+            self._reserve_send_script(
+                keys=[counter],
+                args=[token, limit, repr(window_s), repr(now)],
+                client=self._client_for(counter),
+            )
+        )
+        return CapVerdict(bool(int(allowed)), int(counted))
+
+    async def release_send(self, subscriber: str, key: str, token: str) -> None:
+        counter = self._key(subscriber, f"n:{key}")
+        await self._call(self._client_for(counter).zrem(counter, token))
+
+    async def sends_counted(self, subscriber: str, key: str, window_s: float, now: float) -> int:
+        counter = self._key(subscriber, f"n:{key}")
+        raw = await self._call(
+            self._client_for(counter).zcount(counter, f"({now - window_s!r}", "+inf")
+        )
+        return int(raw)
 
     async def export(self) -> AsyncIterator[ConsentRecord]:
         """Every current record once; subscribers in SCAN order, scopes sorted within each.

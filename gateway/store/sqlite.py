@@ -92,6 +92,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 
+from gateway.consent.caps import CapVerdict, admits
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -118,7 +119,7 @@ T = TypeVar("T")
 
 _log = logs.get_logger()
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
@@ -212,6 +213,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "CREATE INDEX replies_by_event ON replies (event_id)",
         """CREATE TRIGGER replies_no_update BEFORE UPDATE ON replies
             BEGIN SELECT RAISE(ABORT, 'auto-reply records are never changed'); END""",
+    ),
+    5: (
+        # Frequency caps: the messages counted per subscriber and counter key, trimmed to the
+        # window on every reservation (so at most the cap's count rows each). Not consent data.
+        """CREATE TABLE sends (
+            subscriber TEXT NOT NULL,
+            counter TEXT NOT NULL,
+            token TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (subscriber, counter, token)
+        ) WITHOUT ROWID""",
     ),
 }
 
@@ -1081,6 +1093,59 @@ class SqliteStore:
 
         await self._writer.submit(mark)
         self._seen.add(subscriber, campaign)
+
+    async def reserve_send(
+        self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
+    ) -> CapVerdict:
+        # One job of the writer: inside its BEGIN IMMEDIATE transaction, so the check and the
+        # insert hold the database's write lock together, across processes too.
+        def run(conn: sqlite3.Connection) -> CapVerdict:
+            where = (subscriber, key)
+            conn.execute(
+                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
+                (*where, now - window_s),
+            )
+            already = bool(
+                conn.execute(
+                    "SELECT 1 FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
+                    (*where, token),
+                ).fetchall()
+            )
+            counted = int(
+                conn.execute(
+                    "SELECT count(*) FROM sends WHERE subscriber = ? AND counter = ?", where
+                ).fetchall()[0][0]
+            )
+            if not admits(counted, limit=limit, already=already):
+                return CapVerdict(False, counted)
+            if already:
+                return CapVerdict(True, counted)
+            conn.execute(
+                "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
+                (*where, token, now),
+            )
+            return CapVerdict(True, counted + 1)
+
+        return await self._writer.submit(run)
+
+    async def release_send(self, subscriber: str, key: str, token: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
+                (subscriber, key, token),
+            )
+
+        await self._writer.submit(run)
+
+    async def sends_counted(self, subscriber: str, key: str, window_s: float, now: float) -> int:
+        def load(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(
+                "SELECT count(*) FROM sends WHERE subscriber = ? AND counter = ? AND at > ?",
+                (subscriber, key, now - window_s),
+            ).fetchall()
+            return int(rows[0][0])
+
+        return await self._reader.submit(load)
 
     async def export(self) -> AsyncIterator[ConsentRecord]:
         after: tuple[str, str] = ("", "")

@@ -343,6 +343,70 @@ class TestFooter:
         assert await store.footer_seen(SUB_B, "acme") is False
 
 
+DAY = 86_400.0
+T0 = 1_700_000_000.0
+
+
+class TestFrequencyCounter:
+    async def test_counts_up_to_the_limit_then_refuses(self, store: ConsentStore) -> None:
+        """Three sends in a day are counted; the fourth is refused and not counted."""
+        for n in range(1, 4):
+            verdict = await store.reserve_send(
+                SUB_A, "c:acme", f"m{n}", limit=3, window_s=DAY, now=T0 + n
+            )
+            assert (verdict.allowed, verdict.counted) == (True, n)
+        refused = await store.reserve_send(SUB_A, "c:acme", "m4", limit=3, window_s=DAY, now=T0 + 9)
+        assert (refused.allowed, refused.counted) == (False, 3)
+        assert await store.sends_counted(SUB_A, "c:acme", DAY, T0 + 10) == 3
+
+    async def test_window_rolls(self, store: ConsentStore) -> None:
+        """A send leaves the count exactly one window after it was made."""
+        for n in range(3):
+            await store.reserve_send(SUB_A, "c:acme", f"m{n}", limit=3, window_s=DAY, now=T0 + n)
+        late = await store.reserve_send(SUB_A, "c:acme", "x", limit=3, window_s=DAY, now=T0 + DAY)
+        assert (late.allowed, late.counted) == (True, 3)  # m0 left, x came in
+        assert await store.sends_counted(SUB_A, "c:acme", DAY, T0 + DAY + 2) == 1
+
+    async def test_same_token_counts_once(self, store: ConsentStore) -> None:
+        """The parts of one message (one token) count once, and go even at the limit."""
+        await store.reserve_send(SUB_A, "c:acme", "long", limit=1, window_s=DAY, now=T0)
+        again = await store.reserve_send(SUB_A, "c:acme", "long", limit=1, window_s=DAY, now=T0 + 1)
+        assert (again.allowed, again.counted) == (True, 1)
+        other = await store.reserve_send(SUB_A, "c:acme", "new", limit=1, window_s=DAY, now=T0 + 2)
+        assert other.allowed is False
+
+    async def test_release_and_keys_are_separate(self, store: ConsentStore) -> None:
+        """A released send no longer counts; counters differ per key and subscriber."""
+        await store.reserve_send(SUB_A, "c:acme", "m1", limit=1, window_s=DAY, now=T0)
+        assert (
+            await store.reserve_send(SUB_A, "c:other", "m2", limit=1, window_s=DAY, now=T0)
+        ).allowed
+        assert (
+            await store.reserve_send(SUB_B, "c:acme", "m3", limit=1, window_s=DAY, now=T0)
+        ).allowed
+        await store.release_send(SUB_A, "c:acme", "m1")
+        assert await store.sends_counted(SUB_A, "c:acme", DAY, T0) == 0
+        assert (
+            await store.reserve_send(SUB_A, "c:acme", "m4", limit=1, window_s=DAY, now=T0)
+        ).allowed
+
+    async def test_two_instances_at_two_of_three(self, backend: Backend) -> None:
+        """Two reservations at once through two store objects at 2 of 3: exactly one goes."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        for n in range(2):
+            await first.reserve_send(SUB_A, "b:acme", f"m{n}", limit=3, window_s=DAY, now=T0 + n)
+        results = await asyncio.gather(
+            *(
+                s.reserve_send(SUB_A, "b:acme", f"race{i}", limit=3, window_s=DAY, now=T0 + 5)
+                for i, s in enumerate((first, second) * 3)
+            )
+        )
+        assert sum(r.allowed for r in results) == 1
+        assert await second.sends_counted(SUB_A, "b:acme", DAY, T0 + 6) == 3
+
+
 async def _aiter(events: list[ConsentEvent]) -> AsyncIterator[ConsentEvent]:
     for event in events:
         yield event

@@ -1,0 +1,235 @@
+"""Frequency caps end to end: a real smpplib client through the gateway to the simulator SMSC,
+the gateway's clock set by the test, the count in a real SQLite file or a real redis-server
+shared by two gateway instances."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.smpp import pdu as p
+from tests.integration.test_quiet_hours import set_clock, wait_records
+from tests.support.consent import (
+    NUMBER_1,
+    NUMBER_3,
+    RawEsme,
+    SmpplibEsme,
+    campaign,
+    consent_gateway,
+    consent_rig,
+    consent_show,
+    simulator,
+    texts_to,
+    to_toml,
+    wait_texts,
+)
+from tests.support.redis_server import RedisServer
+
+MIAMI = "13055550100"
+CAPPED = 0x61  # ESME_RINVSCHED, the default for frequency_capped
+DAY_S = 86_400.0
+T0 = 1_796_000_000.0
+
+
+def campaigns(**cap: Any) -> list[dict[str, Any]]:
+    """ "acme" (NUMBER_1, marketing) with Florida's cap, or ``cap``; "other" (NUMBER_3)
+    transactional and uncapped."""
+    rules = cap or {"frequency_cap": "us-fl"}
+    return [
+        campaign("acme", ["+" + NUMBER_1], **rules),
+        campaign("other", ["+" + NUMBER_3], category="transactional"),
+    ]
+
+
+def refused(gw: Gateway, reason: str = "frequency_capped") -> float:
+    value = gw.metrics.registry.get_sample_value(
+        "smppgw_mt_rejected_total", {"reason": reason, "campaign": "acme"}
+    )
+    return value or 0.0
+
+
+class TestFlorida:
+    async def test_fourth_in_a_day_refused_then_sent_when_the_day_rolls(
+        self, tmp_path: Path
+    ) -> None:
+        """Three marketing MTs go, the fourth in 24 h gets 0x61, is counted and audited with
+        its rule; an uncapped campaign's MT still goes; 24 h after the first, one goes again."""
+        trail = tmp_path / "audit.jsonl"
+        async with consent_rig(
+            tmp_path, campaigns=campaigns(), audit={"path": str(trail), "fsync": False}
+        ) as rig:
+            clock = set_clock(rig.gw, T0)
+            for n in range(3):
+                clock.now = T0 + n
+                assert await rig.mt(MIAMI, text=f"offer {n}") == 0
+            clock.now = T0 + 3600
+            assert await rig.mt(MIAMI, text="offer 3") == CAPPED
+            assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
+            assert await wait_texts(rig.sim, MIAMI, 4) == [
+                "offer 0",
+                "offer 1",
+                "offer 2",
+                "your code",
+            ]
+            assert refused(rig.gw) == 1
+            found = await wait_records(trail, lambda f: any(r["kind"] == "mt_refused" for r in f))
+            (record,) = [r for r in found if r["kind"] == "mt_refused"]
+            assert (record["reason"], record["rule"]) == ("frequency_capped", "us-fl")
+            assert record["status"] == "0x00000061"
+            clock.now = T0 + DAY_S
+            assert await rig.mt(MIAMI, text="tomorrow") == 0
+            assert await wait_texts(rig.sim, MIAMI, 5)
+            assert texts_to(rig.sim, MIAMI)[-1] == "tomorrow"
+
+    async def test_configured_status_and_custom_cap(self, tmp_path: Path) -> None:
+        """A custom cap of 1 per hour answers [consent.statuses] frequency_capped (0x440)."""
+        cap = {"frequency_cap": {"count": 1, "window_h": 1}}
+        consent = {"statuses": {"frequency_capped": 0x440}}
+        async with consent_rig(tmp_path, campaigns=campaigns(**cap), consent=consent) as rig:
+            clock = set_clock(rig.gw, T0)
+            assert await rig.mt(MIAMI) == 0
+            assert await rig.mt(MIAMI) == 0x440
+            clock.now = T0 + 3600
+            assert await rig.mt(MIAMI) == 0
+
+    async def test_smsc_refusal_is_not_counted(self, tmp_path: Path) -> None:
+        """An MT the SMSC refuses was not sent: its reservation is taken back."""
+        cap = {"frequency_cap": {"count": 1, "window_h": 24}}
+        async with consent_rig(tmp_path, campaigns=campaigns(**cap)) as rig:
+            set_clock(rig.gw, T0)
+            rig.sim.set_faults(submit_status=0x45)
+            assert await rig.mt(MIAMI) == 0x45
+            rig.sim.reset_faults()
+            assert rig.gw.store is not None
+            async with asyncio.timeout(10):  # the release is written in the background
+                while True:
+                    if await rig.gw.store.sends_counted(MIAMI, "c:acme", DAY_S, T0) == 0:
+                        break
+                    await asyncio.sleep(0.02)
+            assert await rig.mt(MIAMI, text="after") == 0
+            assert await rig.mt(MIAMI, text="capped") == CAPPED
+
+
+class TestHotPath:
+    async def test_uncapped_campaigns_make_no_store_call(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Only MTs of a capped campaign reach the store's counter; the others never call it."""
+        async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
+            enforcer = rig.gw.enforcer
+            assert enforcer is not None
+            calls: list[str] = []
+            reserve = enforcer.store.reserve_send
+
+            async def counting(subscriber: str, key: str, token: str, **kw: Any) -> Any:
+                calls.append(key)
+                return await reserve(subscriber, key, token, **kw)
+
+            monkeypatch.setattr(enforcer.store, "reserve_send", counting)
+            assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
+            assert await rig.mt(MIAMI, text="offer") == 0
+            await rig.flows()
+            assert calls == ["c:acme"]
+
+
+class TestSubmitMulti:
+    async def test_capped_destination_is_listed_unsuccessful(self, tmp_path: Path) -> None:
+        """submit_multi from a capped campaign: a destination at its cap is in unsuccess_sme
+        with 0x61; the others are forwarded and counted."""
+        cap = {"frequency_cap": {"count": 1, "window_h": 24}}
+        async with consent_rig(tmp_path, campaigns=campaigns(**cap)) as rig:
+            set_clock(rig.gw, T0)
+            assert await rig.mt(MIAMI, text="first") == 0
+            other = "13055550101"
+            dests = tuple(
+                p.SmeAddress(dest_addr_ton=1, dest_addr_npi=1, destination_addr=n)
+                for n in (MIAMI, other)
+            )
+            async with RawEsme.bound(rig.gw.port) as raw:
+                resp = await raw.request(
+                    p.SubmitMulti(
+                        source_addr_ton=1,
+                        source_addr_npi=1,
+                        source_addr=NUMBER_1,
+                        dest_addresses=dests,
+                        short_message=b"to two",
+                    )
+                )
+            assert isinstance(resp, p.SubmitMultiResp)
+            assert resp.command_status == 0
+            assert [(u.destination_addr, u.error_status_code) for u in resp.unsuccess_smes] == [
+                (MIAMI, CAPPED)
+            ]
+            assert rig.gw.store is not None
+            assert await rig.gw.store.sends_counted(other, "c:acme", DAY_S, T0) == 1
+
+
+class TestConsentShow:
+    async def test_show_counts_the_window_now(self, tmp_path: Path) -> None:
+        """``consent show --json`` on the running gateway's store: per capped counter, the
+        messages counted in the window now and whether the cap is reached."""
+        async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
+            now = time.time()
+            set_clock(rig.gw, now - 60)
+            for n in range(3):
+                assert await rig.mt(MIAMI, text=f"offer {n}") == 0
+            config = tmp_path / "staff.toml"
+            config.write_text(
+                to_toml(
+                    {
+                        "upstream": {"address": f"127.0.0.1:{rig.sim.port}"},
+                        "store": {"url": rig.store_url},
+                        "campaigns": campaigns(),
+                    }
+                )
+            )
+            shown = await consent_show(config, "+1 305 555 0100")
+            other = await consent_show(config, "+1 305 555 0199")
+        (acme,) = shown["frequency_caps"]
+        assert (acme["counter"], acme["rule"], acme["count"], acme["window_h"]) == (
+            "c:acme",
+            "us-fl",
+            3,
+            24.0,
+        )
+        assert (acme["counted"], acme["reached"], acme["campaigns"]) == (3, True, ["acme"])
+        assert other["frequency_caps"][0]["counted"] == 0
+
+
+@pytest.mark.redis
+class TestTwoInstances:
+    async def test_florida_cap_across_two_gateways(self, redis_server: RedisServer) -> None:
+        """Two gateways on one Redis count one Florida cap: two MTs through A, one through B,
+        then the fourth is refused by both; two at once at 2 of 3 let exactly one through."""
+        url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}"
+        async with (
+            simulator() as sim,
+            consent_gateway(sim.port, url, campaigns=campaigns(), instance="gw-a") as a,
+            consent_gateway(sim.port, url, campaigns=campaigns(), instance="gw-b") as b,
+            SmpplibEsme(a.port, "acme") as via_a,
+            SmpplibEsme(b.port, "acme", bind="transmitter") as via_b,
+        ):
+            set_clock(a, T0)
+            set_clock(b, T0)
+            assert await via_a.submit(MIAMI, "one", source=NUMBER_1) == 0
+            assert await via_a.submit(MIAMI, "two", source=NUMBER_1) == 0
+            assert await via_b.submit(MIAMI, "three", source=NUMBER_1) == 0
+            assert await via_b.submit(MIAMI, "four", source=NUMBER_1) == CAPPED
+            assert await via_a.submit(MIAMI, "four", source=NUMBER_1) == CAPPED
+
+            other = "13055550101"
+            assert await via_a.submit(other, "one", source=NUMBER_1) == 0
+            assert await via_b.submit(other, "two", source=NUMBER_1) == 0
+            statuses = await asyncio.gather(
+                via_a.submit(other, "race a", source=NUMBER_1),
+                via_b.submit(other, "race b", source=NUMBER_1),
+            )
+            assert sorted(statuses) == [0, CAPPED]
+            assert len(await wait_texts(sim, other, 3)) == 3
+            assert refused(a) + refused(b) == 3
