@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
-from gateway.consent.model import ConsentEvent, ConsentRecord, SmsAddress
+from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState, SmsAddress
 from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
     QUIET_REASONS,
@@ -49,6 +49,7 @@ from gateway.consent.policy import (
     decide_mt,
     is_delivery_receipt,
 )
+from gateway.consent.revoke import pending_clarification
 from gateway.messages import mo as mo_path
 from gateway.messages import multi
 from gateway.messages.mt import (
@@ -714,7 +715,7 @@ class ConsentEnforcer:
                 request.forward()  # binary, or a part of a long MO still incomplete
                 return
             records = self.store.cached_current(key)
-            if records is not None:
+            if records is not None and not self._may_clarify(recipient, records):
                 decision = self._decide_mo(
                     request, pdu, content, text, subscriber, recipient, records
                 )
@@ -848,6 +849,7 @@ class ConsentEnforcer:
         subscriber: SmsAddress,
         recipient: SmsAddress,
         records: Mapping[str, ConsentRecord],
+        clarifying: ConsentEvent | None = None,
     ) -> MoDecision:
         now = self.clock.wall()
         bound_as = request.client.system_id
@@ -864,6 +866,9 @@ class ConsentEnforcer:
             window_s=self.config.mo_dedup_window_s,
         )
         key = mo_path.mo_event_key(digest, records)
+        # A decision makes at most two events (an answer that narrows a revoke-all opt-out);
+        # their ids derive from the MO, so a resend makes the same ones.
+        ids = iter((key, f"{key}/2"))
         return decide_mo(
             text=text,
             subscriber=subscriber,
@@ -873,12 +878,23 @@ class ConsentEnforcer:
             records=records,
             is_receipt=False,
             now=now,
-            new_event_id=lambda: key,  # a decision makes at most one event
+            new_event_id=lambda: next(ids),
             instance=self.instance,
             smsc_message_id=receipted_id(pdu),
             dedup_key=key,
             bound_as=bound_as,
+            clarifying=clarifying,
         )
+
+    def _may_clarify(self, recipient: SmsAddress, records: Mapping[str, ConsentRecord]) -> bool:
+        """Whether an MO to ``recipient`` could answer a revoke-all question: the business
+        asks one and the subscriber is opted out business-wide (then history decides)."""
+        campaign = self.config.directory.lookup(recipient.value)
+        rules = campaign.business_rules
+        if rules is None or rules.clarify is None or campaign.business_scope is None:
+            return False
+        record = records.get(campaign.business_scope.key)
+        return record is not None and record.state is ConsentState.OPTED_OUT
 
     async def _mo_slow(
         self,
@@ -896,7 +912,20 @@ class ConsentEnforcer:
             self._store_down("current", exc)
             self._retry_later(request, held)
             return
-        decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
+        clarifying = None
+        if self._may_clarify(recipient, records):
+            campaign = self.config.directory.lookup(recipient.value)
+            assert campaign.business_scope is not None
+            try:
+                events = await self.store.history(subscriber.value, campaign.business_scope.key)
+            except StoreError as exc:
+                self._store_down("history", exc)
+                self._retry_later(request, held)
+                return
+            clarifying = pending_clarification(events, campaign, self.clock.wall())
+        decision = self._decide_mo(
+            request, pdu, content, text, subscriber, recipient, records, clarifying
+        )
         await self._mo_act(request, decision, held, text)
 
     async def _mo_act(
