@@ -1,0 +1,117 @@
+"""FCC revoke-all end to end: a real smpplib client through the gateway to the simulator SMSC,
+the gateway's clock set before and after the business's revoke_all date; the clarifying
+confirmation asked, answered (PROMO narrows) and left unanswered (all kept)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from gateway.consent.model import ConsentState
+from tests.integration.test_quiet_hours import set_clock
+from tests.support.consent import (
+    NUMBER_1,
+    NUMBER_3,
+    OPT_OUT_REPLY,
+    OTHER_SUBSCRIBER,
+    SUBSCRIBER,
+    campaign,
+    consent_rig,
+    texts_to,
+    wait_texts,
+)
+
+DATE = 1_801_353_600.0  # 2027-01-31T00:00:00Z
+BEFORE = DATE - 3600.0
+AFTER = DATE + 3600.0
+OPTED_OUT = 0x45
+PROMO_LIST = {"name": "promo", "service_types": ["PROMO"]}
+QUESTION = "ACME: Reply ALL to stop all ACME messages, or {choices} to stop only those."
+
+
+def campaigns() -> list[dict[str, Any]]:
+    """ "acme" (NUMBER_1, a promo list) and "other" (NUMBER_3), one business."""
+    return [
+        campaign("acme", ["+" + NUMBER_1], business="acme-inc", lists=[PROMO_LIST]),
+        campaign("other", ["+" + NUMBER_3], business="acme-inc"),
+    ]
+
+
+def business(**settings: Any) -> list[dict[str, Any]]:
+    return [{"name": "acme-inc", "revoke_all": "2027-01-31", **settings}]
+
+
+CLARIFY = {"window_h": 2, "reply": QUESTION}
+
+
+async def settle() -> None:
+    """Long enough for a reply the gateway should not send to have reached the SMSC."""
+    await asyncio.sleep(0.5)
+
+
+class TestDate:
+    async def test_before_and_after_the_date(self, tmp_path: Path) -> None:
+        """Before the date a STOP to acme leaves other's MTs going; after it a STOP to acme
+        refuses other's MTs too, and the earlier STOP does not widen."""
+        async with consent_rig(tmp_path, campaigns=campaigns(), businesses=business()) as rig:
+            clock = set_clock(rig.gw, BEFORE)
+            assert await rig.mo("STOP", source=SUBSCRIBER, destination=NUMBER_1) == 0
+            assert await wait_texts(rig.sim, SUBSCRIBER, 1) == [OPT_OUT_REPLY]
+            assert await rig.mt(SUBSCRIBER, source=NUMBER_3, text="before") == 0
+            assert await rig.mt(SUBSCRIBER, source=NUMBER_1, text="acme") == OPTED_OUT
+            clock.now = AFTER
+            assert await rig.mo("STOP", source=OTHER_SUBSCRIBER, destination=NUMBER_1) == 0
+            assert await wait_texts(rig.sim, OTHER_SUBSCRIBER, 1) == [OPT_OUT_REPLY]
+            assert await rig.mt(OTHER_SUBSCRIBER, source=NUMBER_3, text="other") == OPTED_OUT
+            assert await rig.mt(SUBSCRIBER, source=NUMBER_3, text="after") == 0
+            await wait_texts(rig.sim, SUBSCRIBER, 3)
+            assert texts_to(rig.sim, SUBSCRIBER) == [OPT_OUT_REPLY, "before", "after"]
+            assert texts_to(rig.sim, OTHER_SUBSCRIBER) == [OPT_OUT_REPLY]
+
+
+class TestClarify:
+    async def test_promo_narrows(self, tmp_path: Path) -> None:
+        """STOP gets the question and refuses everything at once; PROMO narrows it to acme's
+        promo list: acme's other MTs and other's go again, promos stay refused, no reply."""
+        async with consent_rig(
+            tmp_path, campaigns=campaigns(), businesses=business(clarify=CLARIFY)
+        ) as rig:
+            clock = set_clock(rig.gw, AFTER)
+            assert await rig.mo("STOP", destination=NUMBER_1) == 0
+            (question,) = await wait_texts(rig.sim, SUBSCRIBER, 1)
+            assert question == QUESTION.replace("{choices}", "promo, acme")
+            assert await rig.mt(source=NUMBER_3, text="refused") == OPTED_OUT
+            assert await rig.mt(source=NUMBER_1, text="refused") == OPTED_OUT
+            clock.now = AFTER + 600
+            assert await rig.mo("PROMO", destination=NUMBER_1) == 0
+            assert await rig.mt(source=NUMBER_1, text="notice") == 0
+            assert await rig.mt(source=NUMBER_3, text="other") == 0
+            assert await rig.mt(source=NUMBER_1, text="sale", service_type="PROMO") == OPTED_OUT
+            await wait_texts(rig.sim, SUBSCRIBER, 3)
+            await settle()
+            assert texts_to(rig.sim, SUBSCRIBER) == [question, "notice", "other"]
+            assert rig.gw.enforcer is not None
+            history = await rig.gw.enforcer.store.history(SUBSCRIBER)
+            assert [(e.scope, e.state, e.match.value) for e in history] == [
+                ("business:acme-inc", ConsentState.OPTED_OUT, "keyword"),
+                ("list:acme/promo", ConsentState.OPTED_OUT, "clarify"),
+                ("business:acme-inc", ConsentState.UNKNOWN, "clarify"),
+            ]
+            assert history[0].clarify_until == AFTER + 7200
+
+    async def test_no_answer_keeps_all(self, tmp_path: Path) -> None:
+        """PROMO after the window is no answer: everything of the business stays refused and
+        nothing more is sent to the subscriber."""
+        async with consent_rig(
+            tmp_path, campaigns=campaigns(), businesses=business(clarify=CLARIFY)
+        ) as rig:
+            clock = set_clock(rig.gw, AFTER)
+            assert await rig.mo("STOP", destination=NUMBER_1) == 0
+            await wait_texts(rig.sim, SUBSCRIBER, 1)
+            clock.now = AFTER + 7200
+            assert await rig.mo("PROMO", destination=NUMBER_1) == 0
+            assert await rig.mt(source=NUMBER_1, text="notice") == OPTED_OUT
+            assert await rig.mt(source=NUMBER_3, text="other") == OPTED_OUT
+            await settle()
+            assert len(texts_to(rig.sim, SUBSCRIBER)) == 1
