@@ -22,7 +22,13 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.consent.model import Actor, ConsentState, SmsAddress
 from gateway.consent.numbers import normalise
 from gateway.store.base import ConsentStore, StoreError, StoreNotFoundError
-from gateway.store.evidence import history_rows, render_sending_rules, sending_rules
+from gateway.store.evidence import (
+    history_rows,
+    render_revoke_rules,
+    render_sending_rules,
+    revoke_rules,
+    sending_rules,
+)
 from gateway.store.evidence import render as render_history
 from gateway.store.factory import open_store
 from gateway.store.staff import (
@@ -167,6 +173,11 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 country=config.consent.default_country,
                 now=time.time(),
             )
+            businesses = None
+            if any(c.business for c in config.consent.directory):
+                businesses = revoke_rules(
+                    config.consent.directory, await store.history(subscriber), now=time.time()
+                )
             if args.json:
                 shown: dict[str, Any] = {
                     "subscriber": subscriber,
@@ -175,6 +186,8 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                 }
                 if rules is not None:
                     shown["sending_rules"] = rules
+                if businesses is not None:
+                    shown["businesses"] = businesses
                 print(json.dumps(shown))
             else:
                 print(f"{subscriber}: {state.value}")
@@ -182,6 +195,8 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                     print(f"  {row['scope']:<40} {row['state']:<10} {row['updated_at']}")
                 if rules is not None:
                     sys.stdout.write(render_sending_rules(rules))
+                if businesses is not None:
+                    sys.stdout.write(render_revoke_rules(businesses))
             return EXIT_OK
         if action == "history":
             rows = await history_rows(store, subscriber, args.scope)

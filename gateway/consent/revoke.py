@@ -9,6 +9,7 @@ the question; a window that ends unanswered leaves the opt-out for all, as the r
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from gateway.consent.campaign import Campaign
 from gateway.consent.model import ConsentEvent, ConsentState, MatchType
@@ -35,7 +36,7 @@ def pending_clarification(
 
 def question_state(
     events: Iterable[ConsentEvent], business_key: str, now: float
-) -> dict[str, object] | None:
+) -> dict[str, Any] | None:
     """The latest question asked in ``business_key``'s scope and what became of it, for
     ``consent show``: asked when, open until, and answered / open / ended unanswered."""
     asked: ConsentEvent | None = None

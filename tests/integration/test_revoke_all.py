@@ -5,6 +5,7 @@ confirmation asked, answered (PROMO narrows) and left unanswered (all kept)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from tests.support.consent import (
     SUBSCRIBER,
     campaign,
     consent_rig,
+    consent_show,
     texts_to,
+    to_toml,
     wait_texts,
 )
 
@@ -99,6 +102,25 @@ class TestClarify:
                 ("business:acme-inc", ConsentState.UNKNOWN, "clarify"),
             ]
             assert history[0].clarify_until == AFTER + 7200
+            config = tmp_path / "staff.toml"
+            config.write_text(
+                to_toml(
+                    {
+                        "upstream": {"address": f"127.0.0.1:{rig.sim.port}"},
+                        "store": {"url": rig.store_url},
+                        "businesses": business(clarify=CLARIFY),
+                        "campaigns": campaigns(),
+                    }
+                )
+            )
+            shown = await consent_show(config, "+" + SUBSCRIBER)
+        (acme,) = shown["businesses"]
+        assert acme["campaigns"] == ["acme", "other"]
+        assert acme["revoke_all"] == "2027-01-31 (UTC)"
+        assert acme["in_effect"] is (time.time() >= DATE)  # the CLI reads the real clock
+        assert acme["state"] == "unknown"
+        assert acme["question"]["status"] == "answered (narrowed: 'PROMO')"
+        assert acme["question"]["until"] == "2027-01-31T03:00:00Z"
 
     async def test_no_answer_keeps_all(self, tmp_path: Path) -> None:
         """PROMO after the window is no answer: everything of the business stays refused and
