@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
-from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState, SmsAddress
+from gateway.consent.model import (
+    ConsentEvent,
+    ConsentRecord,
+    ConsentState,
+    ScopeKind,
+    SmsAddress,
+)
 from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
     QUIET_REASONS,
@@ -93,6 +99,9 @@ RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
 REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
 EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part refused alike
+
+
+REVOKE_ALL_PREFIX = f"{ScopeKind.BUSINESS.value}:"
 
 
 def new_event_id() -> str:
@@ -533,6 +542,13 @@ class ConsentEnforcer:
         elif reason in QUIET_REASONS:
             # A later part of a long message refused like its earlier part.
             self.metrics.mt_quiet_hours_total.labels(reason.value, EARLIER_PART).inc()
+        rule = None if closed is None else closed.rule
+        decided = decision.scope if isinstance(decision, Reject) else None
+        if decided is not None and decided.startswith(REVOKE_ALL_PREFIX):
+            # An opt-out through another campaign of the business: say so, it is not obvious.
+            rule = "revoke_all"
+            self.metrics.mt_revoke_all_total.labels(decided[len(REVOKE_ALL_PREFIX) :]).inc()
+            fields.update(rule=rule, scope=decided)
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
@@ -542,7 +558,7 @@ class ConsentEnforcer:
                 campaign=campaign.name,
                 # The sender as the client gave it: the campaign it chose is in its own field.
                 sender=getattr(request.pdu, "source_addr", None) or None,
-                rule=None if closed is None else closed.rule,
+                rule=rule,
             )
         self._refusals.emit(
             log.info,
@@ -965,6 +981,7 @@ class ConsentEnforcer:
             )
         if new:
             self._count_opt(decision)
+            self._count_answer(decision)
             self._reply_to(request, decision, text)
         self._settle_mo(request, decision)
 
@@ -982,6 +999,17 @@ class ConsentEnforcer:
         family = match.family.value if match is not None else "any_message"
         campaign = decision.events[0].campaign if decision.events else None
         counter.labels(campaign or "none", family).inc()
+
+    def _count_answer(self, decision: MoDecision) -> None:
+        """smppgw_opt_out_answers_total: an answer to a revoke-all question, stored now."""
+        if decision.action is MoAction.CLARIFIED_ALL:
+            answer = "all"
+        elif decision.action is MoAction.CLARIFIED_NARROWED:
+            answer = "narrowed"
+        else:
+            return
+        scope = decision.events[-1].scope
+        self.metrics.mt_opt_out_answers_total.labels(scope[len(REVOKE_ALL_PREFIX) :], answer).inc()
 
     def _reply_to(self, request: MoRequest, decision: MoDecision, text: str | None) -> None:
         """Send the decision's auto-reply (an opt-out confirmation always goes, once), recorded

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.consent.model import ConsentState
-from tests.integration.test_quiet_hours import set_clock
+from tests.integration.test_quiet_hours import set_clock, wait_records
 from tests.support.consent import (
     NUMBER_1,
     NUMBER_3,
@@ -56,8 +56,15 @@ async def settle() -> None:
 class TestDate:
     async def test_before_and_after_the_date(self, tmp_path: Path) -> None:
         """Before the date a STOP to acme leaves other's MTs going; after it a STOP to acme
-        refuses other's MTs too, and the earlier STOP does not widen."""
-        async with consent_rig(tmp_path, campaigns=campaigns(), businesses=business()) as rig:
+        refuses other's MTs too, and the earlier STOP does not widen; the refusal is audited
+        and counted as revoke_all."""
+        trail = tmp_path / "audit.jsonl"
+        async with consent_rig(
+            tmp_path,
+            campaigns=campaigns(),
+            businesses=business(),
+            audit={"path": str(trail), "fsync": False},
+        ) as rig:
             clock = set_clock(rig.gw, BEFORE)
             assert await rig.mo("STOP", source=SUBSCRIBER, destination=NUMBER_1) == 0
             assert await wait_texts(rig.sim, SUBSCRIBER, 1) == [OPT_OUT_REPLY]
@@ -71,6 +78,20 @@ class TestDate:
             await wait_texts(rig.sim, SUBSCRIBER, 3)
             assert texts_to(rig.sim, SUBSCRIBER) == [OPT_OUT_REPLY, "before", "after"]
             assert texts_to(rig.sim, OTHER_SUBSCRIBER) == [OPT_OUT_REPLY]
+            counted = rig.gw.metrics.registry.get_sample_value(
+                "smppgw_mt_revoke_all_total", {"business": "acme-inc"}
+            )
+            assert counted == 1
+            found = await wait_records(
+                trail, lambda f: sum(r["kind"] == "mt_refused" for r in f) == 2
+            )
+        refusals = [r for r in found if r["kind"] == "mt_refused"]
+        assert [(r["campaign"], r.get("rule")) for r in refusals] == [
+            ("acme", None),
+            ("other", "revoke_all"),
+        ]
+        stops = [r for r in found if r["kind"] == "consent"]
+        assert [r["scope"] for r in stops] == ["campaign:acme", "business:acme-inc"]
 
 
 class TestClarify:
@@ -102,6 +123,10 @@ class TestClarify:
                 ("business:acme-inc", ConsentState.UNKNOWN, "clarify"),
             ]
             assert history[0].clarify_until == AFTER + 7200
+            answers = rig.gw.metrics.registry.get_sample_value(
+                "smppgw_opt_out_answers_total", {"business": "acme-inc", "answer": "narrowed"}
+            )
+            assert answers == 1
             config = tmp_path / "staff.toml"
             config.write_text(
                 to_toml(
