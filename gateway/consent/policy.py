@@ -876,6 +876,10 @@ def _clarify_answer(
     rules = campaign.business_rules
     if rules is None or rules.clarify is None or campaign.business_scope is None:
         return None
+    if clarifying.campaign != campaign.name:
+        # The question named this campaign's choices; words to another campaign's number
+        # answer nothing (a "b" there must not lift a STOP written to a).
+        return None
     business = campaign.business_scope
     words = ctx.text.strip().casefold()
     target: Scope | None = None

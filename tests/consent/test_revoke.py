@@ -227,6 +227,13 @@ class TestClarify:
         assert isinstance(mt(QB, applied(history)), Reject)
         assert pending_clarification(history, QA, AFTER + 61) is None
 
+    def test_answer_to_another_campaign_is_no_answer(self) -> None:
+        """Naming a campaign to another campaign's number does not lift the STOP."""
+        stopped = self.stop().events
+        decision = mo("b", QB, AFTER + 60, applied(stopped), stopped[0])
+        assert decision.events == ()
+        assert decision.action is MoAction.NONE
+
     def test_other_words_are_no_answer(self) -> None:
         """An unrelated message in the window changes nothing and is no answer."""
         stopped = self.stop().events
