@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.consent.model import ConsentState
 from tests.integration.test_quiet_hours import set_clock, wait_records
@@ -24,6 +27,7 @@ from tests.support.consent import (
     to_toml,
     wait_texts,
 )
+from tests.support.redis_server import RedisServer
 
 DATE = 1_801_353_600.0  # 2027-01-31T00:00:00Z
 BEFORE = DATE - 3600.0
@@ -162,3 +166,27 @@ class TestClarify:
             assert await rig.mt(source=NUMBER_3, text="other") == OPTED_OUT
             await settle()
             assert len(texts_to(rig.sim, SUBSCRIBER)) == 1
+
+
+@pytest.mark.redis
+class TestShared:
+    async def test_question_survives_a_new_instance(
+        self, tmp_path: Path, redis_server: RedisServer
+    ) -> None:
+        """On Redis, a question asked by one gateway is answered through a new one that never
+        saw the STOP: the pending question is the shared event history."""
+        url = f"{redis_server.url}?prefix=t{uuid.uuid4().hex[:12]}"
+        sections: dict[str, Any] = {"businesses": business(clarify=CLARIFY)}
+        async with consent_rig(tmp_path, campaigns=campaigns(), store_url=url, **sections) as rig:
+            set_clock(rig.gw, AFTER)
+            assert await rig.mo("STOP", destination=NUMBER_1) == 0
+            await wait_texts(rig.sim, SUBSCRIBER, 1)
+        async with consent_rig(tmp_path, campaigns=campaigns(), store_url=url, **sections) as rig:
+            set_clock(rig.gw, AFTER + 60)
+            assert await rig.mt(source=NUMBER_3, text="refused") == OPTED_OUT
+            assert await rig.mo("PROMO", destination=NUMBER_1) == 0
+            assert await rig.mt(source=NUMBER_3, text="other") == 0
+            assert await rig.mt(source=NUMBER_1, text="sale", service_type="PROMO") == OPTED_OUT
+            await wait_texts(rig.sim, SUBSCRIBER, 1)
+            await settle()
+            assert texts_to(rig.sim, SUBSCRIBER) == ["other"]
