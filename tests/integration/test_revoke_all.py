@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.consent.model import ConsentState
+from tests.integration.test_optout_link import FOOTER, KEY, link_of, page
 from tests.integration.test_quiet_hours import set_clock, wait_records
 from tests.support.consent import (
     NUMBER_1,
@@ -23,6 +24,7 @@ from tests.support.consent import (
     campaign,
     consent_rig,
     consent_show,
+    free_port,
     texts_to,
     to_toml,
     wait_texts,
@@ -190,3 +192,31 @@ class TestShared:
             await wait_texts(rig.sim, SUBSCRIBER, 1)
             await settle()
             assert texts_to(rig.sim, SUBSCRIBER) == ["other"]
+
+
+class TestLink:
+    async def test_web_link_opt_out_reaches_the_business(self, tmp_path: Path) -> None:
+        """The web opt-out link of a campaign whose business has revoke-all in effect opts
+        out business-wide, like a STOP."""
+        port = free_port()
+        footer = {"footer": "always", "footer_text": FOOTER}
+        linked = [
+            campaign("acme", ["+" + NUMBER_1], business="acme-inc", **footer),
+            campaign("other", ["+" + NUMBER_3], business="acme-inc"),
+        ]
+        async with consent_rig(
+            tmp_path,
+            campaigns=linked,
+            businesses=[{"name": "acme-inc", "revoke_all": True}],
+            optout_link={
+                "base_url": f"http://127.0.0.1:{port}/o/",
+                "listen": f"127.0.0.1:{port}",
+                "key": KEY,
+            },
+        ) as rig:
+            url = await link_of(rig)
+            assert (await page(url, "POST")).status == 200
+            assert rig.gw.store is not None
+            (event,) = await rig.gw.store.history(SUBSCRIBER)
+            assert event.scope == "business:acme-inc"
+            assert await rig.mt(source=NUMBER_3, text="other") == OPTED_OUT
