@@ -1419,8 +1419,21 @@ def _clarify(bt: _Table) -> Clarify | None:
     all_words = ct.strings("all_words") if ct.has("all_words") else d.all_words
     if not all_words or not all(w.strip() for w in all_words):
         raise ConfigError(f"{ct._key('all_words')}: expected non-empty words")
+    replies: list[tuple[str, str]] = []
+    rt = ct.table("replies")
+    if rt is not None:
+        for language in list(rt._data):
+            if language not in LANGUAGE_PACKS:
+                known = ", ".join(sorted(LANGUAGE_PACKS))
+                raise ConfigError(f"{rt._key(language)}: unknown language; known: {known}")
+            text = rt.string(language)
+            check_placeholders(text, rt._key(language), CLARIFY_PLACEHOLDERS)
+            replies.append((language, text))
+        rt.finish()
     ct.finish()
-    return Clarify(window_s=window_h * 3600.0, reply=reply, all_words=all_words)
+    return Clarify(
+        window_s=window_h * 3600.0, reply=reply, all_words=all_words, replies=tuple(replies)
+    )
 
 
 def _campaign_business(ct: _Table, businesses: Mapping[str, Business]) -> dict[str, Any]:

@@ -938,6 +938,7 @@ class TestBusinesses:
     def test_clarify(self) -> None:
         """``clarify`` gives the window in hours, the question and the ALL words."""
         clarify = {
+            "replies": {"fr": "{brand} : TOUT ou {choices} ?"},
             "window_h": 2,
             "reply": "{brand}: ALL or {choices}?",
             "all_words": ["ALL", "TOUT"],
@@ -948,6 +949,7 @@ class TestBusinesses:
         assert rules.clarify is not None
         assert rules.clarify.window_s == 7200.0
         assert rules.clarify.all_words == ("ALL", "TOUT")
+        assert rules.clarify.replies == (("fr", "{brand} : TOUT ou {choices} ?"),)
 
     def test_business_without_table_is_a_name(self) -> None:
         """A campaign may name a business with no ``[[businesses]]`` at all: no revoke-all."""
@@ -984,6 +986,11 @@ class TestBusinesses:
                 {"name": "acme", "revoke_all": True, "clarify": {"reply": "{list}"}},
                 "acme",
                 r"clarify\.reply: \{list\}",
+            ),
+            (
+                {"name": "acme", "revoke_all": True, "clarify": {"replies": {"xx": "?"}}},
+                "acme",
+                r"clarify\.replies\.xx: unknown language; known: de, es, fr",
             ),
             (
                 {"name": "acme", "revoke_all": True, "clarify": {"window": 3}},

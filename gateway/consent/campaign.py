@@ -163,6 +163,9 @@ class Clarify:
     window_s: float = 86_400.0
     reply: str = DEFAULT_CLARIFY_REPLY
     all_words: tuple[str, ...] = ("ALL",)
+    # The question in another language, by language pack name: asked when the STOP was a
+    # word of that pack (ARRET -> "fr").
+    replies: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

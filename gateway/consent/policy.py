@@ -50,7 +50,7 @@ from functools import lru_cache
 from gateway.consent import hours as quiet
 from gateway.consent import revoke
 from gateway.consent.campaign import Campaign, FooterMode, InboundUnknown, OutboundUnknown, ReOptIn
-from gateway.consent.keywords import KeywordFamily, KeywordMatch, match
+from gateway.consent.keywords import KeywordFamily, KeywordMatch, match, normalise_text
 from gateway.consent.model import (
     GLOBAL_SCOPE,
     Actor,
@@ -718,7 +718,7 @@ def _opt_out(
     replies = ctx.campaign.replies
     reply = ctx.reply(replies.already_opted_out if repeat else replies.opt_out)
     if not repeat and event.scope.startswith("business:"):
-        asked = _ask_which(ctx, event)
+        asked = _ask_which(ctx, event, found)
         if asked is not None:
             event, reply = asked
     return MoDecision(
@@ -848,7 +848,9 @@ def unblock(
 # --- FCC revoke-all: the confirmation that asks which messages to stop -------------------------
 
 
-def _ask_which(ctx: _MoContext, event: ConsentEvent) -> tuple[ConsentEvent, AutoReply] | None:
+def _ask_which(
+    ctx: _MoContext, event: ConsentEvent, found: KeywordMatch
+) -> tuple[ConsentEvent, AutoReply] | None:
     """The business opt-out marked as asking, and the question as its one confirmation; None
     when the business has no clarify option or no question can be sent to this subscriber.
 
@@ -858,7 +860,8 @@ def _ask_which(ctx: _MoContext, event: ConsentEvent) -> tuple[ConsentEvent, Auto
     clarify = rules.clarify if rules is not None else None
     if clarify is None or not clarify.reply:
         return None
-    text = ctx.campaign.reply(clarify.reply).replace(
+    template = revoke.question(clarify, ctx.campaign, found.keyword)
+    text = ctx.campaign.reply(template).replace(
         "{choices}", ", ".join(revoke.choices(ctx.campaign))
     )
     reply = ctx.reply_text(text)
@@ -881,11 +884,11 @@ def _clarify_answer(
         # answer nothing (a "b" there must not lift a STOP written to a).
         return None
     business = campaign.business_scope
-    words = ctx.text.strip().casefold()
+    words = normalise_text(ctx.text)
     target: Scope | None = None
     if found is not None and found.family is KeywordFamily.LIST_OPT_OUT and found.list_name:
         target = campaign.list_scope(found.list_name)
-    elif words in {w.casefold() for w in rules.clarify.all_words}:
+    elif words in {normalise_text(w) for w in rules.clarify.all_words}:
         event = ctx.event(business, ConsentState.OPTED_OUT, MatchType.CLARIFY, Actor.KEYWORD)
         return MoDecision(
             action=MoAction.CLARIFIED_ALL,
@@ -895,11 +898,11 @@ def _clarify_answer(
         )
     else:
         for lst in campaign.lists:
-            if words == lst.name.casefold():
+            if words == normalise_text(lst.name):
                 target = campaign.list_scope(lst.name)
                 break
         else:
-            if words == campaign.name.casefold():
+            if words == normalise_text(campaign.name):
                 target = campaign.campaign_scope
     if target is None:
         return None

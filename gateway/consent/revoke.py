@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.consent.campaign import Campaign
+from gateway.consent.campaign import Campaign, Clarify
+from gateway.consent.keywords import LANGUAGE_PACKS, normalise_text
 from gateway.consent.model import ConsentEvent, ConsentState, MatchType
 
 
@@ -69,3 +70,14 @@ def choices(campaign: Campaign) -> tuple[str, ...]:
     """What an answer may name to narrow a revoke-all opt-out through ``campaign``: its lists,
     then the campaign itself."""
     return (*(lst.name for lst in campaign.lists), campaign.name)
+
+
+def question(clarify: Clarify, campaign: Campaign, keyword: str) -> str:
+    """The question's template: in the language of the pack whose opt-out word ``keyword``
+    (normalised) is, where the business has a text in it; else the default text."""
+    by_language = dict(clarify.replies)
+    for language in campaign.keywords.languages:
+        text = by_language.get(language)
+        if text and keyword in {normalise_text(w) for w in LANGUAGE_PACKS[language].opt_out}:
+            return text
+    return clarify.reply

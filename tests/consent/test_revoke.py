@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 
-from gateway.consent.campaign import Business, Campaign, Clarify, MessageList
+from gateway.consent.campaign import Business, Campaign, Clarify, Keywords, MessageList
 from gateway.consent.model import (
     AddressKind,
     ConsentEvent,
@@ -247,3 +247,39 @@ class TestClarify:
         assert decision.events[0].clarify_until is None
         assert decision.reply is not None
         assert "ALL" not in decision.reply.text
+
+
+class TestLanguage:
+    def test_question_in_the_stop_word_language(self) -> None:
+        """ARRET gets the French question where the business has one; STOP the default."""
+        clarify = Clarify(
+            window_s=3600.0,
+            reply="ACME: ALL or {choices}?",
+            replies=(("fr", "ACME : TOUT ou {choices} ?"),),
+        )
+        rules = business(clarify)
+        french = Campaign(
+            name="a",
+            brand="ACME",
+            numbers=(NUM_A.value,),
+            lists=(PROMO,),
+            keywords=Keywords(languages=("fr",)),
+            business="acme",
+            business_rules=rules,
+        )
+        arret = mo("ARRET", french, AFTER)
+        assert arret.reply is not None
+        assert arret.reply.text == "ACME : TOUT ou promo, a ?"
+        stop = mo("STOP", french, AFTER)
+        assert stop.reply is not None
+        assert stop.reply.text == "ACME: ALL or promo, a?"
+
+    def test_answer_words_are_normalised(self) -> None:
+        """'All.' and ' promo ' are read as ALL and PROMO (case, spaces and end marks)."""
+        stopped = mo("STOP", QA, AFTER).events
+        assert mo("All.", QA, AFTER + 1, applied(stopped), stopped[0]).action is (
+            MoAction.CLARIFIED_ALL
+        )
+        assert mo(" promo ", QA, AFTER + 1, applied(stopped), stopped[0]).action is (
+            MoAction.CLARIFIED_NARROWED
+        )
