@@ -23,7 +23,10 @@ MO rules (``decide_mo``), in order:
 - A blocked subscriber's MO is acknowledged and not forwarded; an opt-out in it is still recorded
   (the audit trail keeps the subscriber's words); nothing else is acted on, and nothing is replied.
 - STOP family -> opted_out in the campaign's scope (number / campaign / account); STOPALL -> the
-  account. A list word -> that list only. Exactly one confirmation per opt-out: a STOP from a
+  account. While the campaign's business has revoke-all in effect (at ``now``), a STOP -> the
+  business (FCC revoke-all); its confirmation may ask which messages to stop, and an answer
+  within the window (``clarifying``) narrows it to a list or the campaign, or keeps all. A list
+  word -> that list only. Exactly one confirmation per opt-out: a STOP from a
   subscriber already opted out towards this sender is recorded again (audit trail) but gets no
   second confirmation (only the ``already_opted_out`` reply, which is off by default).
 - START family -> opted_in in the campaign's scope (completes a pending opt-in); never lifts a
@@ -602,7 +605,8 @@ def decide_mo(
     ``system_id`` is the receiving client's account key, ``bound_as`` its system_id as bound.
     ``records`` are the subscriber's current records by scope key (at least those of
     ``scope_keys(campaign, recipient.value, system_id, "", bound_as)`` plus the campaign's
-    list scopes). Each decision makes at most one event.
+    list scopes). Each decision makes at most one event, except an answer that narrows a
+    revoke-all opt-out (two).
     """
     keys = _scopes(campaign, recipient.value, system_id, "", bound_as)[1]
     state, _ = effective_state(keys, records)
