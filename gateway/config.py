@@ -29,8 +29,10 @@ from gateway.consent.campaign import (
     LOCAL_REPLY_NAMES,
     REPLY_NAMES,
     AccountMatch,
+    Business,
     Campaign,
     CampaignDirectory,
+    Clarify,
     FooterMode,
     InboundUnknown,
     Keywords,
@@ -587,6 +589,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 FOOTER_PLACEHOLDERS = ("brand", "optout_url", "link")
 REPLY_PLACEHOLDERS = ("brand", "contact")
 LIST_REPLY_PLACEHOLDERS = ("brand", "contact", "list")
+CLARIFY_PLACEHOLDERS = ("brand", "choices")
 # Asked for where they are not filled: the message says why rather than "unknown".
 _NOT_HERE = {
     "optout_url": "the web opt-out link goes in footers only",
@@ -1489,6 +1492,7 @@ def _consent(root: _Table) -> ConsentConfig:
     if default_table is not None:
         default_table.finish()
 
+    businesses = _businesses(root)
     campaigns = []
     names: set[str] = set()
     for ct in root.tables("campaigns"):
@@ -1496,13 +1500,18 @@ def _consent(root: _Table) -> ConsentConfig:
         if name in names or name == default.name:
             raise ConfigError(f"{ct._key('name')}: campaign {name!r} defined twice")
         names.add(name)
+        values = _campaign_values(ct, country, short_code_max, match)
+        values.update(_campaign_business(ct, businesses))
         try:
-            campaigns.append(
-                Campaign(name=name, **_campaign_values(ct, country, short_code_max, match))
-            )
+            campaigns.append(Campaign(name=name, **values))
         except ValueError as exc:
             raise ConfigError(f"{ct._path}: {exc}") from None
         ct.finish()
+    unused = sorted(set(businesses) - {c.business for c in campaigns})
+    if unused:
+        raise ConfigError(
+            f"businesses: {', '.join(unused)} has no campaign (give campaigns business = name)"
+        )
     try:
         directory = CampaignDirectory(campaigns, default)
     except ValueError as exc:
@@ -1523,6 +1532,108 @@ def _consent(root: _Table) -> ConsentConfig:
     )
     c.finish()
     return config
+
+
+# --- businesses: FCC revoke-all ------------------------------------------------------------------
+
+
+def _businesses(root: _Table) -> dict[str, Business]:
+    """``[[businesses]]``: a business's own settings (``revoke_all``, ``clarify``); campaigns
+    join one with ``business = "name"``."""
+    found: dict[str, Business] = {}
+    for bt in root.tables("businesses"):
+        name = bt.string("name", required=True)
+        if not name.strip() or "/" in name:
+            raise ConfigError(f"{bt._key('name')}: expected a non-empty name without '/'")
+        if name in found:
+            raise ConfigError(f"{bt._key('name')}: business {name!r} defined twice")
+        revoke_from, revoke_text = _revoke_all(bt)
+        clarify = _clarify(bt)
+        if clarify is not None and revoke_from is None:
+            raise ConfigError(
+                f"{bt._key('clarify')}: asks which messages a revoke-all opt-out covers;"
+                " it has no effect with revoke_all = false"
+            )
+        found[name] = Business(
+            name=name, revoke_all_from=revoke_from, revoke_all_text=revoke_text, clarify=clarify
+        )
+        bt.finish()
+    return found
+
+
+def _revoke_all(bt: _Table) -> tuple[float | None, str]:
+    """``revoke_all = true | false | "YYYY-MM-DD"`` (from 00:00 that day in ``revoke_all_zone``,
+    UTC unless set): the wall time it is in effect from, and the value as written."""
+    key = bt._key("revoke_all")
+    raw = bt.raw("revoke_all")
+    zone_name = bt.string("revoke_all_zone", "UTC")
+    if raw is None or raw is False:
+        if bt.has("revoke_all_zone"):
+            raise ConfigError(f"{bt._key('revoke_all_zone')}: has no effect without a date")
+        return None, "false"
+    if raw is True:
+        return 0.0, "true"
+    day = raw if isinstance(raw, date) and not isinstance(raw, datetime) else None
+    if isinstance(raw, str):
+        try:
+            day = date.fromisoformat(raw)
+        except ValueError:
+            day = None
+    if day is None:
+        raise ConfigError(f'{key}: expected true, false or a date "YYYY-MM-DD"')
+    try:
+        tz = hours.zone(zone_name)
+    except ValueError as exc:
+        raise ConfigError(f"{bt._key('revoke_all_zone')}: {exc}") from None
+    start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+    return start, f"{day.isoformat()} ({zone_name})"
+
+
+def _clarify(bt: _Table) -> Clarify | None:
+    """``clarify = { window_h = 24, reply = "...", all_words = ["ALL"] }``."""
+    ct = bt.table("clarify")
+    if ct is None:
+        return None
+    d = Clarify()
+    window_h = ct.integer("window_h", 24, minimum=1, maximum=24 * 30)
+    reply = ct.string("reply", d.reply)
+    if not reply:
+        raise ConfigError(f"{ct._key('reply')}: the question cannot be empty (remove clarify)")
+    check_placeholders(reply, ct._key("reply"), CLARIFY_PLACEHOLDERS)
+    all_words = ct.strings("all_words") if ct.has("all_words") else d.all_words
+    if not all_words or not all(w.strip() for w in all_words):
+        raise ConfigError(f"{ct._key('all_words')}: expected non-empty words")
+    replies: list[tuple[str, str]] = []
+    rt = ct.table("replies")
+    if rt is not None:
+        for language in list(rt._data):
+            if language not in LANGUAGE_PACKS:
+                known = ", ".join(sorted(LANGUAGE_PACKS))
+                raise ConfigError(f"{rt._key(language)}: unknown language; known: {known}")
+            text = rt.string(language)
+            check_placeholders(text, rt._key(language), CLARIFY_PLACEHOLDERS)
+            replies.append((language, text))
+        rt.finish()
+    ct.finish()
+    return Clarify(
+        window_s=window_h * 3600.0, reply=reply, all_words=all_words, replies=tuple(replies)
+    )
+
+
+def _campaign_business(ct: _Table, businesses: Mapping[str, Business]) -> dict[str, Any]:
+    """A campaign's ``business = "name"``: a business of ``[[businesses]]``, when there are any."""
+    if not ct.has("business"):
+        return {}
+    name = ct.string("business")
+    if not name.strip() or "/" in name:
+        raise ConfigError(f"{ct._key('business')}: expected a non-empty name without '/'")
+    rules = businesses.get(name)
+    if rules is None and businesses:
+        raise ConfigError(
+            f"{ct._key('business')}: unknown business {name!r}; [[businesses]] has"
+            f" {', '.join(sorted(businesses))}"
+        )
+    return {"business": name, "business_rules": rules}
 
 
 # --- text ---------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ from gateway.store.evidence import (
     frequency_caps,
     history_rows,
     render_frequency_caps,
+    render_revoke_rules,
     render_sending_rules,
+    revoke_rules,
     sending_rules,
 )
 from gateway.store.evidence import render as render_history
@@ -176,6 +178,11 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
             caps = await frequency_caps(
                 config.consent.directory, store, subscriber, now=time.time()
             )
+            businesses = None
+            if any(c.business for c in config.consent.directory):
+                businesses = revoke_rules(
+                    config.consent.directory, await store.history(subscriber), now=time.time()
+                )
             if args.json:
                 shown: dict[str, Any] = {
                     "subscriber": subscriber,
@@ -186,6 +193,8 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                     shown["sending_rules"] = rules
                 if caps is not None:
                     shown["frequency_caps"] = caps
+                if businesses is not None:
+                    shown["businesses"] = businesses
                 print(json.dumps(shown))
             else:
                 print(f"{subscriber}: {state.value}")
@@ -195,6 +204,8 @@ async def _run(args: argparse.Namespace, config: GatewayConfig, subscriber: str)
                     sys.stdout.write(render_sending_rules(rules))
                 if caps is not None:
                     sys.stdout.write(render_frequency_caps(caps))
+                if businesses is not None:
+                    sys.stdout.write(render_revoke_rules(businesses))
             return EXIT_OK
         if action == "history":
             rows = await history_rows(store, subscriber, args.scope)

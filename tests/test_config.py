@@ -1016,3 +1016,116 @@ class TestFrequencyCaps:
     def test_errors_name_the_key(self, keys: dict[str, Any], message: str) -> None:
         """Each mistake is an error naming the key."""
         assert error_of(quiet_campaign(**keys)).startswith(message)
+
+
+def with_business(table: dict[str, Any] | None = None, /, **campaign: Any) -> dict[str, Any]:
+    """The example with ``[[businesses]]`` set to ``table`` and its first campaign's keys."""
+    data = example()
+    if table is not None:
+        data["businesses"] = [table]
+    for key, value in campaign.items():
+        data = with_value(data, f"campaigns[0].{key}", value)
+    return data
+
+
+class TestBusinesses:
+    """``[[businesses]]`` and a campaign's ``business``: revoke-all and its errors."""
+
+    def test_date_in_utc_and_a_zone(self) -> None:
+        """``revoke_all = "2027-01-31"`` is on from midnight UTC, or midnight in its zone."""
+        acme = acme_hours(
+            with_business({"name": "acme", "revoke_all": "2027-01-31"}, business="acme")
+        )
+        rules = acme.business_rules
+        assert rules is not None
+        assert rules.revoke_all_from == 1_801_353_600.0
+        assert not rules.revoke_all(1_801_353_599.0)
+        zoned = {"name": "acme", "revoke_all": "2027-01-31", "revoke_all_zone": "America/New_York"}
+        rules = acme_hours(with_business(zoned, business="acme")).business_rules
+        assert rules is not None
+        assert rules.revoke_all_from == 1_801_353_600.0 + 5 * 3600
+
+    def test_true_false_and_a_toml_date(self) -> None:
+        """true is always on, false never, a bare TOML date works like the string."""
+        on = acme_hours(with_business({"name": "acme", "revoke_all": True}, business="acme"))
+        assert on.business_rules is not None
+        assert on.business_rules.revoke_all(0.0)
+        off = acme_hours(with_business({"name": "acme", "revoke_all": False}, business="acme"))
+        assert off.business_rules is not None
+        assert not off.business_rules.revoke_all(2e9)
+        bare = {"name": "acme", "revoke_all": date(2027, 1, 31)}
+        rules = acme_hours(with_business(bare, business="acme")).business_rules
+        assert rules is not None
+        assert rules.revoke_all_from == 1_801_353_600.0
+
+    def test_clarify(self) -> None:
+        """``clarify`` gives the window in hours, the question and the ALL words."""
+        clarify = {
+            "replies": {"fr": "{brand} : TOUT ou {choices} ?"},
+            "window_h": 2,
+            "reply": "{brand}: ALL or {choices}?",
+            "all_words": ["ALL", "TOUT"],
+        }
+        business = {"name": "acme", "revoke_all": True, "clarify": clarify}
+        rules = acme_hours(with_business(business, business="acme")).business_rules
+        assert rules is not None
+        assert rules.clarify is not None
+        assert rules.clarify.window_s == 7200.0
+        assert rules.clarify.all_words == ("ALL", "TOUT")
+        assert rules.clarify.replies == (("fr", "{brand} : TOUT ou {choices} ?"),)
+
+    def test_business_without_table_is_a_name(self) -> None:
+        """A campaign may name a business with no ``[[businesses]]`` at all: no revoke-all."""
+        acme = acme_hours(with_business(business="acme"))
+        assert acme.business == "acme"
+        assert acme.business_rules is None
+
+    @pytest.mark.parametrize(
+        ("business", "campaign", "message"),
+        [
+            (
+                {"name": "acme", "revoke_all": True},
+                "other",
+                r"campaigns\[0\]\.business: unknown business 'other'",
+            ),
+            ({"name": "acme", "revoke_all": True}, None, r"businesses: acme has no campaign"),
+            (
+                {"name": "acme", "revoke_all": "31/01/2027"},
+                "acme",
+                r"businesses\[0\]\.revoke_all: expected true",
+            ),
+            (
+                {"name": "acme", "revoke_all": "2027-01-31", "revoke_all_zone": "Mars/Base"},
+                "acme",
+                r"revoke_all_zone: unknown time zone",
+            ),
+            ({"name": "acme", "revoke_all_zone": "UTC"}, "acme", r"revoke_all_zone: has no effect"),
+            (
+                {"name": "acme", "clarify": {}},
+                "acme",
+                r"businesses\[0\]\.clarify: .*revoke_all = false",
+            ),
+            (
+                {"name": "acme", "revoke_all": True, "clarify": {"reply": "{list}"}},
+                "acme",
+                r"clarify\.reply: \{list\}",
+            ),
+            (
+                {"name": "acme", "revoke_all": True, "clarify": {"replies": {"xx": "?"}}},
+                "acme",
+                r"clarify\.replies\.xx: unknown language; known: de, es, fr",
+            ),
+            (
+                {"name": "acme", "revoke_all": True, "clarify": {"window": 3}},
+                "acme",
+                r"clarify\.window: unknown key",
+            ),
+            ({"name": "acme", "revoke": True}, "acme", r"businesses\[0\]\.revoke: unknown key"),
+        ],
+    )
+    def test_errors_name_the_key(
+        self, business: dict[str, Any], campaign: str | None, message: str
+    ) -> None:
+        """Mistakes in ``[[businesses]]`` and ``business`` are errors that name the key."""
+        keys = {} if campaign is None else {"business": campaign}
+        assert re.search(message, error_of(with_business(business, **keys)))

@@ -2,7 +2,8 @@
 
 ``GET /o/TOKEN`` shows a plain page that asks to confirm: link scanners and previews fetch
 links without a person, so opening one changes nothing. ``POST /o/TOKEN`` (the page's button)
-opts the subscriber out of the campaign (scope ``campaign:NAME``, actor ``link``), through the
+opts the subscriber out of the campaign (scope ``campaign:NAME``, or ``business:NAME`` while
+the campaign's business has revoke-all in effect; actor ``link``), through the
 daemon's own store, so the next MT is refused at once and the change is in the audit trail. A
 malformed, forged or expired token, or one for a campaign no longer configured, changes
 nothing and gets a page that says so and tells how to opt out by SMS instead. A store that
@@ -15,6 +16,7 @@ reverse proxy that terminates TLS for ``base_url``: never on the admin API's por
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -24,6 +26,7 @@ from gateway.admin.http import HttpServer, Request, Response
 from gateway.consent.campaign import CampaignDirectory
 from gateway.consent.link import Claim, LinkSigner, Refusal, day_number
 from gateway.consent.model import Actor, ConsentState, Scope, ScopeKind
+from gateway.consent.policy import revoke_all_scope
 from gateway.store.base import ConsentStore, StoreError
 from gateway.store.staff import set_state
 from gateway.telemetry import logs
@@ -144,11 +147,15 @@ class OptOutPages:
         claim = self._claim(request)
         if isinstance(claim, Response):
             return claim
+        # A revocation through the business's web page is one like a STOP: under revoke-all
+        # it reaches every campaign of the business.
+        campaign = self.campaigns().get(claim.campaign)
+        business = revoke_all_scope(campaign, time.time()) if campaign is not None else None
         try:
             change = await set_state(
                 self.store,
                 subscriber=claim.subscriber,
-                scope=Scope(ScopeKind.CAMPAIGN, claim.campaign),
+                scope=business or Scope(ScopeKind.CAMPAIGN, claim.campaign),
                 state=ConsentState.OPTED_OUT,
                 actor=Actor.LINK,
                 reason="web opt-out link",

@@ -44,7 +44,8 @@ MAX_QUEUED: Final = 200_000
 WRITE_CHUNK: Final = 4096  # records sealed and written at a time
 _TAIL_READ: Final = 1 << 16
 # Fields of a consent event that its audit record carries when set (besides those always set).
-_OPTIONAL_FIELDS: Final = ("by", "campaign", "sender", "system_id", "instance")
+# clarify_until: a revoke-all opt-out whose confirmation asked which messages to stop.
+_OPTIONAL_FIELDS: Final = ("by", "campaign", "sender", "system_id", "instance", "clarify_until")
 
 
 class AuditError(GatewayError):

@@ -279,6 +279,53 @@ class MessageList:
     keywords: tuple[str, ...] = ()  # words that opt out of this list only (e.g. "OPTOUT-PROMO")
 
 
+DEFAULT_CLARIFY_REPLY = (
+    "{brand}: You will get no more of our messages. Reply ALL to confirm, or name the ones to"
+    " stop ({choices}). No reply means all."
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Clarify:
+    """The revoke-all confirmation that asks which messages to stop (64.1200(a)(12)).
+
+    The opt-out is recorded at once for the whole business; an answer within ``window_s``
+    naming a list or a campaign narrows it, an ``all_words`` answer or no answer keeps all.
+    ``{choices}`` in the reply lists the campaign's list names and the campaign's name."""
+
+    window_s: float = 86_400.0
+    reply: str = DEFAULT_CLARIFY_REPLY
+    all_words: tuple[str, ...] = ("ALL",)
+    # The question in another language, by language pack name: asked when the STOP was a
+    # word of that pack (ARRET -> "fr").
+    replies: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Business:
+    """A business: the campaigns (and so numbers, accounts) one sender of messages owns.
+
+    ``revoke_all_from``: from this wall time (seconds since the epoch) an opt-out through any
+    of its campaigns reaches all of them; 0.0 always, None never. Evaluated against the time
+    of each message, so a configured date takes effect without a restart."""
+
+    name: str
+    revoke_all_from: float | None = None
+    revoke_all_text: str = "false"  # as configured, for ``consent show``
+    clarify: Clarify | None = None
+
+    scope: Scope = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"business name must be non-empty and without '/': {self.name!r}")
+        object.__setattr__(self, "scope", Scope(ScopeKind.BUSINESS, self.name))
+
+    def revoke_all(self, now: float) -> bool:
+        """Whether revoke-all is in effect at wall time ``now``."""
+        return self.revoke_all_from is not None and now >= self.revoke_all_from
+
+
 def render(template: str, brand: str, list_name: str = "", contact: str = "") -> str:
     """Fill a reply template; with no brand the ``"{brand}: "`` prefix disappears, and with no
     contact the sentence holding ``{contact}``."""
@@ -330,13 +377,17 @@ class Campaign:
     category: Category = Category.MARKETING
     quiet_hours: QuietHours | None = None
     # At most N messages per subscriber in a rolling window (gateway.consent.caps), counted
-    # per campaign, per ``business`` (a plain name shared by campaigns) or per subscriber.
+    # per campaign, per ``business`` or per subscriber.
     frequency_cap: FrequencyCap | None = None
+    # The business the campaign belongs to (``business = "acme"``), and its settings from
+    # ``[[businesses]]`` (revoke-all, the clarifying confirmation); None: no such table.
     business: str = ""
+    business_rules: Business | None = None
 
     rules: KeywordRules = field(init=False, repr=False, compare=False)
     campaign_scope: Scope = field(init=False, repr=False, compare=False)
     list_by_service_type: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    business_scope: Scope | None = field(init=False, repr=False, compare=False)
     # The quiet hours this campaign's MTs are checked against: None when it has none, or they
     # do not bind its category (transactional, unless the campaign says so).
     hours: QuietHours | None = field(init=False, repr=False, compare=False)
@@ -377,6 +428,10 @@ class Campaign:
         object.__setattr__(self, "cap", cap)
         key = "" if cap is None else counter_key(cap, self.name, self.business)
         object.__setattr__(self, "cap_key", key)
+        if self.business_rules is not None and self.business_rules.name != self.business:
+            raise ValueError(f"campaign {self.name}: business rules of another business")
+        scope = Scope(ScopeKind.BUSINESS, self.business) if self.business else None
+        object.__setattr__(self, "business_scope", scope)
 
     def _binding_hours(self) -> QuietHours | None:
         quiet = self.quiet_hours

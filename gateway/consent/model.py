@@ -37,6 +37,9 @@ class MatchType(StrEnum):
     KEYWORD = "keyword"  # the whole message is a keyword of a family
     PHRASE = "phrase"  # the optional plain-language tier ("please stop texting me")
     ANY_MESSAGE = "any_message"  # re-opt-in on any message, where the campaign allows it
+    # The answer to a revoke-all confirmation that asked which messages to stop (ALL, a list
+    # or a campaign): recorded against the business's opt-out it narrows or confirms.
+    CLARIFY = "clarify"
 
 
 class ScopeKind(StrEnum):
@@ -46,6 +49,9 @@ class ScopeKind(StrEnum):
     CAMPAIGN = "campaign"  # every number of the campaign
     ACCOUNT = "account"  # everything of the client account (system_id)
     LIST = "list"  # one per-campaign list, chosen by service_type
+    # Every campaign of one business (FCC revoke-all, 47 CFR 64.1200(a)(12)): what an opt-out
+    # reaches while the business's revoke_all is in effect.
+    BUSINESS = "business"
     GLOBAL = "global"  # blocks: staff-set, reach everything
 
 
@@ -54,7 +60,7 @@ class Scope:
     """A consent scope, rendered as a stable string key for stores: ``kind:name``.
 
     Names: NUMBER -> sender E.164 digits; CAMPAIGN -> campaign name; ACCOUNT -> system_id;
-    LIST -> ``campaign/list``; GLOBAL -> ``*``.
+    LIST -> ``campaign/list``; BUSINESS -> business name; GLOBAL -> ``*``.
     """
 
     kind: ScopeKind
@@ -97,6 +103,9 @@ class ConsentEvent:
     by: str | None = None
     # Idempotency: a second append with the same dedup_key is a no-op (retransmitted MO).
     dedup_key: str | None = None
+    # A revoke-all opt-out whose confirmation asked which messages to stop: answers narrow it
+    # until then (seconds since the epoch); None when nothing was asked.
+    clarify_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,7 +23,10 @@ MO rules (``decide_mo``), in order:
 - A blocked subscriber's MO is acknowledged and not forwarded; an opt-out in it is still recorded
   (the audit trail keeps the subscriber's words); nothing else is acted on, and nothing is replied.
 - STOP family -> opted_out in the campaign's scope (number / campaign / account); STOPALL -> the
-  account. A list word -> that list only. Exactly one confirmation per opt-out: a STOP from a
+  account. While the campaign's business has revoke-all in effect (at ``now``), a STOP -> the
+  business (FCC revoke-all); its confirmation may ask which messages to stop, and an answer
+  within the window (``clarifying``) narrows it to a list or the campaign, or keeps all. A list
+  word -> that list only. Exactly one confirmation per opt-out: a STOP from a
   subscriber already opted out towards this sender is recorded again (audit trail) but gets no
   second confirmation (only the ``already_opted_out`` reply, which is off by default).
 - START family -> opted_in in the campaign's scope (completes a pending opt-in); never lifts a
@@ -46,13 +49,14 @@ keyed the same way (one per subscriber and scope), so MTs in flight together ask
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
 
 from gateway.consent import hours as quiet
+from gateway.consent import revoke
 from gateway.consent.campaign import Campaign, FooterMode, InboundUnknown, OutboundUnknown, ReOptIn
-from gateway.consent.keywords import ENGLISH, KeywordFamily, KeywordMatch, match
+from gateway.consent.keywords import ENGLISH, KeywordFamily, KeywordMatch, match, normalise_text
 from gateway.consent.model import (
     GLOBAL_SCOPE,
     Actor,
@@ -269,6 +273,9 @@ class MoAction(StrEnum):
     REOPTED_IN = "reopted_in"  # any_message re-opt-in
     OPT_IN_REQUESTED = "opt_in_requested"  # inbound_unknown = request_opt_in
     CONSENTED_BY_MESSAGE = "consented_by_message"  # outbound_unknown = block: wrote first
+    # Answers to the revoke-all confirmation that asked which messages to stop.
+    CLARIFIED_ALL = "clarified_all"  # ALL: the business-wide opt-out stands
+    CLARIFIED_NARROWED = "clarified_narrowed"  # a list or a campaign: only that is stopped
     NONE = "none"  # an ordinary message
 
 
@@ -297,6 +304,10 @@ def _scopes(
         campaign.campaign_scope,
         Scope(ScopeKind.NUMBER, sender),
     ]
+    if campaign.business_scope is not None:
+        # One key more whatever the date: business records exist only once revoke-all was in
+        # effect for an opt-out, so the date is decided when the opt-out is recorded, not here.
+        scopes.append(campaign.business_scope)
     if legacy and legacy != system_id:
         # Account records written before system_ids were folded (see account_key) still count.
         scopes.append(Scope(ScopeKind.ACCOUNT, legacy))
@@ -324,7 +335,11 @@ def scope_keys(
 
 
 def stop_scope(campaign: Campaign, sender: str, system_id: str) -> Scope:
-    """Where a STOP (and START) written to ``sender`` is recorded, per the campaign's scope."""
+    """Where a STOP (and START) written to ``sender`` is recorded, per the campaign's scope.
+
+    A START after a revoke-all opt-out is recorded here too, so it re-subscribes this campaign
+    only (it is newer than the business record, see ``effective_state``): consent given to one
+    campaign is consent to that campaign, the rest of the business stays stopped."""
     if campaign.scope is ScopeKind.NUMBER:
         return Scope(ScopeKind.NUMBER, sender)
     if campaign.scope is ScopeKind.ACCOUNT:
@@ -531,8 +546,18 @@ class _MoContext:
     dedup_key: str | None
 
     def event(
-        self, scope: Scope, state: ConsentState, match_type: MatchType, actor: Actor
+        self,
+        scope: Scope,
+        state: ConsentState,
+        match_type: MatchType,
+        actor: Actor,
+        *,
+        second: bool = False,
+        clarify_until: float | None = None,
     ) -> ConsentEvent:
+        dedup_key = self.dedup_key
+        if second and dedup_key is not None:
+            dedup_key = f"{dedup_key}/2"  # the second event of one decision
         return ConsentEvent(
             event_id=self.new_event_id(),
             at=self.now,
@@ -547,13 +572,16 @@ class _MoContext:
             system_id=self.system_id,
             smsc_message_id=self.smsc_message_id,
             instance=self.instance,
-            dedup_key=self.dedup_key,
+            dedup_key=dedup_key,
+            clarify_until=clarify_until,
         )
 
     def reply(self, name: str, language: str = ENGLISH, list_name: str = "") -> AutoReply | None:
         """The campaign's reply ``name`` to a keyword of ``language`` (CWTA: ARRET is answered
         in French, STOP in English), or None when it is off or the sender takes no reply."""
-        text = self.campaign.reply_in(name, language, list_name)
+        return self.reply_text(self.campaign.reply_in(name, language, list_name))
+
+    def reply_text(self, text: str) -> AutoReply | None:
         if not text or not self.subscriber.accepts_auto_reply:
             return None
         return AutoReply(
@@ -579,13 +607,18 @@ def decide_mo(
     smsc_message_id: str | None = None,
     dedup_key: str | None = None,
     bound_as: str = "",
+    clarifying: ConsentEvent | None = None,
 ) -> MoDecision:
     """What an MO (decoded, reassembled ``text``) from ``subscriber`` to ``recipient`` does.
+
+    ``clarifying``: the business opt-out whose confirmation asked which messages to stop and
+    whose window is still open (``gateway.consent.revoke.pending_clarification``), if any.
 
     ``system_id`` is the receiving client's account key, ``bound_as`` its system_id as bound.
     ``records`` are the subscriber's current records by scope key (at least those of
     ``scope_keys(campaign, recipient.value, system_id, "", bound_as)`` plus the campaign's
-    list scopes). Each decision makes at most one event.
+    list scopes). Each decision makes at most one event, except an answer that narrows a
+    revoke-all opt-out (two).
     """
     keys = _scopes(campaign, recipient.value, system_id, "", bound_as)[1]
     state, _ = effective_state(keys, records)
@@ -624,6 +657,10 @@ def decide_mo(
             events=events,
             match=found,
         )
+    if clarifying is not None:
+        answered = _clarify_answer(ctx, found, clarifying)
+        if answered is not None:
+            return answered
     if found is None:
         return _non_keyword(ctx, state)
     forward = campaign.forward_keywords
@@ -654,11 +691,25 @@ def decide_mo(
     )
 
 
+def revoke_all_scope(campaign: Campaign, now: float) -> Scope | None:
+    """The business scope a STOP to ``campaign`` is recorded in at wall time ``now``, or None
+    when the campaign has no business or its revoke-all is not (yet) in effect."""
+    rules = campaign.business_rules
+    if rules is None or not rules.revoke_all(now):
+        return None
+    return rules.scope
+
+
 def _opt_out_scope(ctx: _MoContext, found: KeywordMatch) -> Scope:
     if found.list_name is not None:
+        # The subscriber's words name the list: that is the scope they chose, as an answer
+        # to the clarifying confirmation would be.
         return ctx.campaign.list_scope(found.list_name)
     if found.reaches_account:
         return Scope(ScopeKind.ACCOUNT, ctx.system_id)
+    business = revoke_all_scope(ctx.campaign, ctx.now)
+    if business is not None:
+        return business
     return stop_scope(ctx.campaign, ctx.recipient.value, ctx.system_id)
 
 
@@ -675,17 +726,22 @@ def _opt_out(
 ) -> MoDecision:
     event = _opt_out_event(ctx, found)
     # A repeat changes nothing the subscriber could notice: already opted out towards this
-    # sender and, for STOPALL, already opted out account-wide.
+    # sender and, for STOPALL (and a revoke-all STOP), already opted out that widely.
     repeat = state is ConsentState.OPTED_OUT
-    if repeat and found.reaches_account:
-        account = records.get(event.scope)
-        repeat = account is not None and account.state is ConsentState.OPTED_OUT
+    if repeat and (found.reaches_account or event.scope.startswith("business:")):
+        wide = records.get(event.scope)
+        repeat = wide is not None and wide.state is ConsentState.OPTED_OUT
+    reply = ctx.reply("already_opted_out" if repeat else "opt_out", found.language)
+    if not repeat and event.scope.startswith("business:"):
+        asked = _ask_which(ctx, event, found)
+        if asked is not None:
+            event, reply = asked
     return MoDecision(
         action=MoAction.REPEAT_OPT_OUT if repeat else MoAction.OPTED_OUT,
         forward=forward,
         state_after=ConsentState.OPTED_OUT,
         events=(event,),
-        reply=ctx.reply("already_opted_out" if repeat else "opt_out", found.language),
+        reply=reply,
         match=found,
     )
 
@@ -800,4 +856,82 @@ def unblock(
         actor=actor,
         words=reason,
         instance=instance,
+    )
+
+
+# --- FCC revoke-all: the confirmation that asks which messages to stop -------------------------
+
+
+def _ask_which(
+    ctx: _MoContext, event: ConsentEvent, found: KeywordMatch
+) -> tuple[ConsentEvent, AutoReply] | None:
+    """The business opt-out marked as asking, and the question as its one confirmation; None
+    when the business has no clarify option or no question can be sent to this subscriber.
+
+    The FCC lets the confirmation ask which messages the person wants to stop, and only that:
+    no persuasion, and no further message once it is answered or its window ends."""
+    rules = ctx.campaign.business_rules
+    clarify = rules.clarify if rules is not None else None
+    if clarify is None or not clarify.reply:
+        return None
+    template = revoke.question(clarify, found.language)
+    text = ctx.campaign.reply(template).replace(
+        "{choices}", ", ".join(revoke.choices(ctx.campaign))
+    )
+    reply = ctx.reply_text(text)
+    if reply is None:
+        return None  # nobody to ask: the opt-out simply stands for all
+    return replace(event, clarify_until=ctx.now + clarify.window_s), reply
+
+
+def _clarify_answer(
+    ctx: _MoContext, found: KeywordMatch | None, clarifying: ConsentEvent
+) -> MoDecision | None:
+    """An answer to the open question (ALL, a list of the campaign, the campaign itself), or
+    None when the MO is no answer (it is then decided as any other MO). No reply either way."""
+    campaign = ctx.campaign
+    rules = campaign.business_rules
+    if rules is None or rules.clarify is None or campaign.business_scope is None:
+        return None
+    if clarifying.campaign != campaign.name:
+        # The question named this campaign's choices; words to another campaign's number
+        # answer nothing (a "b" there must not lift a STOP written to a).
+        return None
+    business = campaign.business_scope
+    words = normalise_text(ctx.text)
+    target: Scope | None = None
+    if found is not None and found.family is KeywordFamily.LIST_OPT_OUT and found.list_name:
+        target = campaign.list_scope(found.list_name)
+    elif words in {normalise_text(w) for w in rules.clarify.all_words}:
+        event = ctx.event(business, ConsentState.OPTED_OUT, MatchType.CLARIFY, Actor.KEYWORD)
+        return MoDecision(
+            action=MoAction.CLARIFIED_ALL,
+            forward=campaign.forward_keywords,
+            state_after=ConsentState.OPTED_OUT,
+            events=(event,),
+        )
+    else:
+        for lst in campaign.lists:
+            if words == normalise_text(lst.name):
+                target = campaign.list_scope(lst.name)
+                break
+        else:
+            if words == normalise_text(campaign.name):
+                target = campaign.campaign_scope
+    if target is None:
+        return None
+    # The narrower opt-out first: if the store fails between the two, the business record
+    # still stops everything and the SMSC's resend completes the answer.
+    narrower = ctx.event(target, ConsentState.OPTED_OUT, MatchType.CLARIFY, Actor.KEYWORD)
+    # UNKNOWN, not OPTED_IN: the business record stops deciding, so what was true before the
+    # STOP (an older campaign opt-out, a missing opt-in) decides again.
+    lifted = ctx.event(
+        business, ConsentState.UNKNOWN, MatchType.CLARIFY, Actor.KEYWORD, second=True
+    )
+    return MoDecision(
+        action=MoAction.CLARIFIED_NARROWED,
+        forward=campaign.forward_keywords,
+        state_after=ConsentState.OPTED_OUT,
+        events=(narrower, lifted),
+        match=found,
     )

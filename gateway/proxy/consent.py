@@ -33,7 +33,13 @@ from typing import Protocol
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
-from gateway.consent.model import ConsentEvent, ConsentRecord, SmsAddress
+from gateway.consent.model import (
+    ConsentEvent,
+    ConsentRecord,
+    ConsentState,
+    ScopeKind,
+    SmsAddress,
+)
 from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
     QUIET_REASONS,
@@ -49,6 +55,7 @@ from gateway.consent.policy import (
     decide_mt,
     is_delivery_receipt,
 )
+from gateway.consent.revoke import pending_clarification
 from gateway.messages import mo as mo_path
 from gateway.messages import multi
 from gateway.messages.content import Content, PartInfo, content_of
@@ -90,6 +97,9 @@ REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
 CAP_TOKENS_MAX = 65_536  # long messages in flight whose reservation token is remembered
 EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part refused alike
+
+
+REVOKE_ALL_PREFIX = f"{ScopeKind.BUSINESS.value}:"
 
 
 def new_event_id() -> str:
@@ -640,6 +650,12 @@ class ConsentEnforcer:
             self.metrics.mt_quiet_hours_total.labels(reason.value, EARLIER_PART).inc()
         elif rule is not None:
             fields["rule"] = rule  # a frequency cap's preset
+        decided = decision.scope if isinstance(decision, Reject) else None
+        if decided is not None and decided.startswith(REVOKE_ALL_PREFIX):
+            # An opt-out through another campaign of the business: say so, it is not obvious.
+            rule = "revoke_all"
+            self.metrics.mt_revoke_all_total.labels(decided[len(REVOKE_ALL_PREFIX) :]).inc()
+            fields.update(rule=rule, scope=decided)
         if self.audit is not None:
             self.audit.mt_refused(
                 subscriber=subscriber.value,
@@ -847,7 +863,7 @@ class ConsentEnforcer:
                 request.forward()  # binary, or a part of a long MO still incomplete
                 return
             records = self.store.cached_current(key)
-            if records is not None:
+            if records is not None and not self._may_clarify(recipient, records):
                 decision = self._decide_mo(
                     request, pdu, content, text, subscriber, recipient, records
                 )
@@ -981,6 +997,7 @@ class ConsentEnforcer:
         subscriber: SmsAddress,
         recipient: SmsAddress,
         records: Mapping[str, ConsentRecord],
+        clarifying: ConsentEvent | None = None,
     ) -> MoDecision:
         now = self.clock.wall()
         bound_as = request.client.system_id
@@ -997,6 +1014,9 @@ class ConsentEnforcer:
             window_s=self.config.mo_dedup_window_s,
         )
         key = mo_path.mo_event_key(digest, records)
+        # A decision makes at most two events (an answer that narrows a revoke-all opt-out);
+        # their ids derive from the MO, so a resend makes the same ones.
+        ids = iter((key, f"{key}/2"))
         return decide_mo(
             text=text,
             subscriber=subscriber,
@@ -1006,12 +1026,23 @@ class ConsentEnforcer:
             records=records,
             is_receipt=False,
             now=now,
-            new_event_id=lambda: key,  # a decision makes at most one event
+            new_event_id=lambda: next(ids),
             instance=self.instance,
             smsc_message_id=receipted_id(pdu),
             dedup_key=key,
             bound_as=bound_as,
+            clarifying=clarifying,
         )
+
+    def _may_clarify(self, recipient: SmsAddress, records: Mapping[str, ConsentRecord]) -> bool:
+        """Whether an MO to ``recipient`` could answer a revoke-all question: the business
+        asks one and the subscriber is opted out business-wide (then history decides)."""
+        campaign = self.config.directory.lookup(recipient.value)
+        rules = campaign.business_rules
+        if rules is None or rules.clarify is None or campaign.business_scope is None:
+            return False
+        record = records.get(campaign.business_scope.key)
+        return record is not None and record.state is ConsentState.OPTED_OUT
 
     async def _mo_slow(
         self,
@@ -1029,7 +1060,20 @@ class ConsentEnforcer:
             self._store_down("current", exc)
             self._retry_later(request, held)
             return
-        decision = self._decide_mo(request, pdu, content, text, subscriber, recipient, records)
+        clarifying = None
+        if self._may_clarify(recipient, records):
+            campaign = self.config.directory.lookup(recipient.value)
+            assert campaign.business_scope is not None
+            try:
+                events = await self.store.history(subscriber.value, campaign.business_scope.key)
+            except StoreError as exc:
+                self._store_down("history", exc)
+                self._retry_later(request, held)
+                return
+            clarifying = pending_clarification(events, campaign, self.clock.wall())
+        decision = self._decide_mo(
+            request, pdu, content, text, subscriber, recipient, records, clarifying
+        )
         await self._mo_act(request, decision, held, text)
 
     async def _mo_act(
@@ -1069,6 +1113,7 @@ class ConsentEnforcer:
             )
         if new:
             self._count_opt(decision)
+            self._count_answer(decision)
             self._reply_to(request, decision, text)
         self._settle_mo(request, decision)
 
@@ -1086,6 +1131,17 @@ class ConsentEnforcer:
         family = match.family.value if match is not None else "any_message"
         campaign = decision.events[0].campaign if decision.events else None
         counter.labels(campaign or "none", family).inc()
+
+    def _count_answer(self, decision: MoDecision) -> None:
+        """smppgw_opt_out_answers_total: an answer to a revoke-all question, stored now."""
+        if decision.action is MoAction.CLARIFIED_ALL:
+            answer = "all"
+        elif decision.action is MoAction.CLARIFIED_NARROWED:
+            answer = "narrowed"
+        else:
+            return
+        scope = decision.events[-1].scope
+        self.metrics.mt_opt_out_answers_total.labels(scope[len(REVOKE_ALL_PREFIX) :], answer).inc()
 
     def _reply_to(self, request: MoRequest, decision: MoDecision, text: str | None) -> None:
         """Send the decision's auto-reply (an opt-out confirmation always goes, once), recorded

@@ -15,8 +15,10 @@ leading ``'``: subscribers choose their words), ``render_table`` (aligned column
 control characters shown escaped, so no text can break a line or the alignment).
 
 ``sending_rules`` is what ``consent show`` adds below the states: the quiet hours that apply to
-the number now (its zones and local times, its state, each campaign's rules open or closed).
-``frequency_caps`` is what it adds after those: per capped counter, the messages counted now.
+the number now (its zones and local times, its state, each campaign's rules open or closed);
+``frequency_caps`` is what it adds after those: per capped counter, the messages counted now;
+``revoke_rules`` the businesses: revoke-all in effect or not, the business-wide record and the
+clarifying question asked, if any.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gateway.consent.campaign import Campaign, CampaignDirectory
 from gateway.consent.hours import closed, local_text, rule_states
 from gateway.consent.model import AddressKind, ConsentEvent, SmsAddress
 from gateway.consent.numbers import place
+from gateway.consent.revoke import question_state
 from gateway.store.base import ConsentStore, ReplyOutcome, ReplyRecord
 from gateway.store.staff import event_json, utc_stamp
 
@@ -403,6 +406,51 @@ async def frequency_caps(
     return shown
 
 
+# --- FCC revoke-all: which business rules apply to a number now (``consent show``) -------------
+
+
+def revoke_rules(
+    directory: CampaignDirectory, history: Sequence[ConsentEvent], *, now: float
+) -> list[dict[str, Any]] | None:
+    """Per business of the configured campaigns: its campaigns, whether revoke-all is in
+    effect at wall time ``now`` (and from when), the number's business-wide record and the
+    latest clarifying question (open, answered or ended). None when no campaign has a
+    business."""
+    by_name: dict[str, list[Campaign]] = {}
+    for campaign in directory:
+        if campaign.business:
+            by_name.setdefault(campaign.business, []).append(campaign)
+    if not by_name:
+        return None
+    shown = []
+    for name, campaigns in sorted(by_name.items()):
+        first = campaigns[0]
+        rules = first.business_rules
+        assert first.business_scope is not None
+        key = first.business_scope.key
+        latest = next((e for e in reversed(history) if e.scope == key), None)
+        question = question_state(history, key, now)
+        if question is not None:
+            question = {
+                **question,
+                "asked_at": utc_stamp(float(question["asked_at"])),
+                "until": utc_stamp(float(question["until"])),
+            }
+        shown.append(
+            {
+                "business": name,
+                "campaigns": [c.name for c in campaigns],
+                "revoke_all": rules.revoke_all_text if rules is not None else "false",
+                "in_effect": rules is not None and rules.revoke_all(now),
+                "clarify": rules is not None and rules.clarify is not None,
+                "scope": key,
+                "state": latest.state.value if latest is not None else "unknown",
+                "question": question,
+            }
+        )
+    return shown
+
+
 def render_frequency_caps(caps: list[dict[str, Any]]) -> str:
     """``frequency_caps`` for people: one line per counter."""
     lines = ["frequency caps:"]
@@ -413,3 +461,22 @@ def render_frequency_caps(caps: list[dict[str, Any]]) -> str:
             f" {c['window_h']:g} h, {verdict} ({', '.join(c['campaigns'])})"
         )
     return "\n".join(lines) + "\n"
+
+
+def render_revoke_rules(businesses: Sequence[Mapping[str, Any]]) -> str:
+    """``revoke_rules`` for people: one block per business."""
+    lines = []
+    for b in businesses:
+        effect = "in effect" if b["in_effect"] else "not in effect"
+        lines.append(
+            f"business {b['business']} ({', '.join(b['campaigns'])}): revoke-all"
+            f" {b['revoke_all']}, {effect}{', asks which messages' if b['clarify'] else ''}"
+        )
+        lines.append(f"  {b['scope']}: {b['state']}")
+        q = b["question"]
+        if q is not None:
+            lines.append(
+                f"  question asked {q['asked_at']} via {q['campaign']}, answers until"
+                f" {q['until']}: {q['status']}"
+            )
+    return "".join(f"{line}\n" for line in lines)

@@ -199,6 +199,19 @@ class Metrics:
             ["reason", "rule"],
             registry=r,
         )
+        self.mt_revoke_all_total = Counter(
+            "smppgw_mt_revoke_all_total",
+            "MT refused by a business-wide (FCC revoke-all) opt-out, by business",
+            ["business"],
+            registry=r,
+        )
+        self.mt_opt_out_answers_total = Counter(
+            "smppgw_opt_out_answers_total",
+            "Answers to a revoke-all confirmation that asked which messages to stop, by"
+            " business and answer (all, narrowed)",
+            ["business", "answer"],
+            registry=r,
+        )
         self.mt_allowed_total = Tally(
             "smppgw_mt_allowed_total",
             "MT (each part, each submit_multi destination) the consent decision let through",

@@ -100,7 +100,7 @@ async def consent_gateway(
     campaigns: Sequence[Mapping[str, Any]] = (),
     consent: Mapping[str, Any] | None = None,
     instance: str = "test-gw",
-    **extra: Mapping[str, Any],
+    **extra: Mapping[str, Any] | Sequence[Mapping[str, Any]],
 ) -> AsyncIterator[Gateway]:
     """An in-process gateway enforcing consent on ``store_url``, relaying to ``upstream_port``;
     ``extra`` config sections (``admin={...}``, ``text={...}``) are merged in."""
@@ -110,7 +110,8 @@ async def consent_gateway(
         "store": {"url": store_url},
         "consent": dict(consent or {}),
     }
-    sections.update({name: dict(values) for name, values in extra.items()})
+    for name, values in extra.items():  # tables, or arrays of tables ([[businesses]])
+        sections[name] = dict(values) if isinstance(values, Mapping) else [dict(v) for v in values]
     if campaigns:
         sections["campaigns"] = [dict(c) for c in campaigns]
     async with running_gateway(upstream_port, **sections) as gw:
@@ -655,7 +656,7 @@ async def consent_rig(
     receipts: bool = False,
     store_url: str | None = None,
     system_id: str = "acme",
-    **extra: Mapping[str, Any],
+    **extra: Mapping[str, Any] | Sequence[Mapping[str, Any]],
 ) -> AsyncIterator[Rig]:
     """Simulator, gateway on a SQLite file in ``tmp_path`` and a bound smpplib transceiver;
     ``extra`` config sections go to the gateway."""
