@@ -52,8 +52,12 @@ from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, with_short_message
 from gateway.smpp.constants import EsmClass, Tag
 from gateway.text.dcs import Alphabet, can_encode, decode_as, encode_text, with_alphabet
-from gateway.text.footer import already_has_opt_out, apply_footer, folded_has_opt_out
-from gateway.text.gsm7 import ESCAPE, TextError
+from gateway.text.footer import (
+    already_has_opt_out,
+    apply_footer,
+    folded_has_opt_out,
+)
+from gateway.text.gsm7 import ESCAPE, TextError, ascii_lower
 from gateway.text.segment import (
     CONCAT_8BIT,
     CONCAT_16BIT,
@@ -355,17 +359,32 @@ class Footers:
             return _UNCHANGED[why]
         body = content.body
         alphabet = content.alphabet
-        text = decode_as(body, alphabet)
-        if text is None:
-            return _UNCHANGED[Why.BINARY]
+        # ASCII text (most traffic) is checked lower-cased straight from the octets; it is
+        # decoded only if the campaign's check needs it or the message is re-segmented.
+        folded = _ascii_folded(body, alphabet)
+        text: str | None = None
+        if folded is None:
+            text = decode_as(body, alphabet)
+            if text is None:
+                return _UNCHANGED[Why.BINARY]
         rendered = footer if isinstance(footer, str) else footer()
         if not rendered:
             return _UNCHANGED[Why.NO_FOOTER]
-        if _tells_how_to_opt_out(text, campaign):
-            return _UNCHANGED[Why.HAS_OPT_OUT]
+        if folded is None:
+            assert text is not None
+            if _tells_how_to_opt_out(text, campaign):
+                return _UNCHANGED[Why.HAS_OPT_OUT]
+        elif folded_has_opt_out(folded) or _may_instruct(folded):
+            text = decode_as(body, alphabet)
+            assert text is not None  # an alphabet _ascii_folded reads is text
+            if _tells_how_to_opt_out(text, campaign):
+                return _UNCHANGED[Why.HAS_OPT_OUT]
         appended = self._append_to(frame, pdu, content, rendered)
         if appended is not None:
             return appended
+        if text is None:
+            text = decode_as(body, alphabet)
+            assert text is not None  # an alphabet _ascii_folded reads is text
         if not _round_trips(body, text, alphabet):
             return _UNCHANGED[Why.NOT_ROUND_TRIP]
         return self._resegment((part,), text, rendered, destination)
@@ -526,6 +545,31 @@ def _round_trips(body: bytes, text: str, alphabet: Alphabet) -> bool:
         return False
 
 
+def _ascii_folded(body: bytes, alphabet: Alphabet) -> str | None:
+    """``decode_as(body, alphabet).lower()`` when that text is ASCII, without decoding it
+    first (GSM: one table lookup per octet); else None."""
+    if alphabet is Alphabet.GSM7:
+        folded = ascii_lower(body)
+        return folded.decode("ascii") if folded.isascii() else None
+    if alphabet is Alphabet.IA5 or alphabet is Alphabet.LATIN1:
+        return body.decode("ascii").lower() if body.isascii() else None
+    return None
+
+
+def _may_instruct(folded: str) -> bool:
+    """False only when ``keywords.tells_how_to_opt_out`` cannot match the ASCII text that
+    ``folded`` is lower-cased: its normalisation of ASCII text only lower-cases, spaces and
+    trims, and every instruction it knows starts with one of these verbs."""
+    return (
+        "reply" in folded
+        or "text" in folded
+        or "txt" in folded
+        or "send" in folded
+        or "respond" in folded
+        or "type" in folded
+    )
+
+
 def _tells_how_to_opt_out(text: str, campaign: Campaign) -> bool:
     """True when ``text`` already says how to opt out: ``already_has_opt_out``, or an
     instruction in the campaign's words (``keywords.tells_how_to_opt_out``).
@@ -539,16 +583,7 @@ def _tells_how_to_opt_out(text: str, campaign: Campaign) -> bool:
     folded = text.lower()
     if folded_has_opt_out(folded):
         return True
-    if (
-        "reply" in folded
-        or "text" in folded
-        or "txt" in folded
-        or "send" in folded
-        or "respond" in folded
-        or "type" in folded
-    ):
-        return tells_how_to_opt_out(text, campaign.rules)
-    return False
+    return _may_instruct(folded) and tells_how_to_opt_out(text, campaign.rules)
 
 
 def _appendable(body: bytes, alphabet: Alphabet) -> bool:
