@@ -8,7 +8,7 @@ part of a long message it is (UDH IEI 0x00 / 0x08 wherever it sits, or the SAR T
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import EsmClass, Tag
@@ -41,11 +41,35 @@ class Content(NamedTuple):
 
 Message = p.SubmitSm | p.DeliverSm | p.DataSm | p.SubmitMulti
 
+# Plain ints: compared once per TLV of every message.
+_PAYLOAD: Final = int(Tag.MESSAGE_PAYLOAD)
+_SAR_REF: Final = int(Tag.SAR_MSG_REF_NUM)
+_SAR_TOTAL: Final = int(Tag.SAR_TOTAL_SEGMENTS)
+_SAR_SEQ: Final = int(Tag.SAR_SEGMENT_SEQNUM)
+
 
 def content_of(pdu: Message, smsc_default: Alphabet = Alphabet.GSM7) -> Content:
     """Read the content of a message PDU. A malformed UDH counts as body (left untouched)."""
     tlvs = pdu.tlvs
-    payload = pdu.tlv(Tag.MESSAGE_PAYLOAD) if tlvs else None
+    payload: bytes | None = None
+    ref: bytes | None = None
+    total: bytes | None = None
+    seq: bytes | None = None
+    if tlvs:
+        # One pass over the TLVs for all four tags (the first of each counts, as ``pdu.tlv``).
+        for tlv in tlvs:
+            tag = tlv.tag
+            if tag == _PAYLOAD:
+                if payload is None:
+                    payload = tlv.value
+            elif tag == _SAR_REF:
+                if ref is None:
+                    ref = tlv.value
+            elif tag == _SAR_TOTAL:
+                if total is None:
+                    total = tlv.value
+            elif tag == _SAR_SEQ and seq is None:
+                seq = tlv.value
     in_payload = payload is not None
     raw = payload if payload is not None else getattr(pdu, "short_message", b"")
     udh = EMPTY_UDH
@@ -59,17 +83,14 @@ def content_of(pdu: Message, smsc_default: Alphabet = Alphabet.GSM7) -> Content:
         concat = udh.concat
         if concat is not None and concat.total > 1:
             part = PartInfo(concat.reference, concat.total, concat.seq)
-    if part is None and tlvs:
-        ref = pdu.tlv(Tag.SAR_MSG_REF_NUM)
-        total = pdu.tlv(Tag.SAR_TOTAL_SEGMENTS)
-        seq = pdu.tlv(Tag.SAR_SEGMENT_SEQNUM)
-        if (
-            ref is not None
-            and total is not None
-            and seq is not None
-            and len(total) == 1
-            and len(seq) == 1
-            and total[0] > 1
-        ):
-            part = PartInfo(int.from_bytes(ref, "big"), total[0], seq[0])
+    if (
+        part is None
+        and ref is not None
+        and total is not None
+        and seq is not None
+        and len(total) == 1
+        and len(seq) == 1
+        and total[0] > 1
+    ):
+        part = PartInfo(int.from_bytes(ref, "big"), total[0], seq[0])
     return Content(body, udh, part, alphabet_for(pdu.data_coding, smsc_default), in_payload)

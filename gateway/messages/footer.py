@@ -39,7 +39,6 @@ client's surplus parts share the last upstream part's answer.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -53,8 +52,12 @@ from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode, with_short_message
 from gateway.smpp.constants import EsmClass, Tag
 from gateway.text.dcs import Alphabet, can_encode, decode_as, encode_text, with_alphabet
-from gateway.text.footer import already_has_opt_out, apply_footer
-from gateway.text.gsm7 import ESCAPE, TextError
+from gateway.text.footer import (
+    already_has_opt_out,
+    apply_footer,
+    folded_has_opt_out,
+)
+from gateway.text.gsm7 import ESCAPE, TextError, ascii_lower
 from gateway.text.segment import (
     CONCAT_8BIT,
     CONCAT_16BIT,
@@ -82,10 +85,9 @@ T = TypeVar("T")
 _SILENT_PROTOCOL_IDS: Final = frozenset({0x40, 0x7C, 0x7D, 0x7E, 0x7F})
 _PORT_IEIS: Final = frozenset({IEI_PORT_8BIT, IEI_PORT_16BIT})
 _SAR_TAGS: Final = frozenset({Tag.SAR_MSG_REF_NUM, Tag.SAR_TOTAL_SEGMENTS, Tag.SAR_SEGMENT_SEQNUM})
-# The verbs keywords.tells_how_to_opt_out looks for ("reply STOP", "respond with STOP", ...).
-_INSTRUCTION_VERB: Final = re.compile(r"reply|text|txt|send|respond|type")
 _MAX_DESTINATIONS: Final = 100_000  # per-destination reference counters kept (LRU)
 _MAX_ENCODED: Final = 1_000  # encoded footers kept (footers with links differ per subscriber)
+_NOT_CACHED: Final = b"not cached"  # a sentinel compared by identity
 # Units one part holds without a UDH (GSM septets, UCS-2 code units, octets).
 _ONE_PART: Final = {
     Alphabet.GSM7: 160,
@@ -313,29 +315,27 @@ class Footers:
         """What goes upstream for one message (``parts`` in sequence order) with the rendered
         ``footer`` (or what renders it, called only once the text may take one);
         ``destination`` keys the reference counter."""
+        if len(parts) == 1:
+            one = self.rewrite_one(parts[0], campaign, footer, destination)
+            return Rewritten((Unit(one, (0,)),), False) if isinstance(one, bytes) else one
         _, first_pdu, first = parts[0]
         why = _untouchable(first_pdu, first)
         if why is not None:
             return _UNCHANGED[why]
         alphabet = first.alphabet
-        if len(parts) == 1:
-            body = first.body
-        else:
-            if any(
-                x.data_coding != first_pdu.data_coding or c.in_payload != first.in_payload
-                for _, x, c in parts
-            ):
-                return _UNCHANGED[Why.MIXED_PARTS]
-            body = b"".join(c.body for _, _, c in parts)
+        if any(
+            x.data_coding != first_pdu.data_coding or c.in_payload != first.in_payload
+            for _, x, c in parts
+        ):
+            return _UNCHANGED[Why.MIXED_PARTS]
+        body = b"".join(c.body for _, _, c in parts)
         text = decode_as(body, alphabet)
         if text is None:
             return _UNCHANGED[Why.BINARY]
         rendered = footer if isinstance(footer, str) else footer()
         if not rendered:
             return _UNCHANGED[Why.NO_FOOTER]
-        if already_has_opt_out(text) or (
-            _may_instruct(text) and tells_how_to_opt_out(text, campaign.rules)
-        ):
+        if _tells_how_to_opt_out(text, campaign):
             return _UNCHANGED[Why.HAS_OPT_OUT]
         appended = self._append(parts, rendered)
         if appended is not None:
@@ -344,50 +344,101 @@ class Footers:
             return _UNCHANGED[Why.NOT_ROUND_TRIP]  # only octets it can write again are re-encoded
         return self._resegment(parts, text, rendered, destination)
 
+    def rewrite_one(
+        self,
+        part: ClientPart,
+        campaign: Campaign,
+        footer: str | Callable[[], str],
+        destination: str,
+    ) -> bytes | Outcome:
+        """``rewrite`` of a message in one PDU, the common case: when the footer is appended
+        to it, just the frame to send in its place (it answers the client's request)."""
+        frame, pdu, content = part
+        why = _untouchable(pdu, content)
+        if why is not None:
+            return _UNCHANGED[why]
+        body = content.body
+        alphabet = content.alphabet
+        # ASCII text (most traffic) is checked lower-cased straight from the octets; it is
+        # decoded only if the campaign's check needs it or the message is re-segmented.
+        folded = _ascii_folded(body, alphabet)
+        text: str | None = None
+        if folded is None:
+            text = decode_as(body, alphabet)
+            if text is None:
+                return _UNCHANGED[Why.BINARY]
+        rendered = footer if isinstance(footer, str) else footer()
+        if not rendered:
+            return _UNCHANGED[Why.NO_FOOTER]
+        if folded is None:
+            assert text is not None
+            if _tells_how_to_opt_out(text, campaign):
+                return _UNCHANGED[Why.HAS_OPT_OUT]
+        elif folded_has_opt_out(folded) or _may_instruct(folded):
+            text = decode_as(body, alphabet)
+            assert text is not None  # an alphabet _ascii_folded reads is text
+            if _tells_how_to_opt_out(text, campaign):
+                return _UNCHANGED[Why.HAS_OPT_OUT]
+        appended = self._append_to(frame, pdu, content, rendered)
+        if appended is not None:
+            return appended
+        if text is None:
+            text = decode_as(body, alphabet)
+            assert text is not None  # an alphabet _ascii_folded reads is text
+        if not _round_trips(body, text, alphabet):
+            return _UNCHANGED[Why.NOT_ROUND_TRIP]
+        return self._resegment((part,), text, rendered, destination)
+
     def _append(self, parts: Sequence[ClientPart], footer: str) -> Rewritten | None:
-        """The client's frames with the encoded separator and footer added to the last part's
-        short_message, when that fits the part in the same coding; else None."""
+        """The client's frames with the footer appended to the last part (``_append_to``);
+        None when it does not fit there."""
         frame, pdu, content = parts[-1]
-        if not isinstance(pdu, p.SubmitSm) or content.in_payload:
+        body = content.body
+        # A last part that does not round-trip alone starts inside a character the client
+        # split: re-segmenting heals it.
+        text = decode_as(body, content.alphabet)
+        if text is None or not _round_trips(body, text, content.alphabet):
+            return None
+        patched = self._append_to(frame, pdu, content, footer)
+        if patched is None:
+            return None
+        last = len(parts) - 1
+        units = [Unit(f, (i,)) for i, (f, _, _) in enumerate(parts[:last])]
+        return Rewritten((*units, Unit(patched, (last,))), False)
+
+    def _append_to(self, frame: bytes, pdu: Message, content: Content, footer: str) -> bytes | None:
+        """``frame`` with the encoded separator and footer added to its short_message, when
+        that fits the part in the same coding; else None."""
+        if content.in_payload or not isinstance(pdu, p.SubmitSm):
             return None
         alphabet = content.alphabet
         body = content.body
-        if len(parts) > 1:
-            # A last part that does not round-trip alone starts inside a character the client
-            # split: re-segmenting heals it.
-            text = decode_as(body, alphabet)
-            if text is None or not _round_trips(body, text, alphabet):
-                return None
         tail = self._encoded_footer(footer, alphabet)
         if tail is None or not _appendable(body, alphabet):
             return None
-        width = 2 if alphabet is Alphabet.UCS2 else 1
         if content.part is not None:  # the last part of a long message: its concatenation too
             room = capacity(alphabet, concat_kind(content), multipart=True, extra_udh=content.udh)
         elif content.udh.elements:
             room = capacity(alphabet, multipart=False, extra_udh=content.udh)
         else:
             room = _ONE_PART[alphabet]
-        if (len(body) + len(tail)) // width > room:
+        size = len(body) + len(tail)
+        if (size // 2 if alphabet is Alphabet.UCS2 else size) > room:
             return None
-        last = len(parts) - 1
-        patched = Unit(with_short_message(frame, pdu, pdu.short_message + tail), (last,))
-        if not last:
-            return Rewritten((patched,), False)
-        units = [Unit(f, (i,)) for i, (f, _, _) in enumerate(parts[:last])]
-        return Rewritten((*units, patched), False)
+        return with_short_message(frame, pdu, pdu.short_message + tail)
 
     def _encoded_footer(self, footer: str, alphabet: Alphabet) -> bytes | None:
         """Separator and footer in ``alphabet`` (None if it cannot write them), cached."""
         key = (footer, alphabet)
-        if key in self._encoded:
-            return self._encoded[key]
+        value = self._encoded.get(key, _NOT_CACHED)
+        if value is not _NOT_CACHED:
+            return value
         if len(self._encoded) >= _MAX_ENCODED:
             self._encoded.clear()
         addition = self.rules.separator + footer
-        value = encode_text(addition, alphabet) if can_encode(addition, alphabet) else None
-        self._encoded[key] = value
-        return value
+        encoded = encode_text(addition, alphabet) if can_encode(addition, alphabet) else None
+        self._encoded[key] = encoded
+        return encoded
 
     def _resegment(
         self, parts: Sequence[ClientPart], text: str, footer: str, destination: str
@@ -494,16 +545,52 @@ def _round_trips(body: bytes, text: str, alphabet: Alphabet) -> bool:
         return False
 
 
-def _may_instruct(text: str) -> bool:
-    """False only when ``tells_how_to_opt_out`` cannot match: ASCII text (which its
-    normalisation only lower-cases, spaces and trims) without any of its instruction verbs.
-    Saves that normalisation on most messages."""
-    return not text.isascii() or _INSTRUCTION_VERB.search(text.lower()) is not None
+def _ascii_folded(body: bytes, alphabet: Alphabet) -> str | None:
+    """``decode_as(body, alphabet).lower()`` when that text is ASCII, without decoding it
+    first (GSM: one table lookup per octet); else None."""
+    if alphabet is Alphabet.GSM7:
+        folded = ascii_lower(body)
+        return folded.decode("ascii") if folded.isascii() else None
+    if alphabet is Alphabet.IA5 or alphabet is Alphabet.LATIN1:
+        return body.decode("ascii").lower() if body.isascii() else None
+    return None
+
+
+def _may_instruct(folded: str) -> bool:
+    """False only when ``keywords.tells_how_to_opt_out`` cannot match the ASCII text that
+    ``folded`` is lower-cased: its normalisation of ASCII text only lower-cases, spaces and
+    trims, and every instruction it knows starts with one of these verbs."""
+    return (
+        "reply" in folded
+        or "text" in folded
+        or "txt" in folded
+        or "send" in folded
+        or "respond" in folded
+        or "type" in folded
+    )
+
+
+def _tells_how_to_opt_out(text: str, campaign: Campaign) -> bool:
+    """True when ``text`` already says how to opt out: ``already_has_opt_out``, or an
+    instruction in the campaign's words (``keywords.tells_how_to_opt_out``).
+
+    ASCII text (most traffic) is lower-cased once for both checks, and the campaign's check
+    runs only when the text holds one of the instruction verbs it looks for ("reply STOP",
+    "respond with STOP", ...): its normalisation of ASCII text only lower-cases, spaces and
+    trims, so without such a verb it cannot match."""
+    if not text.isascii():
+        return already_has_opt_out(text) or tells_how_to_opt_out(text, campaign.rules)
+    folded = text.lower()
+    if folded_has_opt_out(folded):
+        return True
+    return _may_instruct(folded) and tells_how_to_opt_out(text, campaign.rules)
 
 
 def _appendable(body: bytes, alphabet: Alphabet) -> bool:
     """True when octets appended to ``body`` cannot join a character it leaves unfinished."""
     if alphabet is Alphabet.GSM7:
+        if not body or body[-1] != ESCAPE:
+            return True  # the common case, without copying the body
         # An odd run of escapes at the end is a lone escape: it would swallow the separator.
         run = len(body) - len(body.rstrip(b"\x1b"))
         return run % 2 == 0

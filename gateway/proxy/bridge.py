@@ -1,10 +1,12 @@
 """One client leg and its mirrored upstream leg: the relay at the heart of the proxy.
 
 Each leg is its own SMPP session with its own sequence numbers. A request relayed from one leg to
-the other carries, as its window context, where it came from (``_FromClient`` / ``_FromUpstream``);
-the response is matched by the receiving leg's window and sent back with the original sequence
-number patched in (``with_sequence``): the PDU itself is never re-encoded. Requests the gateway
-originates carry ``_Own`` and their responses are consumed.
+the other carries, as its window context, where it came from: the client's sequence number
+itself (a plain int, the common case: no object per MT), ``_FromClient`` when the response is
+rewritten or answers a bind, or ``_FromUpstream``; the response is matched by the receiving
+leg's window and sent back with the original sequence number patched in (``with_sequence``):
+the PDU itself is never re-encoded. Requests the gateway originates carry ``_Own`` and their
+responses are consumed. The loop's time is read once per read batch.
 
 Status codes the gateway chooses itself, and why:
 - upstream unreachable / bind timed out -> the client's bind gets ESME_RSYSERR (temporary);
@@ -186,6 +188,9 @@ class Bridge:
         self._bind_guard: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
         self._in_batch = False
+        # The loop's time, read once per read batch: every request and response of the batch
+        # is stamped with it (None outside a batch: then the loop is asked).
+        self._batch_now: float | None = None
         self._idle = asyncio.Event()
         self._done = asyncio.Event()
         self._log = log.bind(conn_id=self.conn_id)
@@ -213,10 +218,10 @@ class Bridge:
         # Hooks settled inside this batch need no deferred flush: the batch's own flush below
         # writes what they queued, one write per leg.
         self._in_batch = True
+        now = self._batch_now = self.loop.time()
         try:
             counts = self._pdus
             if conn is self.client:
-                now = self.loop.time()
                 arrived = self._arrived
                 for event in events:
                     if isinstance(event, ev.RequestReceived):
@@ -248,6 +253,7 @@ class Bridge:
                         self._leg_event(conn, event)
         finally:
             self._in_batch = False
+            self._batch_now = None
         self._flush_both()
         self._update_backpressure()
         if self.draining:
@@ -312,7 +318,9 @@ class Bridge:
         """A response on either leg: its request's context says where it goes. (Each context
         lives in the window of one leg only, so one dispatch serves both.)"""
         ctx = event.context
-        if isinstance(ctx, _FromClient):
+        if type(ctx) is int:  # a client request relayed as it came
+            self.respond_client(event.frame, ctx)
+        elif isinstance(ctx, _FromClient):
             if isinstance(ctx, _BindFromClient):
                 self._upstream_bind_response(event.pdu, event.frame, ctx)
             else:
@@ -323,10 +331,13 @@ class Bridge:
         elif isinstance(ctx, _Own):
             ctx.callback(event.pdu, event.frame)
 
-    def _give_up(self, ctx: object) -> None:
-        """A request that will get no response now (expired, or its leg ended): whoever sent
-        it gets a status it retries (the client RSYSERR, the SMSC RX_T_APPN, see above)."""
-        if isinstance(ctx, _FromClient):
+    def _give_up(self, ctx: object, command_id: int) -> None:
+        """A request that will get no response now (expired, or its leg ended), ``command_id``
+        the id it went under: whoever sent it gets a status it retries (the client RSYSERR,
+        the SMSC RX_T_APPN, see above)."""
+        if type(ctx) is int:
+            self.reject_client(command_id, ctx, CommandStatus.ESME_RSYSERR)
+        elif isinstance(ctx, _FromClient):
             self.reject_client(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RSYSERR)
         elif isinstance(ctx, _FromUpstream):
             self.reject_upstream(ctx.command_id, ctx.sequence_number, CommandStatus.ESME_RX_T_APPN)
@@ -344,7 +355,7 @@ class Bridge:
                 command_id=command_name(event.command_id),
                 sequence_number=event.sequence_number,
             )
-            self._give_up(event.context)
+            self._give_up(event.context, event.command_id)
             if isinstance(event.context, _BindFromClient):
                 self._end_upstream("bind timed out")
         elif isinstance(event, ev.PduRejected | ev.UnexpectedResponse):
@@ -526,13 +537,15 @@ class Bridge:
         transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._relay_to_upstream(request.pdu.command_id, request.sequence_number, frame, transform)
-        self._flush_soon()
+        if not self._in_batch:
+            self._flush_soon()
 
     def forward_mo(self, request: MoRequest, frame: bytes) -> None:
         self._relay_to_client(request.pdu.command_id, request.sequence_number, frame)
-        self._flush_soon()
+        if not self._in_batch:
+            self._flush_soon()
 
-    def _relay(self, conn: SmppConnection | None, frame: bytes, ctx: _Relayed, key: int) -> bool:
+    def _relay(self, conn: SmppConnection | None, frame: bytes, ctx: object, key: int) -> bool:
         """Send a request of one leg's peer to the other leg's, under that leg's next sequence
         number, counted under ``key``; False when that leg cannot carry it now."""
         if conn is None:
@@ -540,8 +553,9 @@ class Bridge:
         session = conn.session
         if session.closed:
             return False
+        now = self._batch_now
         try:
-            session.send_request(frame, self.loop.time(), ctx)
+            session.send_request(frame, self.loop.time() if now is None else now, ctx)
         except LocalProtocolError:
             return False
         counts = self._pdus
@@ -555,7 +569,11 @@ class Bridge:
         frame: bytes,
         transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
-        ctx = _FromClient(command_id, sequence_number, transform)
+        ctx = (
+            sequence_number
+            if transform is None
+            else _FromClient(command_id, sequence_number, transform)
+        )
         if not self._relay(self.upstream, frame, ctx, _UPSTREAM_OUT + command_id):
             # No upstream leg, or it is unbinding (the client went away, the SMSC unbound,
             # shutdown) while a hook was still deciding this request: a status clients retry.
@@ -578,7 +596,9 @@ class Bridge:
         session = self.client.session
         arrived = self._arrived.pop(sequence_number, None)
         if not session.closed:
-            now = self.loop.time()
+            now = self._batch_now
+            if now is None:
+                now = self.loop.time()
             session.send_response(frame, now, sequence_number)
             if arrived is not None:
                 command_id, at = arrived
@@ -589,7 +609,8 @@ class Bridge:
                 key = _CLIENT_OUT + (command_id | RESPONSE_BIT)
                 counts = self._pdus
                 counts[key] = counts.get(key, 0) + 1
-            self._flush_soon()
+            if not self._in_batch:
+                self._flush_soon()
 
     def reject_client(self, command_id: int, sequence_number: int, status: int) -> None:
         self.respond_client(error_response(command_id, sequence_number, status), sequence_number)
@@ -679,16 +700,16 @@ class Bridge:
 
     def _fail_client_requests(self, upstream: SmppConnection) -> None:
         """The upstream leg ended: every client request still in its window gets an answer."""
-        for _seq, _cid, ctx in upstream.session.abandon_outstanding():
-            self._give_up(ctx)
+        for _seq, command_id, ctx in upstream.session.abandon_outstanding():
+            self._give_up(ctx, command_id)
         self.client.flush()
 
     def _end_upstream(self, reason: str) -> None:
         up = self.upstream
         if up is not None:
             # MOs still waiting for the client's answer: the SMSC must deliver them again.
-            for _seq, _cid, ctx in self.client.session.abandon_outstanding():
-                self._give_up(ctx)
+            for _seq, command_id, ctx in self.client.session.abandon_outstanding():
+                self._give_up(ctx, command_id)
             self._unbind_or_close(up, reason)
         elif self._connecting is not None:
             self._connecting.cancel()

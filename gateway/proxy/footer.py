@@ -46,6 +46,7 @@ from gateway.messages.footer import (
     FooterSettings,
     Holds,
     Offer,
+    Outcome,
     Unchanged,
     hold_key,
     holdable,
@@ -64,6 +65,7 @@ from gateway.text.segment import Assembly
 log = logs.get_logger()
 
 _MAX_FOOTER_CACHE: Final = 1_000
+_NOT_RENDERED: Final = "\0not rendered"  # a sentinel compared by identity
 
 Message = p.SubmitSm | p.DataSm
 LinkFor = Callable[[Campaign, SmsAddress], str | None]
@@ -143,7 +145,7 @@ class FooterStage:
         self._footers = Footers(settings)
         self._holds: Holds[_Slot] = Holds(settings)
         self._held = self._holds.buffer
-        self._rendered: dict[Campaign, str] = {}
+        self._rendered: dict[Campaign, str | None] = {}
         self._marking: set[tuple[str, str]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._gate: Gate = _open_gate
@@ -186,7 +188,17 @@ class FooterStage:
     ) -> None:
         content = content_of(pdu, self.settings.default_alphabet)
         if content.part is None:
-            self._rewrite(request, ((request.frame, pdu, content),), campaign, subscriber)
+            one = self._footers.rewrite_one(
+                (request.frame, pdu, content),
+                campaign,
+                self._footer(campaign, subscriber),
+                subscriber.value,
+            )
+            if isinstance(one, bytes):  # the common case: the client's frame, footer appended
+                accepted = self._on_accepted(request, campaign, subscriber)
+                request.forward(one, transform=None if accepted is None else _if_ok(accepted))
+            else:
+                self._carry_out(request, one, campaign, subscriber)
         elif holdable(content):
             self._hold(_Slot([request], pdu, content, campaign, subscriber))
         else:
@@ -260,6 +272,17 @@ class FooterStage:
         outcome = self._footers.rewrite(
             parts, campaign, self._footer(campaign, subscriber), subscriber.value
         )
+        self._carry_out(via, outcome, campaign, subscriber, held)
+
+    def _carry_out(
+        self,
+        via: MtRequest,
+        outcome: Outcome,
+        campaign: Campaign,
+        subscriber: SmsAddress,
+        held: list[_Slot] | None = None,
+    ) -> None:
+        """Send what ``outcome`` says for the message ``via`` (a single PDU) or ``held`` is."""
         if isinstance(outcome, Unchanged):
             if held is None:
                 via.forward()
@@ -285,16 +308,23 @@ class FooterStage:
     def _footer(self, campaign: Campaign, subscriber: SmsAddress) -> str | Callable[[], str]:
         """The campaign's footer, rendered once per campaign; one with a link is rendered per
         subscriber, and only if the message may take it (a link costs a signature)."""
-        template = campaign.footer_text
-        link_for = self._link_for
-        if link_for is not None and has_link(template):
-            return lambda: render_footer(template, campaign.brand, link_for(campaign, subscriber))
-        footer = self._rendered.get(campaign)
-        if footer is None:
+        # Cached per campaign: the rendered footer, or None for one with a link.
+        footer = self._rendered.get(campaign, _NOT_RENDERED)
+        if footer is _NOT_RENDERED:
             if len(self._rendered) >= _MAX_FOOTER_CACHE:
                 self._rendered.clear()  # campaigns replaced by reloads
-            footer = self._rendered[campaign] = render_footer(template, campaign.brand)
-        return footer
+            template = campaign.footer_text
+            if self._link_for is not None and has_link(template):
+                footer = None
+            else:
+                footer = render_footer(template, campaign.brand)
+            self._rendered[campaign] = footer
+        if footer is not None:
+            return footer
+        link_for = self._link_for
+        assert link_for is not None
+        template = campaign.footer_text
+        return lambda: render_footer(template, campaign.brand, link_for(campaign, subscriber))
 
     # --- holding the parts of long messages ---------------------------------------------------
 

@@ -126,21 +126,30 @@ def with_short_message(frame: bytes, pdu: SubmitSm, short_message: bytes) -> byt
     command_length are patched and every other octet is copied, never re-encoded. A frame not
     laid out as ``pdu`` says, or a message over 255 octets, is re-encoded instead."""
     old = pdu.short_message
-    end = len(frame) - sum(4 + len(t.value) for t in pdu.tlvs)
+    tlvs = pdu.tlvs
+    end = len(frame) - sum(4 + len(t.value) for t in tlvs) if tlvs else len(frame)
     start = end - len(old)
+    size = len(short_message)
     if (
         start > HEADER_LENGTH
-        and len(short_message) <= 0xFF
+        and size <= 0xFF
         and frame[start - 1] == len(old)
-        and frame[start:end] == old
+        and frame.startswith(old, start, end)
     ):
-        out = bytearray(frame[: start - 1])
-        out.append(len(short_message))
-        out += short_message
-        out += frame[end:]
-        out[0:4] = _U32.pack(len(out))
-        return bytes(out)
+        # One join of slices: the footer path patches a frame per MT.
+        return b"".join(
+            (
+                _U32.pack(len(frame) + size - len(old)),
+                frame[4 : start - 1],
+                _OCTETS[size],
+                short_message,
+                frame[end:],
+            )
+        )
     return encode(replace(pdu, short_message=short_message))
+
+
+_OCTETS = tuple(bytes((n,)) for n in range(256))  # a length octet without building it
 
 
 def is_vendor_command(command_id: int) -> bool:

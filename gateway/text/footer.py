@@ -72,6 +72,12 @@ def already_has_opt_out(text: str) -> bool:
         folded = text.lower()  # NFKC and the quote table change no ASCII text
     else:
         folded = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    return folded_has_opt_out(folded)
+
+
+def folded_has_opt_out(folded: str) -> bool:
+    """``already_has_opt_out`` of text already folded as it folds it (``text.lower()`` for
+    ASCII text), for a caller that folds the text once for several checks."""
     if not _may_match(folded):
         return False
     return any(p.search(folded) for p in _OPT_OUT_PATTERNS)

@@ -48,6 +48,13 @@ _ENCODE_EXTENSION: dict[str, int] = {ch: code for code, ch in _EXTENSION.items()
 # table, octets with the high bit as U+FFFD (0x1B is never looked up: such data takes the loop).
 _DECODE_TABLE = _BASIC + "\ufffd" * 128
 
+# Octet -> its character lower-cased, where that is ASCII; 0x80 for every other octet (the
+# escape, septets of non-ASCII characters, octets with the high bit): see ``ascii_lower``.
+_ASCII_LOWER = bytes(
+    ord(_BASIC[b].lower()) if b < 0x80 and b != ESCAPE and _BASIC[b].isascii() else 0x80
+    for b in range(256)
+)
+
 #: Characters that cost two septets (escape + code).
 EXTENSION_CHARACTERS = frozenset(_ENCODE_EXTENSION)
 
@@ -140,6 +147,12 @@ def decode(data: bytes) -> str:
             else:
                 out.append(_EXTENSION.get(code, _BASIC[code]))
     return "".join(out)
+
+
+def ascii_lower(data: bytes) -> bytes:
+    """``decode(data).lower()`` as ASCII octets when that text is ASCII, in one C call; when
+    it is not, the result holds 0x80 somewhere (so ``isascii()`` tells the two apart)."""
+    return data.translate(_ASCII_LOWER)
 
 
 def pack(septets: bytes, fill_bits: int = 0) -> bytes:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.consent.campaign import Campaign, FooterMode, Keywords, WordList
+from gateway.messages import footer as footer_module
 from gateway.messages.content import PartInfo, content_of
 from gateway.messages.footer import (
     ClientPart,
@@ -483,3 +484,28 @@ def test_part_info_is_what_holds_reads() -> None:
     _, pdu, content = long_parts(LONG, CONCAT_16BIT, reference=513)[0]
     assert content.part == PartInfo(513, 3, 1)
     assert hold_key("c9", pdu, content, DEST) == ("c9", "15550100", DEST, "udh_16bit", 513, 3)
+
+
+class TestAsciiFoldedFastPath:
+    @given(
+        st.binary(max_size=80),
+        st.sampled_from((Alphabet.GSM7, Alphabet.IA5, Alphabet.LATIN1, Alphabet.UCS2)),
+    )
+    def test_folded_is_the_decoded_text_lowered(self, body: bytes, alphabet: Alphabet) -> None:
+        """Read from the octets or not at all: never other than the decoded text, lowered."""
+        folded = footer_module._ascii_folded(body, alphabet)
+        text = decode_as(body, alphabet)
+        assert text is not None
+        if folded is not None:
+            assert folded == text.lower()
+            assert text.isascii()
+        elif alphabet is not Alphabet.UCS2:
+            assert not text.isascii() or (alphabet is Alphabet.GSM7 and b"\x1b" in body)
+
+    @pytest.mark.parametrize(
+        "text",
+        ["Sale today. Reply STOP to end", "Sale today, to opt out visit x", "Text QUIT to stop"],
+    )
+    def test_ascii_text_with_an_instruction_is_unchanged(self, text: str) -> None:
+        """GSM text that says how to opt out gets no footer on the octet path either."""
+        assert unchanged([piece(sm(text))]) is Why.HAS_OPT_OUT

@@ -130,3 +130,24 @@ class TestAlreadyHasOptOutShortcuts:
     def test_plain_text_has_none(self) -> None:
         """A message without any opt-out word needs no pattern search and has no opt-out."""
         assert not already_has_opt_out("ACME: your order 4711 has shipped. Thx")
+
+
+class TestAsciiLowerFromOctets:
+    @given(st.binary(max_size=200))
+    def test_ascii_lower_is_the_decoded_text_lowered_when_ascii(self, data: bytes) -> None:
+        """The table gives the decoded text lower-cased exactly when that text is ASCII."""
+        folded = gsm7.ascii_lower(data)
+        text = gsm7.decode(data)
+        assert folded.isascii() == (text.isascii() and b"\x1b" not in data)
+        if folded.isascii():
+            assert folded.decode("ascii") == text.lower()
+
+    @given(_TEXTS.filter(gsm7.can_encode))
+    def test_encoded_fragments_fold_as_their_text(self, text: str) -> None:
+        """Keyword-like GSM text, encoded, folds to its own lower-cased form when ASCII."""
+        data = gsm7.encode(text)
+        folded = gsm7.ascii_lower(data)
+        if text.isascii() and b"\x1b" not in data:
+            assert folded.decode("ascii") == text.lower()
+        else:
+            assert not folded.isascii()
