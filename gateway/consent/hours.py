@@ -227,8 +227,10 @@ class QuietHours:
     categories: frozenset[Category] = frozenset({Category.MARKETING})
     closed_dates: frozenset[date] = frozenset()
     needs_subdivision: bool = field(init=False, repr=False)
-    # Verdicts by (subscriber, minute), kept by policy.quiet_refusal: a cache, not state.
+    # Verdicts by (subscriber, minute) and by (place, minute), kept by policy.quiet_refusal:
+    # caches, not state. Many subscribers share a place (an area code's zones and state).
     memo: dict[tuple[str, int], object] = field(init=False, repr=False)
+    by_place: dict[tuple[object, int], object] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.rules and not self.closed_dates:
@@ -237,6 +239,7 @@ class QuietHours:
             self, "needs_subdivision", any(r.subdivision is not None for r in self.rules)
         )
         object.__setattr__(self, "memo", {})
+        object.__setattr__(self, "by_place", {})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

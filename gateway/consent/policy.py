@@ -69,7 +69,7 @@ from gateway.consent.model import (
     ScopeKind,
     SmsAddress,
 )
-from gateway.consent.numbers import place
+from gateway.consent.numbers import Place, place
 
 # esm_class bits 2-5 (mask 0x3C): the message types that are receipts / acknowledgements, not MO.
 ESM_CLASS_TYPE_MASK = 0x3C
@@ -496,6 +496,18 @@ def _quiet_verdict(
         default_country=country,
         subdivision=hours.needs_subdivision,
     )
+    # The verdict depends on the place and the minute only: numbers of one area code share it.
+    key = (where, minute)
+    by_place = hours.by_place
+    verdict = by_place.get(key, _UNSEEN)
+    if verdict is _UNSEEN:
+        if len(by_place) >= QUIET_MEMO_SIZE:
+            by_place.clear()
+        verdict = by_place[key] = _closed_verdict(hours, where, minute)
+    return verdict  # type: ignore[return-value]
+
+
+def _closed_verdict(hours: quiet.QuietHours, where: Place, minute: int) -> Reject | None:
     found = quiet.closed(hours, where, minute * 60.0)
     if found is None:
         return None
