@@ -74,9 +74,14 @@ def destinations(count: int) -> list[str]:
 
 def submit_templates(count: int) -> list[tuple[bytes, bytes]]:
     """One submit_sm per destination, split around the sequence number (header bytes 12..16)."""
+    return templates_for(destinations(count))
+
+
+def templates_for(numbers: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    """One submit_sm to each of ``numbers``, split around the sequence number."""
     text = gsm7.encode(TEXT)
     out = []
-    for number in destinations(count):
+    for number in numbers:
         frame = codec.encode(
             SubmitSm(
                 source_addr_ton=Ton.INTERNATIONAL,

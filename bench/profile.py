@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -42,6 +41,7 @@ from bench.__main__ import (
     Child,
     Configuration,
     Options,
+    cpu_seconds,
     redis_service,
     run_load,
     select_configs,
@@ -127,17 +127,6 @@ def by_area(profile: Profile) -> Counter[str]:
     for name, count in profile.own.items():
         areas[area_of(profile.files.get(name, ""))] += count
     return areas
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` so far, or None where /proc cannot tell."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces), 1-based: utime 14, stime 15.
-    fields = stat.rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(

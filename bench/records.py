@@ -65,17 +65,16 @@ from bench.__main__ import (
     to_toml,
     wait_port,
 )
-from bench.load import SOURCE_ADDR, TEXT, LoadProtocol
+from bench.load import SOURCE_ADDR, LoadProtocol, templates_for
 from bench.sessions import memory
 from gateway.consent.model import Actor, ConsentEvent, ConsentState, Scope, ScopeKind
 from gateway.smpp import codec
-from gateway.smpp.constants import CommandStatus, Npi, Ton, status_name
-from gateway.smpp.pdu import BindTransmitter, SubmitSm
+from gateway.smpp.constants import CommandStatus, status_name
+from gateway.smpp.pdu import BindTransmitter
 from gateway.store.base import event_to_json
 from gateway.store.redis import _record_to_json
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry import logs
-from gateway.text import gsm7
 
 AREAS = ("202", "212", "312", "415", "617")
 PER_AREA = 8_000_000  # exchanges 200-999, lines 0000-9999
@@ -408,28 +407,6 @@ def redis_used_memory(url: str) -> int:
 # --- measuring --------------------------------------------------------------------------------
 
 
-def templates(numbers: Sequence[str]) -> list[tuple[bytes, bytes]]:
-    """One submit_sm per number, as bench.load builds them (split around the sequence)."""
-    text = gsm7.encode(TEXT)
-    out = []
-    for digits in numbers:
-        frame = codec.encode(
-            SubmitSm(
-                source_addr_ton=Ton.INTERNATIONAL,
-                source_addr_npi=Npi.ISDN,
-                source_addr=SOURCE_ADDR,
-                dest_addr_ton=Ton.INTERNATIONAL,
-                dest_addr_npi=Npi.ISDN,
-                destination_addr=digits,
-                registered_delivery=1,
-                data_coding=0,
-                short_message=text,
-            )
-        )
-        out.append((frame[:12], frame[16:]))
-    return out
-
-
 async def _first_bind(port: int, started: float, frames: list[tuple[bytes, bytes]]) -> Any:
     """Connect every 10 ms until the gateway answers a bind OK; the session and the time."""
     loop = asyncio.get_running_loop()
@@ -504,7 +481,7 @@ def measure(
     config = workdir / f"gateway-{store}-{records}.toml"
     config.write_text(to_toml(data))
     # Built before the gateway starts, so the first connection attempt is not held up.
-    frames = templates(destinations(args.warmup + args.messages, args.space))
+    frames = templates_for(destinations(args.warmup + args.messages, args.space))
     started = time.monotonic()
     gateway = Child(
         f"gateway-{store}-{records}",
