@@ -82,7 +82,10 @@ def demo_config(directory: Path, *, port: int, smsc_port: int) -> GatewayConfig:
                     "replies": {
                         "opt_out": "ACME: you are unsubscribed. Reply START to resubscribe.",
                         "opt_in": "ACME: you are subscribed again. Reply STOP to opt out.",
-                        "help": "ACME: help at acme.example. Msg&data rates may apply.",
+                        "help": (
+                            "ACME: help at acme.example. Msg frequency varies. "
+                            "Msg&data rates may apply. Reply STOP to opt out."
+                        ),
                     },
                 }
             ],
