@@ -152,6 +152,18 @@ def sd_notify(message: str) -> None:
         s.sendto(message.encode(), address)
 
 
+async def watchdog_pings() -> None:
+    """Ping systemd's watchdog (``WATCHDOG=1``) at half its interval, forever; returns at once
+    when no watchdog is configured. The loop answering is what systemd should watch."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec or not usec.isdigit():
+        return
+    interval = int(usec) / 2_000_000
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
 class Supervision(Protocol):
     """What a supervisor's admin API reports for its workers (gateway.workers)."""
 
@@ -427,7 +439,7 @@ class Gateway:
         sd_notify(
             f"READY=1\nSTATUS=listening on {self.config.server.listen}\nMAINPID={os.getpid()}"
         )
-        self._watchdog = loop.create_task(self._watchdog_loop())
+        self._watchdog = loop.create_task(watchdog_pings())
         try:
             await self._stop.wait()
         finally:
@@ -471,16 +483,6 @@ class Gateway:
         if signer is None or link is None or subscriber.kind is not AddressKind.E164:
             return None
         return link.base_url + signer.token(campaign.name, subscriber.value, link_day())
-
-    async def _watchdog_loop(self) -> None:
-        usec = os.environ.get("WATCHDOG_USEC")
-        if not usec or not usec.isdigit():
-            return
-        # Ping at half the interval: the loop answering is what systemd should watch.
-        interval = int(usec) / 2_000_000
-        while True:
-            sd_notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
 
 
 # What SIGHUP does with each key (the README's table under "Configuration" says the same):

@@ -72,7 +72,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gateway import startup
-from gateway.app import Gateway, sd_notify
+from gateway.app import Gateway, sd_notify, watchdog_pings
 from gateway.config import ConfigError, GatewayConfig, load
 from gateway.eventloop import run_loop
 from gateway.store.factory import sqlite_path
@@ -423,7 +423,7 @@ class Supervisor:
                     f"READY=1\nSTATUS=listening on {self.config.server.listen} with "
                     f"{self.count} workers\nMAINPID={os.getpid()}"
                 )
-                self._spawn(self._watchdog())
+                self._spawn(watchdog_pings())
                 await self._stop.wait()
             sd_notify("STOPPING=1")
             clean = await self._stop_workers()
@@ -492,7 +492,7 @@ class Supervisor:
             env.pop(name, None)  # systemd's, for this process
         timeout_s = self.config.server.worker_timeout_s
         if timeout_s is not None:
-            # The worker's own watchdog loop pings at half this (Gateway._watchdog_loop).
+            # The worker's own watchdog loop pings at half this (gateway.app.watchdog_pings).
             env["WATCHDOG_USEC"] = str(int(timeout_s * 1_000_000))
         fds = (self._listen.fileno(), slot.status.fileno(), self._alive_read)
         process = await asyncio.create_subprocess_exec(
@@ -618,15 +618,6 @@ class Supervisor:
                     slot.last_ping = now  # one kill, then the exit is handled
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()
-
-    async def _watchdog(self) -> None:
-        usec = os.environ.get("WATCHDOG_USEC")
-        if not usec or not usec.isdigit():
-            return
-        interval = int(usec) / 2_000_000
-        while True:
-            sd_notify("WATCHDOG=1")
-            await asyncio.sleep(interval)
 
 
 def _snapshot(source: str, run_dir: Path) -> str:
