@@ -14,6 +14,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.smpp import pdu as p
+from gateway.store.base import StoreUnavailableError
 from tests.integration.test_quiet_hours import set_clock, wait_records
 from tests.support.consent import (
     NUMBER_1,
@@ -33,6 +34,7 @@ from tests.support.redis_server import RedisServer
 
 MIAMI = "13055550100"
 CAPPED = 0x61  # ESME_RINVSCHED, the default for frequency_capped
+STORE_UNAVAILABLE = 0x14  # ESME_RMSGQFUL, the default for store_unavailable
 DAY_S = 86_400.0
 T0 = 1_796_000_000.0
 
@@ -136,6 +138,27 @@ class TestHotPath:
             assert await rig.mt(MIAMI, text="offer") == 0
             await rig.flows()
             assert calls == ["c:acme"]
+
+    async def test_a_store_error_on_the_count_refuses(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The count cannot be read or reserved: the capped MT is refused with the
+        store-unavailable status (one clients retry), counted, and never reaches the SMSC;
+        an uncapped campaign's MT still goes."""
+        async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
+            enforcer = rig.gw.enforcer
+            assert enforcer is not None
+
+            async def failing(*_args: Any, **_kw: Any) -> Any:
+                raise StoreUnavailableError("injected: the counter is unreachable")
+
+            monkeypatch.setattr(enforcer.store, "reserve_send", failing)
+            assert await rig.mt(MIAMI, text="offer") == STORE_UNAVAILABLE
+            assert refused(rig.gw, "store_unavailable") == 1
+            assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
+            assert await wait_texts(rig.sim, MIAMI, 1) == ["your code"]
+            await rig.flows()
+            assert texts_to(rig.sim, MIAMI) == ["your code"]
 
 
 class TestSubmitMulti:
