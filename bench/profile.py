@@ -129,6 +129,20 @@ def by_area(profile: Profile) -> Counter[str]:
     return areas
 
 
+def io_calls(pid: int) -> tuple[int, int] | None:
+    """The read-like and write-like system calls a process has made (``syscr``, ``syscw`` in
+    ``/proc/PID/io``), None where that cannot be read."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    try:
+        return int(fields["syscr"]), int(fields["syscw"])
+    except (KeyError, ValueError):
+        return None
+
+
 def report(
     profile: Profile,
     messages: int,
@@ -136,6 +150,7 @@ def report(
     label: str,
     command: str,
     cpu_s: float | None = None,
+    calls: tuple[int, int] | None = None,
 ) -> str:
     """The table; with ``cpu_s`` (the gateway's CPU time over the run) the figures are shares
     of that, else of the samples' own total."""
@@ -153,9 +168,15 @@ def report(
     lines = [
         f"{label}: {messages:,} submit_sm, {profile.total:,} samples at {RATE_HZ} Hz",
         per_message,
-        "",
-        "by area (own time)      us/msg  share",
     ]
+    if calls is not None:
+        reads, writes = calls
+        lines.append(
+            f"system calls: {reads:,} reads, {writes:,} writes"
+            f" ({messages / max(reads, 1):.1f} and {messages / max(writes, 1):.1f} submit_sm each;"
+            " both legs, requests and responses)"
+        )
+    lines += ["", "by area (own time)      us/msg  share"]
     for area, count in by_area(profile).most_common():
         lines.append(f"  {area:<34} {us(count)}  {count / profile.total:5.1%}")
     lines += ["", f"top {top} functions, own time              us/msg  share"]
@@ -182,12 +203,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def record(
-    spy: str, config: Configuration, opts: Options, keep: Path | None
-) -> tuple[Profile, JsonDict, float | None]:
+@dataclass(frozen=True)
+class Recording:
+    profile: Profile
+    result: JsonDict
+    cpu_s: float | None  # the gateway's CPU time over the run
+    calls: tuple[int, int] | None  # its read and write system calls over the run
+
+
+def record(spy: str, config: Configuration, opts: Options, keep: Path | None) -> Recording:
     """Sink and gateway up, the warm-up, then the throughput run under py-spy: its samples, the
-    load generator's result and the gateway's CPU seconds over the run (None where unknown).
-    BenchError when a part fails."""
+    load generator's result, the gateway's CPU seconds and system calls over the run (None where
+    unknown). BenchError when a part fails."""
     with (
         tempfile.TemporaryDirectory(prefix="smpp-profile-") as tmp,
         contextlib.ExitStack() as stack,
@@ -217,15 +244,22 @@ def record(
         # py-spy attaches within a few ms; the load's own start-up (a new process, its bind)
         # takes longer, so the recorder is running when the first submit goes.
         cpu_before = cpu_seconds(middle.child.pid)
+        calls_before = io_calls(middle.child.pid)
         result = run_load(middle.port, log_dir, opts, messages=opts.messages,
                           window=opts.window, latency=False, tag=config.name)  # fmt: skip
         cpu_after = cpu_seconds(middle.child.pid)
+        calls_after = io_calls(middle.child.pid)
         cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        calls = (
+            None
+            if calls_before is None or calls_after is None
+            else (calls_after[0] - calls_before[0], calls_after[1] - calls_before[1])
+        )
         recorder.send_signal(signal.SIGINT)
         _, err = recorder.communicate(timeout=60)
         if not raw.exists():
             raise BenchError(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
-        return parse_raw(raw.read_text().splitlines()), result, cpu_s
+        return Recording(parse_raw(raw.read_text().splitlines()), result, cpu_s, calls)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,20 +284,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway_args=(),
     )
     try:
-        profile, result, cpu_s = record(spy, config, opts, args.raw)
+        rec = record(spy, config, opts, args.raw)
     except BenchError as exc:
         print(f"python -m bench.profile: {exc}", file=sys.stderr)
         return 1
     command = "python -m bench.profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    profile = rec.profile
     if args.json:
         print(json.dumps({
             "config": config.name, "messages": args.messages, "samples": profile.total,
-            "rate_hz": RATE_HZ, "submit_per_s": result.get("rate"), "cpu_s": cpu_s,
-            "areas": dict(by_area(profile)),
+            "rate_hz": RATE_HZ, "submit_per_s": rec.result.get("rate"), "cpu_s": rec.cpu_s,
+            "calls": rec.calls, "areas": dict(by_area(profile)),
             "own": dict(profile.own.most_common(args.top)),
         }, indent=2))  # fmt: skip
     else:
-        print(report(profile, args.messages, args.top, config.label, command, cpu_s))
+        print(report(profile, args.messages, args.top, config.label, command, rec.cpu_s,
+                     rec.calls))  # fmt: skip
     return 0
 
 
