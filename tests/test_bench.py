@@ -525,6 +525,75 @@ class TestProfile:
         assert spent > 0
         assert cpu_seconds(2**22 + 12345) is None
 
+    def test_io_calls_count_this_process_reading(self) -> None:
+        """io_calls reads syscr / syscw of a live process: a read of a file adds to the reads."""
+        import os
+
+        from bench.profile import io_calls
+
+        before = io_calls(os.getpid())
+        if before is None:
+            pytest.skip("/proc/PID/io is not readable here")
+        with open(__file__, "rb") as f:
+            f.read(1)
+        after = io_calls(os.getpid())
+        assert after is not None
+        assert after[0] > before[0]
+        assert io_calls(2**22 + 12345) is None
+
+    def test_report_gives_the_submit_sm_per_system_call(self) -> None:
+        """With the call counts, the report says how many submit_sm one read and one write carry."""
+        from bench.profile import parse_raw, report
+
+        profile = parse_raw(self.RAW.splitlines())
+        text = report(profile, 1000, 5, "row", "cmd", calls=(40, 20))
+        assert "system calls: 40 reads, 20 writes (25.0 and 50.0 submit_sm each;" in text
+
+
+class TestCostBench:
+    def test_report_has_both_windows_their_ratio_and_the_excess_over_the_first_row(self) -> None:
+        """The table divides window-1 CPU by window-100 CPU and subtracts the first row's."""
+        from bench.cost import Cost, RowCost, report
+
+        relay = RowCost("relay", "plain TCP relay", Cost(100, 10, 0.5, 0.02, 0.02, None),
+                        Cost(1, 10, 40.0, 2.0, 2.0, 95.0))  # fmt: skip
+        gateway = RowCost("gateway", "gateway", Cost(100, 10, 20.0, 0.03, 0.02, None),
+                          Cost(1, 10, 160.0, 3.0, 2.0, 250.0))  # fmt: skip
+        lines = report([relay, gateway], 100, "cmd").splitlines()
+        row = next(line for line in lines if line.startswith("gateway"))
+        assert row.split() == ["gateway", "20.0", "0.05", "160.0", "5.00", "8.0x", "250", "+120.0"]
+        assert lines[-1] == "command: cmd"
+
+    def test_tiny_run_of_the_relay_measures_both_windows(self) -> None:
+        """A real run (sink, relay, load generator) gives CPU and calls at both windows."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.cost", "--configs", "relay", "--messages", "200",
+             "--latency-messages", "50", "--warmup", "20", "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        (row,) = json.loads(done.stdout)["rows"]
+        assert row["name"] == "relay"
+        assert row["batched"]["window"] == 100
+        assert row["serial"]["window"] == 1
+        assert row["serial"]["p50_us"] > 0
+        assert row["serial"]["cpu_us"] > 0
+        if row["serial"]["reads"] is None:
+            pytest.skip("/proc/PID/io is not readable here")
+        # Every message crosses the relay: at window 1 that is at least a read and a write
+        # per direction and message.
+        assert row["serial"]["reads"] >= 2.0
+        assert row["serial"]["writes"] >= 2.0
+
+    def test_bad_arguments_are_refused(self) -> None:
+        """A window below 1 is an error naming the option, exit status 2."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.cost", "--window", "0"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert "--window must be at least 1" in done.stderr
+
 
 class TestSessionsBench:
     def _run(self, *args: str) -> dict[str, Any]:
