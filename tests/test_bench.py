@@ -577,7 +577,9 @@ class TestCostBench:
         assert row["batched"]["window"] == 100
         assert row["serial"]["window"] == 1
         assert row["serial"]["p50_us"] > 0
-        assert row["serial"]["cpu_us"] > 0
+        # /proc counts CPU in clock ticks: a run this short may have used none of one.
+        assert row["serial"]["cpu_us"] is not None
+        assert row["serial"]["cpu_us"] >= 0
         if row["serial"]["reads"] is None:
             pytest.skip("/proc/PID/io is not readable here")
         # Every message crosses the relay: at window 1 that is at least a read and a write
