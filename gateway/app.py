@@ -407,8 +407,11 @@ class Gateway:
                 address = new.upstream.address
                 self.admin.upstream = UpstreamProbe(address.host, address.port).check
         if self.enforcer is not None:
-            self.enforcer.reconfigure(new.consent, part_ttl_s=new.text.hold_timeout_s)
-            self.enforcer.default_alphabet = SMSC_DEFAULT_ALPHABETS[new.upstream.default_alphabet]
+            self.enforcer.reconfigure(
+                new.consent,
+                part_ttl_s=new.text.hold_timeout_s,
+                default_alphabet=SMSC_DEFAULT_ALPHABETS[new.upstream.default_alphabet],
+            )
         if self.footers is not None:
             self.footers.reconfigure(footers)
         if self._link_signer is not None and new.optout_link is not None:

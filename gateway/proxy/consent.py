@@ -1,64 +1,45 @@
 """Consent enforcement on the relay: the interceptor that applies ``gateway.consent.policy``.
 
-The policy is pure; this adapter feeds it (numbers normalised, campaign looked up, the
-subscriber's records from the store's local cache, text decoded and long MOs reassembled) and
-carries out its decisions in the one order that never loses a consent change:
+``ConsentEnforcer`` is what the Bridge sees (``on_mt``, ``on_mo``, ``on_bound``, ``on_closed``)
+and what the gateway reloads and drains. It keeps the registry of bound sessions by account and
+composes three adapters with one job each:
 
-1. store the events durably (``ConsentStore.append``),
-2. then send the auto-reply (only for events that were new: a resent MO gets no second reply),
-3. then answer the SMSC (forward the MO to the client, or acknowledge it ourselves).
+- the MT path, here: the policy fed (numbers normalised, campaign looked up, the subscriber's
+  records from the store's local cache), its decision carried out (forwarded, through the
+  footer stage, or refused and logged), submit_multi, frequency caps;
+- the MO path (``gateway.proxy.mo``): keywords recorded, replied to and answered, in the order
+  that never loses a consent change;
+- the auto-reply sender (``gateway.proxy.replies``): the session that carries a reply, the
+  per-subscriber rate limit, and the evidence of each reply, written in the background.
 
-Each auto-reply's evidence (its text, when it was submitted, the SMSC's status, message ids and
-when they came, linked to the event it confirms) is recorded in the store once its last part's
-``submit_sm_resp`` came back or was lost (``gateway.proxy.replies``), in the background: that
-write never holds up an answer. HELP answers, which change no consent, are recorded too, with
-no event and the MO's words.
-
-If the store fails at step 1 the SMSC gets ESME_RX_T_APPN (temporary) and delivers the MO again;
-an MT that cannot be checked gets the configured ``store_unavailable`` status, which clients
+An MT that cannot be checked gets the configured ``store_unavailable`` status, which clients
 retry. The MT fast path does not await: a cache hit is decided and forwarded in the same call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 import uuid
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
-from gateway.consent.model import (
-    ConsentEvent,
-    ConsentRecord,
-    ConsentState,
-    ScopeKind,
-    SmsAddress,
-)
+from gateway.consent.model import ConsentRecord, SmsAddress
 from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
     QUIET_REASONS,
     Allow,
-    AutoReply,
-    MoAction,
-    MoDecision,
     Reject,
     RejectReason,
     RequestOptIn,
     address_refusal,
-    decide_mo,
     decide_mt,
-    is_delivery_receipt,
 )
-from gateway.consent.revoke import pending_clarification
-from gateway.messages import mo as mo_path
 from gateway.messages import multi
-from gateway.messages.content import Content, PartInfo, content_of
+from gateway.messages.content import PartInfo, content_of
 from gateway.messages.mt import (
     NO_SENDER,
     Answer,
@@ -72,26 +53,24 @@ from gateway.messages.mt import (
     wants_receipt,
 )
 from gateway.messages.parts import PartTracker
-from gateway.messages.receipts import receipt_id, receipted_id, rejection_receipt, rewrite_receipt
-from gateway.messages.replies import ReplyLimiter, reply_pdus
-from gateway.proxy.hooks import LegPair, MoRequest, MtRequest, ResponseCallback
+from gateway.messages.receipts import rejection_receipt
+from gateway.proxy.clock import SYSTEM_CLOCK, Clock
+from gateway.proxy.hooks import LegPair, MoRequest, MtRequest
+from gateway.proxy.mo import REVOKE_ALL_PREFIX, MoPath
 from gateway.proxy.receipts import ReceiptIds
-from gateway.proxy.replies import ReplyRecorder, ReplyTrack, new_reply_id, reply_kind
+from gateway.proxy.replies import ReplyRecorder, ReplySender
 from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode
 from gateway.smpp.constants import CommandStatus, command_name, status_name
-from gateway.store.base import ConsentStore, MessageIds, ReplyOutcome, ReplyRecord, StoreError
+from gateway.store.base import ConsentStore, StoreError
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
 from gateway.text.dcs import Alphabet
-from gateway.text.segment import AddStatus, Assembly, Reassembler
 
 log = logs.get_logger()
 
-TRANSMIT_BINDS = frozenset({"transmitter", "transceiver"})
-RECEIVE_BINDS = frozenset({"receiver", "transceiver"})
 # mt_rejected lines per session and reason in one interval; the rest are summed up.
 REFUSAL_LOG_BURST = 100
 REFUSAL_LOG_INTERVAL_S = 10.0
@@ -99,52 +78,8 @@ CAP_TOKENS_MAX = 65_536  # long messages in flight whose reservation token is re
 EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part refused alike
 
 
-REVOKE_ALL_PREFIX = f"{ScopeKind.BUSINESS.value}:"
-
-
 def new_event_id() -> str:
     return uuid.uuid4().hex
-
-
-class Clock(Protocol):
-    """The enforcer's one source of time: wall-clock seconds for what is recorded (events,
-    reply evidence, receipts), monotonic seconds for what expires (memos, limits, latency)."""
-
-    def wall(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-
-class SystemClock:
-    """The process's clocks (the C functions themselves: no Python frame per reading)."""
-
-    __slots__ = ()
-    wall = staticmethod(time.time)
-    monotonic = staticmethod(time.monotonic)
-
-
-SYSTEM_CLOCK: Clock = SystemClock()
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """The parts a long MO's last part completed (``seq``: that last part)."""
-
-    assembly: Assembly[None]
-    seq: int
-
-
-class _Turns:
-    """MOs of one subscriber waiting for the one being acted on, so consent changes apply in
-    arrival order: the second of two STOPs in flight sees the first one stored."""
-
-    __slots__ = ("lock", "waiting")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        # Counted once a task runs; a task cancelled before it ran leaves an entry at 0, which
-        # the subscriber's next MO takes over and removes.
-        self.waiting = 0
 
 
 # Called by the footer stage before it sends held parts on: ``go`` when they may still go,
@@ -211,11 +146,11 @@ class ConsentEnforcer:
         self.clock = clock
         self.audit = audit
         self.footers = footers
-        self.service = service
         self.store = store
         self.metrics = metrics
         self.instance = instance
         self.default_alphabet = default_alphabet
+        # The bound sessions by account: the reply sender picks its carriers among them.
         self._bridges: dict[str, set[LegPair]] = {}
         self._account_keys: dict[str, str] = {}
         self._country = config.default_country
@@ -223,32 +158,56 @@ class ConsentEnforcer:
         # The parts of one long MT share one answer (gateway.messages.parts); they live no longer
         # than the footer stage holds a message.
         self._parts = PartTracker(part_ttl_s)
-        self._mo_parts: Reassembler[None] = Reassembler(max_age_s=config.mo_reassembly_timeout_s)
-        self._reply_limits = ReplyLimiter()
-        self._unreplied = mo_path.Unreplied(config.mo_dedup_window_s)
         self._refusals = logs.Summary(interval_s=REFUSAL_LOG_INTERVAL_S, burst=REFUSAL_LOG_BURST)
-        self._reply_ref = 0
         # The evidence of every auto-reply, written to the store in the background.
         self.replies = ReplyRecorder(store, metrics)
-        # Subscribers with an MO being acted on: their next MOs wait for it (see on_mo).
-        self._mo_turns: dict[str, _Turns] = {}
+        self.reply_sender = ReplySender(
+            config=config,
+            bridges=self._bridges,
+            recorder=self.replies,
+            metrics=metrics,
+            clock=clock,
+            instance=instance,
+            default_alphabet=default_alphabet,
+            service=service,
+        )
+        self.mo = MoPath(
+            config=config,
+            store=store,
+            metrics=metrics,
+            clock=clock,
+            instance=instance,
+            default_alphabet=default_alphabet,
+            account=self._account,
+            replies=self.reply_sender,
+            store_down=self._store_down,
+            receipt_ids=footers.receipt_ids if footers is not None else None,
+        )
         # Frequency caps: the token of each long message in flight; reservations being released.
         self._cap_tokens: dict[Hashable, tuple[str, float]] = {}
         self._cap_releases: set[asyncio.Task[None]] = set()
         if footers is not None:
             footers.set_gate(self._gate)
             footers.set_reporter(self._report_part)
-        self._translate_receipts = _has_footers(config)
         _load_places(config)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) for the auto-reply records still being written (shutdown)."""
         await self.replies.drain(timeout_s)
 
-    def reconfigure(self, config: ConsentConfig, *, part_ttl_s: float | None = None) -> None:
-        """SIGHUP: campaigns and statuses apply from the next message on."""
+    def reconfigure(
+        self,
+        config: ConsentConfig,
+        *,
+        part_ttl_s: float | None = None,
+        default_alphabet: Alphabet | None = None,
+    ) -> None:
+        """SIGHUP: campaigns, statuses and the SMSC's alphabet apply from the next message on."""
         self.config = config
-        self._translate_receipts = _has_footers(config)
+        if default_alphabet is not None:
+            self.default_alphabet = default_alphabet
+        self.mo.reconfigure(config, self.default_alphabet)
+        self.reply_sender.reconfigure(config, self.default_alphabet)
         self._account_keys = {}
         self._country = config.default_country
         self._short_max = config.short_code_max_length
@@ -278,7 +237,7 @@ class ConsentEnforcer:
             if not bridges:
                 del self._bridges[account]
         conn_id = bridge.conn_id
-        self._mo_parts.discard(lambda key: key[0] == conn_id)
+        self.mo.on_closed(conn_id)
         if self.footers is not None:
             self.footers.on_closed(conn_id)
 
@@ -692,7 +651,7 @@ class ConsentEnforcer:
         """A delivery receipt of the gateway's own (accept and report; a part that did not
         go after the client had its answer) to a receiving session of the account."""
         receipt = rejection_receipt(pdu, message_id, stat, self.clock.wall())
-        for bridge in self._receiving(account, prefer):
+        for bridge in self.reply_sender.receiving(account, prefer):
             if bridge.originate_to_client(receipt, lambda _pdu, _frame: None):
                 return
         log.warning(
@@ -710,9 +669,9 @@ class ConsentEnforcer:
         self._report_rejected(account, pdu, message_id, stat, prefer=request.bridge)
 
     async def _request_opt_in(self, request: MtRequest, decision: RequestOptIn) -> None:
-        new = await self._store_events(decision.events)
+        new = await self.mo.store_events(decision.events)
         if new:
-            self._send_reply(
+            self.reply_sender.send(
                 self._account(request.client.system_id),
                 decision.reply,
                 "opt_in_request",
@@ -823,534 +782,14 @@ class ConsentEnforcer:
     # --- MO -----------------------------------------------------------------------------------
 
     def on_mo(self, request: MoRequest) -> None:
-        pdu = request.pdu
-        assert isinstance(pdu, p.DeliverSm | p.DataSm)
-        if is_delivery_receipt(pdu.esm_class):
-            # Never keywords, whatever their text: echoes. Shown under the client's ids.
-            if self._translate_receipts and self.footers is not None:
-                self._receipt(request, pdu, self.footers.receipt_ids)
-            else:
-                request.forward()
-            return
-        # The same reading as MT destinations (leniently: a stray character in a source the
-        # SMSC hands us must not lose a STOP), so the STOP lands where MTs are checked.
-        subscriber = self._address(
-            pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi, lenient=True
-        )
-        if subscriber is None or not subscriber.is_subscriber:
-            # A name or no number at all: nothing can be recorded for it, and no MT can reach
-            # it either (they are refused), so no consent is at stake.
-            kind = "empty" if subscriber is None else subscriber.kind.value
-            self.metrics.mo_senders_ignored_total.labels(kind).inc()
-            log.info(
-                logs.MO_SENDER_IGNORED,
-                conn_id=request.client.conn_id,
-                system_id=request.client.system_id,
-                source=mask_subscriber(pdu.source_addr),
-                address_kind=kind,
-            )
-            request.forward()
-            return
-        recipient = self._address(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi)
-        # To no readable number: the default campaign's rules (an account-wide STOP by default).
-        recipient = recipient or NO_SENDER
-        content = content_of(pdu, self.default_alphabet)
-        text, held = self._mo_text(request, content, subscriber, recipient)
-        key = subscriber.value
-        turns = self._mo_turns.get(key)
-        if turns is None:
-            if text is None:
-                request.forward()  # binary, or a part of a long MO still incomplete
-                return
-            records = self.store.cached_current(key)
-            if records is not None and not self._may_clarify(recipient, records):
-                decision = self._decide_mo(
-                    request, pdu, content, text, subscriber, recipient, records
-                )
-                if not decision.events and decision.reply is None:
-                    self._settle_mo(request, decision)
-                    return
-            # Decided again in its turn, on the records as they are once earlier MOs of this
-            # subscriber are stored: two STOPs in flight must not both look like the first.
-            turns = self._mo_turns[key] = _Turns()
-        request.spawn(
-            self._mo_in_turn(turns, request, pdu, content, text, subscriber, recipient, held)
-        )
-
-    def _receipt(self, request: MoRequest, pdu: p.DeliverSm | p.DataSm, ids: ReceiptIds) -> None:
-        """A receipt for a part the gateway answered early or added: rewritten to the id the
-        client was given, or acknowledged and dropped (a part the client never sent)."""
-        upstream_id = receipt_id(pdu)
-        if upstream_id is None:
-            request.forward()
-            return
-        found = ids.local(upstream_id)
-        if found is not None:
-            self._deliver_receipt(request, pdu, found)
-            return
-        request.spawn(self._receipt_slow(request, pdu, ids, upstream_id))
-
-    async def _receipt_slow(
-        self, request: MoRequest, pdu: p.DeliverSm | p.DataSm, ids: ReceiptIds, upstream_id: str
-    ) -> None:
-        try:
-            found = await ids.lookup(upstream_id)
-        except StoreError as exc:
-            self._store_down("get_message_ids", exc)
-            request.reject(CommandStatus.ESME_RX_T_APPN)  # the SMSC delivers it again later
-            return
-        if found is None:
-            request.forward()  # an ordinary message's receipt: its id is the client's
-        else:
-            self._deliver_receipt(request, pdu, found)
-
-    def _deliver_receipt(
-        self, request: MoRequest, pdu: p.DeliverSm | p.DataSm, found: MessageIds
-    ) -> None:
-        if not found.client_ids:
-            self.metrics.receipts_translated_total.labels("dropped").inc()
-            request.respond(mo_path.mo_response(pdu))
-            return
-        self.metrics.receipts_translated_total.labels("translated").inc()
-        first, *others = found.client_ids
-        for message_id in others:  # client parts the gateway sent as one: a receipt each
-            request.bridge.originate_to_client(
-                rewrite_receipt(pdu, message_id), lambda _pdu, _frame: None
-            )
-        request.forward(rewrite_receipt(pdu, first))
-
-    def _mo_text(
-        self, request: MoRequest, content: Content, subscriber: SmsAddress, recipient: SmsAddress
-    ) -> tuple[str | None, _Held | None]:
-        """The MO's text (None: binary, or a part of a long MO still incomplete), and for the
-        last part of a long MO, the parts it completed."""
-        part = content.part
-        if part is None:
-            return content.text(), None
-        now = self.clock.monotonic()
-        result = self._mo_parts.add(
-            mo_path.mo_part_key(
-                request.client.conn_id, subscriber.value, recipient.value, part.reference
-            ),
-            seq=part.seq,
-            total=part.total,
-            body=content.body,
-            now=now,
-            context=None,
-        )
-        self._mo_parts.expire(now)
-        if result.status is AddStatus.COMPLETE and result.assembly is not None:
-            return result.assembly.text(content.alphabet), _Held(result.assembly, part.seq)
-        return None, None
-
-    def _retry_later(self, request: MoRequest, held: _Held | None) -> None:
-        """Refuse an MO temporarily (ESME_RX_T_APPN): the SMSC delivers it again later.
-
-        The SMSC resends only the part it got the error for; the other parts of a long MO were
-        acknowledged already, so they are held again for the resend to complete the message
-        (else a STOP split over two parts would be lost to a store outage)."""
-        if held is not None:
-            now = self.clock.monotonic()
-            assembly = held.assembly
-            for fragment in assembly.fragments:
-                if fragment.seq != held.seq:
-                    self._mo_parts.add(
-                        assembly.key,
-                        seq=fragment.seq,
-                        total=assembly.total,
-                        body=fragment.body,
-                        now=now,
-                        context=None,
-                    )
-        request.reject(CommandStatus.ESME_RX_T_APPN)
-
-    async def _mo_in_turn(
-        self,
-        turns: _Turns,
-        request: MoRequest,
-        pdu: p.DeliverSm | p.DataSm,
-        content: Content,
-        text: str | None,
-        subscriber: SmsAddress,
-        recipient: SmsAddress,
-        held: _Held | None,
-    ) -> None:
-        """Act on an MO once the earlier MOs of its subscriber are done (arrival order)."""
-        turns.waiting += 1
-        try:
-            async with turns.lock:
-                if text is None:
-                    request.forward()
-                else:
-                    await self._mo_slow(request, pdu, content, text, subscriber, recipient, held)
-        finally:
-            turns.waiting -= 1
-            if turns.waiting == 0 and self._mo_turns.get(subscriber.value) is turns:
-                del self._mo_turns[subscriber.value]
-
-    def _decide_mo(
-        self,
-        request: MoRequest,
-        pdu: p.DeliverSm | p.DataSm,
-        content: Content,
-        text: str,
-        subscriber: SmsAddress,
-        recipient: SmsAddress,
-        records: Mapping[str, ConsentRecord],
-        clarifying: ConsentEvent | None = None,
-    ) -> MoDecision:
-        now = self.clock.wall()
-        bound_as = request.client.system_id
-        system_id = self._account(bound_as)
-        # The SMSC resends an MO whose response it did not get; within the window the same
-        # words from the same subscriber to the same number are that resend, not a new message,
-        # as long as no other consent change came in between: STOP, START, STOP are three.
-        digest = mo_path.mo_digest(
-            system_id=system_id,
-            subscriber=subscriber.value,
-            recipient=recipient.value,
-            text=text,
-            now=now,
-            window_s=self.config.mo_dedup_window_s,
-        )
-        key = mo_path.mo_event_key(digest, records)
-        # A decision makes at most two events (an answer that narrows a revoke-all opt-out);
-        # their ids derive from the MO, so a resend makes the same ones.
-        ids = iter((key, f"{key}/2"))
-        return decide_mo(
-            text=text,
-            subscriber=subscriber,
-            recipient=recipient,
-            campaign=self.config.directory.lookup(recipient.value),
-            system_id=system_id,
-            records=records,
-            is_receipt=False,
-            now=now,
-            new_event_id=lambda: next(ids),
-            instance=self.instance,
-            smsc_message_id=receipted_id(pdu),
-            dedup_key=key,
-            bound_as=bound_as,
-            clarifying=clarifying,
-        )
-
-    def _may_clarify(self, recipient: SmsAddress, records: Mapping[str, ConsentRecord]) -> bool:
-        """Whether an MO to ``recipient`` could answer a revoke-all question: the business
-        asks one and the subscriber is opted out business-wide (then history decides)."""
-        campaign = self.config.directory.lookup(recipient.value)
-        rules = campaign.business_rules
-        if rules is None or rules.clarify is None or campaign.business_scope is None:
-            return False
-        record = records.get(campaign.business_scope.key)
-        return record is not None and record.state is ConsentState.OPTED_OUT
-
-    async def _mo_slow(
-        self,
-        request: MoRequest,
-        pdu: p.DeliverSm | p.DataSm,
-        content: Content,
-        text: str,
-        subscriber: SmsAddress,
-        recipient: SmsAddress,
-        held: _Held | None,
-    ) -> None:
-        try:
-            records = await self.store.current(subscriber.value)
-        except StoreError as exc:
-            self._store_down("current", exc)
-            self._retry_later(request, held)
-            return
-        clarifying = None
-        if self._may_clarify(recipient, records):
-            campaign = self.config.directory.lookup(recipient.value)
-            assert campaign.business_scope is not None
-            try:
-                events = await self.store.history(subscriber.value, campaign.business_scope.key)
-            except StoreError as exc:
-                self._store_down("history", exc)
-                self._retry_later(request, held)
-                return
-            clarifying = pending_clarification(events, campaign, self.clock.wall())
-        decision = self._decide_mo(
-            request, pdu, content, text, subscriber, recipient, records, clarifying
-        )
-        await self._mo_act(request, decision, held, text)
-
-    async def _mo_act(
-        self, request: MoRequest, decision: MoDecision, held: _Held | None, text: str | None = None
-    ) -> None:
-        new = True
-        if decision.events:
-            try:
-                new = await self._store_events(decision.events, raise_unavailable=True)
-            except StoreError:
-                # Not acknowledged, so the SMSC retries and nothing is lost. The event may have
-                # landed all the same (a commit reported failed): its retry is then a duplicate,
-                # which must still get the reply this attempt never sent.
-                if decision.reply is not None:
-                    self._unreplied.add(decision, self.clock.monotonic())
-                self._retry_later(request, held)
-                return
-            if not new:
-                owed = self._unreplied.take(decision.events, self.clock.monotonic())
-                if owed is not None:
-                    self._reply_to(request, owed, text)
-        match = decision.match
-        if match is not None:
-            self.metrics.mo_keywords_total.labels(match.family.value, match.match.value).inc()
-            log.info(
-                logs.MO_KEYWORD_MATCHED,
-                conn_id=request.client.conn_id,
-                system_id=request.client.system_id,
-                subscriber=mask_subscriber(decision.events[0].subscriber)
-                if decision.events
-                else None,
-                keyword=match.keyword,
-                family=match.family.value,
-                match=match.match.value,
-                decision=decision.action.value,
-                duplicate=not new,
-            )
-        if new:
-            self._count_opt(decision)
-            self._count_answer(decision)
-            self._reply_to(request, decision, text)
-        self._settle_mo(request, decision)
-
-    def _count_opt(self, decision: MoDecision) -> None:
-        """smppgw_opt_outs_total / smppgw_opt_ins_total: a subscriber's opt-out or opt-in that
-        was stored now (not a resend's duplicate), by campaign and keyword family."""
-        action = decision.action
-        if action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT):
-            counter = self.metrics.opt_outs_total
-        elif action in (MoAction.OPTED_IN, MoAction.REOPTED_IN):
-            counter = self.metrics.opt_ins_total
-        else:
-            return
-        match = decision.match
-        family = match.family.value if match is not None else "any_message"
-        campaign = decision.events[0].campaign if decision.events else None
-        counter.labels(campaign or "none", family).inc()
-
-    def _count_answer(self, decision: MoDecision) -> None:
-        """smppgw_opt_out_answers_total: an answer to a revoke-all question, stored now."""
-        if decision.action is MoAction.CLARIFIED_ALL:
-            answer = "all"
-        elif decision.action is MoAction.CLARIFIED_NARROWED:
-            answer = "narrowed"
-        else:
-            return
-        scope = decision.events[-1].scope
-        self.metrics.mt_opt_out_answers_total.labels(scope[len(REVOKE_ALL_PREFIX) :], answer).inc()
-
-    def _reply_to(self, request: MoRequest, decision: MoDecision, text: str | None) -> None:
-        """Send the decision's auto-reply (an opt-out confirmation always goes, once), recorded
-        against the decision's event (a HELP answer has none: it keeps the MO's ``text``)."""
-        if decision.reply is None:
-            return
-        self._send_reply(
-            self._account(request.client.system_id),
-            decision.reply,
-            decision.action.value,
-            request,
-            always=decision.action in (MoAction.OPTED_OUT, MoAction.LIST_OPTED_OUT),
-            event_id=decision.events[0].event_id if decision.events else None,
-            words=None if decision.events else text,
-        )
-
-    def _settle_mo(self, request: MoRequest, decision: MoDecision) -> None:
-        if request.settled:
-            return
-        if decision.forward:
-            request.forward()
-            return
-        log.info(
-            logs.MO_DROPPED,
-            conn_id=request.client.conn_id,
-            system_id=request.client.system_id,
-            decision=decision.action.value,
-        )
-        request.respond(mo_path.mo_response(request.pdu))
+        self.mo.on_mo(request)
 
     # --- store ---------------------------------------------------------------------------------
-
-    async def _store_events(
-        self, events: tuple[ConsentEvent, ...], *, raise_unavailable: bool = False
-    ) -> bool:
-        """Append durably; True if any event was new (not a resend's duplicate)."""
-        new = False
-        for event in events:
-            started = self.clock.monotonic()
-            try:
-                added = await self.store.append(event)
-            except StoreError as exc:
-                self._store_down("append", exc)
-                if raise_unavailable:
-                    raise
-                return False
-            self.metrics.store_latency.observe(self.clock.monotonic() - started)
-            if added:
-                new = True
-                self.metrics.consent_changes_total.labels(
-                    event.state.value,
-                    event.actor.value,
-                ).inc()
-                log.info(
-                    logs.CONSENT_CHANGED,
-                    event_id=event.event_id,
-                    subscriber=mask_subscriber(event.subscriber),
-                    scope=event.scope,
-                    state=event.state.value,
-                    actor=event.actor.value,
-                    match=event.match.value,
-                    campaign=event.campaign,
-                    system_id=event.system_id,
-                    instance=event.instance,
-                )
-        return new
 
     def _store_down(self, operation: str, exc: Exception) -> None:
         # Counted per refused call; logged once per outage by the store (store_unavailable).
         del exc
         self.metrics.store_errors_total.labels(operation).inc()
-
-    # --- auto-replies --------------------------------------------------------------------------
-
-    def _transmitting(self, system_id: str, prefer: LegPair | None) -> list[LegPair]:
-        bridges = [
-            b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in TRANSMIT_BINDS
-        ]
-        if prefer is not None and prefer in bridges:
-            bridges.remove(prefer)
-            bridges.insert(0, prefer)
-        return bridges
-
-    def _receiving(self, system_id: str, prefer: LegPair | None = None) -> list[LegPair]:
-        bridges = [
-            b for b in self._bridges.get(system_id, ()) if b.client_info.bind_type in RECEIVE_BINDS
-        ]
-        if prefer is not None and prefer in bridges:
-            bridges.remove(prefer)
-            bridges.insert(0, prefer)
-        return bridges
-
-    def _send_reply(
-        self,
-        system_id: str,
-        reply: AutoReply,
-        kind: str,
-        request: MoRequest | None,
-        *,
-        always: bool = False,
-        event_id: str | None = None,
-        words: str | None = None,
-    ) -> None:
-        """Send ``reply`` over a transmit-capable session of the account (or the service bind)
-        and record it, linked to ``event_id``, once the SMSC answered (or it was not sent)."""
-        subscriber = reply.destination.value
-        self._reply_ref = (self._reply_ref + 1) % 256
-        pdus = reply_pdus(
-            reply,
-            request.pdu if request is not None else None,
-            default_alphabet=self.default_alphabet,
-            reference=self._reply_ref,
-        )
-        evidence = ReplyRecord(
-            reply_id=new_reply_id(),
-            event_id=event_id,
-            subscriber=subscriber,
-            kind=reply_kind(kind),
-            text=reply.text,
-            source=pdus[0].source_addr,
-            destination=pdus[0].destination_addr,
-            at=self.clock.wall(),
-            outcome=ReplyOutcome.NO_ANSWER,
-            parts=len(pdus),
-            campaign=reply.campaign,
-            system_id=system_id,
-            words=words,
-            instance=self.instance,
-        )
-        limits = self._reply_limits
-        if not always and not limits.allow(
-            subscriber, self.clock.monotonic(), self.config.reply_limit_per_hour
-        ):
-            self.metrics.auto_replies_total.labels(kind, "rate_limited").inc()
-            log.info(
-                logs.AUTO_REPLY_SUPPRESSED,
-                kind=kind,
-                reason="rate limit",
-                subscriber=mask_subscriber(subscriber),
-                system_id=system_id,
-            )
-            self.replies.record(
-                dataclasses.replace(
-                    evidence,
-                    outcome=ReplyOutcome.NOT_SENT,
-                    error="rate limit (consent.reply_limit_per_hour)",
-                )
-            )
-            return
-        if always:
-            limits.note(subscriber, self.clock.monotonic())
-        prefer = request.bridge if request is not None else None
-        carriers: list[tuple[str, Callable[[p.Pdu, ResponseCallback], bool]]] = [
-            (bridge.conn_id, bridge.originate_upstream)
-            for bridge in self._transmitting(system_id, prefer)
-        ]
-        if self.service is not None:
-            carriers.append(("service-bind", self.service.send))
-        for name, send in carriers:
-            track = ReplyTrack(
-                self.replies, dataclasses.replace(evidence, carrier=name, at=self.clock.wall())
-            )
-            done = self._reply_done(kind, subscriber, track)
-            # The first part picks the carrier; the other parts follow on the same session.
-            if not send(pdus[0], done):
-                continue
-            for pdu in pdus[1:]:
-                if not send(pdu, done):
-                    track.part_not_sent()
-            self.metrics.auto_replies_total.labels(kind, "sent").inc()
-            log.info(
-                logs.AUTO_REPLY_SENT,
-                kind=kind,
-                campaign=reply.campaign,
-                subscriber=mask_subscriber(subscriber),
-                system_id=system_id,
-                conn_id=name,
-                segments=len(pdus),
-            )
-            return
-        self.metrics.auto_replies_total.labels(kind, "no_session").inc()
-        log.warning(
-            logs.AUTO_REPLY_SUPPRESSED,
-            kind=kind,
-            reason="no transmit-capable session",
-            subscriber=mask_subscriber(subscriber),
-            system_id=system_id,
-        )
-        self.replies.record(
-            dataclasses.replace(
-                evidence, outcome=ReplyOutcome.NOT_SENT, error="no transmit-capable session"
-            )
-        )
-
-    def _reply_done(self, kind: str, subscriber: str, track: ReplyTrack) -> ResponseCallback:
-        def done(pdu: p.Pdu | None, frame: bytes | None) -> None:
-            track.answer(pdu, frame)  # the record is written later, in the background
-            status = None if pdu is None else pdu.command_status
-            if status != 0:
-                self.metrics.auto_replies_total.labels(kind, "failed").inc()
-                log.warning(
-                    logs.AUTO_REPLY_SUPPRESSED,
-                    kind=kind,
-                    reason="smsc refused or timed out",
-                    command_status=None if status is None else status_name(status),
-                    subscriber=mask_subscriber(subscriber),
-                )
-
-        return done
 
 
 def _load_places(config: ConsentConfig) -> None:
@@ -1358,9 +797,3 @@ def _load_places(config: ConsentConfig) -> None:
     the config is read, not on the first MT that needs it, in the middle of traffic."""
     if any(c.hours is not None and c.hours.needs_subdivision for c in config.directory):
         load_geocoder()
-
-
-def _has_footers(config: ConsentConfig) -> bool:
-    """Whether any campaign adds footers: only then are parts answered early or added, so
-    only then can a receipt need another id."""
-    return any(c.footer is not FooterMode.NEVER for c in config.directory)

@@ -12,6 +12,12 @@ counted (``smppgw_auto_reply_records_total{outcome}``) and logged
 (``auto_reply_record_failed``, summed up under a flood), and the relay goes on: the
 confirmation itself was sent, only its evidence is missing. ``drain`` (shutdown) waits,
 bounded, for what is still queued, before the store closes.
+
+``ReplySender`` sends the replies: it chooses the session that carries one (a transmit-capable
+session of the account, the one the MO came in on first, else the service bind), applies the
+per-subscriber rate limit (``consent.reply_limit_per_hour``; an opt-out confirmation always
+goes) and starts the ``ReplyTrack`` of each. It also names the receiving sessions of an
+account, which the gateway's own delivery receipts go over.
 """
 
 from __future__ import annotations
@@ -21,20 +27,30 @@ import dataclasses
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Mapping, Set
 from typing import Final
 
+from gateway.config import ConsentConfig
+from gateway.consent.policy import AutoReply
+from gateway.messages.replies import ReplyLimiter, reply_pdus
+from gateway.proxy.clock import Clock
+from gateway.proxy.hooks import LegPair, MoRequest, ResponseCallback
+from gateway.proxy.service import ServiceLink
 from gateway.smpp import pdu as p
 from gateway.smpp.constants import status_name
 from gateway.store.base import ConsentStore, ReplyKind, ReplyOutcome, ReplyRecord
 from gateway.telemetry import logs
 from gateway.telemetry.logs import mask_subscriber
 from gateway.telemetry.metrics import Metrics
+from gateway.text.dcs import Alphabet
 
 log = logs.get_logger()
 
 MAX_PENDING: Final = 10_000
 WRITE_TIMEOUT_S: Final = 10.0
 FAILURE_LOG_INTERVAL_S: Final = 10.0
+TRANSMIT_BINDS: Final = frozenset({"transmitter", "transceiver"})
+RECEIVE_BINDS: Final = frozenset({"receiver", "transceiver"})
 
 # The decision behind an auto-reply (the ``kind`` label of smppgw_auto_replies_total) -> what
 # its record calls it.
@@ -221,3 +237,176 @@ class ReplyTrack:
                 error=error,
             )
         )
+
+
+class ReplySender:
+    """Sends the gateway's auto-replies and has their evidence recorded (one per process).
+
+    ``bridges`` is the registry of bound sessions by account, kept by whoever sees sessions
+    bind and close (the consent enforcer); the sender only reads it.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: ConsentConfig,
+        bridges: Mapping[str, Set[LegPair]],
+        recorder: ReplyRecorder,
+        metrics: Metrics,
+        clock: Clock,
+        instance: str,
+        default_alphabet: Alphabet,
+        service: ServiceLink | None = None,
+    ) -> None:
+        self.config = config
+        self.bridges = bridges
+        self.recorder = recorder
+        self.metrics = metrics
+        self.clock = clock
+        self.instance = instance
+        self.default_alphabet = default_alphabet
+        self.service = service
+        self._limits = ReplyLimiter()
+        self._reference = 0  # the concatenation reference of the last multi-part reply
+
+    def reconfigure(self, config: ConsentConfig, default_alphabet: Alphabet) -> None:
+        """SIGHUP: the rate limit and the SMSC's alphabet apply from the next reply on."""
+        self.config = config
+        self.default_alphabet = default_alphabet
+
+    def transmitting(self, system_id: str, prefer: LegPair | None = None) -> list[LegPair]:
+        """The account's sessions that may send to the SMSC, ``prefer`` first."""
+        return self._bound(system_id, TRANSMIT_BINDS, prefer)
+
+    def receiving(self, system_id: str, prefer: LegPair | None = None) -> list[LegPair]:
+        """The account's sessions that may receive from the SMSC, ``prefer`` first."""
+        return self._bound(system_id, RECEIVE_BINDS, prefer)
+
+    def _bound(
+        self, system_id: str, bind_types: frozenset[str], prefer: LegPair | None
+    ) -> list[LegPair]:
+        bridges = [
+            b for b in self.bridges.get(system_id, ()) if b.client_info.bind_type in bind_types
+        ]
+        if prefer is not None and prefer in bridges:
+            bridges.remove(prefer)
+            bridges.insert(0, prefer)
+        return bridges
+
+    def send(
+        self,
+        system_id: str,
+        reply: AutoReply,
+        kind: str,
+        request: MoRequest | None,
+        *,
+        always: bool = False,
+        event_id: str | None = None,
+        words: str | None = None,
+    ) -> None:
+        """Send ``reply`` over a transmit-capable session of the account (or the service bind)
+        and record it, linked to ``event_id``, once the SMSC answered (or it was not sent)."""
+        subscriber = reply.destination.value
+        self._reference = (self._reference + 1) % 256
+        pdus = reply_pdus(
+            reply,
+            request.pdu if request is not None else None,
+            default_alphabet=self.default_alphabet,
+            reference=self._reference,
+        )
+        evidence = ReplyRecord(
+            reply_id=new_reply_id(),
+            event_id=event_id,
+            subscriber=subscriber,
+            kind=reply_kind(kind),
+            text=reply.text,
+            source=pdus[0].source_addr,
+            destination=pdus[0].destination_addr,
+            at=self.clock.wall(),
+            outcome=ReplyOutcome.NO_ANSWER,
+            parts=len(pdus),
+            campaign=reply.campaign,
+            system_id=system_id,
+            words=words,
+            instance=self.instance,
+        )
+        limits = self._limits
+        if not always and not limits.allow(
+            subscriber, self.clock.monotonic(), self.config.reply_limit_per_hour
+        ):
+            self.metrics.auto_replies_total.labels(kind, "rate_limited").inc()
+            log.info(
+                logs.AUTO_REPLY_SUPPRESSED,
+                kind=kind,
+                reason="rate limit",
+                subscriber=mask_subscriber(subscriber),
+                system_id=system_id,
+            )
+            self.recorder.record(
+                dataclasses.replace(
+                    evidence,
+                    outcome=ReplyOutcome.NOT_SENT,
+                    error="rate limit (consent.reply_limit_per_hour)",
+                )
+            )
+            return
+        if always:
+            limits.note(subscriber, self.clock.monotonic())
+        prefer = request.bridge if request is not None else None
+        carriers: list[tuple[str, Callable[[p.Pdu, ResponseCallback], bool]]] = [
+            (bridge.conn_id, bridge.originate_upstream)
+            for bridge in self.transmitting(system_id, prefer)
+        ]
+        if self.service is not None:
+            carriers.append(("service-bind", self.service.send))
+        for name, send in carriers:
+            track = ReplyTrack(
+                self.recorder, dataclasses.replace(evidence, carrier=name, at=self.clock.wall())
+            )
+            done = self._done(kind, subscriber, track)
+            # The first part picks the carrier; the other parts follow on the same session.
+            if not send(pdus[0], done):
+                continue
+            for pdu in pdus[1:]:
+                if not send(pdu, done):
+                    track.part_not_sent()
+            self.metrics.auto_replies_total.labels(kind, "sent").inc()
+            log.info(
+                logs.AUTO_REPLY_SENT,
+                kind=kind,
+                campaign=reply.campaign,
+                subscriber=mask_subscriber(subscriber),
+                system_id=system_id,
+                conn_id=name,
+                segments=len(pdus),
+            )
+            return
+        self.metrics.auto_replies_total.labels(kind, "no_session").inc()
+        log.warning(
+            logs.AUTO_REPLY_SUPPRESSED,
+            kind=kind,
+            reason="no transmit-capable session",
+            subscriber=mask_subscriber(subscriber),
+            system_id=system_id,
+        )
+        self.recorder.record(
+            dataclasses.replace(
+                evidence, outcome=ReplyOutcome.NOT_SENT, error="no transmit-capable session"
+            )
+        )
+
+    def _done(self, kind: str, subscriber: str, track: ReplyTrack) -> ResponseCallback:
+        def done(pdu: p.Pdu | None, frame: bytes | None) -> None:
+            track.answer(pdu, frame)  # the record is written later, in the background
+            status = None if pdu is None else pdu.command_status
+            if status != 0:
+                self.metrics.auto_replies_total.labels(kind, "failed").inc()
+                log.warning(
+                    logs.AUTO_REPLY_SUPPRESSED,
+                    kind=kind,
+                    reason="smsc refused or timed out",
+                    command_status=None if status is None else status_name(status),
+                    subscriber=mask_subscriber(subscriber),
+                )
+
+        return done

@@ -380,8 +380,8 @@ class TestStopStoredButReportedFailed:
         duplicate, yet it gets the one confirmation the first attempt never sent."""
         async with consent_rig(tmp_path) as rig:
             assert rig.gw.enforcer is not None
-            flaky = _StoredThenFailed(rig.gw.enforcer.store)
-            rig.gw.enforcer.store = flaky  # type: ignore[assignment]
+            flaky = _StoredThenFailed(rig.gw.enforcer.mo.store)
+            rig.gw.enforcer.mo.store = flaky  # type: ignore[assignment]
             assert await rig.mo("STOP") == 0x64  # temporary: the SMSC delivers it again
             assert flaky.failed
             assert await rig.mo("STOP") == 0

@@ -52,8 +52,10 @@ def at(zone: str, when: str) -> float:
 
 def set_clock(gw: Gateway, wall: float) -> SetClock:
     clock = SetClock(wall)
-    assert gw.enforcer is not None
-    gw.enforcer.clock = clock
+    enforcer = gw.enforcer
+    assert enforcer is not None
+    # The MT path, the MO path and the auto-reply sender each read the time.
+    enforcer.clock = enforcer.mo.clock = enforcer.reply_sender.clock = clock
     return clock
 
 

@@ -15,12 +15,13 @@ from typing import Any
 from gateway.cli import main
 from gateway.proxy.consent import ConsentEnforcer
 from gateway.proxy.hooks import MoRequest, MtRequest
+from gateway.proxy.mo import MoPath
 from gateway.store.base import StoreError
 
 BREAKS = ("ack_unstored", "forward_unchecked")
 
 
-def _ack_unstored(self: ConsentEnforcer, request: MoRequest, held: Any) -> None:
+def _ack_unstored(self: MoPath, request: MoRequest, held: Any) -> None:
     request.forward()
 
 
@@ -35,7 +36,7 @@ async def _forward_unchecked(self: ConsentEnforcer, request: MtRequest, mt: Any)
 
 def install(name: str) -> None:
     if name == "ack_unstored":
-        ConsentEnforcer._retry_later = _ack_unstored  # type: ignore[method-assign]
+        MoPath._retry_later = _ack_unstored  # type: ignore[method-assign]
     elif name == "forward_unchecked":
         ConsentEnforcer._mt_slow = _forward_unchecked  # type: ignore[method-assign]
     else:
