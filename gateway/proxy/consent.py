@@ -126,7 +126,12 @@ class FooterStage(Protocol):
 
 
 class ConsentEnforcer:
-    """The relay's interceptor when consent is enabled (one per gateway process)."""
+    """The relay's interceptor when consent is enabled (one per gateway process): the MT path,
+    and the facade over the MO path (``mo``) and the auto-reply sender (``reply_sender``).
+
+    Each of the three holds its own reference to what they share (``store``, ``clock``,
+    ``config``): ``reconfigure`` hands the new config to all three.
+    """
 
     def __init__(
         self,
