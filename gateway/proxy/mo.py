@@ -482,7 +482,8 @@ class MoPath:
     async def store_events(
         self, events: tuple[ConsentEvent, ...], *, raise_unavailable: bool = False
     ) -> bool:
-        """Append durably; True if any event was new (not a resend's duplicate)."""
+        """Append durably; True if any event was new (not a resend's duplicate). The MT path's
+        opt-in requests are stored through here too."""
         new = False
         for event in events:
             started = self.clock.monotonic()
