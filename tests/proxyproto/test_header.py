@@ -21,29 +21,10 @@ from gateway.proxyproto.header import (
     ProxyHeaderError,
     parse,
 )
+from tests.support.proxyproto import SIG, tlv, v2, v2_tcp4, v2_tcp6
 
-# The spec's signature, written out octet by octet (section 2.2), not taken from the module.
-SIG = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
 # SMPP octets a header precedes: a bind_transceiver's header (command_length 23 and id 9).
 BIND = bytes.fromhex("00000017000000090000000000000001") + b"acme\x00pw\x00\x00\x34\x00\x00\x00"
-
-
-def v2(command: int, fam: int, body: bytes) -> bytes:
-    return SIG + bytes([0x20 | command, fam]) + struct.pack("!H", len(body)) + body
-
-
-def v2_tcp4(src: str, dst: str, sport: int, dport: int, tlvs: bytes = b"") -> bytes:
-    body = ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
-    return v2(0x1, 0x11, body + struct.pack("!HH", sport, dport) + tlvs)
-
-
-def v2_tcp6(src: str, dst: str, sport: int, dport: int, tlvs: bytes = b"") -> bytes:
-    body = ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
-    return v2(0x1, 0x21, body + struct.pack("!HH", sport, dport) + tlvs)
-
-
-def tlv(kind: int, value: bytes) -> bytes:
-    return bytes([kind]) + struct.pack("!H", len(value)) + value
 
 
 GOLDEN: list[tuple[bytes, ProxyHeader]] = [
