@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,11 +18,11 @@ import smpplib.consts
 from structlog.testing import capture_logs
 
 from gateway.app import Gateway
-from gateway.config import ConfigError
+from gateway.config import ConfigError, load
 from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode
-from tests.support.consent import FAST_SESSION, RawEsme, acme_campaigns, simulator
+from tests.support.consent import FAST_SESSION, RawEsme, acme_campaigns, simulator, to_toml
 from tests.support.gateway import gateway_config, running_gateway
 from tests.support.proxyproto import v1, v2_local, v2_tcp4, v2_tcp6
 from tests.support.sim import running_simulator
@@ -318,3 +320,54 @@ class TestConfig:
         assert not server.proxy_protocol
         assert server.proxy_networks == ()
         assert server.proxy_header_timeout_s == 5.0
+
+
+class TestReload:
+    async def test_sighup_applies_networks_and_keeps_the_protocol(self, tmp_path: Path) -> None:
+        """On reload proxy_networks is applied to the next connection; proxy_protocol keeps
+        its running value (restart needed); a file that would leave it on without networks
+        fails the reload and changes nothing."""
+        async with simulator() as sim:
+            path = tmp_path / "gateway.toml"
+            server = {
+                "listen": "127.0.0.1:0",
+                "proxy_protocol": True,
+                "proxy_networks": [f"{BALANCER}/32"],
+            }
+            data = {
+                "gateway": {"instance": "pp-gw", "shutdown_grace_s": 1},
+                "server": server,
+                "upstream": {"address": f"127.0.0.1:{sim.port}"},
+                "consent": {"enabled": False},
+            }
+            path.write_text(to_toml(data))
+            gw = Gateway(load(path))
+            await gw.start()
+            try:
+                assert await bind_via(gw.port, v2_local()) == 0
+                with capture_logs() as logs:
+                    path.write_text(
+                        to_toml({**data, "server": {**server, "proxy_networks": ["127.0.0.9/32"]}})
+                    )
+                    gw.reload()
+                    path.write_text(to_toml({**data, "server": {"listen": "127.0.0.1:0"}}))
+                    gw.reload()
+                    off = {"listen": "127.0.0.1:0", "proxy_networks": ["127.0.0.9/32"]}
+                    path.write_text(to_toml({**data, "server": off}))
+                    gw.reload()
+                events = [x for x in logs if x["event"].startswith("config_reload")]
+                assert [x["event"] for x in events] == [
+                    "config_reloaded",
+                    "config_reload_failed",
+                    "config_reload_partial",
+                ]
+                assert "server.proxy_networks" in events[1]["error"]
+                assert events[2]["restart_needed"] == ["server.proxy_protocol"]
+                limits = gw.listener.limits
+                assert limits.proxy_protocol
+                assert limits.proxy_networks == (ipaddress.ip_network("127.0.0.9/32"),)
+                # 127.0.0.1 is no balancer any more: its connection is closed unread.
+                async with through(gw.port, v2_local()) as esme:
+                    assert await closed(esme.reader)
+            finally:
+                await gw.stop()
