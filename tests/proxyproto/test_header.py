@@ -284,3 +284,35 @@ class TestProperties:
             if early is not None:
                 assert parse(octets) == early
                 return
+
+
+class TestFuzzTarget:
+    def test_corpus_seeds_parse(self) -> None:
+        """The fuzz target's seeds are headers the parser takes (and one that is not)."""
+        from fuzz.seed import proxy_header_seeds, vectors
+        from fuzz.targets import split_input
+
+        for name, data in proxy_header_seeds(vectors()).items():
+            stream = split_input(data)[2]
+            if name == "seed-no-header":
+                with pytest.raises(ProxyHeaderError):
+                    parse(stream)
+            else:
+                assert parse(stream) is not None, name
+
+    def test_the_target_catches_a_parser_that_changes_its_mind(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The fuzz target's checks bite: a parser that answers a header early and an error
+        for the whole stream fails it."""
+        from fuzz import targets
+        from fuzz.targets import PropertyError, join_input
+
+        def fickle(octets: bytes) -> ProxyHeader | None:
+            if len(octets) > 20:
+                raise ProxyHeaderError("changed its mind")
+            return ProxyHeader(1, None, None, 15) if len(octets) >= 15 else None
+
+        monkeypatch.setattr(targets, "parse", fickle)
+        with pytest.raises(PropertyError, match="early"):
+            targets.proxy_header_target(join_input(0, [15], b"PROXY UNKNOWN\r\n" + bytes(20)))
