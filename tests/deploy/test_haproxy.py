@@ -467,7 +467,9 @@ class TestClientAddressesThroughHaproxy:
                 encode(p.BindTransceiver(system_id="acme", password="pw", sequence_number=1))
             )
             async with asyncio.timeout(WAIT_S):
-                assert await reader.read() == b""
+                # Closed with the bind unread, the kernel may answer with a reset instead.
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
