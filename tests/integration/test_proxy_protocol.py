@@ -22,7 +22,15 @@ from gateway.config import ConfigError, load
 from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode
-from tests.support.consent import FAST_SESSION, RawEsme, acme_campaigns, simulator, to_toml
+from tests.support.consent import (
+    FAST_SESSION,
+    GatewayProcess,
+    RawEsme,
+    acme_campaigns,
+    free_port,
+    simulator,
+    to_toml,
+)
 from tests.support.gateway import gateway_config, running_gateway
 from tests.support.proxyproto import v1, v2_local, v2_tcp4, v2_tcp6
 from tests.support.sim import running_simulator
@@ -371,3 +379,37 @@ class TestReload:
                     assert await closed(esme.reader)
             finally:
                 await gw.stop()
+
+
+class TestWorkers:
+    async def test_every_worker_reads_the_header(self, tmp_path: Path) -> None:
+        """``run`` with two workers on the supervisor's socket: binds through headers from
+        four clients are each logged with their client's address."""
+        async with simulator() as sim:
+            port = free_port()
+            data = {
+                "gateway": {"instance": "pp-workers", "shutdown_grace_s": 1},
+                "server": {
+                    "listen": f"127.0.0.1:{port}",
+                    "workers": 2,
+                    "proxy_protocol": True,
+                    "proxy_networks": [f"{BALANCER}/32"],
+                },
+                "upstream": {"address": f"127.0.0.1:{sim.port}"},
+                "store": {"url": f"sqlite:{tmp_path}/consent.db"},
+                "admin": {"listen": f"127.0.0.1:{free_port()}"},
+                "logging": {"level": "info", "format": "json"},
+            }
+            path = tmp_path / "gateway.toml"
+            path.write_text(to_toml(data))
+            daemon = GatewayProcess(path, port, cwd=tmp_path)
+            await daemon.start()
+            try:
+                clients = [f"198.51.100.{n}" for n in range(1, 5)]
+                for n, client in enumerate(clients):
+                    assert await bind_via(port, v2_tcp4(client, "10.0.0.1", 1000 + n, 2)) == 0
+                await daemon.wait_for("bind_requested", len(clients))
+                logged = sorted(x["peer"] for x in daemon.events("bind_requested"))
+                assert logged == [f"{c}:{1000 + n}" for n, c in enumerate(clients)]
+            finally:
+                assert await daemon.stop() == 0
