@@ -2,7 +2,7 @@
 
     python -m fuzz.codec TARGET [libFuzzer options] [CORPUS_DIR ...]
 
-TARGET is ``decode``, ``framing`` or ``session``; the rest goes to libFuzzer as is
+TARGET is ``decode``, ``framing``, ``session`` or ``proxy_header``; the rest goes to libFuzzer as is
 (``-max_total_time=3600``, ``-runs=20000``, ``-timeout=10``, ``-artifact_prefix=DIR/``, corpus
 directories: new inputs are written to the first one). See fuzz/README.md.
 """

@@ -106,6 +106,44 @@ def session_seeds(v: dict[str, bytes]) -> dict[str, bytes]:
     }
 
 
+# PROXY protocol headers as HAProxy's proxy-protocol.txt lays them out (v2: signature,
+# version and command, family, length, addresses, ports, TLVs).
+_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
+_V2_TCP4 = (
+    _V2 + b"\x21\x11\x00\x0c" + bytes([192, 168, 0, 1, 192, 168, 0, 11]) + b"\xdc\x04\x01\xbb"
+)
+_V2_TCP6 = (
+    _V2 + b"\x21\x21\x00\x24" + bytes(15) + b"\x01" + bytes(15) + b"\x02" + b"\x04\xd2\x0a\xd7"
+)
+_V2_TLVS = (
+    _V2
+    + b"\x21\x11\x00\x1e"
+    + bytes([10, 1, 2, 3, 10, 0, 0, 9])
+    + b"\x9c\x40\x0a\xd7"
+    + b"\x01\x00\x04smpp"
+    + b"\x04\x00\x00"
+    + b"\x20\x00\x05\x01\x00\x00\x00\x00"
+)
+
+
+def proxy_header_seeds(v: dict[str, bytes]) -> dict[str, bytes]:
+    bind = v["bind_transceiver"]
+    return {
+        "seed-v1-tcp4": join_input(
+            0, [], b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n" + bind
+        ),
+        "seed-v1-tcp6": join_input(
+            0, [5, 30], b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2775\r\n" + bind
+        ),
+        "seed-v1-unknown": join_input(0, [1], b"PROXY UNKNOWN\r\n" + bind),
+        "seed-v2-tcp4": join_input(0, [], _V2_TCP4 + bind),
+        "seed-v2-tcp6": join_input(0, [13, 3], _V2_TCP6 + bind),
+        "seed-v2-tlvs": join_input(0, [20], _V2_TLVS + bind),
+        "seed-v2-local": join_input(0, [], _V2 + b"\x20\x00\x00\x00" + bind),
+        "seed-no-header": join_input(0, [], bind),
+    }
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Target name -> file name -> contents."""
     v = vectors()
@@ -113,6 +151,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "decode": decode_seeds(v),
         "framing": framing_seeds(v),
         "session": session_seeds(v),
+        "proxy_header": proxy_header_seeds(v),
     }
 
 

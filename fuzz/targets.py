@@ -13,6 +13,11 @@ Each target feeds hostile bytes to one layer of ``gateway.smpp`` and checks what
   well-formed frames, answers each request at most once (exactly once while it stays open),
   and keeps its owed-answer count right.
 
+- ``proxy_header``: ``gateway.proxyproto.header.parse`` fed the stream in chunks (as the
+  listener feeds it, everything so far each time) raises only ``ProxyHeaderError``; its first
+  verdict (a header or an error) is the whole stream's too; a header needs none of the octets
+  after it; and no input of a whole maximal header's length is left undecided.
+
 Any other exception escaping a target (IndexError, UnicodeDecodeError, struct.error,
 RecursionError, MemoryError, ...) is a bug, as is a ``PropertyError`` raised by a check. Hangs
 are caught by the fuzzer's ``-timeout``.
@@ -28,6 +33,7 @@ Input formats (``fuzz.seed`` writes the seed corpus in these):
   len(LIMITS)]``.
 - session: ``[flags][n][n chunk sizes][stream]``, the chunking as for framing; ``flags`` picks
   the role and the harness's behaviour (see ``SessionFlags``).
+- proxy_header: ``[unused][n][n chunk sizes][stream]``, the chunking as for framing.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from gateway.proxyproto.header import MAX_V2_LENGTH, ProxyHeader, ProxyHeaderError, parse
 from gateway.smpp.codec import (
     decode,
     decode_header,
@@ -75,6 +82,7 @@ __all__ = [
     "PropertyError",
     "decode_target",
     "framing_target",
+    "proxy_header_target",
     "session_target",
 ]
 
@@ -456,8 +464,44 @@ class SessionRun:
             check(responses == requests, "an open session left a request unanswered")
 
 
+# --- proxy_header ------------------------------------------------------------------------------
+
+_LONGEST_HEADER = 16 + MAX_V2_LENGTH
+
+
+def _verdict(octets: bytes) -> ProxyHeader | ProxyHeaderError | None:
+    try:
+        return parse(octets)
+    except ProxyHeaderError as exc:
+        return exc
+
+
+def proxy_header_target(data: bytes) -> None:
+    """The PROXY header parser as the listener drives it: all octets so far, after each read."""
+    _, sizes, stream = split_input(data)
+    whole = _verdict(stream)
+    check(
+        whole is not None or len(stream) < _LONGEST_HEADER,
+        f"{len(stream)} octets and still no verdict (a header is at most {_LONGEST_HEADER})",
+    )
+    buffered = b""
+    for chunk in chunked(stream, sizes):
+        buffered += chunk
+        early = _verdict(buffered)
+        if early is None:
+            continue
+        if isinstance(early, ProxyHeaderError):
+            check(isinstance(whole, ProxyHeaderError), "refused early, accepted in full")
+            return
+        check(early == whole, f"header {early} early, {whole} in full")
+        check(early.consumed <= len(buffered), "a header longer than its input")
+        check(_verdict(buffered[: early.consumed]) == early, "a header needs octets after it")
+        return
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "decode": decode_target,
     "framing": framing_target,
     "session": session_target,
+    "proxy_header": proxy_header_target,
 }

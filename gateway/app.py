@@ -23,7 +23,14 @@ from gateway.admin.api import AdminApi
 from gateway.admin.optout import OptOutPages, link_day
 from gateway.audit.setup import configure_pseudonyms, open_trail
 from gateway.audit.trail import AuditTrail
-from gateway.config import ConfigError, GatewayConfig, SessionTimers, TlsConfig, load
+from gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    SessionTimers,
+    TlsConfig,
+    check_proxy_protocol,
+    load,
+)
 from gateway.consent.campaign import Campaign
 from gateway.consent.link import LinkSigner
 from gateway.consent.model import AddressKind, SmsAddress
@@ -113,6 +120,9 @@ def connection_limits(config: GatewayConfig) -> ConnectionLimits:
         allow_networks=server.allow_networks,
         account_networks=server.account_networks,
         system_id_in_certificate=server.tls is not None and server.tls.system_id_in_certificate,
+        proxy_protocol=server.proxy_protocol,
+        proxy_networks=server.proxy_networks,
+        proxy_header_timeout_s=server.proxy_header_timeout_s,
     )
 
 
@@ -378,6 +388,7 @@ class Gateway:
             new = load(source)
             restart = restart_changes(old, new)
             new = keep_running(old, new, restart)
+            check_proxy_protocol(new.server)  # the running proxy_protocol with the file's networks
             # Everything the reload builds is built before anything is applied: a file that
             # fails here (an upstream certificate that does not load) changes nothing.
             settings = proxy_settings(new)
@@ -501,6 +512,7 @@ RESTART_KEYS = (
     "server.workers",
     "server.worker_timeout_s",
     "server.tls",
+    "server.proxy_protocol",
     "upstream.service_bind",
     "store.url",
     "consent.enabled",

@@ -131,6 +131,11 @@ class ServerConfig:
     # from ([server.accounts.ID] allow_networks; accounts keyed as consent.account_match).
     allow_networks: tuple[Network, ...] = ()
     account_networks: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
+    # Behind an L4 balancer: every connection starts with a PROXY protocol header (v1 or v2)
+    # naming the client, sent by a balancer of proxy_networks within proxy_header_timeout_s.
+    proxy_protocol: bool = False
+    proxy_networks: tuple[Network, ...] = ()
+    proxy_header_timeout_s: float = 5.0
 
 
 CREDENTIALS_VARIABLE: Final = "${CREDENTIALS_DIRECTORY}"
@@ -671,6 +676,24 @@ def _account_networks(
     return out
 
 
+def check_proxy_protocol(server: ServerConfig) -> None:
+    """``server.proxy_protocol`` needs the balancers' addresses, and no TLS on the listener:
+    the header comes before the TLS handshake, which the listener's TLS begins at accept."""
+    if not server.proxy_protocol:
+        return
+    if not server.proxy_networks:
+        raise ConfigError(
+            "server.proxy_networks: required when server.proxy_protocol is true (the "
+            "balancers' addresses: only they may name a client's address)"
+        )
+    if server.tls is not None:
+        raise ConfigError(
+            "server.proxy_protocol: cannot be combined with [server.tls] (the PROXY header "
+            "precedes the TLS handshake); end TLS at the balancer, or pass TLS through "
+            "without proxy_protocol"
+        )
+
+
 def _bind_limits(table: _Table | None) -> BindLimits:
     """``[server.binds]``: failed-bind throttling and the SMSC's bind rate."""
     d = BindLimits()
@@ -819,7 +842,11 @@ def parse(data: dict[str, Any], *, source: str | None = None) -> GatewayConfig:
         binds=_bind_limits(srv.table("binds")),
         allow_networks=_networks(srv, "allow_networks"),
         account_networks=_account_networks(srv.table("accounts"), _account_match(root)),
+        proxy_protocol=srv.boolean("proxy_protocol", False),
+        proxy_networks=_networks(srv, "proxy_networks"),
+        proxy_header_timeout_s=srv.seconds("proxy_header_timeout_s", 5.0),
     )
+    check_proxy_protocol(server)
     srv.finish()
 
     up = root.table("upstream")

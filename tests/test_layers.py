@@ -16,18 +16,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gateway"
 
-PURE_CORE = ("smpp", "text", "consent", "messages")
+PURE_CORE = ("smpp", "text", "consent", "messages", "proxyproto")
 # Standard-library modules the pure core may not touch: I/O, the clock, logging, threads.
 CORE_FORBIDDEN = frozenset(
     {"asyncio", "socket", "time", "logging", "structlog", "threading", "sqlite3", "redis"}
 )
-# What each pure-core package may import from the gateway besides itself: smpp, text and
-# consent stand side by side; messages (the message path) builds on all three.
+# What each pure-core package may import from the gateway besides itself: smpp, text,
+# consent and proxyproto stand side by side; messages (the message path) builds on all three.
 CORE_ALLOWED_GATEWAY = {
     "smpp": frozenset({"gateway.errors"}),
     "text": frozenset({"gateway.errors"}),
     "consent": frozenset({"gateway.errors"}),
     "messages": frozenset({"gateway.errors", "gateway.smpp", "gateway.text", "gateway.consent"}),
+    "proxyproto": frozenset({"gateway.errors"}),
 }
 # The only third-party import in the pure core, and where.
 # What proxy and admin may use of the store: the protocol and the operations built on it only.
@@ -181,7 +182,8 @@ class TestScanner:
 
 
 class TestPureCore:
-    """smpp, text, consent and messages: standard library only, no I/O, no clock, no logging."""
+    """smpp, text, consent, messages and proxyproto: standard library only, no I/O, no clock,
+    no logging."""
 
     @pytest.mark.parametrize("package", PURE_CORE)
     def test_only_stdlib_errors_and_own_package(self, package: str) -> None:

@@ -75,7 +75,8 @@ class SmppConnection(asyncio.Protocol):
             # SMPP is request/response: Nagle would add up to 40 ms per round trip.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peername = self.transport.get_extra_info("peername")
-        if isinstance(peername, tuple) and len(peername) >= 2:
+        # A peer already set is the client a PROXY protocol header named (the listener's).
+        if not self.peer and isinstance(peername, tuple) and len(peername) >= 2:
             self.peer = f"{peername[0]}:{peername[1]}"
         if self._pause_reasons:
             self.transport.pause_reading()

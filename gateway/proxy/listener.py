@@ -1,4 +1,10 @@
-"""The client listener: accepts connections, owns the bridges, drains them on shutdown."""
+"""The client listener: accepts connections, owns the bridges, drains them on shutdown.
+
+Behind an L4 balancer (``server.proxy_protocol``) each connection first goes to a
+``HeaderReader``, which reads the PROXY protocol header and then hands the transport to the
+bridge's client connection, whose peer is from then on the client the header names: limits,
+networks, the bind guard and the logs all see that address.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from gateway.config import Network
 from gateway.consent.campaign import AccountMatch, account_key
@@ -18,6 +25,7 @@ from gateway.proxy.bridge import Bridge
 from gateway.proxy.connection import SmppConnection
 from gateway.proxy.hooks import Interceptor
 from gateway.proxy.upstream import ProxySettings
+from gateway.proxyproto.header import ProxyHeader, ProxyHeaderError, parse
 from gateway.smpp.constants import CommandStatus
 from gateway.telemetry import logs
 from gateway.telemetry.metrics import Metrics
@@ -49,6 +57,12 @@ class ConnectionLimits:
     account_networks: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
     # TLS with client certificates: the bind's system_id must be one of the certificate's names.
     system_id_in_certificate: bool = False
+    # server.proxy_protocol: connections come from the balancers of proxy_networks only, and
+    # each starts with a PROXY header within proxy_header_timeout_s. Until it is in, a
+    # connection counts against max_unbound (the address it is counted per comes with it).
+    proxy_protocol: bool = False
+    proxy_networks: tuple[Network, ...] = ()
+    proxy_header_timeout_s: float = 5.0
 
 
 class Listener:
@@ -62,6 +76,9 @@ class Listener:
         ssl_context: ssl.SSLContext | None = None,
         binds: BindGuard | None = None,
     ) -> None:
+        if ssl_context is not None and limits is not None and limits.proxy_protocol:
+            # The header precedes the handshake; config refuses server.tls with it too.
+            raise ValueError("the PROXY protocol cannot be read on a TLS listener")
         self.settings = settings
         self.interceptor = interceptor
         self.metrics = metrics
@@ -76,6 +93,9 @@ class Listener:
         self._sessions: dict[Bridge, tuple[str, str]] = {}
         self._per_address: Counter[str] = Counter()
         self._per_account: Counter[str] = Counter()
+        # Connections whose PROXY header is not in yet (also in _unbound, with no address).
+        self._readers: dict[Bridge, HeaderReader] = {}
+        self._header_failures = logs.Summary(interval_s=10.0, burst=5)
         self.binds = binds or BindGuard()
         self._throttles = logs.Summary(interval_s=10.0, burst=5)
         self._evictions = logs.Summary(interval_s=10.0, burst=1)
@@ -131,7 +151,7 @@ class Listener:
             logs.LISTENER_STARTED, listen=f"{host}:{self.port}", tls=self.ssl_context is not None
         )
 
-    def _accept(self) -> SmppConnection:
+    def _accept(self) -> asyncio.Protocol:
         bridge = Bridge(
             settings=self.settings,
             interceptor=self.interceptor,
@@ -142,7 +162,81 @@ class Listener:
             admit=self._admit,
             binds=self,
         )
+        if self.limits.proxy_protocol:
+            return HeaderReader(self, bridge)
         return bridge.client
+
+    # --- the PROXY protocol header (server.proxy_protocol) ----------------------------------
+
+    def _header_expected(self, reader: HeaderReader) -> None:
+        """A connection is up and its header not read yet: only a balancer may send one, and
+        it counts against max_unbound from now on."""
+        limits = self.limits
+        bridge = reader.bridge
+        if not _within(_address(reader.balancer), limits.proxy_networks):
+            self.metrics.connections_total.labels("refused").inc()
+            self._header_failed(reader, "untrusted", "not from server.proxy_networks")
+            return
+        if len(self._unbound) >= limits.max_unbound:
+            self._evict(next(iter(self._unbound)), "too many unbound connections")
+        self._unbound[bridge] = ""  # its address is the header's, once read
+        self._readers[bridge] = reader
+        reader.timer = bridge.loop.call_later(
+            limits.proxy_header_timeout_s, self._header_late, reader
+        )
+
+    def _header_late(self, reader: HeaderReader) -> None:
+        reader.timer = None
+        if self._readers.get(reader.bridge) is reader:
+            timeout = self.limits.proxy_header_timeout_s
+            self._header_failed(
+                reader, "timeout", f"no PROXY header within {timeout:g} s (proxy_header_timeout_s)"
+            )
+
+    def _header_failed(self, reader: HeaderReader, outcome: str, reason: str) -> None:
+        self._header_gone(reader)
+        self.metrics.proxy_headers_total.labels(outcome).inc()
+        self._header_failures.emit(
+            log.warning,
+            (outcome, reason),
+            logs.PROXY_HEADER_FAILED,
+            conn_id=reader.bridge.conn_id,
+            peer=reader.balancer,
+            outcome=outcome,
+            reason=reason,
+        )
+        reader.close()
+
+    def _header_gone(self, reader: HeaderReader, *, still_unbound: bool = False) -> None:
+        """The reader is done: its header refused or its connection lost, or (``still_unbound``)
+        its header read, the connection keeping its place among the unbound."""
+        if reader.timer is not None:
+            reader.timer.cancel()
+            reader.timer = None
+        if self._readers.get(reader.bridge) is reader:
+            del self._readers[reader.bridge]
+            if not still_unbound:
+                self._forget_unbound(reader.bridge)
+
+    def _header_read(self, reader: HeaderReader, header: ProxyHeader, rest: bytes) -> None:
+        """Hand the transport to the client connection, as if accepted with the header's
+        source as its peer (LOCAL / UNKNOWN: the connection's own). From here on its reads
+        go straight to the session, as for any connection."""
+        self._header_gone(reader, still_unbound=True)
+        bridge = reader.bridge
+        conn = bridge.client
+        transport = reader.transport
+        assert transport is not None
+        self.metrics.proxy_headers_total.labels("local" if header.local else "read").inc()
+        if header.source is not None:
+            conn.peer = f"{header.source.host}:{header.source.port}"
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        if rest and conn.is_open:
+            conn.data_received(rest)
+
+    def _header_lost(self, reader: HeaderReader) -> None:
+        self._header_gone(reader)
 
     # --- failed binds and the SMSC's bind rate (gateway.proxy.binds) -------------------------
 
@@ -195,17 +289,26 @@ class Listener:
             bridge.client.close("address not allowed")
             return
         self.metrics.connections_total.labels("accepted").inc()
-        log.debug(logs.CONNECTION_ACCEPTED, conn_id=bridge.conn_id, peer=bridge.client.peer)
+        log.debug(
+            logs.CONNECTION_ACCEPTED,
+            conn_id=bridge.conn_id,
+            peer=bridge.client.peer,
+            **({"via": _own_peer(bridge.client)} if self.limits.proxy_protocol else {}),
+        )
         at_address = self._unbound_at.setdefault(address, OrderedDict())
         limits = self.limits
         if len(at_address) >= limits.max_unbound_per_address:
             self._evict(next(iter(at_address)), "too many unbound connections from its address")
-        if len(self._unbound) >= limits.max_unbound:
+        # Behind a balancer it was counted against max_unbound at accept already.
+        if bridge not in self._unbound and len(self._unbound) >= limits.max_unbound:
             self._evict(next(iter(self._unbound)), "too many unbound connections")
         self._unbound[bridge] = address
         at_address[bridge] = None
 
     def _evict(self, victim: Bridge, reason: str) -> None:
+        reader = self._readers.get(victim)
+        if reader is not None:
+            self._header_gone(reader)
         self._forget_unbound(victim)
         self.metrics.connections_total.labels("evicted").inc()
         self._evictions.emit(
@@ -213,10 +316,13 @@ class Listener:
             reason,
             logs.CONNECTION_REFUSED,
             conn_id=victim.conn_id,
-            peer=victim.client.peer,
+            peer=victim.client.peer if reader is None else reader.balancer,
             reason=reason,
         )
-        victim.client.close(reason)
+        if reader is not None:
+            reader.close()  # still waiting for its header: no session to close
+        else:
+            victim.client.close(reason)
 
     def _forget_unbound(self, bridge: Bridge) -> None:
         address = self._unbound.pop(bridge, None)
@@ -286,6 +392,9 @@ class Listener:
         """Stop accepting, then drain every bridge concurrently."""
         if self._server is not None:
             self._server.close()
+        for reader in list(self._readers.values()):
+            self._header_gone(reader)
+            reader.close()  # no session yet: nothing to drain
         bridges = list(self.bridges)
         if bridges:
             await asyncio.gather(*(b.drain(grace_s) for b in bridges), return_exceptions=True)
@@ -295,6 +404,69 @@ class Listener:
     def on_each(self, fn: Callable[[Bridge], None]) -> None:
         for bridge in list(self.bridges):
             fn(bridge)
+
+
+class HeaderReader(asyncio.Protocol):
+    """A connection's protocol until its PROXY header is in (server.proxy_protocol).
+
+    It buffers what arrives (the parser looks at one header's worth at most, and refuses a
+    longer one) and has the listener hand the transport over once the header parses; the
+    octets after the header go to the session as its first read."""
+
+    def __init__(self, listener: Listener, bridge: Bridge) -> None:
+        self.listener = listener
+        self.bridge = bridge
+        self.transport: asyncio.Transport | None = None
+        self.balancer = ""  # the connection's own peer: the balancer, or whoever connected
+        self.timer: asyncio.TimerHandle | None = None
+        self._buffer = bytearray()
+        self._done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but implement its interface.
+        self.transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.balancer = f"{peername[0]}:{peername[1]}"
+        self.listener._header_expected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._buffer += data
+        try:
+            header = parse(self._buffer)
+        except ProxyHeaderError as exc:
+            self.listener._header_failed(self, "invalid", str(exc))
+            return
+        if header is None:
+            return
+        self._done = True
+        rest = bytes(self._buffer[header.consumed :])
+        self._buffer.clear()
+        self.listener._header_read(self, header, rest)
+
+    def eof_received(self) -> bool | None:
+        return None  # closed before (or without) its header: nothing to answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done:
+            self._done = True
+            self.listener._header_lost(self)
+
+    def close(self) -> None:
+        self._done = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _own_peer(conn: SmppConnection) -> str:
+    """The connection's own peer address (the balancer's, behind one)."""
+    transport = conn.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        return f"{peername[0]}:{peername[1]}"
+    return ""
 
 
 def _address(peer: str) -> str:

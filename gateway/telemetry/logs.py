@@ -35,6 +35,8 @@ SUPERVISOR_GONE: Final = "supervisor_gone"
 # Connections and sessions
 CONNECTION_ACCEPTED: Final = "connection_accepted"
 CONNECTION_REFUSED: Final = "connection_refused"
+# server.proxy_protocol: a connection closed for want of a valid PROXY header from a balancer.
+PROXY_HEADER_FAILED: Final = "proxy_header_failed"
 BIND_REQUESTED: Final = "bind_requested"
 BIND_COMPLETED: Final = "bind_completed"
 BIND_FAILED: Final = "bind_failed"

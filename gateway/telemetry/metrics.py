@@ -155,6 +155,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.proxy_headers_total = Counter(
+            "smppgw_proxy_headers_total",
+            "PROXY protocol headers read, or connections closed for want of one",
+            ["outcome"],
+            registry=r,
+        )
         self.binds_total = Counter(
             "smppgw_binds_total",
             "Client bind attempts by result",

@@ -312,9 +312,11 @@ class TestScaleOutExample:
             assert one[key] == two[key], key
         assert set(one) == set(two)
         assert one["store"]["url"].startswith("redis://")
-        # Behind HAProxy all clients come from one address: per-address limits must not bite.
+        # Behind HAProxy the gateways read the PROXY header, from HAProxy's fixed address only.
+        proxy = compose()["services"]["haproxy"]["networks"]["default"]["ipv4_address"]
         for config in (one, two):
-            assert config["server"]["max_unbound_per_address"] == config["server"]["max_unbound"]
+            assert config["server"]["proxy_protocol"] is True
+            assert config["server"]["proxy_networks"] == [f"{proxy}/32"]
 
     def test_haproxy_points_at_each_gateway(self) -> None:
         """One server line per gateway: its SMPP port, health-checked on its admin port."""
@@ -330,12 +332,13 @@ class TestScaleOutExample:
         assert len(servers) == 2
 
     def test_haproxy_settings(self) -> None:
-        """TCP mode, leastconn, HTTP checks of /readyz, session timeouts longer than the
-        gateways' enquire_link interval."""
+        """TCP mode, leastconn, HTTP checks of /readyz, a PROXY v2 header on every server,
+        session timeouts longer than the gateways' enquire_link interval."""
         text = (SCALE_OUT / "haproxy.cfg").read_text(encoding="utf-8")
         assert re.search(r"^\s*mode tcp$", text, re.M)
         assert re.search(r"^\s*balance leastconn$", text, re.M)
         assert re.search(r"^\s*option httpchk GET /readyz$", text, re.M)
+        assert re.search(r"^\s*default-server .*\bsend-proxy-v2\b", text, re.M)
         interval = scale_out_config(1)["session"]["enquire_link_interval_s"]
         for side in ("client", "server"):
             found = re.search(rf"^\s*timeout {side} (\d+)(s|m)$", text, re.M)

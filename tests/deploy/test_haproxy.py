@@ -2,9 +2,12 @@
 haproxy.cfg in front of two ``smpp-gateway run`` processes with the committed gateway configs,
 on a real redis-server, with the bundled simulator as the SMSC.
 
-The test changes only what cannot be the same here: ports become free loopback ports and the
-compose service names (``redis``, ``smsc``, ``gw-1``, ``gw-2``) become 127.0.0.1. Every other
-setting (balancing, health checks, timeouts, store, campaigns, audit paths) is the example's.
+The test changes only what cannot be the same here: ports become free loopback ports, the
+compose service names (``redis``, ``smsc``, ``gw-1``, ``gw-2``) become 127.0.0.1 and so does
+HAProxy's address in ``server.proxy_networks``. Every other setting (balancing, health checks,
+timeouts, the PROXY protocol header, store, campaigns, audit paths) is the example's, unless a
+test says otherwise. Clients connect from other loopback addresses (127.0.0.2, ...), so the
+gateways can tell them from HAProxy.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tomllib
 import urllib.request
@@ -87,7 +91,9 @@ class Instance:
         return f"http://127.0.0.1:{self.admin_port}"
 
 
-def gateway_config(name: str, *, sim: Simulator, store_url: str) -> tuple[dict[str, Any], str]:
+def gateway_config(
+    name: str, *, sim: Simulator, store_url: str, binds: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
     """The committed config of ``name`` and its text with free ports and loopback hosts."""
     text = (SCALE_OUT / f"gateway-{name[-1]}.toml").read_text()
     committed, data = tomllib.loads(text), tomllib.loads(text)
@@ -100,11 +106,19 @@ def gateway_config(name: str, *, sim: Simulator, store_url: str) -> tuple[dict[s
     data["upstream"]["address"] = f"127.0.0.1:{sim.port}"
     assert data["store"]["url"] == "redis://redis:6379/0"
     data["store"]["url"] = store_url
+    # HAProxy connects from loopback here, not from its compose address.
+    assert data["server"]["proxy_networks"] == ["172.28.0.10/32"]
+    data["server"]["proxy_networks"] = ["127.0.0.1/32"]
+    if binds is not None:
+        data["server"]["binds"] = binds
     return committed, to_toml(data)
 
 
-def haproxy_config(instances: list[Instance], frontend: int, stats: int) -> str:
+def haproxy_config(
+    instances: list[Instance], frontend: int, stats: int, *, send_proxy: str = "send-proxy-v2"
+) -> str:
     text = (SCALE_OUT / "haproxy.cfg").read_text()
+    text = replace_once(r"^(\s*default-server .*)\bsend-proxy-v2\b", rf"\1{send_proxy}", text)
     text = replace_once(r"^(\s*bind) :2775$", rf"\1 127.0.0.1:{frontend}", text)
     text = replace_once(r"^(\s*bind) :8404$", rf"\1 127.0.0.1:{stats}", text)
     for gw in instances:
@@ -170,9 +184,24 @@ class ScaleOut:
     async def totals(self) -> dict[str, int]:
         return {name: sum(by_type.values()) for name, by_type in (await self.sessions()).items()}
 
-    def client(self, bind: str = "transceiver") -> SmpplibEsme:
-        """An smpplib client of account "acme" binding through HAProxy."""
-        return SmpplibEsme(self.frontend, "acme", bind=bind)
+    def client(self, bind: str = "transceiver", *, source: str | None = None) -> SmpplibEsme:
+        """An smpplib client of account "acme" binding through HAProxy (from the loopback
+        address ``source``, where given)."""
+        esme = SmpplibEsme(self.frontend, "acme", bind=bind)
+        if source is not None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(60)
+            sock.bind((source, 0))
+            esme.client._socket = sock  # smpplib connects the socket it is given
+        return esme
+
+    def peers(self, event: str) -> list[str]:
+        """The hosts of the ``peer`` field of every gateway's ``event`` lines."""
+        return [
+            line["peer"].rpartition(":")[0]
+            for gw in self.gateways
+            for line in gw.process.events(event)
+        ]
 
 
 @contextlib.contextmanager
@@ -197,9 +226,31 @@ def haproxy(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             process.wait()
 
 
+async def bind_status(port: int, system_id: str, password: str, source: str) -> int:
+    """One bind_transmitter from the loopback address ``source``; its command_status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        seq = 1
+        writer.write(
+            encode(p.BindTransmitter(system_id=system_id, password=password, sequence_number=seq))
+        )
+        async with asyncio.timeout(WAIT_S):
+            head = await reader.readexactly(16)
+        return int.from_bytes(head[8:12], "big")
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
 @contextlib.asynccontextmanager
 async def scale_out(
-    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    send_proxy: str = "send-proxy-v2",
+    binds: dict[str, Any] | None = None,
 ) -> AsyncIterator[ScaleOut]:
     """Simulator, two gateway processes on one Redis, HAProxy in front; both servers UP."""
     haproxy_binary()
@@ -209,7 +260,7 @@ async def scale_out(
     async with simulator() as sim:
         gateways = []
         for name in NAMES:
-            committed, text = gateway_config(name, sim=sim, store_url=store_url)
+            committed, text = gateway_config(name, sim=sim, store_url=store_url, binds=binds)
             parsed = tomllib.loads(text)
             path = tmp_path / f"{name}.toml"
             path.write_text(text)
@@ -231,7 +282,9 @@ async def scale_out(
                 started.append(gw.process)
             rig = ScaleOut(sim=sim, gateways=gateways, frontend=free_port(), stats=free_port())
             config = tmp_path / "haproxy.cfg"
-            config.write_text(haproxy_config(gateways, rig.frontend, rig.stats))
+            config.write_text(
+                haproxy_config(gateways, rig.frontend, rig.stats, send_proxy=send_proxy)
+            )
             with haproxy(config, tmp_path / "haproxy.log"):
                 servers = await rig.wait_servers(gw_1="UP", gw_2="UP")
                 # UP by the HTTP check of /readyz (layer 7), not by a TCP connect.
@@ -341,3 +394,86 @@ class TestScaleOutExample:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
             assert await rig.totals() == {"gw-1": 0, "gw-2": 0}
+
+
+class TestClientAddressesThroughHaproxy:
+    """send-proxy-v2 (or send-proxy) in haproxy.cfg, server.proxy_protocol in the gateways."""
+
+    async def test_each_client_is_seen_with_its_own_address(
+        self, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two clients from 127.0.0.2 and 127.0.0.3 bind through HAProxy (one per gateway):
+        the gateways log each bind with the client's address, never HAProxy's."""
+        async with (
+            scale_out(tmp_path, redis_server, monkeypatch) as rig,
+            rig.client(source="127.0.0.2") as first,
+            rig.client(source="127.0.0.3") as second,
+        ):
+            assert await rig.totals() == {"gw-1": 1, "gw-2": 1}
+            assert await first.submit(BYSTANDER, "one", source=UNGROUPED) == 0
+            assert await second.submit(BYSTANDER, "two", source=UNGROUPED) == 0
+            assert sorted(rig.peers("bind_requested")) == ["127.0.0.2", "127.0.0.3"]
+            assert sorted(rig.peers("bind_completed")) == ["127.0.0.2", "127.0.0.3"]
+
+    async def test_v1_header_works_too(
+        self, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With send-proxy (the text header) instead of send-proxy-v2 a client binds, sends,
+        and is logged with its own address."""
+        async with (
+            scale_out(tmp_path, redis_server, monkeypatch, send_proxy="send-proxy") as rig,
+            rig.client(source="127.0.0.4") as client,
+        ):
+            assert await client.submit(BYSTANDER, "v1", source=UNGROUPED) == 0
+            assert rig.peers("bind_requested") == ["127.0.0.4"]
+            await rig.sim.wait_for(lambda msgs: msgs[-1].text == "v1")
+
+    async def test_a_client_blocked_for_failed_binds_blocks_no_other(
+        self, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A client failing binds through HAProxy until both gateways refuse it at once does
+        not shut out another client behind the same HAProxy (same connecting address)."""
+        binds = {"delay_after": 100, "block_after": 3}
+        async with scale_out(tmp_path, redis_server, monkeypatch, binds=binds) as rig:
+            rig.sim.accounts = {"acme": "pw"}  # the SMSC now refuses other credentials
+            statuses = []
+            for _ in range(40):
+                if all(gw.process.events("bind_throttled") for gw in rig.gateways):
+                    break
+                statuses.append(await bind_status(rig.frontend, "mallory", "guess", "127.0.0.2"))
+            assert all(gw.process.events("bind_throttled") for gw in rig.gateways)
+            assert statuses.count(0x0F) == 6  # ESME_RINVSYSID from the SMSC: three per gateway
+            assert set(statuses[6:]) <= {0x0D}  # then ESME_RBINDFAIL from the gateways
+            assert set(rig.peers("bind_throttled")) == {"127.0.0.2"}
+            async with (
+                rig.client(source="127.0.0.3") as first,
+                rig.client(source="127.0.0.3") as second,
+            ):
+                assert await rig.totals() == {"gw-1": 1, "gw-2": 1}
+                assert await first.submit(BYSTANDER, "still", source=UNGROUPED) == 0
+                assert await second.submit(BYSTANDER, "served", source=UNGROUPED) == 0
+
+    async def test_a_direct_connection_is_closed(
+        self, tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A client that connects to a gateway directly (not from HAProxy's address) is
+        closed before its bind is read, and logged."""
+        async with scale_out(tmp_path, redis_server, monkeypatch) as rig:
+            gw = rig.gateways[0]
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", gw.smpp_port, local_addr=("127.0.0.2", 0)
+            )
+            writer.write(
+                encode(p.BindTransceiver(system_id="acme", password="pw", sequence_number=1))
+            )
+            async with asyncio.timeout(WAIT_S):
+                # Closed with the bind unread, the kernel may answer with a reset instead.
+                with contextlib.suppress(ConnectionResetError):
+                    assert await reader.read() == b""
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            line = await gw.process.wait_for("proxy_header_failed")
+            assert line["outcome"] == "untrusted"
+            assert line["peer"].startswith("127.0.0.2:")
+            assert not gw.process.events("bind_requested")

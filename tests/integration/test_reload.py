@@ -236,6 +236,9 @@ class TestClassification:
             "server.workers": {"server": {"workers": 2}},
             "server.worker_timeout_s": {"server": {"worker_timeout_s": 5}},
             "server.tls": {"server": {"tls": {"cert_file": __file__, "key_file": __file__}}},
+            "server.proxy_protocol": {
+                "server": {"proxy_protocol": True, "proxy_networks": ["10.0.0.0/8"]}
+            },
             "upstream.service_bind": {"upstream": {"service_bind": {"system_id": "gw"}}},
             "store.url": {"store": {"url": f"sqlite:{tmp_path}/other.db"}},
             "consent.enabled": {"consent": {"enabled": False}},
