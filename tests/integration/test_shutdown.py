@@ -246,7 +246,8 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 class TestGatewayStop:
     async def test_stop_waits_for_in_flight_submits_and_unbinds(self, sim: Simulator) -> None:
-        """Gateway.stop() lets the SMSC answer what is in flight, then unbinds both legs."""
+        """Gateway.stop() refuses new requests from its first step, lets the SMSC answer what
+        is in flight, then unbinds both legs."""
         async with running_relay(sim.port) as gw:
             with smpplib_client(gw.port) as client:
                 await asyncio.to_thread(client.bind_transmitter, system_id="acme", password="pw")
@@ -255,7 +256,11 @@ class TestGatewayStop:
                 await _until(lambda: _outstanding(gw) == 50)
                 reading = asyncio.create_task(asyncio.to_thread(_read_until_closed, client))
                 stopping = asyncio.create_task(gw.stop())
-                await _until(lambda: all(b.draining for b in bridges(gw)))
+                await asyncio.sleep(0)  # stop()'s first step, which logs gateway_stopping
+                # From that step on every session refuses new requests: none read after the
+                # log line goes upstream (the SIGTERM test sends some after it).
+                assert bridges(gw)
+                assert all(b.draining for b in bridges(gw))
                 assert not stopping.done()  # waiting for the SMSC's answers
                 sim.set_faults(silent=False)
                 async with asyncio.timeout(GRACE_S + UNBIND_TIMEOUT_S + 2):
