@@ -394,6 +394,19 @@ def store_state(url: str) -> tuple[list[ConsentRecord], int, dict[str, Any]]:
     return asyncio.run(_store_state(url))
 
 
+async def _record_count(url: str) -> int:
+    store = await open_store(url, instance="check")
+    try:
+        return await store.record_count()
+    finally:
+        await store.close()
+
+
+def record_count(url: str) -> int:
+    """``store_state(url)[1]`` without reading back every record and its history."""
+    return asyncio.run(_record_count(url))
+
+
 LIST = (
     "number,scope,state,time,source,note\n"
     "(555) 222-0000,,opted_out,2024-05-01T12:00:00Z,keyword,STOP\n"  # 2
@@ -593,7 +606,7 @@ def test_import_killed_midway_leaves_the_store_as_it_was(
         0,
         "150000 rows read, 149999 changed, 1 unchanged, 0 bad",  # +12022000007 was opted in
     )
-    assert store_state(url)[1] == 150_001
+    assert record_count(url) == 150_001
 
 
 @pytest.mark.redis

@@ -396,6 +396,11 @@ class Listener:
             self._header_gone(reader)
             reader.close()  # no session yet: nothing to drain
         bridges = list(self.bridges)
+        # Every bridge refuses new requests from this step on, before the first drain task
+        # runs: on uvloop, reads ready in this loop turn are handled before new tasks start,
+        # and a submit read after gateway_stopping was logged would still go upstream.
+        for bridge in bridges:
+            bridge.draining = True
         if bridges:
             await asyncio.gather(*(b.drain(grace_s) for b in bridges), return_exceptions=True)
         if self._server is not None:

@@ -687,6 +687,13 @@ class TestRedisFaults:
                     await guard.wait_healthy(3 * WAIT_S)
                     back = await traffic.next_batches(2)
                     recovered_s = time.monotonic() - killed
+                # A STOP is stored once both replicas take writes again: wait for that (the
+                # resync), not for as many 0x64 answers as a slow resync makes.
+                promoted = Redis(host=host, port=int(new_port), decode_responses=True)
+                try:
+                    await _until(lambda: _replicas_online(promoted, 2), timeout_s=3 * WAIT_S)
+                finally:
+                    await promoted.aclose()
                 retries = await stop_until_acknowledged(sim, OTHER_SUBSCRIBER)
                 after = await pipeline(
                     esme, [(SUBSCRIBER, "x1"), (OTHER_SUBSCRIBER, "x2"), (BYSTANDER, "x3")]
@@ -729,6 +736,14 @@ async def _replicas_known(watcher: Redis, count: int) -> bool:
     """Sentinel has connected to ``count`` replicas of the master (none down)."""
     found = await watcher.sentinel_slaves("mymaster")
     return [r["flags"] for r in found] == ["slave"] * count
+
+
+async def _replicas_online(master: Redis, count: int) -> bool:
+    """``count`` replicas are connected to ``master`` and streaming (their resync done)."""
+    info = await master.info("replication")
+    replicas = [info.get(f"slave{i}") for i in range(int(info.get("connected_slaves", 0)))]
+    states = [r.get("state") for r in replicas if isinstance(r, dict)]
+    return states == ["online"] * count
 
 
 async def _master_moved(watcher: Redis, old_port: int) -> bool:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import smpplib.client
 import smpplib.exceptions
 
+from gateway.app import Gateway
 from gateway.simulator import Simulator
 from gateway.smpp.constants import CommandStatus
 from tests.integration.conftest import (
@@ -31,6 +32,7 @@ from tests.integration.conftest import (
     send_raw,
     smpplib_client,
 )
+from tests.support.metrics import scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 GRACE_S = 5.0
@@ -48,6 +50,11 @@ def _submit(client: smpplib.client.Client, n: int) -> int:
 def _bind_and_send(client: smpplib.client.Client, count: int) -> list[int]:
     client.bind_transmitter(system_id="acme", password="pw")
     return [_submit(client, n) for n in range(count)]
+
+
+def _read_responses(client: smpplib.client.Client, count: int) -> list[Any]:
+    """The next ``count`` responses (nothing else may come before them)."""
+    return [client.read_pdu() for _ in range(count)]
 
 
 def _read_until_closed(client: smpplib.client.Client) -> tuple[list[Any], int]:
@@ -94,12 +101,17 @@ class _Daemon:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
 
-    async def wait_for_event(self, name: str) -> dict[str, Any]:
+    async def wait_for_event(self, name: str, **fields: Any) -> dict[str, Any]:
+        """The first log line of event ``name`` with these fields (None: the field absent)."""
+
+        def matches(line: dict[str, Any]) -> bool:
+            return line.get("event") == name and all(line.get(k) == v for k, v in fields.items())
+
         async with asyncio.timeout(WAIT_S):
             while True:
                 changed = self._changed
                 for line in self.lines:
-                    if line.get("event") == name:
+                    if matches(line):
                         return line
                 if self._reader.done():
                     raise AssertionError(f"daemon ended before {name!r}: {self.lines}")
@@ -158,6 +170,9 @@ unbind_timeout_s = {UNBIND_TIMEOUT_S}
 [consent]
 enabled = false
 
+[admin]
+listen = "127.0.0.1:0"
+
 [logging]
 level = "info"
 format = "json"
@@ -166,32 +181,47 @@ format = "json"
     return path
 
 
+def _port(line: dict[str, Any]) -> int:
+    return int(line["listen"].rsplit(":", 1)[1])
+
+
+async def _until_outstanding(admin_port: int, count: int) -> None:
+    """Until the daemon's upstream legs have ``count`` requests awaiting the SMSC's answer."""
+    async with asyncio.timeout(WAIT_S):
+        while (await scrape(admin_port)).value("smppgw_upstream_outstanding") < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # another process's state: nothing to await
+
+
 class TestSigterm:
     async def test_sigterm_drains_in_flight_submits_then_exits_zero(
         self, sim: Simulator, tmp_path: Path
     ) -> None:
         """Under SIGTERM the daemon answers all 50 in-flight submits, refuses new ones with a
         temporary status, unbinds the client and exits 0 within the grace period."""
-        # The SMSC holds the 50 for 3 s: long enough that the late submits, sent after the
-        # gateway says it is stopping, arrive while it drains even on a loaded machine (at 1 s
-        # they sometimes came after the drain had ended and the client was unbound).
-        sim.set_faults(response_delay_s=3.0)
         async with daemon(_config(tmp_path, sim.port)) as child:
-            started = await child.wait_for_event("listener_started")
-            port = int(started["listen"].rsplit(":", 1)[1])
+            port = _port(await child.wait_for_event("listener_started", component=None))
+            admin = _port(await child.wait_for_event("listener_started", component="admin"))
             with smpplib_client(port) as client:
-                sent = await asyncio.to_thread(_bind_and_send, client, 50)
-                await sim.wait_for(lambda messages: len(messages) == 50)
+                await asyncio.to_thread(client.bind_transmitter, system_id="acme", password="pw")
+                # The SMSC reads nothing until the late submits are answered: the 50 stay in
+                # flight, so the gateway is still draining when those arrive, however slow
+                # the machine (an SMSC answering after a fixed delay sometimes answered
+                # before they came, the drain ended and they found the client unbound).
+                sim.set_faults(silent=True)
+                sent = await asyncio.to_thread(lambda: [_submit(client, n) for n in range(50)])
+                await _until_outstanding(admin, 50)
                 child.process.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 await child.wait_for_event("gateway_stopping")
-                # The SMSC still holds the 50: these arrive while the gateway drains.
                 late = await asyncio.to_thread(lambda: [_submit(client, n) for n in range(5)])
+                refused = await asyncio.to_thread(_read_responses, client, len(late))
+                sim.set_faults(silent=False)  # the SMSC reads the 50 and answers them
                 responses, unbinds = await asyncio.to_thread(_read_until_closed, client)
             async with asyncio.timeout(GRACE_S + UNBIND_TIMEOUT_S + 2):
                 code = await child.process.wait()
             elapsed = time.monotonic() - signalled
-        statuses = _statuses(sent + late, responses)
+        assert [r.sequence for r in refused] == late
+        statuses = _statuses(sent + late, refused + responses)
         assert [statuses[seq] for seq in sent] == [CommandStatus.ESME_ROK] * 50
         assert [statuses[seq] for seq in late] == [CommandStatus.ESME_RTHROTTLED] * 5
         assert unbinds == 1
@@ -203,17 +233,38 @@ class TestSigterm:
         assert not [line for line in child.lines if line.get("level") in ("error", "critical")]
 
 
+def _outstanding(gw: Gateway) -> float:
+    return gw.metrics.registry.get_sample_value("smppgw_upstream_outstanding") or 0.0
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Until ``condition()`` holds: the in-process gateway's state, read between loop turns."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # noqa: ASYNC110 (no event to await for it)
+            await asyncio.sleep(0.005)
+
+
 class TestGatewayStop:
     async def test_stop_waits_for_in_flight_submits_and_unbinds(self, sim: Simulator) -> None:
-        """Gateway.stop() lets the SMSC answer what is in flight, then unbinds both legs."""
-        sim.set_faults(response_delay_s=0.5)
+        """Gateway.stop() refuses new requests from its first step, lets the SMSC answer what
+        is in flight, then unbinds both legs."""
         async with running_relay(sim.port) as gw:
             with smpplib_client(gw.port) as client:
-                sent = await asyncio.to_thread(_bind_and_send, client, 50)
-                await sim.wait_for(lambda messages: len(messages) == 50)
+                await asyncio.to_thread(client.bind_transmitter, system_id="acme", password="pw")
+                sim.set_faults(silent=True)  # the SMSC holds the 50 until stop() drains
+                sent = await asyncio.to_thread(lambda: [_submit(client, n) for n in range(50)])
+                await _until(lambda: _outstanding(gw) == 50)
                 reading = asyncio.create_task(asyncio.to_thread(_read_until_closed, client))
+                stopping = asyncio.create_task(gw.stop())
+                await asyncio.sleep(0)  # stop()'s first step, which logs gateway_stopping
+                # From that step on every session refuses new requests: none read after the
+                # log line goes upstream (the SIGTERM test sends some after it).
+                assert bridges(gw)
+                assert all(b.draining for b in bridges(gw))
+                assert not stopping.done()  # waiting for the SMSC's answers
+                sim.set_faults(silent=False)
                 async with asyncio.timeout(GRACE_S + UNBIND_TIMEOUT_S + 2):
-                    await gw.stop()
+                    await stopping
                 responses, unbinds = await reading
             assert not bridges(gw)
         statuses = _statuses(sent, responses)
