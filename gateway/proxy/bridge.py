@@ -274,8 +274,7 @@ class Bridge:
             self._end_upstream("client closed")
         else:
             self._log.info(logs.SESSION_CLOSED, leg="upstream", reason=conn.session.close_reason)
-            self._fail_client_requests(conn)
-            self._end_client("upstream closed")
+            self._upstream_ended(conn, "upstream closed")
         self._maybe_finished()
 
     def writing_paused(self, conn: SmppConnection, paused: bool) -> None:
@@ -373,11 +372,9 @@ class Bridge:
                 self._end_upstream(f"client: {event.reason}")
         elif isinstance(event, ev.UnbindReceived):
             self._log.info(logs.UNBIND_RECEIVED, leg=leg)
-            self._fail_client_requests(conn)
-            self._end_client("upstream unbound")
+            self._upstream_ended(conn, "upstream unbound")
         elif isinstance(event, ev.SessionClosed):
-            self._fail_client_requests(conn)
-            self._end_client(f"upstream: {event.reason}")
+            self._upstream_ended(conn, f"upstream: {event.reason}")
 
     def _client_bind(self, pdu: p.Pdu, frame: bytes) -> None:
         assert isinstance(pdu, p.BindTransmitter | p.BindReceiver | p.BindTransceiver)
@@ -703,6 +700,36 @@ class Bridge:
         for _seq, command_id, ctx in upstream.session.abandon_outstanding():
             self._give_up(ctx, command_id)
         self.client.flush()
+
+    def _upstream_ended(self, upstream: SmppConnection, reason: str) -> None:
+        """The upstream leg ended (closed, or the SMSC unbound): the client's requests in its
+        window are answered now; those a hook is still deciding (a store lookup, a capped MT's
+        reservation) are answered when it decides, with a temporary refusal since no leg
+        carries them any more; and only then is the client unbound (within unbind_timeout_s),
+        so that the unbind leaves no request unanswered. Shutdown's drain does its own wait."""
+        self._fail_client_requests(upstream)
+        client = self.client.session
+        if self.draining or client.closed or not client.unanswered:
+            self._end_client(reason)
+            return
+        # Draining from now on: new requests get ESME_RTHROTTLED, and idleness is tracked.
+        self.draining = True
+        self.spawn(self._end_client_once_answered(reason))
+
+    async def _end_client_once_answered(self, reason: str) -> None:
+        self._check_idle()
+        try:
+            await asyncio.wait_for(
+                self._idle.wait(), timeout=self.settings.client_session.unbind_timeout_s
+            )
+        except TimeoutError:
+            self._log.warning(
+                logs.CLIENT_UNBOUND_UNANSWERED,
+                reason=reason,
+                unanswered=self.client.session.unanswered,
+            )
+        self._end_client(reason)
+        self._flush_both()
 
     def _end_upstream(self, reason: str) -> None:
         up = self.upstream

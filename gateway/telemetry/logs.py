@@ -44,6 +44,7 @@ BIND_THROTTLED: Final = "bind_throttled"
 UPSTREAM_CONNECT_FAILED: Final = "upstream_connect_failed"
 UNBIND_RECEIVED: Final = "unbind_received"
 SESSION_CLOSED: Final = "session_closed"
+CLIENT_UNBOUND_UNANSWERED: Final = "client_unbound_unanswered"
 # Protocol faults (the session answered by itself, or timed out)
 PDU_REJECTED: Final = "pdu_rejected"
 PDU_UNEXPECTED_RESPONSE: Final = "pdu_unexpected_response"

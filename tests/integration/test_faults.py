@@ -16,6 +16,7 @@ import smpplib.client
 import smpplib.exceptions
 
 from gateway.app import Gateway
+from gateway.proxy.hooks import MtRequest, PassThrough
 from gateway.simulator import Simulator
 from gateway.smpp import pdu as p
 from gateway.smpp.codec import encode
@@ -31,6 +32,7 @@ from tests.integration.conftest import (
     smpplib_client,
     submit_ok,
 )
+from tests.support.gateway import running_gateway
 
 
 def _submit(client: smpplib.client.Client, n: int) -> int:
@@ -69,6 +71,96 @@ def _one_answer_each(sent: list[int], responses: list[Any]) -> dict[int, int]:
     assert [r.command for r in responses] == ["submit_sm_resp"] * len(responses)
     assert sorted(r.sequence for r in responses) == sorted(sent)
     return {r.sequence: r.status for r in responses}
+
+
+HELD = "15550000001"
+
+
+class _HoldsOne(PassThrough):
+    """Relays every MT at once, except those to HELD: their decision waits for ``release``,
+    as an MT waits for a store lookup or a frequency cap's reservation."""
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def on_mt(self, request: MtRequest) -> None:
+        if getattr(request.pdu, "destination_addr", None) != HELD:
+            request.forward()
+            return
+        self.holding.set()
+
+        async def decide() -> None:
+            await self.release.wait()
+            request.forward()
+
+        request.spawn(decide())
+
+
+async def _hold_one_then_drop(gw: Gateway, sim: Simulator, hook: _HoldsOne) -> tuple[Any, int, int]:
+    """Bind; an MT the hook holds; then one the SMSC takes and drops every connection on.
+    Returns the client, the held MT's sequence number and the dropped one's answer status."""
+    esme = await RawEsme.bound(gw.port, "acme", p.BindTransmitter)
+    held = await esme.send(p.SubmitSm(destination_addr=HELD, short_message=b"held"))
+    async with asyncio.timeout(WAIT_S):
+        await hook.holding.wait()
+    sim.set_faults(drop_after=0)
+    dropped = await esme.send(p.SubmitSm(destination_addr="15551234567", short_message=b"m"))
+    answer = await esme.read()
+    assert isinstance(answer, p.SubmitSmResp)
+    assert answer.sequence_number == dropped
+    return esme, held, answer.command_status
+
+
+class TestUpstreamEndsWhileDeciding:
+    async def test_the_mt_being_decided_is_answered_before_the_client_is_unbound(
+        self, sim: Simulator
+    ) -> None:
+        """The SMSC drops while a hook still decides an MT: once it decides, that MT gets a
+        temporary refusal (no leg carries it), and only then comes the gateway's unbind."""
+        hook = _HoldsOne()
+        async with running_gateway(
+            sim.port, interceptor_factory=lambda _config: hook, session=FAST_SESSION
+        ) as gw:
+            esme, held, dropped_status = await _hold_one_then_drop(gw, sim, hook)
+            try:
+                assert dropped_status == CommandStatus.ESME_RSYSERR
+                # The upstream leg is gone (its window was just failed): the hook decides now.
+                hook.release.set()
+                answer = await esme.read()
+                assert isinstance(answer, p.SubmitSmResp)
+                assert answer.sequence_number == held
+                assert answer.command_status == CommandStatus.ESME_RSYSERR
+                unbind = await esme.read()
+                assert isinstance(unbind, p.Unbind)
+                await esme.write(encode(p.UnbindResp(sequence_number=unbind.sequence_number)))
+                assert await esme.at_eof()
+            finally:
+                await esme.close()
+        assert [getattr(m.pdu, "destination_addr", None) for m in sim.messages] == ["15551234567"]
+
+    async def test_a_decision_that_never_comes_delays_the_unbind_only_so_long(
+        self, sim: Simulator
+    ) -> None:
+        """A hook that never decides does not keep the client bound: the unbind comes after
+        session.unbind_timeout_s, and the held MT never reaches the SMSC."""
+        hook = _HoldsOne()
+        async with running_gateway(
+            sim.port, interceptor_factory=lambda _config: hook, session=FAST_SESSION
+        ) as gw:
+            esme, _held, _status = await _hold_one_then_drop(gw, sim, hook)
+            try:
+                unbind = await esme.read()
+                assert isinstance(unbind, p.Unbind)
+                await esme.write(encode(p.UnbindResp(sequence_number=unbind.sequence_number)))
+                assert await esme.at_eof()
+                async with asyncio.timeout(WAIT_S):
+                    for bridge in bridges(gw):
+                        await bridge.wait_closed()
+            finally:
+                hook.release.set()
+                await esme.close()
+        assert [getattr(m.pdu, "destination_addr", None) for m in sim.messages] == ["15551234567"]
 
 
 class TestSmscFaults:
