@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.app import Gateway
+from gateway.consent.caps import CapReservation, CapVerdict
 from gateway.smpp import pdu as p
 from gateway.store.base import StoreUnavailableError
 from tests.integration.test_quiet_hours import set_clock, wait_records
@@ -126,18 +128,18 @@ class TestHotPath:
         async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
             enforcer = rig.gw.enforcer
             assert enforcer is not None
-            calls: list[str] = []
-            reserve = enforcer.store.reserve_send
+            calls: list[list[str]] = []
+            reserve = enforcer.store.reserve_sends
 
-            async def counting(subscriber: str, key: str, token: str, **kw: Any) -> Any:
-                calls.append(key)
-                return await reserve(subscriber, key, token, **kw)
+            async def counting(batch: Sequence[CapReservation]) -> list[CapVerdict]:
+                calls.append([r.key for r in batch])
+                return await reserve(batch)
 
-            monkeypatch.setattr(enforcer.store, "reserve_send", counting)
+            monkeypatch.setattr(enforcer.store, "reserve_sends", counting)
             assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
             assert await rig.mt(MIAMI, text="offer") == 0
             await rig.flows()
-            assert calls == ["c:acme"]
+            assert calls == [["c:acme"]]
 
     async def test_a_store_error_on_the_count_refuses(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -152,7 +154,7 @@ class TestHotPath:
             async def failing(*_args: Any, **_kw: Any) -> Any:
                 raise StoreUnavailableError("injected: the counter is unreachable")
 
-            monkeypatch.setattr(enforcer.store, "reserve_send", failing)
+            monkeypatch.setattr(enforcer.store, "reserve_sends", failing)
             assert await rig.mt(MIAMI, text="offer") == STORE_UNAVAILABLE
             assert refused(rig.gw, "store_unavailable") == 1
             assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
