@@ -189,34 +189,36 @@ return 1
 _PROBE_TTL_MS: Final = 10_000
 
 # Frequency caps, a batch in one script. KEYS: the counters (sorted sets token -> when sent),
-# one per reservation, a counter repeated for each of its reservations. ARGV: token, limit,
-# window_s, now for each in turn. Each in order trims its counter to the window, then counts the
-# token unless it is counted already or the cap is reached; the key expires with the window.
-# Returns {allowed, counted} for each, flat. One script: the batch is atomic on its node.
+# one per reservation, a counter repeated for each of its reservations. ARGV[1]: a line
+# "limit window_s now token" for each in turn (one string: redis-py packs each argument in
+# Python, and five per reservation cost more than the script). Each in order trims its counter
+# to the window, then counts the token unless it is counted already or the cap is reached; the
+# key expires with the window. Returns "allowed counted" for each, space-separated (one reply to
+# parse, not two integers each). One script: the batch is atomic on its node.
 _RESERVE_SENDS_LUA: Final = """
 local out = {}
-for i = 1, #KEYS do
+local i = 0
+for limit, window, now, token in string.gmatch(ARGV[1], '(%S+) (%S+) (%S+) ([^\\n]*)\\n') do
+  i = i + 1
   local key = KEYS[i]
-  local at = (i - 1) * 4
-  local token = ARGV[at + 1]
-  local window = tonumber(ARGV[at + 3])
-  local now = tonumber(ARGV[at + 4])
+  window = tonumber(window)
+  now = tonumber(now)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local counted = redis.call('ZCARD', key)
   if redis.call('ZSCORE', key, token) then
-    out[#out + 1] = 1
-    out[#out + 1] = counted
-  elseif counted >= tonumber(ARGV[at + 2]) then
-    out[#out + 1] = 0
-    out[#out + 1] = counted
+    out[i] = '1 ' .. counted
+  elseif counted >= tonumber(limit) then
+    out[i] = '0 ' .. counted
   else
     redis.call('ZADD', key, now, token)
     redis.call('PEXPIRE', key, math.ceil(window * 1000))
-    out[#out + 1] = 1
-    out[#out + 1] = counted + 1
+    out[i] = '1 ' .. (counted + 1)
   end
 end
-return out
+if i ~= #KEYS then
+  return redis.error_reply('ERR reserve_sends: ' .. i .. ' lines for ' .. #KEYS .. ' keys')
+end
+return table.concat(out, ' ')
 """
 _RESERVE_SENDS_SHA: Final = hashlib.sha1(_RESERVE_SENDS_LUA.encode()).hexdigest()  # noqa: S324
 _RESERVE_CHUNK: Final = 500  # reservations per script call (a script blocks its node meanwhile)
@@ -876,12 +878,16 @@ class RedisStore:
                 )
             )
 
+        for r in items:
+            if "\n" in r.token:
+                raise StoreError("reserve_sends: a token cannot hold a line break")
+
         def script(members: list[int]) -> list[Any]:
-            args: list[Any] = [counters[i] for i in members]
-            for i in members:
-                r = items[i]
-                args += (r.token, r.limit, repr(r.window_s), repr(r.now))
-            return [len(members), *args]
+            lines = "".join(
+                f"{items[i].limit} {items[i].window_s!r} {items[i].now!r} {items[i].token}\n"
+                for i in members
+            )
+            return [len(members), *(counters[i] for i in members), lines]
 
         async def run(client: Redis, scripts: list[list[int]]) -> list[Any]:
             if len(scripts) == 1:
@@ -910,9 +916,10 @@ class RedisStore:
                     raise outcome
         verdicts: list[CapVerdict | None] = [None] * len(items)
         for (_client, scripts), values in zip(calls, outcomes, strict=True):
-            for members, flat in zip(scripts, values, strict=True):
+            for members, reply in zip(scripts, values, strict=True):
+                flat = (reply.decode() if isinstance(reply, bytes) else str(reply)).split()
                 for n, index in enumerate(members):
-                    verdicts[index] = CapVerdict(bool(int(flat[2 * n])), int(flat[2 * n + 1]))
+                    verdicts[index] = CapVerdict(flat[2 * n] == "1", int(flat[2 * n + 1]))
         return [v for v in verdicts if v is not None]
 
     async def _reserve_script(self, client: Redis, args: list[Any]) -> Any:

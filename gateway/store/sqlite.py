@@ -569,29 +569,30 @@ class _Worker:
 
 def _reserve_sends(conn: sqlite3.Connection, batch: list[CapReservation]) -> list[CapVerdict]:
     """``gateway.consent.caps.reserve_all`` on the ``sends`` table, in the caller's
-    transaction. A counter is trimmed and counted once per batch (again only if a later
-    reservation's window starts later), then its count is carried along in the job."""
+    transaction. A counter is trimmed and counted once per batch, then its count and its oldest
+    send are carried along in the job: it is trimmed again only when a later reservation's
+    window could leave a send out."""
     verdicts: list[CapVerdict] = []
-    # Per counter: the horizon it was trimmed to, and how many it holds now.
+    # Per counter: how many it holds, and the time of its oldest send (inf: none).
     known: dict[tuple[str, str], list[float]] = {}
     for r in batch:
         where = (r.subscriber, r.key)
         horizon = r.now - r.window_s
         seen = known.get(where)
-        if seen is None or horizon > seen[0]:
+        if seen is None or horizon >= seen[1]:
             conn.execute(
                 "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
                 (*where, horizon),
             )
             row = conn.execute(
-                "SELECT count(*), coalesce(max(token = ?), 0) FROM sends"
+                "SELECT count(*), min(at), coalesce(max(token = ?), 0) FROM sends"
                 " WHERE subscriber = ? AND counter = ?",
                 (r.token, *where),
             ).fetchall()[0]
-            counted, already = int(row[0]), bool(row[1])
-            seen = known[where] = [horizon, counted]
+            counted, already = int(row[0]), bool(row[2])
+            seen = known[where] = [counted, math.inf if row[1] is None else float(row[1])]
         else:
-            counted = int(seen[1])
+            counted = int(seen[0])
             already = bool(
                 conn.execute(
                     "SELECT 1 FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
@@ -607,7 +608,8 @@ def _reserve_sends(conn: sqlite3.Connection, batch: list[CapReservation]) -> lis
                 "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
                 (*where, r.token, r.now),
             )
-            seen[1] = counted + 1
+            seen[0] = counted + 1
+            seen[1] = min(seen[1], r.now)
             verdicts.append(CapVerdict(True, counted + 1))
     return verdicts
 
