@@ -191,10 +191,11 @@ _PROBE_TTL_MS: Final = 10_000
 # Frequency caps, a batch in one script. KEYS: the counters (sorted sets token -> when sent),
 # one per reservation, a counter repeated for each of its reservations. ARGV[1]: a line
 # "limit window_s now token" for each in turn (one string: redis-py packs each argument in
-# Python, and five per reservation cost more than the script). Each in order trims its counter
-# to the window, then counts the token unless it is counted already or the cap is reached; the
-# key expires with the window. Returns "allowed counted" for each, space-separated (one reply to
-# parse, not two integers each). One script: the batch is atomic on its node.
+# Python, and four per reservation cost more than the script). Each in order trims its counter
+# to the window, then counts the token unless it is counted already or the cap is reached (four
+# calls when it goes; membership is asked only at the cap); the key expires with the window.
+# Returns "allowed counted" for each, space-separated (one reply to parse, not two integers
+# each). One script: the batch is atomic on its node.
 _RESERVE_SENDS_LUA: Final = """
 local out = {}
 local i = 0
@@ -205,14 +206,17 @@ for limit, window, now, token in string.gmatch(ARGV[1], '(%S+) (%S+) (%S+) ([^\\
   now = tonumber(now)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   local counted = redis.call('ZCARD', key)
-  if redis.call('ZSCORE', key, token) then
+  if counted < tonumber(limit) then
+    -- NX: a token counted already (another part of the message) keeps its time
+    if redis.call('ZADD', key, 'NX', now, token) == 1 then
+      redis.call('PEXPIRE', key, math.ceil(window * 1000))
+      counted = counted + 1
+    end
     out[i] = '1 ' .. counted
-  elseif counted >= tonumber(limit) then
-    out[i] = '0 ' .. counted
+  elseif redis.call('ZSCORE', key, token) then
+    out[i] = '1 ' .. counted
   else
-    redis.call('ZADD', key, now, token)
-    redis.call('PEXPIRE', key, math.ceil(window * 1000))
-    out[i] = '1 ' .. (counted + 1)
+    out[i] = '0 ' .. counted
   end
 end
 if i ~= #KEYS then
