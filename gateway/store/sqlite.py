@@ -119,7 +119,7 @@ T = TypeVar("T")
 
 _log = logs.get_logger()
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 5
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
@@ -224,33 +224,6 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             at REAL NOT NULL,
             PRIMARY KEY (subscriber, counter, token)
         ) WITHOUT ROWID""",
-    ),
-    6: (
-        # Frequency caps: each counter's number of sends and a bound on its oldest one (no send
-        # of it is older; a removed send may leave it lower), kept by the triggers, so that a
-        # reservation reads one row instead of counting and trimming the counter's sends.
-        """CREATE TABLE send_counts (
-            subscriber TEXT NOT NULL,
-            counter TEXT NOT NULL,
-            sends INTEGER NOT NULL,
-            oldest REAL NOT NULL,
-            PRIMARY KEY (subscriber, counter)
-        ) WITHOUT ROWID""",
-        """INSERT INTO send_counts (subscriber, counter, sends, oldest)
-            SELECT subscriber, counter, count(*), min(at) FROM sends
-            GROUP BY subscriber, counter""",
-        """CREATE TRIGGER sends_count_insert AFTER INSERT ON sends
-            BEGIN
-                INSERT INTO send_counts (subscriber, counter, sends, oldest)
-                    VALUES (NEW.subscriber, NEW.counter, 1, NEW.at)
-                    ON CONFLICT (subscriber, counter) DO UPDATE
-                    SET sends = sends + 1, oldest = min(oldest, excluded.oldest);
-            END""",
-        """CREATE TRIGGER sends_count_delete AFTER DELETE ON sends
-            BEGIN
-                UPDATE send_counts SET sends = sends - 1
-                    WHERE subscriber = OLD.subscriber AND counter = OLD.counter;
-            END""",
     ),
 }
 
@@ -594,44 +567,11 @@ class _Worker:
 # --- jobs (run on the worker threads) ---------------------------------------------------------
 
 
-_COUNTER: Final = (
-    "SELECT sends, oldest, EXISTS (SELECT 1 FROM sends"
-    " WHERE subscriber = ? AND counter = ? AND token = ?)"
-    " FROM send_counts WHERE subscriber = ? AND counter = ?"
-)
-
-
-def _counter(
-    conn: sqlite3.Connection, where: tuple[str, str], token: str, horizon: float
-) -> tuple[int, float, bool]:
-    """A counter's sends after the trim to ``horizon``, its oldest (inf: none), and whether
-    ``token`` is among them. The sends are only touched when one may have left the window."""
-    rows = conn.execute(_COUNTER, (*where, token, *where)).fetchall()
-    if not rows:
-        return 0, math.inf, False  # never counted (the triggers add the row with the first)
-    counted, oldest, already = int(rows[0][0]), float(rows[0][1]), bool(rows[0][2])
-    if horizon < oldest:
-        return counted, oldest, already
-    conn.execute(
-        "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?", (*where, horizon)
-    )
-    first = conn.execute(
-        "SELECT min(at) FROM sends WHERE subscriber = ? AND counter = ?", where
-    ).fetchall()[0][0]
-    oldest = math.inf if first is None else float(first)
-    conn.execute(
-        "UPDATE send_counts SET oldest = ? WHERE subscriber = ? AND counter = ?",
-        (min(oldest, 1e308), *where),  # a counter left empty keeps a finite bound
-    )
-    rows = conn.execute(_COUNTER, (*where, token, *where)).fetchall()
-    return int(rows[0][0]), oldest, bool(rows[0][2])
-
-
 def _reserve_sends(conn: sqlite3.Connection, batch: list[CapReservation]) -> list[CapVerdict]:
     """``gateway.consent.caps.reserve_all`` on the ``sends`` table, in the caller's
-    transaction: a counter's size and oldest send are read once per batch (``send_counts``)
-    and then carried along in the job; its sends are trimmed only when one may have left the
-    window of a reservation."""
+    transaction. A counter is trimmed and counted once per batch, then its count and its oldest
+    send are carried along in the job: it is trimmed again only when a later reservation's
+    window could leave a send out."""
     verdicts: list[CapVerdict] = []
     # Per counter: how many it holds, and the time of its oldest send (inf: none).
     known: dict[tuple[str, str], list[float]] = {}
@@ -640,8 +580,17 @@ def _reserve_sends(conn: sqlite3.Connection, batch: list[CapReservation]) -> lis
         horizon = r.now - r.window_s
         seen = known.get(where)
         if seen is None or horizon >= seen[1]:
-            counted, oldest, already = _counter(conn, where, r.token, horizon)
-            seen = known[where] = [counted, oldest]
+            conn.execute(
+                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
+                (*where, horizon),
+            )
+            row = conn.execute(
+                "SELECT count(*), min(at), coalesce(max(token = ?), 0) FROM sends"
+                " WHERE subscriber = ? AND counter = ?",
+                (r.token, *where),
+            ).fetchall()[0]
+            counted, already = int(row[0]), bool(row[2])
+            seen = known[where] = [counted, math.inf if row[1] is None else float(row[1])]
         else:
             counted = int(seen[0])
             already = bool(

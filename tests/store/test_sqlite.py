@@ -112,42 +112,6 @@ def write_v1_file(path: Path, records: list[tuple[str, str]]) -> None:
     write_old_file(path, 1, records)
 
 
-class TestSendCounts:
-    async def test_v5_file_keeps_its_counts(self, db_path: Path) -> None:
-        """A version 5 file's frequency-cap sends are counted when it is upgraded: the cap
-        still holds at the limit, the window still rolls, and a release still frees one."""
-        write_old_file(db_path, 5, [])
-        conn = sqlite3.connect(db_path)
-        try:
-            conn.executemany(
-                "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, 'c:acme', ?, ?)",
-                [(SUB_A, "m1", 100.0), (SUB_A, "m2", 200.0), ("15550000002", "m3", 300.0)],
-            )
-            conn.commit()
-        finally:
-            conn.close()
-        store = await SqliteStore.open(db_path)
-        try:
-            day = 86_400.0
-            full = await store.reserve_send(SUB_A, "c:acme", "m4", limit=2, window_s=day, now=250.0)
-            assert (full.allowed, full.counted) == (False, 2)
-            other = await store.reserve_send(
-                "15550000002", "c:acme", "m5", limit=2, window_s=day, now=300.0
-            )
-            assert (other.allowed, other.counted) == (True, 2)
-            rolled = await store.reserve_send(
-                SUB_A, "c:acme", "m6", limit=2, window_s=day, now=100.0 + day
-            )
-            assert (rolled.allowed, rolled.counted) == (True, 2)  # m1 left, m6 came in
-            await store.release_send(SUB_A, "c:acme", "m6")
-            freed = await store.reserve_send(
-                SUB_A, "c:acme", "m7", limit=2, window_s=day, now=101.0 + day
-            )
-            assert (freed.allowed, freed.counted) == (True, 2)
-        finally:
-            await store.close()
-
-
 class TestRecordCount:
     async def test_v1_file_is_upgraded_with_its_count(self, db_path: Path) -> None:
         """A version 1 file (no counter) opens upgraded with the count of its records, which
