@@ -124,7 +124,7 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"'),
     ),
     # The footer row plus a frequency cap high enough never to be reached, so every MT is
-    # checked and counted (one store round trip each: a write to SQLite) and then sent.
+    # checked and counted (one SQLite transaction per loop turn's capped MTs) and then sent.
     Configuration(
         name="gateway-cap",
         label="gateway, consent + footer + frequency cap (SQLite)",
@@ -132,7 +132,7 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         fragment=_CAMPAIGN.replace('footer = "never"', 'footer = "always"')
         + 'frequency_cap = { count = 1000000, window_h = 24, per = "campaign" }\n',
     ),
-    # The Redis row plus the same cap: the count shared by instances, one round trip per MT.
+    # The Redis row plus the same cap: the count shared by instances, one round trip a turn.
     Configuration(
         name="gateway-cap-redis",
         label="gateway, consent + campaign + frequency cap (Redis)",

@@ -15,7 +15,7 @@ counted under which key and whether a count allows one more. Pure: the time come
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -82,6 +82,19 @@ class CapVerdict:
     counted: int
 
 
+@dataclass(frozen=True, slots=True)
+class CapReservation:
+    """One message to check and count: ``token`` to ``subscriber`` under counter ``key``, at
+    most ``limit`` in the ``window_s`` seconds ending ``now``."""
+
+    subscriber: str
+    key: str
+    token: str
+    limit: int
+    window_s: float
+    now: float
+
+
 def admits(counted: int, *, limit: int, already: bool) -> bool:
     """The decision: a message goes if it is counted already (another part of it went) or
     the window holds fewer than ``limit`` messages."""
@@ -110,3 +123,18 @@ def reserve(
     if not already:
         sends[token] = now
     return CapVerdict(True, len(sends))
+
+
+def reserve_all(
+    counter: Callable[[str, str], MutableMapping[str, float]],
+    batch: Sequence[CapReservation],
+) -> list[CapVerdict]:
+    """``reserve`` each of ``batch`` in order (``counter(subscriber, key)``: that counter's
+    sends), so a later reservation sees the earlier ones: what every store's ``reserve_sends``
+    answers."""
+    return [
+        reserve(
+            counter(r.subscriber, r.key), r.token, limit=r.limit, window_s=r.window_s, now=r.now
+        )
+        for r in batch
+    ]

@@ -19,6 +19,8 @@ retry. The MT fast path does not await: a cache hit is decided and forwarded in 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import uuid
 from collections.abc import Callable, Hashable, Mapping
 from functools import partial
@@ -27,6 +29,7 @@ from typing import Protocol
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConsentConfig
 from gateway.consent.campaign import Campaign, FooterMode, account_key
+from gateway.consent.caps import CapVerdict
 from gateway.consent.model import ConsentRecord, SmsAddress
 from gateway.consent.numbers import cached_normalise, load_geocoder
 from gateway.consent.policy import (
@@ -54,6 +57,7 @@ from gateway.messages.mt import (
 )
 from gateway.messages.parts import PartTracker
 from gateway.messages.receipts import rejection_receipt
+from gateway.proxy.caps import CapBatcher
 from gateway.proxy.clock import SYSTEM_CLOCK, Clock
 from gateway.proxy.hooks import LegPair, MoRequest, MtRequest
 from gateway.proxy.mo import REVOKE_ALL_PREFIX, MoPath
@@ -80,6 +84,16 @@ EARLIER_PART = "earlier_part"  # smppgw_mt_quiet_hours_total's rule for a part r
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclasses.dataclass(slots=True)
+class _Capped:
+    """A capped MT waiting for its batch's reservation."""
+
+    request: MtRequest
+    mt: Mt
+    footer: bool
+    token: str
 
 
 # Called by the footer stage before it sends held parts on: ``go`` when they may still go,
@@ -191,6 +205,16 @@ class ConsentEnforcer:
         # Frequency caps: the token of each long message in flight; reservations being released.
         self._cap_tokens: dict[Hashable, tuple[str, float]] = {}
         self._cap_releases: set[asyncio.Task[None]] = set()
+        # Tokens are this process's random prefix and a serial: unique across processes and
+        # instances, and far cheaper than a uuid4 per MT.
+        self._cap_prefix = uuid.uuid4().hex[:16]
+        self._cap_serial = itertools.count()
+        # The capped MTs of one loop turn, reserved with one store call (gateway.proxy.caps).
+        self._caps: CapBatcher[_Capped] = CapBatcher(
+            lambda batch: self.store.reserve_sends(batch),
+            self._caps_settled,
+            lambda: self.clock.wall(),
+        )
         if footers is not None:
             footers.set_gate(self._gate)
             footers.set_reporter(self._report_part)
@@ -198,6 +222,7 @@ class ConsentEnforcer:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait (bounded) for the auto-reply records still being written (shutdown)."""
+        await self._caps.close()  # the sessions are gone: no capped MT is waiting for it
         await self.replies.drain(timeout_s)
 
     def reconfigure(
@@ -338,8 +363,9 @@ class ConsentEnforcer:
         outcome = settle(decision, mt, self._parts, now, footers=footers is not None)
         if not isinstance(outcome, Refuse):
             if mt.campaign.cap is not None:
-                # The only cost a cap adds, and only to capped campaigns: one store call.
-                request.spawn(self._mt_capped(request, mt, outcome.footer))
+                # The only cost a cap adds, and only to capped campaigns: a share of the
+                # loop turn's one store call.
+                self._mt_capped(request, mt, outcome.footer)
                 return
             self._mt_send(request, mt, outcome.footer)
             return
@@ -368,38 +394,63 @@ class ConsentEnforcer:
         shares its first part's (it counts once)."""
         key = mt.part_key
         if key is None:
-            return uuid.uuid4().hex
+            return f"{self._cap_prefix}{next(self._cap_serial):x}"
         now = self.clock.monotonic()
         found = self._cap_tokens.get(key)
         if found is not None and now - found[1] <= self._parts.ttl_s:
             return found[0]
         if len(self._cap_tokens) >= CAP_TOKENS_MAX:
             self._cap_tokens.clear()  # only a bound: a long message in flight counts anew
-        token = uuid.uuid4().hex
+        token = f"{self._cap_prefix}{next(self._cap_serial):x}"
         self._cap_tokens[key] = (token, now)
         return token
 
-    async def _mt_capped(self, request: MtRequest, mt: Mt, footer: bool) -> None:
-        """Reserve the message under the campaign's frequency cap, then send it, or refuse it
-        with ``frequency_capped`` when the cap is reached (fail closed on a store error)."""
+    def _mt_capped(self, request: MtRequest, mt: Mt, footer: bool) -> None:
+        """Queue the message's reservation under the campaign's frequency cap; it is sent or
+        refused once the loop turn's batch is reserved (``_caps_settled``)."""
+        cap = mt.campaign.cap
+        assert cap is not None
+        token = self._cap_token(mt)
+        self._caps.add(
+            _Capped(request, mt, footer, token),
+            mt.subscriber.value,
+            mt.campaign.cap_key,
+            token,
+            cap.count,
+            cap.window_s,
+        )
+
+    def _caps_settled(self, batch: list[_Capped], outcome: list[CapVerdict] | Exception) -> None:
+        """Carry out a batch's verdicts in the order its MTs came: each sent, or refused with
+        ``frequency_capped``; all refused with ``store_unavailable`` if the store failed."""
+        if isinstance(outcome, Exception) and not isinstance(outcome, StoreError):
+            # Not the store's refusal but a fault (a bug, a broken contract): as any hook's,
+            # logged with its traceback, once, and every MT gets the temporary status.
+            log.error(logs.CONNECTION_FAILED, where="frequency_caps", exc_info=outcome)
+        for n, capped in enumerate(batch):
+            request = capped.request
+            if request.settled:
+                continue  # answered meanwhile
+            try:
+                if isinstance(outcome, StoreError):
+                    self._store_down("reserve_send", outcome)
+                    self._cap_refuse(
+                        request, capped.mt, RejectReason.STORE_UNAVAILABLE, capped.footer
+                    )
+                elif isinstance(outcome, Exception):
+                    request.reject(request.TEMPORARY_FAILURE)
+                else:
+                    self._cap_verdict(capped, outcome[n])
+            except Exception:  # one MT's failure leaves the others to go on
+                log.exception(logs.CONNECTION_FAILED, where="frequency_caps")
+                if not request.settled:
+                    request.reject(request.TEMPORARY_FAILURE)
+
+    def _cap_verdict(self, capped: _Capped, verdict: CapVerdict) -> None:
+        request, mt, footer = capped.request, capped.mt, capped.footer
         campaign = mt.campaign
         cap = campaign.cap
         assert cap is not None
-        subscriber = mt.subscriber.value
-        token = self._cap_token(mt)
-        try:
-            verdict = await self.store.reserve_send(
-                subscriber,
-                campaign.cap_key,
-                token,
-                limit=cap.count,
-                window_s=cap.window_s,
-                now=self.clock.wall(),
-            )
-        except StoreError as exc:
-            self._store_down("reserve_send", exc)
-            self._cap_refuse(request, mt, RejectReason.STORE_UNAVAILABLE, footer)
-            return
         if not verdict.allowed:
             self._cap_refuse(
                 request,
@@ -417,7 +468,9 @@ class ConsentEnforcer:
             # A refused message was not sent: its reservation is taken back. The parts of a
             # long message stay counted (some of them may have gone); so does a message whose
             # response never came.
-            request.on_status = partial(self._cap_answered, subscriber, campaign.cap_key, token)
+            request.on_status = partial(
+                self._cap_answered, mt.subscriber.value, campaign.cap_key, capped.token
+            )
         self._mt_send(request, mt, footer)
 
     def _cap_refuse(

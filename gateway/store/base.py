@@ -79,7 +79,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from enum import StrEnum
 from typing import Any, Final, Protocol, runtime_checkable
 
-from gateway.consent.caps import CapVerdict
+from gateway.consent.caps import CapReservation, CapVerdict
 from gateway.consent.model import (
     Actor,
     ConsentEvent,
@@ -256,7 +256,18 @@ class ConsentStore(Protocol):
         self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
     ) -> CapVerdict:
         """A frequency cap's atomic check-and-count: one message ``token`` to ``subscriber``
-        under counter ``key`` (``gateway.consent.caps.reserve``), race-free across instances."""
+        under counter ``key`` (``gateway.consent.caps.reserve``), race-free across instances.
+        The same as a ``reserve_sends`` of one."""
+        ...
+
+    async def reserve_sends(self, batch: Sequence[CapReservation]) -> list[CapVerdict]:
+        """``reserve_send`` for each of ``batch`` in order, in one backend call (one writer
+        transaction, one Redis round trip per node), one verdict each: each check-and-count is
+        atomic per subscriber and counter across instances, and a later reservation of the
+        batch sees the earlier ones (``gateway.consent.caps.reserve_all``). Every verdict is
+        committed when it returns. On a failure it raises and no verdict is given; some of the
+        batch may have been counted then (on a Redis Cluster, by the nodes that answered):
+        erring on the side of sending less."""
         ...
 
     async def release_send(self, subscriber: str, key: str, token: str) -> None:

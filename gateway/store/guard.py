@@ -38,7 +38,7 @@ from collections.abc import (
 )
 from typing import Final, TypeVar
 
-from gateway.consent.caps import CapVerdict
+from gateway.consent.caps import CapReservation, CapVerdict
 from gateway.consent.model import ConsentEvent, ConsentRecord
 from gateway.store.base import (
     ConsentStore,
@@ -240,6 +240,9 @@ class FailClosedStore:
                 subscriber, key, token, limit=limit, window_s=window_s, now=now
             ),
         )
+
+    async def reserve_sends(self, batch: Sequence[CapReservation]) -> list[CapVerdict]:
+        return await self._call("reserve_sends", lambda: self.inner.reserve_sends(batch))
 
     async def release_send(self, subscriber: str, key: str, token: str) -> None:
         await self._call("release_send", lambda: self.inner.release_send(subscriber, key, token))

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from gateway.consent.caps import CapVerdict, reserve, trim
+from gateway.consent.caps import CapReservation, CapVerdict, reserve_all, trim
 from gateway.consent.model import ConsentEvent, ConsentRecord
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -105,9 +105,13 @@ class MemoryStore:
     async def reserve_send(
         self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
     ) -> CapVerdict:
+        reservation = CapReservation(subscriber, key, token, limit, window_s, now)
+        return (await self.reserve_sends([reservation]))[0]
+
+    async def reserve_sends(self, batch: Sequence[CapReservation]) -> list[CapVerdict]:
         self._check_open()
-        sends = self._sends.setdefault((subscriber, key), {})
-        return reserve(sends, token, limit=limit, window_s=window_s, now=now)
+        sends = self._sends
+        return reserve_all(lambda subscriber, key: sends.setdefault((subscriber, key), {}), batch)
 
     async def release_send(self, subscriber: str, key: str, token: str) -> None:
         self._check_open()

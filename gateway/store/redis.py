@@ -109,6 +109,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -138,7 +139,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from gateway.consent.caps import CapVerdict
+from gateway.consent.caps import CapReservation, CapVerdict
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -187,24 +188,45 @@ return 1
 """
 _PROBE_TTL_MS: Final = 10_000
 
-# Frequency caps. KEYS: the counter (a sorted set token -> when sent). ARGV: token, limit,
-# window_s, now. Trims to the window, then counts the token unless it is counted already or the
-# cap is reached; the key expires with the window. Returns {allowed, counted}.
-_RESERVE_SEND_LUA: Final = """
-local now = tonumber(ARGV[4])
-local window = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return {1, redis.call('ZCARD', KEYS[1])}
+# Frequency caps, a batch in one script. KEYS: the counters (sorted sets token -> when sent),
+# one per reservation, a counter repeated for each of its reservations. ARGV[1]: a line
+# "limit window_s now token" for each in turn (one string: redis-py packs each argument in
+# Python, and four per reservation cost more than the script). Each in order trims its counter
+# to the window, then counts the token unless it is counted already or the cap is reached (four
+# calls when it goes; membership is asked only at the cap); the key expires with the window.
+# Returns "allowed counted" for each, space-separated (one reply to parse, not two integers
+# each). One script: the batch is atomic on its node.
+_RESERVE_SENDS_LUA: Final = """
+local out = {}
+local i = 0
+for limit, window, now, token in string.gmatch(ARGV[1], '(%S+) (%S+) (%S+) ([^\\n]*)\\n') do
+  i = i + 1
+  local key = KEYS[i]
+  window = tonumber(window)
+  now = tonumber(now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local counted = redis.call('ZCARD', key)
+  if counted < tonumber(limit) then
+    -- NX: a token counted already (another part of the message) keeps its time
+    if redis.call('ZADD', key, 'NX', now, token) == 1 then
+      redis.call('PEXPIRE', key, math.ceil(window * 1000))
+      counted = counted + 1
+    end
+    out[i] = '1 ' .. counted
+  elseif redis.call('ZSCORE', key, token) then
+    out[i] = '1 ' .. counted
+  else
+    out[i] = '0 ' .. counted
+  end
 end
-local counted = redis.call('ZCARD', KEYS[1])
-if counted >= tonumber(ARGV[2]) then
-  return {0, counted}
+if i ~= #KEYS then
+  return redis.error_reply('ERR reserve_sends: ' .. i .. ' lines for ' .. #KEYS .. ' keys')
 end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-return {1, counted + 1}
+return table.concat(out, ' ')
 """
+_RESERVE_SENDS_SHA: Final = hashlib.sha1(_RESERVE_SENDS_LUA.encode()).hexdigest()  # noqa: S324
+_RESERVE_CHUNK: Final = 500  # reservations per script call (a script blocks its node meanwhile)
+
 
 # KEYS: records hash, order list. ARGV: reply_id, record JSON, how many to keep.
 _RECORD_REPLY_LUA: Final = """
@@ -520,7 +542,6 @@ class RedisStore:
         self._batch = BatchLoader(self._cache, lambda subscribers: self.current_many(subscribers))
         self._append_script = client.register_script(_APPEND_LUA)
         self._record_reply_script = client.register_script(_RECORD_REPLY_LUA)
-        self._reserve_send_script = client.register_script(_RESERVE_SEND_LUA)
         self._replies_script = client.register_script(_REPLIES_LUA)
         self._import_commit_script = client.register_script(_IMPORT_COMMIT_LUA)
         self._import_apply_script = client.register_script(_IMPORT_APPLY_LUA)
@@ -576,6 +597,10 @@ class RedisStore:
     def _client_for(self, key: str) -> Redis:
         """The client that serves ``key``."""
         return self._client
+
+    def _slot(self, key: str) -> int:
+        """The hash slot of ``key`` where one matters (a cluster's); 0 on one Redis."""
+        return 0
 
     def _records_key_for(self, subscriber: str) -> str:
         """The record counter that a new record of ``subscriber`` increments."""
@@ -832,16 +857,81 @@ class RedisStore:
     async def reserve_send(
         self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
     ) -> CapVerdict:
-        # gw:{s}:n:<counter>: under the subscriber's hash tag, one slot, one script: atomic.
-        counter = self._key(subscriber, f"n:{key}")
-        allowed, counted = await self._call(
-            self._reserve_send_script(
-                keys=[counter],
-                args=[token, limit, repr(window_s), repr(now)],
-                client=self._client_for(counter),
+        reservation = CapReservation(subscriber, key, token, limit, window_s, now)
+        return (await self.reserve_sends([reservation]))[0]
+
+    async def reserve_sends(self, batch: Sequence[CapReservation]) -> list[CapVerdict]:
+        # gw:{s}:n:<counter>: under the subscriber's hash tag. One script call per slot (the
+        # keys of one script must share one on a cluster; on one Redis everything is slot 0),
+        # the calls of one node in one pipeline, the nodes at once: one round trip.
+        items = list(batch)
+        counters = [self._key(r.subscriber, f"n:{r.key}") for r in items]
+        calls: list[tuple[Redis, list[list[int]]]] = []
+        for client, part in self._group(range(len(items)), lambda i: counters[i]):
+            by_slot: dict[int, list[int]] = {}
+            for index in part:
+                by_slot.setdefault(self._slot(counters[index]), []).append(index)
+            calls.append(
+                (
+                    client,
+                    [
+                        members[start : start + _RESERVE_CHUNK]
+                        for members in by_slot.values()
+                        for start in range(0, len(members), _RESERVE_CHUNK)
+                    ],
+                )
             )
-        )
-        return CapVerdict(bool(int(allowed)), int(counted))
+
+        for r in items:
+            if "\n" in r.token:
+                raise StoreError("reserve_sends: a token cannot hold a line break")
+
+        def script(members: list[int]) -> list[Any]:
+            lines = "".join(
+                f"{items[i].limit} {items[i].window_s!r} {items[i].now!r} {items[i].token}\n"
+                for i in members
+            )
+            return [len(members), *(counters[i] for i in members), lines]
+
+        async def run(client: Redis, scripts: list[list[int]]) -> list[Any]:
+            if len(scripts) == 1:
+                return [await self._reserve_script(client, script(scripts[0]))]
+            async with client.pipeline(transaction=False) as pipe:
+                for members in scripts:
+                    pipe.evalsha(_RESERVE_SENDS_SHA, *script(members))
+                values = await pipe.execute(raise_on_error=False)
+            for n, value in enumerate(values):
+                if isinstance(value, redis_errors.NoScriptError):
+                    # Not run (the node lost its scripts): load it and run that call alone.
+                    values[n] = await self._reserve_script(client, script(scripts[n]))
+                elif isinstance(value, Exception):
+                    raise value
+            return list(values)
+
+        if len(calls) == 1:
+            outcomes: list[Any] = [await self._call(run(*calls[0]))]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._call(run(client, scripts)) for client, scripts in calls),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        verdicts: list[CapVerdict | None] = [None] * len(items)
+        for (_client, scripts), values in zip(calls, outcomes, strict=True):
+            for members, reply in zip(scripts, values, strict=True):
+                flat = (reply.decode() if isinstance(reply, bytes) else str(reply)).split()
+                for n, index in enumerate(members):
+                    verdicts[index] = CapVerdict(flat[2 * n] == "1", int(flat[2 * n + 1]))
+        return [v for v in verdicts if v is not None]
+
+    async def _reserve_script(self, client: Redis, args: list[Any]) -> Any:
+        try:
+            return await client.evalsha(_RESERVE_SENDS_SHA, *args)
+        except redis_errors.NoScriptError:
+            await client.script_load(_RESERVE_SENDS_LUA)
+            return await client.evalsha(_RESERVE_SENDS_SHA, *args)
 
     async def release_send(self, subscriber: str, key: str, token: str) -> None:
         counter = self._key(subscriber, f"n:{key}")

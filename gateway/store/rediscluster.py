@@ -343,6 +343,9 @@ class RedisClusterStore(RedisStore):
     def _client_for(self, key: str) -> Redis:
         return self._nodes[self._current_map().owners[key_slot(key)]]
 
+    def _slot(self, key: str) -> int:
+        return key_slot(key)
+
     def _records_key_for(self, subscriber: str) -> str:
         return self._slot_records_key(key_slot(self._key(subscriber, "c")))
 

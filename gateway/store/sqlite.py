@@ -92,7 +92,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 
-from gateway.consent.caps import CapVerdict, admits
+from gateway.consent.caps import CapReservation, CapVerdict, admits
 from gateway.consent.model import ConsentEvent, ConsentRecord, ConsentState
 from gateway.store.base import (
     MAX_REPLIES_PER_SUBSCRIBER,
@@ -565,6 +565,53 @@ class _Worker:
 
 
 # --- jobs (run on the worker threads) ---------------------------------------------------------
+
+
+def _reserve_sends(conn: sqlite3.Connection, batch: list[CapReservation]) -> list[CapVerdict]:
+    """``gateway.consent.caps.reserve_all`` on the ``sends`` table, in the caller's
+    transaction. A counter is trimmed and counted once per batch, then its count and its oldest
+    send are carried along in the job: it is trimmed again only when a later reservation's
+    window could leave a send out."""
+    verdicts: list[CapVerdict] = []
+    # Per counter: how many it holds, and the time of its oldest send (inf: none).
+    known: dict[tuple[str, str], list[float]] = {}
+    for r in batch:
+        where = (r.subscriber, r.key)
+        horizon = r.now - r.window_s
+        seen = known.get(where)
+        if seen is None or horizon >= seen[1]:
+            conn.execute(
+                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
+                (*where, horizon),
+            )
+            row = conn.execute(
+                "SELECT count(*), min(at), coalesce(max(token = ?), 0) FROM sends"
+                " WHERE subscriber = ? AND counter = ?",
+                (r.token, *where),
+            ).fetchall()[0]
+            counted, already = int(row[0]), bool(row[2])
+            seen = known[where] = [counted, math.inf if row[1] is None else float(row[1])]
+        else:
+            counted = int(seen[0])
+            already = bool(
+                conn.execute(
+                    "SELECT 1 FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
+                    (*where, r.token),
+                ).fetchall()
+            )
+        if not admits(counted, limit=r.limit, already=already):
+            verdicts.append(CapVerdict(False, counted))
+        elif already:
+            verdicts.append(CapVerdict(True, counted))
+        else:
+            conn.execute(
+                "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
+                (*where, r.token, r.now),
+            )
+            seen[0] = counted + 1
+            seen[1] = min(seen[1], r.now)
+            verdicts.append(CapVerdict(True, counted + 1))
+    return verdicts
 
 
 def _migrate(conn: sqlite3.Connection, *, path: str, create: bool) -> int:
@@ -1097,36 +1144,17 @@ class SqliteStore:
     async def reserve_send(
         self, subscriber: str, key: str, token: str, *, limit: int, window_s: float, now: float
     ) -> CapVerdict:
-        # One job of the writer: inside its BEGIN IMMEDIATE transaction, so the check and the
-        # insert hold the database's write lock together, across processes too.
-        def run(conn: sqlite3.Connection) -> CapVerdict:
-            where = (subscriber, key)
-            conn.execute(
-                "DELETE FROM sends WHERE subscriber = ? AND counter = ? AND at <= ?",
-                (*where, now - window_s),
-            )
-            already = bool(
-                conn.execute(
-                    "SELECT 1 FROM sends WHERE subscriber = ? AND counter = ? AND token = ?",
-                    (*where, token),
-                ).fetchall()
-            )
-            counted = int(
-                conn.execute(
-                    "SELECT count(*) FROM sends WHERE subscriber = ? AND counter = ?", where
-                ).fetchall()[0][0]
-            )
-            if not admits(counted, limit=limit, already=already):
-                return CapVerdict(False, counted)
-            if already:
-                return CapVerdict(True, counted)
-            conn.execute(
-                "INSERT INTO sends (subscriber, counter, token, at) VALUES (?, ?, ?, ?)",
-                (*where, token, now),
-            )
-            return CapVerdict(True, counted + 1)
+        reservation = CapReservation(subscriber, key, token, limit, window_s, now)
+        return (await self.reserve_sends([reservation]))[0]
 
-        return await self._writer.submit(run)
+    async def reserve_sends(self, batch: Sequence[CapReservation]) -> list[CapVerdict]:
+        # One job of the writer for the whole batch, inside its BEGIN IMMEDIATE transaction:
+        # every check and its insert hold the database's write lock together, across processes
+        # too, and the batch is committed as one (one hand-off, one savepoint, one commit).
+        items = list(batch)
+        if not items:
+            return []
+        return await self._writer.submit(lambda conn: _reserve_sends(conn, items))
 
     async def release_send(self, subscriber: str, key: str, token: str) -> None:
         def run(conn: sqlite3.Connection) -> None:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.app import Gateway
+from gateway.consent.caps import CapReservation, CapVerdict
 from gateway.smpp import pdu as p
+from gateway.smpp.codec import encode
 from gateway.store.base import StoreUnavailableError
 from tests.integration.test_quiet_hours import set_clock, wait_records
 from tests.support.consent import (
@@ -126,18 +129,18 @@ class TestHotPath:
         async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
             enforcer = rig.gw.enforcer
             assert enforcer is not None
-            calls: list[str] = []
-            reserve = enforcer.store.reserve_send
+            calls: list[list[str]] = []
+            reserve = enforcer.store.reserve_sends
 
-            async def counting(subscriber: str, key: str, token: str, **kw: Any) -> Any:
-                calls.append(key)
-                return await reserve(subscriber, key, token, **kw)
+            async def counting(batch: Sequence[CapReservation]) -> list[CapVerdict]:
+                calls.append([r.key for r in batch])
+                return await reserve(batch)
 
-            monkeypatch.setattr(enforcer.store, "reserve_send", counting)
+            monkeypatch.setattr(enforcer.store, "reserve_sends", counting)
             assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
             assert await rig.mt(MIAMI, text="offer") == 0
             await rig.flows()
-            assert calls == ["c:acme"]
+            assert calls == [["c:acme"]]
 
     async def test_a_store_error_on_the_count_refuses(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -152,10 +155,124 @@ class TestHotPath:
             async def failing(*_args: Any, **_kw: Any) -> Any:
                 raise StoreUnavailableError("injected: the counter is unreachable")
 
-            monkeypatch.setattr(enforcer.store, "reserve_send", failing)
+            monkeypatch.setattr(enforcer.store, "reserve_sends", failing)
             assert await rig.mt(MIAMI, text="offer") == STORE_UNAVAILABLE
             assert refused(rig.gw, "store_unavailable") == 1
             assert await rig.mt(MIAMI, source=NUMBER_3, text="your code") == 0
+            assert await wait_texts(rig.sim, MIAMI, 1) == ["your code"]
+            await rig.flows()
+            assert texts_to(rig.sim, MIAMI) == ["your code"]
+
+
+def burst(count: int, destination: str = MIAMI, source: str = NUMBER_1) -> bytes:
+    """``count`` submit_sm (sequence numbers 1..count, texts "burst N") in one write: the
+    gateway reads them together and decides them in one loop turn."""
+    return b"".join(
+        encode(
+            p.SubmitSm(
+                sequence_number=n + 1,
+                source_addr_ton=1,
+                source_addr_npi=1,
+                source_addr=source,
+                dest_addr_ton=1,
+                dest_addr_npi=1,
+                destination_addr=destination,
+                short_message=f"burst {n}".encode(),
+            )
+        )
+        for n in range(count)
+    )
+
+
+async def answers(esme: RawEsme, frames: bytes, count: int) -> dict[int, int]:
+    """Write ``frames`` at once; the command_status of each of the ``count`` answers, by
+    sequence number."""
+    esme.writer.write(frames)
+    await esme.writer.drain()
+    esme.sequence = count
+    statuses: dict[int, int] = {}
+    while len(statuses) < count:
+        resp = await esme.read()
+        assert isinstance(resp, p.SubmitSmResp), resp
+        statuses[resp.sequence_number] = resp.command_status
+    return statuses
+
+
+class TestBatch:
+    @pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+    async def test_a_burst_over_the_cap_is_refused_exactly_beyond_it(
+        self, tmp_path: Path, kind: str, request: pytest.FixtureRequest
+    ) -> None:
+        """One MT counted, then six more to the same subscriber in one read at a cap of three:
+        they are reserved with one store call, the first two go (in order) and the last four
+        get 0x61; the SMSC gets exactly the three allowed."""
+        url = None
+        if kind == "redis":
+            server: RedisServer = request.getfixturevalue("redis_server")
+            url = f"{server.url}?prefix=t{uuid.uuid4().hex[:12]}"
+        async with consent_rig(tmp_path, campaigns=campaigns(), store_url=url) as rig:
+            set_clock(rig.gw, T0)
+            enforcer = rig.gw.enforcer
+            assert enforcer is not None
+            assert await rig.mt(MIAMI, text="first") == 0
+            sizes: list[int] = []
+            reserve = enforcer.store.reserve_sends
+
+            async def recording(batch: Sequence[CapReservation]) -> list[CapVerdict]:
+                sizes.append(len(batch))
+                return await reserve(batch)
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(enforcer.store, "reserve_sends", recording)
+                async with RawEsme.bound(rig.gw.port) as raw:
+                    statuses = await answers(raw, burst(6), 6)
+            assert sizes == [6]
+            assert [statuses[n] for n in range(1, 7)] == [0, 0] + [CAPPED] * 4
+            assert await wait_texts(rig.sim, MIAMI, 3) == ["first", "burst 0", "burst 1"]
+            await rig.flows()
+            assert len(texts_to(rig.sim, MIAMI)) == 3
+            assert refused(rig.gw) == 4
+            assert rig.gw.store is not None
+            assert await rig.gw.store.sends_counted(MIAMI, "c:acme", DAY_S, T0) == 3
+
+    async def test_a_store_error_refuses_the_whole_burst(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The store fails the batch's one call: every capped MT of the burst gets the
+        store-unavailable status and is counted as a store error, none reaches the SMSC, and
+        an uncapped campaign's MT in the same read still goes."""
+        async with consent_rig(tmp_path, campaigns=campaigns()) as rig:
+            enforcer = rig.gw.enforcer
+            assert enforcer is not None
+            calls: list[int] = []
+
+            async def failing(batch: Sequence[CapReservation]) -> list[CapVerdict]:
+                calls.append(len(batch))
+                raise StoreUnavailableError("injected: the counter is unreachable")
+
+            monkeypatch.setattr(enforcer.store, "reserve_sends", failing)
+            uncapped = encode(
+                p.SubmitSm(
+                    sequence_number=5,
+                    source_addr_ton=1,
+                    source_addr_npi=1,
+                    source_addr=NUMBER_3,
+                    dest_addr_ton=1,
+                    dest_addr_npi=1,
+                    destination_addr=MIAMI,
+                    short_message=b"your code",
+                )
+            )
+            async with RawEsme.bound(rig.gw.port) as raw:
+                statuses = await answers(raw, burst(4) + uncapped, 5)
+            assert calls == [4]
+            assert [statuses[n] for n in range(1, 5)] == [STORE_UNAVAILABLE] * 4
+            assert statuses[5] == 0
+            assert refused(rig.gw, "store_unavailable") == 4
+            errors = rig.gw.metrics.registry.get_sample_value(
+                "smppgw_store_errors_total", {"operation": "reserve_send"}
+            )
+            assert errors == 4
             assert await wait_texts(rig.sim, MIAMI, 1) == ["your code"]
             await rig.flows()
             assert texts_to(rig.sim, MIAMI) == ["your code"]

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.consent.caps import CapReservation, reserve_all
 from gateway.consent.model import (
     Actor,
     ConsentEvent,
@@ -405,6 +406,142 @@ class TestFrequencyCounter:
         )
         assert sum(r.allowed for r in results) == 1
         assert await second.sends_counted(SUB_A, "b:acme", DAY, T0 + 6) == 3
+
+
+def reservation(
+    token: str, *, subscriber: str = SUB_A, key: str = "c:acme", limit: int = 3, at: float = T0
+) -> CapReservation:
+    return CapReservation(subscriber, key, token, limit, DAY, at)
+
+
+# Batches of reservations: (subscriber, key, token, limit, seconds after T0), tokens from a few
+# so that repeats (the parts of one message) come up, times over two windows.
+reservations_strategy = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from([SUB_A, SUB_B]),
+            st.sampled_from(["c:acme", "b:acme"]),
+            st.sampled_from([f"m{n}" for n in range(6)]),
+            st.integers(min_value=1, max_value=3),
+            st.sampled_from([0.0, 1.0, 2.0, DAY, DAY + 1.0, 2 * DAY]),
+        ),
+        max_size=8,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+class TestFrequencyBatch:
+    async def test_in_order_within_a_batch(self, store: ConsentStore) -> None:
+        """A later reservation of a batch sees the earlier ones of its counter, and only those."""
+        verdicts = await store.reserve_sends(
+            [
+                reservation("m1", limit=2),
+                reservation("m2", limit=2),
+                reservation("m3", limit=2),
+                reservation("m4", subscriber=SUB_B, limit=2),
+                reservation("m5", key="c:other", limit=2),
+            ]
+        )
+        assert [(v.allowed, v.counted) for v in verdicts] == [
+            (True, 1),
+            (True, 2),
+            (False, 2),
+            (True, 1),
+            (True, 1),
+        ]
+        assert await store.sends_counted(SUB_A, "c:acme", DAY, T0) == 2
+
+    async def test_over_the_limit_admits_exactly_up_to_it(self, store: ConsentStore) -> None:
+        """One counted already and a batch of five at a cap of three: two go, three are refused
+        and not counted."""
+        await store.reserve_send(SUB_A, "c:acme", "m0", limit=3, window_s=DAY, now=T0)
+        verdicts = await store.reserve_sends([reservation(f"m{n}", at=T0 + 1) for n in range(1, 6)])
+        assert [v.allowed for v in verdicts] == [True, True, False, False, False]
+        assert [v.counted for v in verdicts] == [2, 3, 3, 3, 3]
+        assert await store.sends_counted(SUB_A, "c:acme", DAY, T0 + 2) == 3
+
+    async def test_a_token_twice_counts_once(self, store: ConsentStore) -> None:
+        """The parts of one message in one batch count once and go even at the limit; another
+        message after them is refused."""
+        verdicts = await store.reserve_sends(
+            [
+                reservation("long", limit=1),
+                reservation("long", limit=1),
+                reservation("new", limit=1),
+            ]
+        )
+        assert [(v.allowed, v.counted) for v in verdicts] == [(True, 1), (True, 1), (False, 1)]
+        again = await store.reserve_sends([reservation("long", limit=1, at=T0 + 5)])
+        assert (again[0].allowed, again[0].counted) == (True, 1)
+
+    async def test_the_window_expires_within_a_batch(self, store: ConsentStore) -> None:
+        """Reservations of one batch at different times: each trims the window ending at its
+        own time, so a send leaves the count exactly one window after it was made."""
+        await store.reserve_send(SUB_A, "c:acme", "m0", limit=2, window_s=DAY, now=T0)
+        verdicts = await store.reserve_sends(
+            [
+                reservation("a", limit=2, at=T0 + 1),
+                reservation("b", limit=2, at=T0 + 2),
+                reservation("c", limit=2, at=T0 + DAY),
+                reservation("d", limit=2, at=T0 + DAY + 1.5),
+            ]
+        )
+        # b is refused (m0 and a are counted); at T0 + DAY m0 has left; at T0 + DAY + 1.5 so
+        # has a, and c is counted.
+        assert [(v.allowed, v.counted) for v in verdicts] == [
+            (True, 2),
+            (False, 2),
+            (True, 2),
+            (True, 2),
+        ]
+        assert await store.sends_counted(SUB_A, "c:acme", DAY, T0 + DAY + 2) == 2
+
+    async def test_an_empty_batch(self, store: ConsentStore) -> None:
+        """Nothing to reserve answers nothing."""
+        assert await store.reserve_sends([]) == []
+
+    async def test_two_instances_race_with_batches(self, backend: Backend) -> None:
+        """Batches through two store objects at once, at 2 of 3: exactly one of all goes."""
+        need_shared(backend)
+        first = await backend.new()
+        second = await backend.peer(first)
+        await first.reserve_sends([reservation("m0"), reservation("m1")])
+        results = await asyncio.gather(
+            *(
+                s.reserve_sends([reservation(f"race{i}-{n}", at=T0 + 5) for n in range(3)])
+                for i, s in enumerate((first, second) * 2)
+            )
+        )
+        assert sum(v.allowed for batch in results for v in batch) == 1
+        assert await second.sends_counted(SUB_A, "c:acme", DAY, T0 + 6) == 3
+
+    @settings(
+        max_examples=15,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(spec=reservations_strategy)
+    async def test_batches_answer_what_the_model_does(
+        self, backend: Backend, spec: list[list[tuple[str, str, str, int, float]]]
+    ) -> None:
+        """Any batches, in order, give the verdicts of ``caps.reserve_all`` on a model
+        counter, and the same as one ``reserve_send`` each on another store."""
+        store = await backend.new()
+        single = await backend.new()
+        model: dict[tuple[str, str], dict[str, float]] = {}
+        for batch in spec:
+            reservations = [CapReservation(s, k, t, n, DAY, T0 + at) for s, k, t, n, at in batch]
+            expected = reserve_all(lambda s, k: model.setdefault((s, k), {}), reservations)
+            assert await store.reserve_sends(reservations) == expected
+            one_by_one = [
+                await single.reserve_send(
+                    r.subscriber, r.key, r.token, limit=r.limit, window_s=r.window_s, now=r.now
+                )
+                for r in reservations
+            ]
+            assert one_by_one == expected
 
 
 async def _aiter(events: list[ConsentEvent]) -> AsyncIterator[ConsentEvent]:

@@ -16,6 +16,7 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from gateway.consent.caps import CapReservation
 from gateway.consent.model import ConsentState
 from gateway.store.base import ImportChange, StoreError, StoreUnavailableError
 from gateway.store.factory import count_records, open_store
@@ -497,3 +498,30 @@ async def test_an_unread_invalidation_from_any_master_sends_the_lookup_to_redis(
         assert store._inbox.pending()
         assert store.cached_current(subscriber) is None
         assert (await store.current(subscriber))[SCOPE_NUMBER].state is ConsentState.OPTED_OUT
+
+
+async def test_a_batch_of_reservations_across_slots_and_masters(
+    redis_cluster: RedisClusterServers, opened: list[RedisClusterStore]
+) -> None:
+    """A batch over two subscribers on each master (so a pipeline of scripts per master, one
+    script per slot) is counted in order for each, also after every master lost its scripts."""
+    store, peer = await open_pair(redis_cluster, opened)
+    subscribers = subscribers_on_every_master(store, per_master=2)
+    for server in redis_cluster.servers:
+        client = Redis(host=server.host, port=server.port)
+        try:
+            await client.script_flush()
+        finally:
+            await client.aclose()
+    day = 86_400.0
+    batch = [
+        CapReservation(s, "c:acme", f"{s}-{n}", 2, day, 1_700_000_000.0 + n)
+        for n in range(3)
+        for s in subscribers
+    ]
+    verdicts = await store.reserve_sends(batch)
+    assert [(v.allowed, v.counted) for v in verdicts] == (
+        [(True, 1)] * 6 + [(True, 2)] * 6 + [(False, 2)] * 6
+    )
+    for subscriber in subscribers:
+        assert await peer.sends_counted(subscriber, "c:acme", day, 1_700_000_010.0) == 2
