@@ -21,30 +21,22 @@ Run as ``python -m bench.cost [--configs relay,gateway-footer] [--messages N]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
 from bench.__main__ import (
-    HOST,
-    READY_TIMEOUT_S,
     BenchError,
-    Child,
     Configuration,
     Options,
-    redis_service,
     run_load,
     select_configs,
-    start_middle,
     tree_cpu_seconds,
-    wait_port,
 )
-from bench.profile import io_calls
+from bench.profile import io_calls, warm_middle
 
 DEFAULT_CONFIGS: Final = "relay,parsing-relay,gateway-passthrough,gateway,gateway-footer"
 
@@ -105,31 +97,9 @@ def _measure(
 
 def measure(config: Configuration, opts: Options) -> RowCost:
     """Sink and middle up, a warm-up, the run at ``opts.window`` and the run at window 1."""
-    if config.route in ("direct",):
-        raise BenchError(f"{config.name} has no middle to measure")
-    with (
-        tempfile.TemporaryDirectory(prefix="smpp-cost-") as tmp,
-        contextlib.ExitStack() as stack,
-    ):
-        log_dir = Path(tmp)
-        sink = Child(
-            "sink", [sys.executable, "-m", "bench.sink", "--host", HOST, "--port", "0"], log_dir,
-            control=True,
-        )  # fmt: skip
-        stack.callback(sink.stop)
-        sink_port = int(sink.read_json(READY_TIMEOUT_S)["port"])
-        wait_port(sink_port, sink)
-        services: dict[str, str] = {}
-        if "redis" in config.needs:
-            services["redis_url"] = stack.enter_context(redis_service(log_dir))
-        if "redis-cluster" in config.needs:
-            raise BenchError(f"{config.name}: python -m bench.cost runs no Redis Cluster")
-        middle = start_middle(config, sink_port, log_dir, opts, services)
+    with warm_middle(config, opts, "smpp-cost-") as (middle, log_dir):
         assert middle.child is not None
-        stack.callback(middle.child.stop)
         pid = middle.child.pid
-        run_load(middle.port, log_dir, opts, messages=opts.warmup, window=opts.window,
-                 latency=False, tag="warmup")  # fmt: skip
         batched = _measure(pid, middle.port, log_dir, opts, window=opts.window,
                            messages=opts.messages, tag=config.name)  # fmt: skip
         serial = _measure(pid, middle.port, log_dir, opts, window=1,

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -40,6 +40,7 @@ from bench.__main__ import (
     BenchError,
     Child,
     Configuration,
+    Middle,
     Options,
     cpu_seconds,
     redis_service,
@@ -211,12 +212,17 @@ class Recording:
     calls: tuple[int, int] | None  # its read and write system calls over the run
 
 
-def record(spy: str, config: Configuration, opts: Options, keep: Path | None) -> Recording:
-    """Sink and gateway up, the warm-up, then the throughput run under py-spy: its samples, the
-    load generator's result, the gateway's CPU seconds and system calls over the run (None where
-    unknown). BenchError when a part fails."""
+@contextlib.contextmanager
+def warm_middle(config: Configuration, opts: Options, prefix: str) -> Iterator[tuple[Middle, Path]]:
+    """The sink, the row's services (a throwaway Redis) and its middle process up, and the
+    warm-up sent; yields the middle and the log directory, and stops them all on the way out.
+    BenchError when a part fails, or for a row that needs what this does not start."""
+    if config.route == "direct":
+        raise BenchError(f"{config.name} has no middle process")
+    if "redis-cluster" in config.needs:
+        raise BenchError(f"{config.name}: this tool starts no Redis Cluster")
     with (
-        tempfile.TemporaryDirectory(prefix="smpp-profile-") as tmp,
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
         contextlib.ExitStack() as stack,
     ):
         log_dir = Path(tmp)
@@ -235,6 +241,15 @@ def record(spy: str, config: Configuration, opts: Options, keep: Path | None) ->
         stack.callback(middle.child.stop)
         run_load(middle.port, log_dir, opts, messages=opts.warmup, window=opts.window,
                  latency=False, tag="warmup")  # fmt: skip
+        yield middle, log_dir
+
+
+def record(spy: str, config: Configuration, opts: Options, keep: Path | None) -> Recording:
+    """Sink and gateway up, the warm-up, then the throughput run under py-spy: its samples, the
+    load generator's result, the gateway's CPU seconds and system calls over the run (None where
+    unknown). BenchError when a part fails."""
+    with warm_middle(config, opts, "smpp-profile-") as (middle, log_dir):
+        assert middle.child is not None
         raw = keep or log_dir / "profile.txt"
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(middle.child.pid), "--rate", str(RATE_HZ),
