@@ -334,20 +334,13 @@ class ReplySender:
         if not always and not limits.allow(
             subscriber, self.clock.monotonic(), self.config.reply_limit_per_hour
         ):
-            self.metrics.auto_replies_total.labels(kind, "rate_limited").inc()
-            log.info(
-                logs.AUTO_REPLY_SUPPRESSED,
-                kind=kind,
-                reason="rate limit",
-                subscriber=mask_subscriber(subscriber),
-                system_id=system_id,
-            )
-            self.recorder.record(
-                dataclasses.replace(
-                    evidence,
-                    outcome=ReplyOutcome.NOT_SENT,
-                    error="rate limit (consent.reply_limit_per_hour)",
-                )
+            self._not_sent(
+                evidence,
+                kind,
+                "rate_limited",
+                "rate limit",
+                "rate limit (consent.reply_limit_per_hour)",
+                warn=False,
             )
             return
         if always:
@@ -381,18 +374,29 @@ class ReplySender:
                 segments=len(pdus),
             )
             return
-        self.metrics.auto_replies_total.labels(kind, "no_session").inc()
-        log.warning(
+        self._not_sent(
+            evidence,
+            kind,
+            "no_session",
+            "no transmit-capable session",
+            "no transmit-capable session",
+            warn=True,
+        )
+
+    def _not_sent(
+        self, evidence: ReplyRecord, kind: str, outcome: str, reason: str, error: str, *, warn: bool
+    ) -> None:
+        """A reply that was not sent: counted under ``outcome``, logged, and recorded."""
+        self.metrics.auto_replies_total.labels(kind, outcome).inc()
+        (log.warning if warn else log.info)(
             logs.AUTO_REPLY_SUPPRESSED,
             kind=kind,
-            reason="no transmit-capable session",
-            subscriber=mask_subscriber(subscriber),
-            system_id=system_id,
+            reason=reason,
+            subscriber=mask_subscriber(evidence.subscriber),
+            system_id=evidence.system_id,
         )
         self.recorder.record(
-            dataclasses.replace(
-                evidence, outcome=ReplyOutcome.NOT_SENT, error="no transmit-capable session"
-            )
+            dataclasses.replace(evidence, outcome=ReplyOutcome.NOT_SENT, error=error)
         )
 
     def _done(self, kind: str, subscriber: str, track: ReplyTrack) -> ResponseCallback:
