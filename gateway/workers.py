@@ -1,14 +1,27 @@
 """Several worker processes on one listening port: ``smpp-gateway run --workers N``.
 
-The shape is gunicorn's and uvicorn's: a supervisor parent binds the SMPP listening socket
-once (a taken port is one error naming ``server.listen``, before any worker exists) and starts
-N workers, fresh interpreters (``python -m gateway worker``) that inherit that socket and each
-run the whole gateway on an event loop of their own. Every worker accepts on the same socket,
-so the kernel hands each new connection to whichever worker takes it first; a connection then
-stays with its worker for its life (its upstream bind, its held parts, its receipts). One
-shared socket, not one SO_REUSEPORT socket per worker (nginx's ``reuseport``): connections
-queued on a dead worker's own socket would wait for its restart or be dropped, and a shared
-queue never strands one.
+The shape is gunicorn's and uvicorn's, with nginx's ``reuseport`` listening sockets: a
+supervisor parent binds the SMPP address (a taken port is one error naming ``server.listen``,
+before any worker exists) and starts N workers, fresh interpreters (``python -m gateway
+worker``) that each run the whole gateway on an event loop of their own. Worker i inherits
+socket i of N, all bound with SO_REUSEPORT to the one address, and the kernel hashes each new
+connection to one of them; a connection then stays with its worker for its life (its upstream
+bind, its held parts, its receipts).
+
+Why not one shared socket that every worker accepts on (what this module did first): the
+kernel woke the same waiting worker first every time, and with ``bench --connections 4
+--configs gateway-footer-w2`` all four client sessions went to one worker in 5 of 6 rounds
+(the gateway's CPU share was 1.0 core, not 1.6): two workers gave no more than one process.
+Hashing spreads connections whatever the workers are doing. Its price is a dead worker's
+queue: the supervisor closes a worker's socket as soon as the worker exits, so the
+connections queued on it are reset (their clients reconnect) and, while it is closed, the
+kernel hashes new connections to the other workers' sockets; a fresh socket is bound when the
+worker starts again. Keeping the socket for the restart instead would leave new connections
+hashed to it waiting for the restart's backoff (up to 30 s) and start-up.
+
+The probe comes first: a socket bound without SO_REUSEPORT and closed at once, so a port held
+by another process, even another gateway with ``server.reuse_port = true``, is an error
+rather than a silent share (unless ``server.reuse_port`` asks for that sharing here too).
 
 Consent is shared through the store, never between processes directly. Each worker opens its
 own store object; a change made through one is seen by the others before their next decision:
