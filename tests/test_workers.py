@@ -375,3 +375,38 @@ class TestSpread:
             per_worker = await sessions_per_worker(run_root)
             assert all(count > 0 for count in per_worker), per_worker
             assert sum(per_worker) == 16
+
+    async def test_a_dead_workers_queued_connections_are_reset_not_stranded(
+        self, tmp_path: Path, run_root: str
+    ) -> None:
+        """Binds queued on a stopped worker's socket are reset when that worker is killed (the
+        supervisor closes its socket rather than keep them for the restart); the others are
+        served by worker 1, and the restarted worker takes new connections again."""
+        async with supervised(tmp_path) as (_sim, daemon), contextlib.AsyncExitStack() as stack:
+            doomed = daemon.worker_pids()[2]
+            os.kill(doomed, signal.SIGSTOP)
+            try:
+                clients = [SmpplibEsme(daemon.port, "acme", bind="transmitter") for _ in range(16)]
+                binds = asyncio.gather(
+                    *(stack.enter_async_context(c) for c in clients), return_exceptions=True
+                )
+                await asyncio.sleep(1.0)  # the connections reach the kernel's queues
+                os.kill(doomed, signal.SIGKILL)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(doomed, signal.SIGCONT)
+            results = await binds
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for client, result in zip(clients, results, strict=True):
+                if isinstance(result, BaseException) and client.client._socket is not None:
+                    client.client._socket.close()  # reset: nothing to unbind
+            assert failed, "no connection was queued on the killed worker's socket"
+            await daemon.wait_for("gateway_started", 2, worker=2, timeout=30)
+            assert (await sessions_per_worker(run_root))[0] == 16 - len(failed)
+            for _ in range(16):
+                await stack.enter_async_context(
+                    SmpplibEsme(daemon.port, "acme", bind="transmitter")
+                )
+            per_worker = await sessions_per_worker(run_root)
+            assert per_worker[1] > 0, per_worker
+            assert sum(per_worker) == 32 - len(failed)
