@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.config import Address, ConfigError, GatewayConfig
 
@@ -93,10 +94,54 @@ def try_bind(item: Listening) -> None:
         raise error(item, exc) from None
 
 
-def bind(item: Listening, *, backlog: int = 1024) -> socket.socket:
-    """A listening socket on ``item``'s address, for a supervisor to hand to its workers
-    (gateway.workers); StartupError naming the key when it cannot be bound. The address must
-    resolve to one socket address: one inherited socket is what every worker accepts on."""
+def bind(item: Listening, count: int, *, backlog: int = 1024) -> list[socket.socket]:
+    """``count`` listening sockets on ``item``'s address, each with SO_REUSEPORT, for a
+    supervisor to hand one to each worker (gateway.workers); StartupError naming the key when
+    they cannot be bound. The address must resolve to one socket address.
+
+    A probe bind without SO_REUSEPORT comes first (bound and closed at once): our own sockets
+    share the port with each other, but a port already held by another process, even one that
+    sets SO_REUSEPORT, stays an error, unless ``server.reuse_port`` shares it on purpose. Port 0
+    binds the first socket on a free port and the others on that one."""
+    family, sockaddr = _one_address(item)
+    if not item.reuse_port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                _prepare(probe, family, reuse_port=False)
+                probe.bind(sockaddr)
+            except OSError as exc:
+                raise error(item, exc) from None
+    out: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = bind_again(item, family, sockaddr, backlog=backlog)
+            out.append(sock)
+            sockaddr = sock.getsockname()  # port 0: the port the first one got
+    except StartupError:
+        for sock in out:
+            sock.close()
+        raise
+    return out
+
+
+def bind_again(
+    item: Listening, family: int, sockaddr: Any, *, backlog: int = 1024
+) -> socket.socket:
+    """One more SO_REUSEPORT listening socket on ``sockaddr`` (a socket bound by ``bind``
+    gives it with ``getsockname``): a restarted worker's; StartupError naming the key."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        _prepare(sock, family, reuse_port=True)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise error(item, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _one_address(item: Listening) -> tuple[int, Any]:
     host, port = item.address.host, item.address.port
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -107,21 +152,15 @@ def bind(item: Listening, *, backlog: int = 1024) -> socket.socket:
             f"{item.key}: {host!r} resolves to {len(infos)} addresses; with server.workers "
             "above 1 give one (an IP address such as 0.0.0.0, :: or 127.0.0.1)"
         )
-    family, kind, proto, _name, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if item.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise error(item, exc) from None
-    sock.setblocking(False)
-    return sock
+    return infos[0][0], infos[0][4]
+
+
+def _prepare(sock: socket.socket, family: int, *, reuse_port: bool) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
 
 
 def error(item: Listening, exc: OSError) -> StartupError:

@@ -1,14 +1,27 @@
 """Several worker processes on one listening port: ``smpp-gateway run --workers N``.
 
-The shape is gunicorn's and uvicorn's: a supervisor parent binds the SMPP listening socket
-once (a taken port is one error naming ``server.listen``, before any worker exists) and starts
-N workers, fresh interpreters (``python -m gateway worker``) that inherit that socket and each
-run the whole gateway on an event loop of their own. Every worker accepts on the same socket,
-so the kernel hands each new connection to whichever worker takes it first; a connection then
-stays with its worker for its life (its upstream bind, its held parts, its receipts). One
-shared socket, not one SO_REUSEPORT socket per worker (nginx's ``reuseport``): connections
-queued on a dead worker's own socket would wait for its restart or be dropped, and a shared
-queue never strands one.
+The shape is gunicorn's and uvicorn's, with nginx's ``reuseport`` listening sockets: a
+supervisor parent binds the SMPP address (a taken port is one error naming ``server.listen``,
+before any worker exists) and starts N workers, fresh interpreters (``python -m gateway
+worker``) that each run the whole gateway on an event loop of their own. Worker i inherits
+socket i of N, all bound with SO_REUSEPORT to the one address, and the kernel hashes each new
+connection to one of them; a connection then stays with its worker for its life (its upstream
+bind, its held parts, its receipts).
+
+Why not one shared socket that every worker accepts on (what this module did first): the
+kernel woke the same waiting worker first every time, and with ``bench --connections 4
+--configs gateway-footer-w2`` all four client sessions went to one worker in 5 of 6 rounds
+(the gateway's CPU share was 1.0 core, not 1.6): two workers gave no more than one process.
+Hashing spreads connections whatever the workers are doing. Its price is a dead worker's
+queue: the supervisor closes a worker's socket as soon as the worker exits, so the
+connections queued on it are reset (their clients reconnect) and, while it is closed, the
+kernel hashes new connections to the other workers' sockets; a fresh socket is bound when the
+worker starts again. Keeping the socket for the restart instead would leave new connections
+hashed to it waiting for the restart's backoff (up to 30 s) and start-up.
+
+The probe comes first: a socket bound without SO_REUSEPORT and closed at once, so a port held
+by another process, even another gateway with ``server.reuse_port = true``, is an error
+rather than a silent share (unless ``server.reuse_port`` asks for that sharing here too).
 
 Consent is shared through the store, never between processes directly. Each worker opens its
 own store object; a change made through one is seen by the others before their next decision:
@@ -294,6 +307,9 @@ class _Slot:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(self.notify_path)
         self.notify.setblocking(False)
+        # This worker's SO_REUSEPORT socket; None while the worker is down (closed, so that
+        # the kernel hashes new connections to the other workers' sockets).
+        self.listen: socket.socket | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.started = 0.0
         self.ready = False
@@ -304,6 +320,12 @@ class _Slot:
     def close(self) -> None:
         self.status.close()
         self.notify.close()
+        self.close_listen()
+
+    def close_listen(self) -> None:
+        if self.listen is not None:
+            self.listen.close()
+            self.listen = None
 
 
 class Supervisor:
@@ -322,7 +344,9 @@ class Supervisor:
         self._failure: str | None = None
         self._stopping = False
         self._retired: list[Metric] = []  # counters of workers that ended
-        self._listen: socket.socket | None = None
+        self._listening: startup.Listening | None = None
+        self._listen_family = socket.AF_INET
+        self._listen_address: Any = None  # what every worker's socket is bound to
         self._alive_read = -1
         self._alive_write = -1
         self._snapshot = ""
@@ -371,23 +395,29 @@ class Supervisor:
         """Run until SIGTERM / SIGINT (exit status 0 when every worker drained cleanly) or
         until workers keep dying at start (1)."""
         loop = asyncio.get_running_loop()
-        listening = startup.listeners(self.config)
-        self._listen = startup.bind(listening[0])  # StartupError naming server.listen
+        self._listening = startup.listeners(self.config)[0]
+        # StartupError naming server.listen, before any worker exists.
+        sockets = startup.bind(self._listening, self.count)
+        self._listen_family = sockets[0].family
+        self._listen_address = sockets[0].getsockname()
         run_dir = Path(
             tempfile.mkdtemp(prefix="smpp-gateway-", dir=os.environ.get("RUNTIME_DIRECTORY"))
         )
         try:
-            return await self._serve(loop, run_dir)
+            return await self._serve(loop, run_dir, sockets)
         finally:
             for slot in self._slots:
                 slot.close()
-            self._listen.close()
+            for sock in sockets:
+                sock.close()
             for fd in (self._alive_read, self._alive_write):
                 if fd >= 0:
                     os.close(fd)
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    async def _serve(self, loop: asyncio.AbstractEventLoop, run_dir: Path) -> int:
+    async def _serve(
+        self, loop: asyncio.AbstractEventLoop, run_dir: Path, sockets: list[socket.socket]
+    ) -> int:
         source = self.config.source
         assert source is not None, "a supervisor's config comes from a file"
         self._snapshot = _snapshot(source, run_dir)
@@ -406,6 +436,8 @@ class Supervisor:
                 await self.gateway.stop()
                 raise
             self._slots = [_Slot(i, run_dir) for i in range(1, self.count + 1)]
+            for slot, sock in zip(self._slots, sockets, strict=True):
+                slot.listen = sock
             for slot in self._slots:
                 loop.add_reader(slot.notify.fileno(), self._notified, slot)
                 self._spawn(self._run_slot(slot))
@@ -486,7 +518,13 @@ class Supervisor:
                 self._changed.set()
 
     async def _start_worker(self, slot: _Slot) -> asyncio.subprocess.Process:
-        assert self._listen is not None and self.config.source is not None
+        assert self.config.source is not None
+        if slot.listen is None:
+            # A restart: a fresh socket on the same address (StartupError if that fails).
+            assert self._listening is not None
+            slot.listen = startup.bind_again(
+                self._listening, self._listen_family, self._listen_address
+            )
         env = dict(os.environ, NOTIFY_SOCKET=slot.notify_path)
         for name in ("WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
             env.pop(name, None)  # systemd's, for this process
@@ -494,7 +532,7 @@ class Supervisor:
         if timeout_s is not None:
             # The worker's own watchdog loop pings at half this (gateway.app.watchdog_pings).
             env["WATCHDOG_USEC"] = str(int(timeout_s * 1_000_000))
-        fds = (self._listen.fileno(), slot.status.fileno(), self._alive_read)
+        fds = (slot.listen.fileno(), slot.status.fileno(), self._alive_read)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -524,8 +562,19 @@ class Supervisor:
 
     async def _run_slot(self, slot: _Slot) -> None:
         while True:
-            process = await self._start_worker(slot)
+            try:
+                process = await self._start_worker(slot)
+            except startup.StartupError as exc:
+                # Cannot happen while the other workers hold the port; if it does, this
+                # worker cannot serve, and the supervisor stops (workers_failed) rather than
+                # run short.
+                self._failure = f"worker {slot.index}: {exc}"
+                self.request_stop()
+                return
             status = await process.wait()
+            # Its queued connections are reset now (their clients reconnect, hashed to the
+            # other sockets) rather than waiting for the restart's backoff and start-up.
+            slot.close_listen()
             self._notified(slot)  # a READY sent just before it died
             end = WorkerExit(status=status, ready=slot.ready, ran_s=time.monotonic() - slot.started)
             slot.ready = False

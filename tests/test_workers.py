@@ -1,18 +1,25 @@
-"""The supervisor's pure parts (gateway.workers): the restart decision, ``auto``, the config
-checks for several workers, and the sum of metrics over processes."""
+"""The supervisor (gateway.workers): its pure parts (the restart decision, ``auto``, the config
+checks for several workers, the sum of metrics over processes), its listening sockets, and how
+real connections spread over two real workers."""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import contextlib
 import os
+import shutil
+import signal
 import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import startup
-from gateway.config import Address, ConfigError, GatewayConfig, parse
+from gateway.config import ConfigError, GatewayConfig, parse
 from gateway.telemetry.metrics import STORE_UP, Metrics
 from gateway.workers import (
     GiveUp,
@@ -22,6 +29,7 @@ from gateway.workers import (
     WorkerExit,
     after_exit,
     check,
+    http_get,
     merge,
     parse_workers,
     render,
@@ -29,6 +37,8 @@ from gateway.workers import (
     usable_cpus,
     worker_count,
 )
+from tests.integration.test_workers import supervised
+from tests.support.consent import SmpplibEsme
 
 POLICY = RestartPolicy(first_delay_s=0.5, max_delay_s=4.0, stable_after_s=10.0)
 
@@ -213,25 +223,190 @@ class TestMerge:
         assert STORE_UP not in names
 
 
+def server_item(listen: str, *, reuse_port: bool = False) -> startup.Listening:
+    config = parse(
+        {
+            "upstream": {"address": "127.0.0.1:2776"},
+            "server": {"listen": listen, "reuse_port": reuse_port},
+        }
+    )
+    return startup.listeners(config)[0]
+
+
+def reuse_port_socket(family: int, address: tuple[str, int]) -> socket.socket:
+    """A listening socket of another process's kind, sharing its port on purpose."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(8)
+    return sock
+
+
 class TestBind:
-    def test_the_supervisors_socket_names_the_key_when_the_port_is_taken(self) -> None:
-        """startup.bind (the socket every worker inherits) listens at once; on a port in use
-        it raises one StartupError naming server.listen."""
-        config = parse(
-            {"upstream": {"address": "127.0.0.1:2776"}, "server": {"listen": "127.0.0.1:0"}}
-        )
-        item = startup.listeners(config)[0]
-        sock = startup.bind(item)
+    def test_every_workers_socket_listens_on_the_port_the_first_got(self) -> None:
+        """Port 0: startup.bind gives one listening socket per worker, all on the port the
+        first was given, each taking connections before any worker accepts."""
+        sockets = startup.bind(server_item("127.0.0.1:0"), 3)
         try:
-            port = sock.getsockname()[1]
+            (port,) = {sock.getsockname()[1] for sock in sockets}
+            assert len(sockets) == 3
             assert port != 0
-            with socket.create_connection(("127.0.0.1", port), timeout=5):
-                pass  # the backlog takes it before any worker accepts
-            taken = dataclasses.replace(item, address=Address("127.0.0.1", port))
-            with pytest.raises(
-                startup.StartupError, match=r"^server\.listen: .* already in use"
-            ) as info:
-                startup.bind(taken)
-            assert info.value.in_use
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+            accepted = 0
+            for sock in sockets:  # the kernel queued each connection on one of them
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        sock.accept()[0].close()
+                        accepted += 1
+            for client in clients:
+                client.close()
+            assert accepted == 6
         finally:
-            sock.close()
+            for sock in sockets:
+                sock.close()
+
+    def test_a_taken_port_names_the_key(self) -> None:
+        """A port held by another process is one StartupError naming server.listen, also
+        when that process shares it with SO_REUSEPORT (the probe bind does not set it)."""
+        plain = startup.bind(server_item("127.0.0.1:0"), 1)[0]
+        shared = reuse_port_socket(socket.AF_INET, ("127.0.0.1", 0))
+        try:
+            for holder in (plain, shared):
+                port = holder.getsockname()[1]
+                with pytest.raises(
+                    startup.StartupError, match=r"^server\.listen: .* already in use"
+                ) as info:
+                    startup.bind(server_item(f"127.0.0.1:{port}"), 2)
+                assert info.value.in_use
+        finally:
+            plain.close()
+            shared.close()
+
+    def test_reuse_port_on_shares_the_port_on_purpose(self) -> None:
+        """With server.reuse_port = true the workers' sockets join another SO_REUSEPORT
+        holder of the port, as a single process does."""
+        other = reuse_port_socket(socket.AF_INET, ("127.0.0.1", 0))
+        try:
+            port = other.getsockname()[1]
+            sockets = startup.bind(server_item(f"127.0.0.1:{port}", reuse_port=True), 2)
+            assert {sock.getsockname()[1] for sock in sockets} == {port}
+            for sock in sockets:
+                sock.close()
+        finally:
+            other.close()
+
+    def test_ipv6_and_a_fresh_socket_for_a_restarted_worker(self) -> None:
+        """An IPv6 address binds IPv6-only sockets; bind_again adds one on the same port
+        after one of them was closed (a worker that died), and it takes connections."""
+        if not socket.has_ipv6:
+            pytest.skip("no IPv6")
+        try:
+            sockets = startup.bind(server_item("[::1]:0"), 2)
+        except startup.StartupError as exc:
+            pytest.skip(f"no ::1 here: {exc}")
+        try:
+            assert all(sock.family == socket.AF_INET6 for sock in sockets)
+            assert sockets[0].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+            address = sockets[0].getsockname()
+            sockets[1].close()
+            sockets[1] = startup.bind_again(server_item("[::1]:0"), socket.AF_INET6, address)
+            assert sockets[1].getsockname()[1] == address[1]
+            with socket.create_connection(("::1", address[1]), timeout=5):
+                pass
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+async def sessions_per_worker(run_root: str) -> list[float]:
+    """Each worker's own smppgw_sessions (transmitter), read from its status socket."""
+    (run_dir,) = await asyncio.to_thread(lambda: list(Path(run_root).iterdir()))
+    out = []
+    for index in (1, 2):
+        status, body = await http_get(str(run_dir / f"worker-{index}.sock"), "/metrics", 5.0)
+        assert status == 200
+        out.append(samples(body).get(("smppgw_sessions", (("bind_type", "transmitter"),)), 0))
+    return out
+
+
+@pytest.fixture
+def run_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The supervisor's run directory's parent, short: a Unix socket path has 108 bytes."""
+    root = tempfile.mkdtemp(prefix="gw")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", root)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class TestSpread:
+    async def test_sixteen_connections_reach_both_workers(
+        self, tmp_path: Path, run_root: str
+    ) -> None:
+        """Sixteen smpplib binds, one after the other, to a 2-worker gateway: each worker's
+        status socket counts sessions, and the supervisor's /metrics sums them to 16. Each
+        worker has its own SO_REUSEPORT socket and the kernel hashes each connection to one,
+        so all 16 land on one worker with probability 2 * 2**-16."""
+        async with supervised(tmp_path) as (_sim, daemon), contextlib.AsyncExitStack() as stack:
+            for _ in range(16):
+                await stack.enter_async_context(
+                    SmpplibEsme(daemon.port, "acme", bind="transmitter")
+                )
+            per_worker = await sessions_per_worker(run_root)
+            assert all(count > 0 for count in per_worker), per_worker
+            assert sum(per_worker) == 16
+            assert await daemon.metric("smppgw_sessions", bind_type="transmitter") == 16
+
+    async def test_connections_are_hashed_even_to_a_worker_that_is_not_accepting(
+        self, tmp_path: Path, run_root: str
+    ) -> None:
+        """Sixteen binds opened while worker 2 is stopped (SIGSTOP): some wait in worker 2's
+        own socket and are served once it runs again, where one shared socket gives every
+        one to the worker that is awake (all 16 on worker 1 with hashing: 2**-16)."""
+        async with supervised(tmp_path) as (_sim, daemon), contextlib.AsyncExitStack() as stack:
+            stopped = daemon.worker_pids()[2]
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                clients = [SmpplibEsme(daemon.port, "acme", bind="transmitter") for _ in range(16)]
+                binds = asyncio.gather(*(stack.enter_async_context(c) for c in clients))
+                await asyncio.sleep(1.0)  # the connections reach the kernel's queues
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+            await binds
+            per_worker = await sessions_per_worker(run_root)
+            assert all(count > 0 for count in per_worker), per_worker
+            assert sum(per_worker) == 16
+
+    async def test_a_dead_workers_queued_connections_are_reset_not_stranded(
+        self, tmp_path: Path, run_root: str
+    ) -> None:
+        """Binds queued on a stopped worker's socket are reset when that worker is killed (the
+        supervisor closes its socket rather than keep them for the restart); the others are
+        served by worker 1, and the restarted worker takes new connections again."""
+        async with supervised(tmp_path) as (_sim, daemon), contextlib.AsyncExitStack() as stack:
+            doomed = daemon.worker_pids()[2]
+            os.kill(doomed, signal.SIGSTOP)
+            try:
+                clients = [SmpplibEsme(daemon.port, "acme", bind="transmitter") for _ in range(16)]
+                binds = asyncio.gather(
+                    *(stack.enter_async_context(c) for c in clients), return_exceptions=True
+                )
+                await asyncio.sleep(1.0)  # the connections reach the kernel's queues
+                os.kill(doomed, signal.SIGKILL)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(doomed, signal.SIGCONT)
+            results = await binds
+            failed = [r for r in results if isinstance(r, BaseException)]
+            for client, result in zip(clients, results, strict=True):
+                if isinstance(result, BaseException) and client.client._socket is not None:
+                    client.client._socket.close()  # reset: nothing to unbind
+            assert failed, "no connection was queued on the killed worker's socket"
+            await daemon.wait_for("gateway_started", 2, worker=2, timeout=30)
+            assert (await sessions_per_worker(run_root))[0] == 16 - len(failed)
+            for _ in range(16):
+                await stack.enter_async_context(
+                    SmpplibEsme(daemon.port, "acme", bind="transmitter")
+                )
+            per_worker = await sessions_per_worker(run_root)
+            assert per_worker[1] > 0, per_worker
+            assert sum(per_worker) == 32 - len(failed)
